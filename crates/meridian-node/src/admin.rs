@@ -1,0 +1,185 @@
+//! The admin HTTP listener: liveness, readiness, Prometheus metrics and, when
+//! enabled, fault injection for tests and chaos runs.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use meridian_peer::FaultConfig;
+
+use crate::cluster_api::local_status;
+use crate::node::Shared;
+
+pub(crate) fn router(s: Arc<Shared>) -> Router {
+    let mut r = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    if s.config.enable_fault_injection {
+        r = r.route("/debug/faults", get(get_faults).put(put_faults));
+    }
+    r.with_state(s)
+}
+
+/// Ready when this node is a member, knows a leader that heard from a quorum
+/// recently, and has applied what it received.
+pub(crate) fn readiness(s: &Shared) -> Result<(), String> {
+    let m = s.raft.metrics().borrow().clone();
+    let mem = m.membership_config.membership();
+    if mem.get_node(&s.id).is_none() {
+        return Err("not a member of a cluster (not initialized, or not yet added)".into());
+    }
+    match m.current_leader {
+        None => {
+            return Err(format!(
+                "no leader known (term {}, state {:?})",
+                m.current_term, m.state
+            ))
+        }
+        Some(l) if l == s.id => {
+            let limit = s.config.raft.election_max_ms;
+            let voters = mem.voter_ids().count();
+            if voters > 1 {
+                match m.millis_since_quorum_ack {
+                    Some(ms) if ms <= limit => {}
+                    Some(ms) => {
+                        return Err(format!("leader has not heard from a quorum for {ms} ms"))
+                    }
+                    None => return Err("leader has not heard from a quorum yet".into()),
+                }
+            }
+        }
+        Some(_) => {
+            if !s.leader_contact_recent() {
+                return Err("no contact with the leader recently".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    match readiness(&s) {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let st = local_status(&s);
+    let m = s.raft.metrics().borrow().clone();
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, v: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge("meridian_raft_term", "Current Raft term.", st.term as f64);
+    gauge(
+        "meridian_raft_leader_id",
+        "Id of the leader this node knows, 0 if none.",
+        st.leader_id as f64,
+    );
+    gauge(
+        "meridian_raft_is_leader",
+        "1 if this node leads.",
+        (st.role == "leader") as u8 as f64,
+    );
+    gauge(
+        "meridian_raft_last_log_index",
+        "Index of the last log entry on this node.",
+        st.last_log_index as f64,
+    );
+    gauge(
+        "meridian_raft_commit_index",
+        "Highest index known committed.",
+        st.commit_index as f64,
+    );
+    gauge(
+        "meridian_raft_applied_index",
+        "Highest index applied to the state machine.",
+        st.applied_index as f64,
+    );
+    gauge(
+        "meridian_raft_snapshot_index",
+        "Index of the last snapshot.",
+        st.snapshot_index as f64,
+    );
+    gauge(
+        "meridian_raft_purged_index",
+        "Highest purged log index.",
+        st.purged_index as f64,
+    );
+    gauge(
+        "meridian_raft_voters",
+        "Number of voters in the membership.",
+        st.voters.len() as f64,
+    );
+    gauge(
+        "meridian_raft_learners",
+        "Number of learners in the membership.",
+        st.learners.len() as f64,
+    );
+    gauge(
+        "meridian_store_revision",
+        "Global revision of the replicated config.",
+        st.revision as f64,
+    );
+    gauge(
+        "meridian_ready",
+        "1 if /readyz answers ready.",
+        readiness(&s).is_ok() as u8 as f64,
+    );
+    gauge(
+        "meridian_uptime_seconds",
+        "Seconds since the process started.",
+        st.uptime_ms as f64 / 1000.0,
+    );
+    if let Some(ms) = m.millis_since_quorum_ack {
+        gauge(
+            "meridian_raft_millis_since_quorum_ack",
+            "On the leader: ms since a quorum acknowledged it.",
+            ms as f64,
+        );
+    }
+    if let Some(rss) = resident_memory_bytes() {
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory of the process.",
+            rss as f64,
+        );
+    }
+    let _ = writeln!(out, "# HELP meridian_raft_replication_lag Entries a follower is behind the leader.\n# TYPE meridian_raft_replication_lag gauge");
+    for (peer, lag) in &st.replication_lag {
+        let _ = writeln!(
+            out,
+            "meridian_raft_replication_lag{{peer=\"{peer}\"}} {lag}"
+        );
+    }
+    s.write_metrics.render(&mut out);
+    ([("content-type", "text/plain; version=0.0.4")], out)
+}
+
+fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+async fn get_faults(State(s): State<Arc<Shared>>) -> Json<FaultConfig> {
+    Json(s.faults.get())
+}
+
+async fn put_faults(
+    State(s): State<Arc<Shared>>,
+    Json(cfg): Json<FaultConfig>,
+) -> impl IntoResponse {
+    tracing::warn!(faults = ?cfg, "fault injection changed");
+    s.faults.set(cfg.clone());
+    Json(cfg)
+}

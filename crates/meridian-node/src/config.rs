@@ -1,0 +1,179 @@
+//! Everything a node is started with. Built by the binary from flags and/or a
+//! config file; the node itself never reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    pub region: String,
+    pub data_dir: PathBuf,
+    pub listen: Listeners,
+    /// Addresses other nodes and clients use to reach this node; default to
+    /// the listen addresses.
+    #[serde(default)]
+    pub advertise: Option<Listeners>,
+    #[serde(default)]
+    pub raft: RaftTimings,
+    /// Take a snapshot (and purge the log before it) every this many entries.
+    #[serde(default = "default_snapshot_logs")]
+    pub snapshot_logs: u64,
+    /// How long a write may wait for a quorum before it is answered
+    /// "no quorum" (its outcome is then unknown; retry with the same id).
+    #[serde(default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
+    /// Start as a single-node cluster if the data dir is new.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// API addresses of existing members to ask to admit this node when its
+    /// data dir is new.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// Serve the fault-injection endpoint on the admin listener (tests, chaos).
+    #[serde(default)]
+    pub enable_fault_injection: bool,
+}
+
+fn default_snapshot_logs() -> u64 {
+    10_000
+}
+
+fn default_write_timeout_ms() -> u64 {
+    5_000
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listeners {
+    pub peer: SocketAddr,
+    pub api: SocketAddr,
+    pub xds: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// Raft timings. openraft's own defaults (50 ms heartbeat, 150-300 ms
+/// election) are too tight once fsync and cross-region links are involved.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RaftTimings {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    pub install_snapshot_timeout_ms: u64,
+}
+
+impl RaftTimings {
+    /// Nodes in one region or data center (RTT under 5 ms).
+    pub fn lan() -> Self {
+        RaftTimings {
+            heartbeat_ms: 100,
+            election_min_ms: 750,
+            election_max_ms: 1500,
+            install_snapshot_timeout_ms: 10_000,
+        }
+    }
+
+    /// Voters spread across regions (RTT 100-300 ms): elections must not fire
+    /// on one slow round trip plus an fsync.
+    pub fn wan() -> Self {
+        RaftTimings {
+            heartbeat_ms: 300,
+            election_min_ms: 2_500,
+            election_max_ms: 5_000,
+            install_snapshot_timeout_ms: 60_000,
+        }
+    }
+
+    pub fn profile(name: &str) -> Option<Self> {
+        match name {
+            "lan" => Some(Self::lan()),
+            "wan" => Some(Self::wan()),
+            _ => None,
+        }
+    }
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        Self::lan()
+    }
+}
+
+impl NodeConfig {
+    pub fn advertised(&self) -> &Listeners {
+        self.advertise.as_ref().unwrap_or(&self.listen)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+
+    /// Checks that do not need the disk. Each error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id == 0 {
+            return Err("node_id: must be greater than 0".into());
+        }
+        if let Err(e) = check_region(&self.region) {
+            return Err(format!("region: {e}"));
+        }
+        let t = &self.raft;
+        if t.heartbeat_ms == 0 {
+            return Err("raft.heartbeat_ms: must be greater than 0".into());
+        }
+        if t.election_min_ms <= t.heartbeat_ms * 2 {
+            return Err(format!(
+                "raft.election_min_ms: must be more than twice raft.heartbeat_ms ({}), got {}",
+                t.heartbeat_ms, t.election_min_ms
+            ));
+        }
+        if t.election_max_ms <= t.election_min_ms {
+            return Err("raft.election_max_ms: must be greater than raft.election_min_ms".into());
+        }
+        if self.snapshot_logs < 10 {
+            return Err("snapshot_logs: must be at least 10".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn openraft_config(&self) -> Result<openraft::Config, String> {
+        let t = &self.raft;
+        let cfg = openraft::Config {
+            cluster_name: "meridian".into(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_min_ms,
+            election_timeout_max: t.election_max_ms,
+            install_snapshot_timeout: t.install_snapshot_timeout_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            // Keep enough log after a snapshot that a briefly slow follower
+            // catches up from the log, not with a second snapshot.
+            max_in_snapshot_log_to_keep: self.snapshot_logs / 2,
+            // Must stay above the snapshot interval (dependencies.md).
+            replication_lag_threshold: self.snapshot_logs * 2,
+            max_payload_entries: 512,
+            ..Default::default()
+        };
+        cfg.validate().map_err(|e| format!("raft: {e}"))
+    }
+}
+
+/// Region names: 1-63 of a-z, 0-9 and '-', starting with a letter.
+pub fn check_region(region: &str) -> Result<(), String> {
+    let ok = !region.is_empty()
+        && region.len() <= 63
+        && region.starts_with(|c: char| c.is_ascii_lowercase())
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{region:?} is not a valid region name (1-63 characters of a-z, 0-9 and '-', starting with a letter)"
+        ))
+    }
+}

@@ -1,0 +1,322 @@
+//! The leader's group-commit proposer.
+//!
+//! Writes queue here; each round takes every queued transaction, validates
+//! them one after the other against the config as it will be (the
+//! [`Overlay`]), and proposes the accepted ones as one log entry guarded by the
+//! config sequence number they were validated against. One fsync round then
+//! commits many writes, and validation always sees a serial order, so invalid
+//! config never enters the log. Rejected in DECISIONS.md: validating inside
+//! apply (a validator change between versions would make replicas diverge).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use meridian_store::{Batch, Raft, Request, StateMachineStore, Txn, TxnOutcome};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::error::ApiError;
+use crate::metrics::WriteMetrics;
+use crate::validate::{Overlay, Verdict};
+
+/// Most transactions in one log entry.
+const MAX_BATCH: usize = 1024;
+
+#[derive(Debug)]
+pub(crate) struct WriteResult {
+    pub revision: u64,
+    pub duplicate: bool,
+}
+
+/// What can go wrong with a write on this node.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// This node is not (or no longer) the leader; try the leader.
+    NotLeader,
+    Api(ApiError),
+}
+
+struct Pending {
+    txn: Txn,
+    dry_run: bool,
+    reply: oneshot::Sender<Result<WriteResult, WriteError>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Proposer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    pub(crate) fn start(
+        raft: Raft,
+        sm: StateMachineStore,
+        write_timeout: Duration,
+        metrics: Arc<WriteMetrics>,
+    ) -> Proposer {
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        tokio::spawn(run(raft, sm, rx, write_timeout, metrics));
+        Proposer { tx }
+    }
+
+    pub(crate) async fn submit(&self, txn: Txn, dry_run: bool) -> Result<WriteResult, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Pending {
+                txn,
+                dry_run,
+                reply,
+            })
+            .await
+            .map_err(|_| WriteError::Api(ApiError::Unavailable("node is shutting down".into())))?;
+        rx.await
+            .map_err(|_| WriteError::Api(ApiError::Unavailable("node is shutting down".into())))?
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn run(
+    raft: Raft,
+    sm: StateMachineStore,
+    mut rx: mpsc::Receiver<Pending>,
+    write_timeout: Duration,
+    metrics: Arc<WriteMetrics>,
+) {
+    let mut overlay: Option<(u64, Overlay)> = None;
+    let mut carry: Vec<Pending> = Vec::new();
+    loop {
+        if carry.is_empty() {
+            match rx.recv().await {
+                Some(p) => carry.push(p),
+                None => return,
+            }
+        }
+        while carry.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => carry.push(p),
+                Err(_) => break,
+            }
+        }
+
+        let mut taken: Vec<Pending> = std::mem::take(&mut carry);
+        taken.retain(|p| !p.reply.is_closed());
+        if taken.is_empty() {
+            continue;
+        }
+
+        let seq = sm.config_seq();
+        if overlay.as_ref().map(|(s, _)| *s) != Some(seq) {
+            let (o, broken) = Overlay::from_state(sm.list(None));
+            for b in broken {
+                warn!(object = %b, "stored object no longer parses; left out of validation");
+            }
+            overlay = Some((seq, o));
+        }
+        let ov = &mut overlay.as_mut().expect("set above").1;
+        ov.start_batch();
+
+        let mut batch = Vec::new();
+        let mut waiting = Vec::new();
+        for p in taken {
+            // Retried writes whose first attempt committed are answered from
+            // the de-duplication table before validation: against today's
+            // state the retry could look like a conflict.
+            if let Some(r) = dedup_answer(&sm, &p) {
+                let _ = p.reply.send(r);
+                continue;
+            }
+            match ov.check(&p.txn, p.dry_run) {
+                Verdict::Accept(_) if p.dry_run => {
+                    let _ = p.reply.send(Ok(WriteResult {
+                        revision: sm.revision(),
+                        duplicate: false,
+                    }));
+                }
+                Verdict::Accept(txn) => {
+                    batch.push(txn);
+                    waiting.push(p);
+                }
+                Verdict::Invalid(errors) => {
+                    metrics.txns_rejected.fetch_add(1, Ordering::Relaxed);
+                    let _ = p
+                        .reply
+                        .send(Err(WriteError::Api(ApiError::Invalid(errors.join("\n")))));
+                }
+                Verdict::Conflict {
+                    key,
+                    expected,
+                    actual,
+                } => {
+                    metrics.txns_rejected.fetch_add(1, Ordering::Relaxed);
+                    let msg = conflict_message(&sm, &key, expected, actual);
+                    let _ = p.reply.send(Err(WriteError::Api(ApiError::Conflict(msg))));
+                }
+                Verdict::Defer => carry.push(p),
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+
+        let n = batch.len();
+        let request = Request::Batch(Batch {
+            base_config_seq: Some(seq),
+            proposed_at_ms: now_ms(),
+            txns: batch.clone(),
+        });
+        metrics.proposals.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        match tokio::time::timeout(write_timeout, raft.client_write(request)).await {
+            Ok(Ok(resp)) => {
+                metrics.proposal_latency.observe(started.elapsed());
+                metrics
+                    .txns_committed
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                let index = resp.log_id.index;
+                let all_committed = resp
+                    .data
+                    .outcomes
+                    .iter()
+                    .all(|o| matches!(o, TxnOutcome::Committed { .. }));
+                if all_committed && resp.data.outcomes.len() == n {
+                    if let Some((s, o)) = overlay.as_mut() {
+                        o.committed(&batch, index);
+                        *s = seq + 1;
+                    }
+                } else {
+                    overlay = None;
+                }
+                debug!(txns = n, index, "batch committed");
+                for (p, outcome) in waiting.into_iter().zip(resp.data.outcomes) {
+                    let r = match outcome {
+                        TxnOutcome::Committed { revision } => Ok(WriteResult {
+                            revision,
+                            duplicate: false,
+                        }),
+                        TxnOutcome::Duplicate { revision } => Ok(WriteResult {
+                            revision,
+                            duplicate: true,
+                        }),
+                        TxnOutcome::Conflict(c) => Err(WriteError::Api(ApiError::Conflict(
+                            conflict_message(&sm, &c.key, c.expected_revision, c.actual_revision),
+                        ))),
+                        TxnOutcome::Retry => {
+                            carry.push(p);
+                            continue;
+                        }
+                    };
+                    let _ = p.reply.send(r);
+                }
+            }
+            Ok(Err(e)) => {
+                metrics.proposal_failures.fetch_add(1, Ordering::Relaxed);
+                overlay = None;
+                let not_leader = e.forward_to_leader::<meridian_store::NodeInfo>().is_some();
+                if !not_leader {
+                    warn!(error = %e, "proposal failed");
+                }
+                for p in waiting {
+                    let err = if not_leader {
+                        WriteError::NotLeader
+                    } else {
+                        WriteError::Api(ApiError::Unavailable(format!("write failed: {e}")))
+                    };
+                    let _ = p.reply.send(Err(err));
+                }
+            }
+            Err(_) => {
+                metrics.proposal_failures.fetch_add(1, Ordering::Relaxed);
+                overlay = None;
+                warn!(
+                    txns = n,
+                    timeout_ms = write_timeout.as_millis() as u64,
+                    "proposal timed out"
+                );
+                for p in waiting {
+                    let _ = p.reply.send(Err(WriteError::Api(ApiError::Unavailable(format!(
+                        "no quorum: the write was not committed within {:?}; its outcome is unknown, \
+                         retry it with the same request id (a majority of voters must be up and reachable)",
+                        write_timeout
+                    )))));
+                }
+            }
+        }
+    }
+}
+
+/// The answer for a request id that was applied before, if it was.
+fn dedup_answer(sm: &StateMachineStore, p: &Pending) -> Option<Result<WriteResult, WriteError>> {
+    if p.txn.request_id.is_empty() || p.dry_run {
+        return None;
+    }
+    match sm.dedup_outcome(&p.txn.request_id)? {
+        TxnOutcome::Committed { revision } | TxnOutcome::Duplicate { revision } => {
+            Some(Ok(WriteResult {
+                revision,
+                duplicate: true,
+            }))
+        }
+        TxnOutcome::Conflict(c) => Some(Err(WriteError::Api(ApiError::Conflict(
+            conflict_message(sm, &c.key, c.expected_revision, c.actual_revision),
+        )))),
+        TxnOutcome::Retry => None,
+    }
+}
+
+fn conflict_message(
+    sm: &StateMachineStore,
+    key: &meridian_store::ObjectKey,
+    expected: u64,
+    actual: u64,
+) -> String {
+    let current = sm.get(key);
+    match (expected, current) {
+        (0, Some(obj)) => format!(
+            "{key}: already exists (revision {}, changed at {}); get it and retry with --revision {}",
+            obj.revision,
+            fmt_ms(obj.updated_at_ms),
+            obj.revision
+        ),
+        (_, None) => format!("{key}: expected revision {expected}, but it does not exist (deleted or never created)"),
+        (_, Some(obj)) => format!(
+            "{key}: expected revision {expected}, but it is at revision {} (changed at {}); get it again, re-apply your change and retry",
+            if actual == 0 { obj.revision } else { actual },
+            fmt_ms(obj.updated_at_ms)
+        ),
+    }
+}
+
+pub(crate) fn fmt_ms(ms: u64) -> String {
+    // RFC 3339 in UTC without pulling in a date crate.
+    let secs = (ms / 1000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if mo <= 2 { y + 1 } else { y };
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_epoch_ms_as_rfc3339() {
+        assert_eq!(super::fmt_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::fmt_ms(1_764_175_000_000), "2025-11-26T16:36:40Z");
+    }
+}

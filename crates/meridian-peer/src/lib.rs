@@ -1,0 +1,19 @@
+//! Raft peer transport: openraft's RPCs carried over one tonic service on the
+//! peer listener, which is separate from the client API and never exposed to
+//! clients. Every outgoing and incoming RPC passes through [`Faults`], so tests
+//! and chaos runs can partition, delay and drop traffic inside real processes
+//! (the kernel here has no netem).
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod activity;
+mod client;
+mod faults;
+mod server;
+mod wire;
+
+pub use activity::Activity;
+pub use client::PeerNetworkFactory;
+pub use faults::{FaultConfig, Faults};
+pub use server::PeerService;
+pub use wire::WireError;

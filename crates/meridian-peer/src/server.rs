@@ -1,0 +1,91 @@
+//! The receiving side: the tonic `RaftService` handed to openraft.
+
+use meridian_proto::v1::raft_service_server::RaftService;
+use meridian_proto::v1::{RaftMessage, RaftReply};
+use meridian_store::{NodeId, Raft};
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::activity::Activity;
+use crate::faults::{Faults, Verdict};
+use crate::wire;
+
+pub struct PeerService {
+    raft: Raft,
+    faults: Faults,
+    activity: Activity,
+}
+
+impl PeerService {
+    pub fn new(raft: Raft, faults: Faults, activity: Activity) -> Self {
+        PeerService {
+            raft,
+            faults,
+            activity,
+        }
+    }
+
+    pub fn into_server(self) -> meridian_proto::v1::raft_service_server::RaftServiceServer<Self> {
+        meridian_proto::v1::raft_service_server::RaftServiceServer::new(self)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    fn admit(&self, from: NodeId) -> Result<(), Status> {
+        match self.faults.verdict(from) {
+            Verdict::Drop => Err(Status::unavailable("dropped by fault injection")),
+            Verdict::Pass { .. } => Ok(()),
+        }
+    }
+}
+
+fn reply<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<Response<RaftReply>, Status> {
+    Ok(Response::new(match result {
+        Ok(v) => RaftReply {
+            payload: wire::encode(&v),
+            is_error: false,
+        },
+        Err(e) => RaftReply {
+            payload: wire::encode(&e),
+            is_error: true,
+        },
+    }))
+}
+
+fn bad(e: wire::WireError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+#[tonic::async_trait]
+impl RaftService for PeerService {
+    async fn append_entries(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let msg = req.into_inner();
+        self.admit(msg.from)?;
+        let rpc = wire::decode(&msg.payload).map_err(bad)?;
+        let result = self.raft.append_entries(rpc).await;
+        if matches!(&result, Ok(r) if r.is_success()) {
+            self.activity.touch();
+        }
+        reply(result)
+    }
+
+    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
+        let msg = req.into_inner();
+        self.admit(msg.from)?;
+        let rpc = wire::decode(&msg.payload).map_err(bad)?;
+        reply(self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let msg = req.into_inner();
+        self.admit(msg.from)?;
+        let rpc = wire::decode(&msg.payload).map_err(bad)?;
+        reply(self.raft.install_snapshot(rpc).await)
+    }
+}

@@ -1,0 +1,577 @@
+//! The replicated state machine: objects with revisions, request
+//! de-duplication, the watch event history, and snapshots as files.
+//!
+//! Apply is deterministic (no clocks, no randomness): every replica that
+//! applies the same log reaches the same [`StateData`].
+//!
+//! Watching: [`StateMachineStore::subscribe_from`] hands out the retained
+//! events after a revision plus a broadcast receiver of later
+//! [`EventBatch`]es, taken under the lock apply holds, so there is no gap and
+//! no duplicate. A receiver ends (`RecvError::Closed`) when a snapshot from
+//! the leader replaces the whole state, and reports `RecvError::Lagged` when
+//! it fell more than [`WATCH_CHANNEL_CAPACITY`] batches behind; in both cases
+//! the watcher subscribes again from its last revision, and lists again if
+//! that answers [`WatchError::Compacted`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError};
+use tokio::sync::{broadcast, watch};
+
+use crate::codec;
+use crate::limits::{DEDUP_CAPACITY, EVENT_HISTORY};
+use crate::types::*;
+
+/// How many applied entries' event batches a watcher may fall behind before
+/// it is told it lagged.
+pub const WATCH_CHANNEL_CAPACITY: usize = 1024;
+
+const SNAPSHOT_FILE: &str = "current.snap";
+const SNAPSHOT_TMP: &str = "current.snap.tmp";
+
+/// The events produced by one applied log entry, in op order.
+pub type EventBatch = Arc<Vec<Event>>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    /// Events after the requested revision were dropped from the bounded
+    /// history; list again, then watch from the listed revision.
+    /// `oldest_available` is the smallest `from_revision` served right now.
+    #[error("watch history compacted: the oldest revision that can be watched from is {oldest_available}; list again")]
+    Compacted { oldest_available: u64 },
+}
+
+/// The state machine. Cheap to clone: clones share one state; the node keeps
+/// one for reads and watches and gives one to openraft.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    machine: Mutex<Machine>,
+    applied_tx: watch::Sender<u64>,
+    snapshot_dir: PathBuf,
+    /// Serializes snapshot file writes and guards the current snapshot's meta.
+    snapshot: tokio::sync::Mutex<Option<SnapshotMeta>>,
+    snapshot_counter: AtomicU64,
+}
+
+/// The live form of [`StateData`]: FIFOs as deques and the dedup table indexed.
+struct Machine {
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    objects: BTreeMap<ObjectKey, StoredObject>,
+    revision: u64,
+    config_seq: u64,
+    dedup: VecDeque<(String, TxnOutcome)>,
+    dedup_index: HashMap<String, TxnOutcome>,
+    events: VecDeque<Event>,
+    /// Every event with a revision above this is retained.
+    events_floor: u64,
+    retired_ids: Vec<NodeId>,
+    events_tx: broadcast::Sender<EventBatch>,
+}
+
+impl Machine {
+    fn from_data(d: StateData) -> Self {
+        let dedup_index = d.dedup.iter().cloned().collect();
+        // A snapshot does not say whether events of its oldest revision were
+        // partly dropped; a full history may have been trimmed, so assume so.
+        let events_floor = if d.events.len() < EVENT_HISTORY {
+            0
+        } else {
+            d.events.first().map_or(d.revision, |e| e.revision)
+        };
+        Machine {
+            last_applied: d.last_applied,
+            last_membership: d.last_membership,
+            objects: d.objects,
+            revision: d.revision,
+            config_seq: d.config_seq,
+            dedup: d.dedup.into(),
+            dedup_index,
+            events: d.events.into(),
+            events_floor,
+            retired_ids: d.retired_ids,
+            events_tx: broadcast::channel(WATCH_CHANNEL_CAPACITY).0,
+        }
+    }
+
+    fn to_data(&self) -> StateData {
+        StateData {
+            last_applied: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            objects: self.objects.clone(),
+            revision: self.revision,
+            config_seq: self.config_seq,
+            dedup: self.dedup.iter().cloned().collect(),
+            events: self.events.iter().cloned().collect(),
+            retired_ids: self.retired_ids.clone(),
+        }
+    }
+
+    fn apply_entry(&mut self, entry: Entry) -> Response {
+        self.last_applied = Some(entry.log_id);
+        let index = entry.log_id.index;
+        let mut events = Vec::new();
+        let outcomes = match entry.payload {
+            EntryPayload::Blank | EntryPayload::Normal(Request::Noop) => Vec::new(),
+            EntryPayload::Membership(m) => {
+                self.last_membership = StoredMembership::new(Some(entry.log_id), m);
+                Vec::new()
+            }
+            EntryPayload::Normal(Request::RetireNode { node_id }) => {
+                if !self.retired_ids.contains(&node_id) {
+                    self.retired_ids.push(node_id);
+                }
+                Vec::new()
+            }
+            EntryPayload::Normal(Request::Batch(batch)) => {
+                self.apply_batch(index, batch, &mut events)
+            }
+        };
+        if !events.is_empty() {
+            self.record_events(&events);
+            // No receiver is not an error: nobody watches.
+            let _ = self.events_tx.send(Arc::new(events));
+        }
+        Response {
+            outcomes,
+            revision: self.revision,
+        }
+    }
+
+    fn apply_batch(
+        &mut self,
+        index: u64,
+        batch: Batch,
+        events: &mut Vec<Event>,
+    ) -> Vec<TxnOutcome> {
+        if batch.base_config_seq.is_some_and(|s| s != self.config_seq) {
+            return batch.txns.iter().map(|_| TxnOutcome::Retry).collect();
+        }
+        let mut changed = false;
+        let mut outcomes = Vec::with_capacity(batch.txns.len());
+        for txn in batch.txns {
+            if let Some(first) = self.dedup_index.get(&txn.request_id) {
+                outcomes.push(match first {
+                    TxnOutcome::Committed { revision } | TxnOutcome::Duplicate { revision } => {
+                        TxnOutcome::Duplicate {
+                            revision: *revision,
+                        }
+                    }
+                    other => other.clone(),
+                });
+                continue;
+            }
+            let outcome = match self.check(&txn.ops) {
+                Some(conflict) => TxnOutcome::Conflict(conflict),
+                None => {
+                    changed |= self.apply_ops(index, batch.proposed_at_ms, txn.ops, events);
+                    TxnOutcome::Committed { revision: index }
+                }
+            };
+            // An empty request id opts out of de-duplication: such a write
+            // may be applied twice if the client retries it.
+            if !txn.request_id.is_empty() {
+                self.remember(txn.request_id, outcome.clone());
+            }
+            outcomes.push(outcome);
+        }
+        if changed {
+            self.revision = index;
+            self.config_seq += 1;
+        }
+        outcomes
+    }
+
+    /// The first failed precondition, checked against the state before the
+    /// transaction.
+    fn check(&self, ops: &[TxnOp]) -> Option<Conflict> {
+        ops.iter().find_map(|op| {
+            let expected = op.expected_revision()?;
+            let current = self.objects.get(op.key());
+            let actual = current.map_or(0, |o| o.revision);
+            (actual != expected).then(|| Conflict {
+                key: op.key().clone(),
+                expected_revision: expected,
+                actual_revision: actual,
+                actual_updated_at_ms: current.map(|o| o.updated_at_ms),
+            })
+        })
+    }
+
+    /// Applies the ops; returns whether any object changed.
+    fn apply_ops(
+        &mut self,
+        index: u64,
+        at_ms: u64,
+        ops: Vec<TxnOp>,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        let mut changed = false;
+        for op in ops {
+            match op {
+                TxnOp::Put { key, value, .. } => {
+                    let prev = self.objects.get(&key);
+                    let created_revision = prev.map_or(index, |o| o.created_revision);
+                    let prev_value = prev.map(|o| o.value.clone());
+                    let obj = StoredObject {
+                        value: value.clone(),
+                        revision: index,
+                        created_revision,
+                        updated_at_ms: at_ms,
+                    };
+                    self.objects.insert(key.clone(), obj);
+                    events.push(Event {
+                        key,
+                        revision: index,
+                        updated_at_ms: at_ms,
+                        value: Some(value),
+                        prev_value,
+                    });
+                    changed = true;
+                }
+                TxnOp::Delete { key, .. } => {
+                    if let Some(prev) = self.objects.remove(&key) {
+                        events.push(Event {
+                            key,
+                            revision: index,
+                            updated_at_ms: at_ms,
+                            value: None,
+                            prev_value: Some(prev.value),
+                        });
+                        changed = true;
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    fn remember(&mut self, request_id: String, outcome: TxnOutcome) {
+        self.dedup_index.insert(request_id.clone(), outcome.clone());
+        self.dedup.push_back((request_id, outcome));
+        while self.dedup.len() > DEDUP_CAPACITY {
+            if let Some((old, _)) = self.dedup.pop_front() {
+                self.dedup_index.remove(&old);
+            }
+        }
+    }
+
+    fn record_events(&mut self, events: &[Event]) {
+        self.events.extend(events.iter().cloned());
+        while self.events.len() > EVENT_HISTORY {
+            if let Some(dropped) = self.events.pop_front() {
+                self.events_floor = self.events_floor.max(dropped.revision);
+            }
+        }
+    }
+}
+
+impl StateMachineStore {
+    /// Opens the state machine whose snapshots live in `snapshot_dir`,
+    /// restoring the latest snapshot if there is one; openraft re-applies the
+    /// log after it.
+    pub async fn open(snapshot_dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(snapshot_dir)?;
+        let _ = std::fs::remove_file(snapshot_dir.join(SNAPSHOT_TMP));
+        let (meta, data) = match std::fs::read(snapshot_dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => {
+                let (meta, data) = codec::decode_snapshot(&bytes).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("snapshot {SNAPSHOT_FILE}: {e}"),
+                    )
+                })?;
+                (Some(meta), data)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (None, StateData::default()),
+            Err(e) => return Err(e),
+        };
+        let applied = data.last_applied.map_or(0, |l| l.index);
+        Ok(StateMachineStore {
+            inner: Arc::new(Inner {
+                machine: Mutex::new(Machine::from_data(data)),
+                applied_tx: watch::channel(applied).0,
+                snapshot_dir: snapshot_dir.to_path_buf(),
+                snapshot: tokio::sync::Mutex::new(meta),
+                snapshot_counter: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Machine> {
+        // Apply never panics half-way on valid input; a poisoned lock still
+        // holds a consistent state.
+        self.inner.machine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<StoredObject> {
+        self.lock().objects.get(key).cloned()
+    }
+
+    /// Every object, or every object of one kind, in key order.
+    pub fn list(&self, kind: Option<&str>) -> Vec<(ObjectKey, StoredObject)> {
+        let m = self.lock();
+        match kind {
+            None => m
+                .objects
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Some(kind) => m
+                .objects
+                .range(ObjectKey::new(kind, "")..)
+                .take_while(|(k, _)| k.kind == kind)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// Objects (as [`StateMachineStore::list`]) and the revision they are at,
+    /// read together.
+    pub fn list_at(&self, kind: Option<&str>) -> (Vec<(ObjectKey, StoredObject)>, u64) {
+        let m = self.lock();
+        let objects = match kind {
+            None => m
+                .objects
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Some(kind) => m
+                .objects
+                .range(ObjectKey::new(kind, "")..)
+                .take_while(|(k, _)| k.kind == kind)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        (objects, m.revision)
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    pub fn config_seq(&self) -> u64 {
+        self.lock().config_seq
+    }
+
+    /// The recorded outcome of an applied request id, if it is still in the
+    /// de-duplication table.
+    pub fn dedup_outcome(&self, request_id: &str) -> Option<TxnOutcome> {
+        self.lock().dedup_index.get(request_id).cloned()
+    }
+
+    pub fn retired_ids(&self) -> Vec<NodeId> {
+        self.lock().retired_ids.clone()
+    }
+
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.lock().last_applied
+    }
+
+    /// A copy of the whole state (clones every object).
+    pub fn state_clone(&self) -> StateData {
+        self.lock().to_data()
+    }
+
+    /// The retained events with `revision > from_revision`, and a receiver of
+    /// the events of every entry applied afterwards, with no gap and no
+    /// duplicate between the two.
+    pub fn subscribe_from(
+        &self,
+        from_revision: u64,
+    ) -> Result<(Vec<Event>, broadcast::Receiver<EventBatch>), WatchError> {
+        let m = self.lock();
+        if from_revision < m.events_floor {
+            return Err(WatchError::Compacted {
+                oldest_available: m.events_floor,
+            });
+        }
+        let events = m
+            .events
+            .iter()
+            .filter(|e| e.revision > from_revision)
+            .cloned()
+            .collect();
+        Ok((events, m.events_tx.subscribe()))
+    }
+
+    /// The index of the last applied log entry; wait on it for `applied >= x`.
+    pub fn applied_watch(&self) -> watch::Receiver<u64> {
+        self.inner.applied_tx.subscribe()
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.inner.snapshot_dir.join(SNAPSHOT_FILE)
+    }
+
+    /// Writes `bytes` as the current snapshot unless a newer one is already
+    /// there; the caller holds the snapshot lock.
+    async fn persist_snapshot(
+        &self,
+        current: &mut Option<SnapshotMeta>,
+        meta: &SnapshotMeta,
+        bytes: Arc<Vec<u8>>,
+    ) -> io::Result<bool> {
+        if current
+            .as_ref()
+            .is_some_and(|c| c.last_log_id > meta.last_log_id)
+        {
+            return Ok(false);
+        }
+        let dir = self.inner.snapshot_dir.clone();
+        tokio::task::spawn_blocking(move || write_file_durably(&dir, &bytes))
+            .await
+            .map_err(io::Error::other)??;
+        *current = Some(meta.clone());
+        Ok(true)
+    }
+}
+
+/// Write tmp, fsync, rename over the current file, fsync the directory: after
+/// a crash the current file is either the old snapshot or the new one, whole.
+fn write_file_durably(dir: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(SNAPSHOT_TMP);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        // Copy under the lock; encode and write without it.
+        let data = self.lock().to_data();
+        let counter = self.inner.snapshot_counter.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match &data.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, counter),
+            None => format!("none-0-{counter}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: data.last_applied,
+            last_membership: data.last_membership.clone(),
+            snapshot_id,
+        };
+        let m2 = meta.clone();
+        let bytes = tokio::task::spawn_blocking(move || codec::encode_snapshot(&m2, &data))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let bytes = Arc::new(bytes);
+        let mut current = self.inner.snapshot.lock().await;
+        self.persist_snapshot(&mut current, &meta, bytes.clone())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        drop(current);
+        tracing::info!(snapshot_id = %meta.snapshot_id, size = bytes.len(), "built snapshot");
+        let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|a| (*a).clone());
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), StorageError<NodeId>> {
+        let m = self.lock();
+        Ok((m.last_applied, m.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let (responses, applied) = {
+            let mut m = self.lock();
+            let responses: Vec<Response> = entries.into_iter().map(|e| m.apply_entry(e)).collect();
+            (responses, m.last_applied.map_or(0, |l| l.index))
+        };
+        self.inner.applied_tx.send_replace(applied);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let err = |e: &dyn std::error::Error| {
+            StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::error(e))
+        };
+        let bytes = snapshot.into_inner();
+        let (decoded_meta, data) = codec::decode_snapshot(&bytes).map_err(|e| err(&e))?;
+        if decoded_meta.last_log_id != meta.last_log_id || data.last_applied != meta.last_log_id {
+            let msg = format!(
+                "snapshot data is at {:?}, its meta says {:?}",
+                data.last_applied, meta.last_log_id
+            );
+            return Err(err(&io::Error::new(io::ErrorKind::InvalidData, msg)).into());
+        }
+        let bytes = if decoded_meta == *meta {
+            bytes
+        } else {
+            codec::encode_snapshot(meta, &data).map_err(|e| err(&e))?
+        };
+        let mut current = self.inner.snapshot.lock().await;
+        self.persist_snapshot(&mut current, meta, Arc::new(bytes))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let applied = data.last_applied.map_or(0, |l| l.index);
+        {
+            let mut m = self.lock();
+            // Replacing the machine drops the old broadcast sender: every
+            // watcher's receiver ends and it subscribes again.
+            *m = Machine::from_data(data);
+        }
+        drop(current);
+        self.inner.applied_tx.send_replace(applied);
+        tracing::info!(snapshot_id = %meta.snapshot_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let current = self.inner.snapshot.lock().await;
+        let Some(meta) = current.clone() else {
+            return Ok(None);
+        };
+        let bytes = tokio::fs::read(self.snapshot_path())
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,63 @@
+use std::future::Future;
+
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::EndpointDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::ListenerDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::RouteDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::error::XdsError;
+use crate::server::XdsServer;
+
+/// Serves ADS, the five per-type services and CSDS on one listener until
+/// `shutdown` completes; then drains every stream (Envoys keep their config
+/// and reconnect elsewhere) and waits for connections to close.
+pub async fn serve(
+    listener: TcpListener,
+    server: XdsServer,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), XdsError> {
+    let cfg = server.config().clone();
+    let max = cfg.max_request_bytes;
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(cfg.keepalive_interval))
+        .http2_keepalive_timeout(Some(cfg.keepalive_timeout))
+        .max_concurrent_streams(cfg.max_streams_per_connection);
+    if let Some(age) = cfg.max_connection_age {
+        // Streams end at the same age (see stream_end), which lets the
+        // connection's graceful close finish.
+        builder = builder.max_connection_age(age);
+    }
+    let drainer = server.clone();
+    let shutdown = async move {
+        shutdown.await;
+        drainer.drain();
+    };
+    builder
+        .add_service(
+            AggregatedDiscoveryServiceServer::new(server.clone()).max_decoding_message_size(max),
+        )
+        .add_service(
+            ListenerDiscoveryServiceServer::new(server.clone()).max_decoding_message_size(max),
+        )
+        .add_service(
+            RouteDiscoveryServiceServer::new(server.clone()).max_decoding_message_size(max),
+        )
+        .add_service(
+            ClusterDiscoveryServiceServer::new(server.clone()).max_decoding_message_size(max),
+        )
+        .add_service(
+            EndpointDiscoveryServiceServer::new(server.clone()).max_decoding_message_size(max),
+        )
+        .add_service(
+            SecretDiscoveryServiceServer::new(server.clone()).max_decoding_message_size(max),
+        )
+        .add_service(ClientStatusDiscoveryServiceServer::new(server).max_decoding_message_size(max))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(XdsError::Transport)
+}

@@ -1,0 +1,117 @@
+//! The narrow interface between the xDS server and whatever produces config.
+
+mod memory;
+
+pub use memory::MemorySource;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::google::protobuf::Any;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+/// Who is asking: the slice of config a proxy sees is a function of its region
+/// and its proxy group, nothing else. Derived from the Envoy `node` (see
+/// PROTOCOL.md for the defaults when fields are absent).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Viewer {
+    pub region: String,
+    pub proxy_group: String,
+}
+
+/// The default proxy group for a node that does not set `node.cluster`.
+pub const DEFAULT_PROXY_GROUP: &str = "default";
+
+impl Viewer {
+    /// `region` falls back to the server's own region because an Envoy without
+    /// a locality is almost always co-located with the control plane it dials.
+    pub fn from_node(
+        node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+        server_region: &str,
+    ) -> Viewer {
+        let region = node
+            .and_then(|n| n.locality.as_ref())
+            .map(|l| l.region.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| server_region.to_string());
+        let proxy_group = node
+            .map(|n| n.cluster.clone())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| DEFAULT_PROXY_GROUP.to_string());
+        Viewer {
+            region,
+            proxy_group,
+        }
+    }
+}
+
+/// One encoded resource. Built once per view and shared (behind an `Arc`) by
+/// every stream of that view, so per-Envoy memory does not scale with config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionedResource {
+    pub name: String,
+    /// Content hash: replicas that hold the same content agree on versions.
+    pub version: String,
+    pub resource: Any,
+}
+
+impl VersionedResource {
+    /// Wraps an encoded resource; the version is a hash of its type and bytes.
+    pub fn new(name: impl Into<String>, resource: Any) -> VersionedResource {
+        let version = content_version(&resource);
+        VersionedResource {
+            name: name.into(),
+            version,
+            resource,
+        }
+    }
+}
+
+/// First 16 hex digits of SHA-256 over type URL and bytes.
+pub fn content_version(resource: &Any) -> String {
+    let mut h = Sha256::new();
+    h.update(resource.type_url.as_bytes());
+    h.update([0u8]);
+    h.update(&resource.value);
+    hex::encode(&h.finalize()[..8])
+}
+
+/// Resources by name for one type.
+pub type Resources = BTreeMap<String, Arc<VersionedResource>>;
+
+/// Everything one viewer can see, by type URL then name.
+#[derive(Clone, Debug, Default)]
+pub struct ViewSnapshot {
+    pub by_type: BTreeMap<String, Resources>,
+    /// The store revision this snapshot was built from (informational).
+    pub revision: u64,
+}
+
+impl ViewSnapshot {
+    /// The resources of one type; empty when the type is absent.
+    pub fn resources(&self, type_url: &str) -> &Resources {
+        static EMPTY: Resources = BTreeMap::new();
+        self.by_type.get(type_url).unwrap_or(&EMPTY)
+    }
+
+    /// Adds or replaces one resource, hashing it for its version.
+    pub fn insert(&mut self, name: impl Into<String>, resource: Any) {
+        let r = VersionedResource::new(name, resource);
+        self.by_type
+            .entry(r.resource.type_url.clone())
+            .or_default()
+            .insert(r.name.clone(), Arc::new(r));
+    }
+}
+
+/// What the xDS server consumes: "give me the resources for this viewer, and
+/// tell me when they may have changed". Implemented by the node on top of the
+/// replicated store and translation, and by [`MemorySource`] for tests.
+pub trait SnapshotSource: Send + Sync + 'static {
+    /// The resources for this viewer at the latest state; must be cheap
+    /// (cached, and shared between streams of the same view).
+    fn snapshot(&self, viewer: &Viewer) -> Arc<ViewSnapshot>;
+    /// Fires whenever the state may have changed (the store revision).
+    fn changes(&self) -> watch::Receiver<u64>;
+}

@@ -1,0 +1,144 @@
+//! What every connected Envoy was sent and what it did with it: the data
+//! behind CSDS and `meridian proxy-status`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use crate::metrics::Variant;
+use crate::server::Inner;
+use crate::source::Viewer;
+use crate::stream::lock;
+use crate::subscription::{NackRecord, ResourceState, SyncState};
+
+/// One connected stream.
+#[derive(Clone, Debug)]
+pub struct ProxyStatus {
+    pub stream_id: u64,
+    pub node_id: String,
+    pub node: envoy_types::pb::envoy::config::core::v3::Node,
+    pub viewer: Viewer,
+    pub variant: Variant,
+    pub connected_at: SystemTime,
+    /// By type URL.
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+/// One type on one stream.
+#[derive(Clone, Debug)]
+pub struct TypeStatus {
+    pub type_url: String,
+    pub state: SyncState,
+    pub wildcard: bool,
+    /// Names asked for explicitly.
+    pub requested: Vec<String>,
+    /// SotW: `version_info` of the latest response; delta: empty.
+    pub sent_version: Option<String>,
+    pub sent_nonce: Option<String>,
+    pub acked_version: Option<String>,
+    pub acked_nonce: Option<String>,
+    pub last_ack: Option<SystemTime>,
+    pub last_nack: Option<NackRecord>,
+    pub resources: Vec<ResourceStatus>,
+}
+
+/// One resource in scope of a subscription.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResourceStatus {
+    pub name: String,
+    /// The version sent (or held by the client), when known.
+    pub version: Option<String>,
+    pub state: ResourceState,
+}
+
+pub(crate) fn collect(inner: &Inner) -> Vec<ProxyStatus> {
+    // Clone the handles first so the registry lock is not held while each
+    // stream's lock is taken.
+    let streams: Vec<_> = inner
+        .registry
+        .lock()
+        .expect("registry lock")
+        .values()
+        .cloned()
+        .collect();
+    let mut out = Vec::with_capacity(streams.len());
+    for s in streams {
+        let st = lock(&s);
+        let view = st.view.clone().unwrap_or_default();
+        let mut types = BTreeMap::new();
+        for (t, sub) in &st.sotw {
+            let all = view.resources(t);
+            let mut names: BTreeSet<&String> = sub.names.iter().collect();
+            if sub.wildcard {
+                names.extend(all.keys());
+                names.extend(sub.sent.keys());
+            }
+            let resources = names
+                .into_iter()
+                .map(|n| ResourceStatus {
+                    name: n.clone(),
+                    version: sub.sent.get(n).map(|r| r.version.clone()),
+                    state: sub.resource_state(n, all.contains_key(n)),
+                })
+                .collect();
+            types.insert(
+                t.clone(),
+                TypeStatus {
+                    type_url: t.clone(),
+                    state: sub.sync_state(),
+                    wildcard: sub.wildcard,
+                    requested: sub.names.iter().cloned().collect(),
+                    sent_version: sub.sent_version.clone(),
+                    sent_nonce: sub.last_nonce_sent.clone(),
+                    acked_version: sub.acked_version.clone(),
+                    acked_nonce: sub.acked_nonce.clone(),
+                    last_ack: sub.last_ack,
+                    last_nack: sub.last_nack.clone(),
+                    resources,
+                },
+            );
+        }
+        for (t, sub) in &st.delta {
+            let all = view.resources(t);
+            let mut names: BTreeSet<&String> = sub.names.iter().collect();
+            if sub.wildcard {
+                names.extend(all.keys());
+                names.extend(sub.client_has.keys());
+            }
+            let resources = names
+                .into_iter()
+                .map(|n| ResourceStatus {
+                    name: n.clone(),
+                    version: sub.client_has.get(n).cloned(),
+                    state: sub.resource_state(n, all.contains_key(n)),
+                })
+                .collect();
+            types.insert(
+                t.clone(),
+                TypeStatus {
+                    type_url: t.clone(),
+                    state: sub.sync_state(),
+                    wildcard: sub.wildcard,
+                    requested: sub.names.iter().cloned().collect(),
+                    sent_version: None,
+                    sent_nonce: sub.last_nonce_sent.clone(),
+                    acked_version: None,
+                    acked_nonce: sub.acked_nonce.clone(),
+                    last_ack: sub.last_ack,
+                    last_nack: sub.last_nack.clone(),
+                    resources,
+                },
+            );
+        }
+        out.push(ProxyStatus {
+            stream_id: st.id,
+            node_id: st.node.id.clone(),
+            node: st.node.clone(),
+            viewer: st.viewer.clone(),
+            variant: st.variant,
+            connected_at: st.connected_at,
+            types,
+        });
+    }
+    out.sort_by_key(|p| p.stream_id);
+    out
+}

@@ -1,0 +1,89 @@
+//! Per-(stream, type) subscription state, as plain structs with no I/O, so
+//! the protocol rules can be unit tested without a server.
+
+pub mod delta;
+pub mod sotw;
+#[cfg(test)]
+mod tests;
+
+pub use delta::{DeltaPlan, DeltaSubscription};
+pub use sotw::SotwSubscription;
+
+use std::collections::BTreeSet;
+use std::time::SystemTime;
+
+/// What a request turned out to be once classified against the stream state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// First request for the type on this stream, or one that carries no nonce.
+    Initial,
+    /// Acknowledges the response that carried its nonce.
+    Ack,
+    /// Carries `error_detail`: the client rejected a response.
+    Nack,
+    /// SotW only: the nonce is not the latest sent, so the request is ignored.
+    Stale,
+    /// Delta only: a nonce we do not know (from an older response); only its
+    /// subscription changes count.
+    Unknown,
+}
+
+/// One rejection, kept so operators can see what Envoy refused and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NackRecord {
+    pub node_id: String,
+    pub type_url: String,
+    /// The resources of the rejected response that the client did not hold yet.
+    pub resource_names: Vec<String>,
+    /// The version (SotW) or nonce (delta) that was rejected.
+    pub version: String,
+    pub nonce: String,
+    /// Envoy's `error_detail.message`.
+    pub message: String,
+    pub at: SystemTime,
+}
+
+/// Per-type sync state as `meridian proxy-status` shows it (Istio's terms).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    /// Nothing sent yet for the type.
+    NotSent,
+    /// The latest response was acknowledged.
+    Synced,
+    /// The latest response is not acknowledged yet.
+    Stale,
+    /// The latest response was rejected.
+    Nacked,
+}
+
+/// Per-resource state as CSDS reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceState {
+    /// Asked for (or sent) but not acknowledged yet.
+    Requested,
+    /// Asked for but absent from the view.
+    DoesNotExist,
+    Acked,
+    Nacked,
+}
+
+pub(crate) fn sync_state(
+    sent: Option<&str>,
+    acked: Option<&str>,
+    nacked: Option<&str>,
+) -> SyncState {
+    match sent {
+        None => SyncState::NotSent,
+        Some(s) if nacked == Some(s) => SyncState::Nacked,
+        Some(s) if acked == Some(s) => SyncState::Synced,
+        Some(_) => SyncState::Stale,
+    }
+}
+
+/// Splits requested names into (wildcard asked explicitly, named set),
+/// dropping duplicates: a name asked twice is still one resource.
+pub(crate) fn parse_names(names: &[String]) -> (bool, BTreeSet<String>) {
+    let mut set: BTreeSet<String> = names.iter().filter(|n| !n.is_empty()).cloned().collect();
+    let star = set.remove("*");
+    (star, set)
+}

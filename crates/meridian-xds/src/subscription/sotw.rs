@@ -1,0 +1,206 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+use super::{parse_names, sync_state, NackRecord, RequestKind, ResourceState, SyncState};
+use crate::source::{Resources, VersionedResource};
+use crate::types;
+
+/// State-of-the-world subscription of one stream to one type.
+#[derive(Clone, Debug, Default)]
+pub struct SotwSubscription {
+    /// Names asked for explicitly (never contains `*`).
+    pub names: BTreeSet<String>,
+    /// Everything of the type is in scope.
+    pub wildcard: bool,
+    /// The stream has named something (or `*`); from then on an empty list
+    /// means "nothing" rather than the legacy wildcard.
+    pub named_ever: bool,
+    /// Content of the latest response sent (shared Arcs, not copies).
+    pub sent: Resources,
+    pub sent_version: Option<String>,
+    pub last_nonce_sent: Option<String>,
+    /// Versions the client acknowledged last, by name.
+    pub acked: BTreeMap<String, String>,
+    pub acked_version: Option<String>,
+    pub acked_nonce: Option<String>,
+    pub last_ack: Option<SystemTime>,
+    pub nacked_nonce: Option<String>,
+    pub last_nack: Option<NackRecord>,
+}
+
+/// What the server should do after a SotW request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SotwDecision {
+    pub kind: RequestKind,
+    /// Answer now, even when the answer equals the last one sent.
+    pub respond: bool,
+}
+
+impl SotwSubscription {
+    /// Applies one request. Stale requests change nothing.
+    pub fn on_request(
+        &mut self,
+        names: &[String],
+        nonce: &str,
+        error: Option<&str>,
+        node_id: &str,
+        type_url: &str,
+        now: SystemTime,
+    ) -> SotwDecision {
+        // A nonce we could not have sent (a previous stream's) is treated as a
+        // fresh request: nonces do not survive a stream restart.
+        if !nonce.is_empty()
+            && self.last_nonce_sent.is_some()
+            && self.last_nonce_sent.as_deref() != Some(nonce)
+        {
+            return SotwDecision {
+                kind: RequestKind::Stale,
+                respond: false,
+            };
+        }
+        let added = self.set_names(names);
+        let ours = !nonce.is_empty() && self.last_nonce_sent.as_deref() == Some(nonce);
+        if let Some(message) = error {
+            let rejected = self
+                .sent
+                .values()
+                .filter(|r| self.acked.get(&r.name) != Some(&r.version))
+                .map(|r| r.name.clone())
+                .collect();
+            self.nacked_nonce = Some(nonce.to_string());
+            self.last_nack = Some(NackRecord {
+                node_id: node_id.to_string(),
+                type_url: type_url.to_string(),
+                resource_names: rejected,
+                version: self.sent_version.clone().unwrap_or_default(),
+                nonce: nonce.to_string(),
+                message: message.to_string(),
+                at: now,
+            });
+            // Not answered: resending what was just rejected would loop. Only
+            // names that are new to the stream prompt an answer.
+            return SotwDecision {
+                kind: RequestKind::Nack,
+                respond: added,
+            };
+        }
+        if ours {
+            self.acked = self
+                .sent
+                .values()
+                .map(|r| (r.name.clone(), r.version.clone()))
+                .collect();
+            self.acked_version = self.sent_version.clone();
+            self.acked_nonce = Some(nonce.to_string());
+            self.last_ack = Some(now);
+            self.nacked_nonce = None;
+            return SotwDecision {
+                kind: RequestKind::Ack,
+                respond: added,
+            };
+        }
+        SotwDecision {
+            kind: RequestKind::Initial,
+            respond: true,
+        }
+    }
+
+    /// Replaces the subscription; true when something entered the scope.
+    pub fn set_names(&mut self, names: &[String]) -> bool {
+        let (star, named) = parse_names(names);
+        let wildcard = star || (named.is_empty() && !self.named_ever);
+        if star || !named.is_empty() {
+            self.named_ever = true;
+        }
+        let added = (wildcard && !self.wildcard) || named.iter().any(|n| !self.names.contains(n));
+        self.wildcard = wildcard;
+        self.names = named;
+        added
+    }
+
+    /// True when `name` is in the subscription's scope.
+    pub fn in_scope(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+
+    /// The resources a response carries now: everything under wildcard, else
+    /// the requested names that exist. Name order, no duplicates.
+    pub fn select(&self, all: &Resources) -> Vec<Arc<VersionedResource>> {
+        if self.wildcard {
+            all.values().cloned().collect()
+        } else {
+            self.names
+                .iter()
+                .filter_map(|n| all.get(n).cloned())
+                .collect()
+        }
+    }
+
+    /// Whether `list` should go out. Identical responses never go out unless
+    /// forced; for RDS/EDS/SDS an empty response says nothing, so it is skipped.
+    pub fn should_send(
+        &self,
+        type_url: &str,
+        list: &[Arc<VersionedResource>],
+        forced: bool,
+    ) -> bool {
+        if list.is_empty() && !types::is_full_state(type_url) {
+            return false;
+        }
+        forced || self.sent_version.as_deref() != Some(response_version(list).as_str())
+    }
+
+    /// Records a response as sent.
+    pub fn record_sent(&mut self, list: &[Arc<VersionedResource>], version: &str, nonce: &str) {
+        self.sent = list.iter().map(|r| (r.name.clone(), r.clone())).collect();
+        self.sent_version = Some(version.to_string());
+        self.last_nonce_sent = Some(nonce.to_string());
+    }
+
+    pub fn sync_state(&self) -> SyncState {
+        sync_state(
+            self.last_nonce_sent.as_deref(),
+            self.acked_nonce.as_deref(),
+            self.nacked_nonce.as_deref(),
+        )
+    }
+
+    /// CSDS view of one resource in scope.
+    pub fn resource_state(&self, name: &str, exists: bool) -> ResourceState {
+        if !exists {
+            return ResourceState::DoesNotExist;
+        }
+        let Some(sent) = self.sent.get(name) else {
+            return ResourceState::Requested;
+        };
+        if self.acked.get(name) == Some(&sent.version) {
+            return ResourceState::Acked;
+        }
+        let nacked = self.sync_state() == SyncState::Nacked
+            && self
+                .last_nack
+                .as_ref()
+                .is_some_and(|n| n.resource_names.iter().any(|r| r == name));
+        if nacked {
+            ResourceState::Nacked
+        } else {
+            ResourceState::Requested
+        }
+    }
+}
+
+/// A SotW response's `version_info`: a hash of its names and versions, so any
+/// replica with the same content reports the same version.
+pub fn response_version(list: &[Arc<VersionedResource>]) -> String {
+    let mut h = Sha256::new();
+    for r in list {
+        h.update(r.name.as_bytes());
+        h.update([0u8]);
+        h.update(r.version.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(&h.finalize()[..8])
+}

@@ -1,0 +1,147 @@
+//! [Incremental xDS] and [Subscribing to Resources].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use meridian_xds::testing::fixtures::{cluster, endpoints};
+use meridian_xds::testing::{delta_names, names, DeltaClient, SotwClient};
+use meridian_xds::types::{CLUSTER, ENDPOINT};
+
+use super::support::{envoy, start, QUIET};
+
+#[tokio::test]
+async fn delta_subscription_change_with_a_stale_nonce_counts() {
+    let (src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(ENDPOINT, &["c1"], &[], "").await;
+    let first = c.expect_response().await;
+    src.upsert("c1", endpoints("c1", "v2"));
+    let _second = c.expect_response().await;
+    c.subscribe(ENDPOINT, &["c2"], &[], &first.nonce).await;
+    assert_eq!(delta_names(&c.expect_response().await), vec!["c2"]);
+}
+
+#[tokio::test]
+async fn delta_initial_resource_versions_are_not_resent() {
+    let (src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(CLUSTER, &[], &[], "").await;
+    let r = c.expect_response().await;
+    drop(c);
+    let mut held: HashMap<String, String> = r
+        .resources
+        .iter()
+        .map(|x| (x.name.clone(), x.version.clone()))
+        .collect();
+    held.insert("gone".into(), "0123".into());
+    src.upsert("c2", cluster("c2", "v2"));
+    let mut again = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    again.resume(CLUSTER, &[], held).await;
+    let r = again.expect_response().await;
+    assert_eq!(delta_names(&r), vec!["c2"], "only what differs");
+    assert_eq!(r.removed_resources, vec!["gone"]);
+}
+
+#[tokio::test]
+async fn delta_subscribing_a_held_resource_sends_it_anyway() {
+    let (_src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(ENDPOINT, &["c1"], &[], "").await;
+    let r = c.expect_response().await;
+    c.ack(&r).await;
+    c.subscribe(ENDPOINT, &["c1"], &[], "").await;
+    assert_eq!(delta_names(&c.expect_response().await), vec!["c1"]);
+}
+
+#[tokio::test]
+async fn delta_removed_only_for_names_sent_before_or_under_wildcard() {
+    let (src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(ENDPOINT, &["c1"], &[], "").await;
+    let r = c.expect_response().await;
+    c.ack(&r).await;
+    // Names never sent to this stream come and go: no removal for them.
+    src.upsert("x", endpoints("x", "v1"));
+    src.remove(ENDPOINT, "x");
+    c.expect_silence(QUIET).await;
+    src.remove(ENDPOINT, "c1");
+    let r = c.expect_response().await;
+    assert_eq!(
+        (r.resources.len(), r.removed_resources.clone()),
+        (0, vec!["c1".to_string()])
+    );
+}
+
+#[tokio::test]
+async fn delta_missing_subscribed_name_is_answered_in_removed_resources() {
+    let (src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(ENDPOINT, &["nope"], &[], "").await;
+    let r = c.expect_response().await;
+    assert_eq!(
+        (r.resources.len(), r.removed_resources.clone()),
+        (0, vec!["nope".to_string()])
+    );
+    c.ack(&r).await;
+    c.expect_silence(QUIET).await; // said once
+    src.upsert("nope", endpoints("nope", "v1"));
+    assert_eq!(
+        delta_names(&c.expect_response().await),
+        vec!["nope"],
+        "the subscription survived"
+    );
+}
+
+#[tokio::test]
+async fn delta_unsubscribing_an_unknown_name_is_a_noop() {
+    let (_src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(ENDPOINT, &["c1"], &[], "").await;
+    let r = c.expect_response().await;
+    c.ack(&r).await;
+    c.subscribe(ENDPOINT, &[], &["never"], "").await;
+    c.expect_silence(QUIET).await;
+    assert_eq!(srv.server.status()[0].types[ENDPOINT].requested, vec!["c1"]);
+}
+
+#[tokio::test]
+async fn every_response_path_rearms_the_watch_sotw() {
+    let (src, srv) = start().await;
+    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.request(CLUSTER, &[], "", "").await;
+    let r = c.expect_response().await; // immediate reply path
+    src.upsert("c3", cluster("c3", "v1")); // no ACK yet
+    let r2 = c.expect_response().await;
+    assert_eq!(names(&r2).len(), 3);
+    c.nack(&r2, &[], &r.version_info, "no").await; // NACK path
+    src.upsert("c4", cluster("c4", "v1"));
+    let r3 = c.expect_response().await;
+    c.ack(&r3, &[]).await; // ACK path
+    src.upsert("c5", cluster("c5", "v1"));
+    assert_eq!(names(&c.expect_response().await).len(), 5);
+}
+
+#[tokio::test]
+async fn every_response_path_rearms_the_watch_delta() {
+    let (src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(CLUSTER, &[], &[], "").await;
+    let _ = c.expect_response().await;
+    src.upsert("c3", cluster("c3", "v1"));
+    let r2 = c.expect_response().await;
+    c.nack(&r2, "no").await;
+    src.upsert("c4", cluster("c4", "v1"));
+    let r3 = c.expect_response().await;
+    assert_eq!(delta_names(&r3), vec!["c4"]);
+    c.ack(&r3).await;
+    src.upsert("c5", cluster("c5", "v1"));
+    assert_eq!(delta_names(&c.expect_response().await), vec!["c5"]);
+    // A response to a subscription (the immediate path) also keeps the watch.
+    c.subscribe(ENDPOINT, &["c1"], &[], "").await;
+    let _ = c.expect_response().await;
+    src.upsert("c1", endpoints("c1", "v9"));
+    let r = tokio::time::timeout(Duration::from_secs(5), c.expect_response())
+        .await
+        .unwrap();
+    assert_eq!(delta_names(&r), vec!["c1"]);
+}

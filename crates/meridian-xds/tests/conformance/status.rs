@@ -1,0 +1,336 @@
+//! Status and liveness: CSDS, proxy-status, no TTL, drain, initial answers,
+//! shared state.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::admin::v3::ClientResourceStatus;
+use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+use envoy_types::pb::envoy::r#type::matcher::v3::{NodeMatcher, StringMatcher};
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
+use futures::StreamExt;
+use meridian_xds::testing::fixtures::cluster;
+use meridian_xds::testing::{names, DeltaClient, SotwClient, TestServer};
+use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use meridian_xds::{MemorySource, SnapshotSource, SyncState, Viewer, XdsConfig};
+
+use super::support::{envoy, fast, source, start, QUIET};
+
+/// CDS acked, EDS sent but not acked plus a missing name, LDS nacked,
+/// RDS asked for a name that does not exist.
+async fn sotw_mixed(c: &mut SotwClient) {
+    c.request(CLUSTER, &[], "", "").await;
+    let r = c.expect_response().await;
+    c.ack(&r, &[]).await;
+    c.request(ENDPOINT, &["c1", "missing"], "", "").await;
+    let _ = c.expect_response().await;
+    c.request(LISTENER, &[], "", "").await;
+    let r = c.expect_response().await;
+    c.nack(&r, &[], "", "listener l1: bad filter").await;
+    c.request(ROUTE, &["nope"], "", "").await;
+    c.expect_silence(QUIET).await;
+}
+
+async fn delta_mixed(c: &mut DeltaClient) {
+    c.subscribe(CLUSTER, &[], &[], "").await;
+    let r = c.expect_response().await;
+    c.ack(&r).await;
+    c.subscribe(ENDPOINT, &["c1", "missing"], &[], "").await;
+    let _ = c.expect_response().await;
+    c.subscribe(LISTENER, &[], &[], "").await;
+    let r = c.expect_response().await;
+    c.nack(&r, "listener l1: bad filter").await;
+    c.expect_silence(QUIET).await;
+}
+
+const SCOPED: &str = "type.googleapis.com/envoy.config.route.v3.ScopedRouteConfiguration";
+
+fn status_of(
+    resp: &envoy_types::pb::envoy::service::status::v3::ClientStatusResponse,
+    type_url: &str,
+    name: &str,
+) -> (ClientResourceStatus, String) {
+    let cfg = &resp.config[0];
+    let g = cfg
+        .generic_xds_configs
+        .iter()
+        .find(|g| g.type_url == type_url && g.name == name)
+        .unwrap_or_else(|| panic!("{type_url} {name} in CSDS"));
+    (
+        ClientResourceStatus::try_from(g.client_status).unwrap(),
+        g.error_state
+            .as_ref()
+            .map(|e| e.details.clone())
+            .unwrap_or_default(),
+    )
+}
+
+async fn check_csds(srv: &TestServer, node_id: &str) {
+    let mut csds = ClientStatusDiscoveryServiceClient::connect(format!("http://{}", srv.addr))
+        .await
+        .unwrap();
+    let resp = csds
+        .fetch_client_status(ClientStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.config.len(), 1);
+    assert_eq!(resp.config[0].node.as_ref().unwrap().id, node_id);
+    assert_eq!(
+        status_of(&resp, CLUSTER, "c1").0,
+        ClientResourceStatus::Acked
+    );
+    assert_eq!(
+        status_of(&resp, ENDPOINT, "c1").0,
+        ClientResourceStatus::Requested
+    );
+    assert_eq!(
+        status_of(&resp, ENDPOINT, "missing").0,
+        ClientResourceStatus::DoesNotExist
+    );
+    assert_eq!(
+        status_of(&resp, LISTENER, "l1"),
+        (
+            ClientResourceStatus::Nacked,
+            "listener l1: bad filter".to_string()
+        )
+    );
+    // Node matchers filter; the streaming variant answers each request.
+    let matcher = |p: &str| ClientStatusRequest {
+        node_matchers: vec![NodeMatcher {
+            node_id: Some(StringMatcher {
+                match_pattern: Some(MatchPattern::Prefix(p.to_string())),
+                ignore_case: false,
+            }),
+            node_metadatas: vec![],
+        }],
+        ..Default::default()
+    };
+    let reqs = futures::stream::iter(vec![matcher("other"), matcher(&node_id[..3])]);
+    let mut out = csds.stream_client_status(reqs).await.unwrap().into_inner();
+    assert_eq!(out.next().await.unwrap().unwrap().config.len(), 0);
+    assert_eq!(out.next().await.unwrap().unwrap().config.len(), 1);
+}
+
+#[tokio::test]
+async fn csds_reports_per_resource_status_sotw() {
+    let (_src, srv) = start().await;
+    let mut c = SotwClient::ads(srv.addr, envoy("envoy-sotw"))
+        .await
+        .unwrap();
+    sotw_mixed(&mut c).await;
+    check_csds(&srv, "envoy-sotw").await;
+}
+
+#[tokio::test]
+async fn csds_reports_per_resource_status_delta() {
+    let (_src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("envoy-delta"))
+        .await
+        .unwrap();
+    delta_mixed(&mut c).await;
+    check_csds(&srv, "envoy-delta").await;
+}
+
+#[tokio::test]
+async fn proxy_status_synced_stale_nacked_not_sent_sotw() {
+    let (_src, srv) = start().await;
+    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
+    sotw_mixed(&mut c).await;
+    let st = srv.server.status();
+    let t = &st[0].types;
+    assert_eq!(
+        [
+            t[CLUSTER].state,
+            t[ENDPOINT].state,
+            t[LISTENER].state,
+            t[ROUTE].state
+        ],
+        [
+            SyncState::Synced,
+            SyncState::Stale,
+            SyncState::Nacked,
+            SyncState::NotSent
+        ]
+    );
+    assert!(t[CLUSTER].last_ack.is_some());
+    assert_eq!(t[CLUSTER].acked_version, t[CLUSTER].sent_version);
+}
+
+#[tokio::test]
+async fn proxy_status_synced_stale_nacked_not_sent_delta() {
+    let (_src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    delta_mixed(&mut c).await;
+    // Wildcard over a type with no resources: nothing to send yet.
+    c.subscribe(SCOPED, &[], &[], "").await;
+    c.expect_silence(QUIET).await;
+    let st = srv.server.status();
+    let t = &st[0].types;
+    assert_eq!(
+        [
+            t[CLUSTER].state,
+            t[ENDPOINT].state,
+            t[LISTENER].state,
+            t[SCOPED].state
+        ],
+        [
+            SyncState::Synced,
+            SyncState::Stale,
+            SyncState::Nacked,
+            SyncState::NotSent
+        ]
+    );
+}
+
+#[tokio::test]
+async fn no_ttl_and_drain_leaves_envoy_its_config_sotw() {
+    let (_src, srv) = start().await;
+    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.request(CLUSTER, &[], "", "").await;
+    let r = c.expect_response().await;
+    c.ack(&r, &[]).await;
+    srv.server.drain();
+    // The stream ends without any "empty config" response before it.
+    let next = c.next_raw().await;
+    assert!(
+        matches!(next, Ok(None) | Err(_)),
+        "no response after drain: {next:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_ttl_and_drain_leaves_envoy_its_config_delta() {
+    let (_src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(CLUSTER, &[], &[], "").await;
+    let r = c.expect_response().await;
+    assert!(
+        r.resources.iter().all(|x| x.ttl.is_none()),
+        "resources carry no TTL"
+    );
+    c.ack(&r).await;
+    let shutdown = tokio::spawn(srv.shutdown());
+    assert!(c.ended_within(Duration::from_secs(5)).await);
+    shutdown.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn initial_request_is_answered_at_once_sotw() {
+    let slow = XdsConfig {
+        debounce_quiet: Duration::from_secs(5),
+        debounce_max: Duration::from_secs(10),
+        ..fast()
+    };
+    let srv = TestServer::start(source(), slow).await;
+    let t = Instant::now();
+    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.request(CLUSTER, &[], "", "").await;
+    assert_eq!(names(&c.expect_response().await), vec!["c1", "c2"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "well inside Envoy's 15 s initial fetch timeout"
+    );
+}
+
+#[tokio::test]
+async fn initial_request_is_answered_at_once_delta() {
+    let slow = XdsConfig {
+        debounce_quiet: Duration::from_secs(5),
+        debounce_max: Duration::from_secs(10),
+        ..fast()
+    };
+    let srv = TestServer::start(source(), slow).await;
+    let t = Instant::now();
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(CLUSTER, &[], &[], "").await;
+    assert_eq!(c.expect_response().await.resources.len(), 2);
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn resources_are_encoded_once_and_shared_by_view() {
+    let src = source();
+    let a = src.snapshot(&Viewer {
+        region: "x".into(),
+        proxy_group: "g".into(),
+    });
+    let b = src.snapshot(&Viewer {
+        region: "y".into(),
+        proxy_group: "h".into(),
+    });
+    assert!(
+        Arc::ptr_eq(&a, &b),
+        "viewers of the same view share one snapshot"
+    );
+    src.upsert("c3", cluster("c3", "v1"));
+    let c = src.snapshot(&Viewer {
+        region: "x".into(),
+        proxy_group: "g".into(),
+    });
+    assert!(
+        Arc::ptr_eq(&a.resources(CLUSTER)["c1"], &c.resources(CLUSTER)["c1"]),
+        "unchanged resources keep their encoding"
+    );
+}
+
+fn big_source() -> Arc<MemorySource> {
+    let src = source();
+    src.update(|v| {
+        for i in 0..200 {
+            v.insert(
+                format!("big{i}"),
+                cluster(&format!("big{i}"), &"x".repeat(2_000)),
+            );
+        }
+    });
+    src
+}
+
+#[tokio::test]
+async fn stalled_stream_does_not_block_others_sotw() {
+    let src = big_source();
+    let srv = TestServer::start(src.clone(), fast()).await;
+    let mut stalled = SotwClient::ads(srv.addr, envoy("stalled")).await.unwrap();
+    stalled.request(CLUSTER, &[], "", "").await; // and never reads again
+    let mut live = SotwClient::ads(srv.addr, envoy("live")).await.unwrap();
+    live.request(CLUSTER, &[], "", "").await;
+    let mut r = live.expect_response().await;
+    for gen in 0..30 {
+        live.ack(&r, &[]).await;
+        src.update(|v| {
+            for i in 0..200 {
+                v.insert(
+                    format!("big{i}"),
+                    cluster(&format!("big{i}"), &format!("{gen}{}", "y".repeat(2_000))),
+                );
+            }
+        });
+        r = live.expect_response().await;
+    }
+    let _ = srv.server.status(); // status never waits on a stream either
+}
+
+#[tokio::test]
+async fn stalled_stream_does_not_block_others_delta() {
+    let src = big_source();
+    let srv = TestServer::start(src.clone(), fast()).await;
+    let mut stalled = DeltaClient::ads(srv.addr, envoy("stalled")).await.unwrap();
+    stalled.subscribe(CLUSTER, &[], &[], "").await;
+    let mut live = DeltaClient::ads(srv.addr, envoy("live")).await.unwrap();
+    live.subscribe(CLUSTER, &[], &[], "").await;
+    let mut r = live.expect_response().await;
+    for gen in 0..30 {
+        live.ack(&r).await;
+        src.update(|v| {
+            for i in 0..200 {
+                v.insert(
+                    format!("big{i}"),
+                    cluster(&format!("big{i}"), &format!("{gen}{}", "y".repeat(2_000))),
+                );
+            }
+        });
+        r = live.expect_response().await;
+    }
+}

@@ -1,0 +1,56 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use meridian_xds::testing::fixtures::{cluster, endpoints, listener, route, secret};
+use meridian_xds::testing::{node, TestServer};
+use meridian_xds::{MemorySource, XdsConfig};
+
+/// Longer than a debounce in [`fast`]: silence this long means "not sent".
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// Short debounce so tests run quickly.
+pub fn fast() -> XdsConfig {
+    XdsConfig {
+        debounce_quiet: Duration::from_millis(20),
+        debounce_max: Duration::from_millis(200),
+        region: "home".to_string(),
+        ..Default::default()
+    }
+}
+
+/// Clusters c1, c2 with endpoints, listener l1 routing via r1, secret s1.
+pub fn source() -> Arc<MemorySource> {
+    let src = Arc::new(MemorySource::new());
+    src.update(|v| {
+        for c in ["c1", "c2"] {
+            v.insert(c, cluster(c, "v1"));
+            v.insert(c, endpoints(c, "v1"));
+        }
+        v.insert("l1", listener("l1", "r1", "v1"));
+        v.insert("r1", route("r1", "v1"));
+        v.insert("s1", secret("s1", "v1"));
+    });
+    src
+}
+
+pub async fn start() -> (Arc<MemorySource>, TestServer) {
+    let src = source();
+    let srv = TestServer::start(src.clone(), fast()).await;
+    (src, srv)
+}
+
+pub fn envoy(id: &str) -> Node {
+    node(id, "", "")
+}
+
+/// Polls `f` for up to 5 s.
+pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..250 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}

@@ -1,0 +1,126 @@
+//! The command tree.
+
+mod cluster;
+mod objects;
+mod server;
+mod snapshot;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::client::Servers;
+use crate::output::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meridian",
+    version,
+    about = "A multi-region control plane for Envoy",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Controller API addresses to try in order (host:port, comma-separated).
+    #[arg(long, global = true, env = "MERIDIAN_SERVER", value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// Per-request timeout.
+    #[arg(long, global = true, default_value = "15s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Log format of `server` and `dev`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Global {
+    pub fn servers(&self) -> Servers {
+        Servers::new(&self.server, self.timeout)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a controller node.
+    Server(server::ServerArgs),
+    /// Run a single-node controller on localhost with its data in ./meridian-data.
+    Dev(server::DevArgs),
+    /// Manage the Raft cluster of controllers.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+    /// Show objects: `get KIND [NAME]`.
+    Get(objects::GetArgs),
+    /// Create or replace one object from a JSON spec.
+    Put(objects::PutArgs),
+    /// Delete one object: `delete KIND NAME`.
+    Delete(objects::DeleteArgs),
+    /// Back up and restore the replicated state.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let g = cli.global;
+    match cli.command {
+        Command::Server(a) => server::run(a, &g).await,
+        Command::Dev(a) => server::dev(a, &g).await,
+        Command::Cluster(c) => cluster::run(c, &g).await,
+        Command::Get(a) => objects::get(a, &g).await,
+        Command::Put(a) => objects::put(a, &g).await,
+        Command::Delete(a) => objects::delete(a, &g).await,
+        Command::Snapshot(c) => snapshot::run(c, &g).await,
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "meridian",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Parses `500ms`, `15s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 15s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}

@@ -1,0 +1,240 @@
+//! `meridian cluster ...`: bootstrap, membership and status.
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use meridian_proto::v1 as pb;
+use serde_json::json;
+
+use super::Global;
+use crate::client::{status, Servers};
+use crate::output::{table, Format};
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Start a new cluster. Without --members-from, a single-node cluster of
+    /// the node --server points at; with it, all the named nodes at once.
+    Init {
+        /// API addresses of every initial member (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        members_from: Vec<String>,
+    },
+    /// Add a node: first as a learner, promoted to voter once caught up.
+    AddNode {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        peer_addr: String,
+        #[arg(long)]
+        api_addr: String,
+        #[arg(long, default_value = "")]
+        xds_addr: String,
+        #[arg(long, default_value = "")]
+        admin_addr: String,
+        /// Keep it a learner (replicates, does not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node. Its id can never join again.
+    RemoveNode { id: u64 },
+    /// Members, roles, leader, term, commit and applied index per node.
+    Status,
+}
+
+pub async fn run(cmd: ClusterCmd, g: &Global) -> Result<()> {
+    let servers = g.servers();
+    match cmd {
+        ClusterCmd::Init { members_from } => {
+            let mut members = Vec::new();
+            for addr in &members_from {
+                let one = Servers::new(std::slice::from_ref(addr), g.timeout);
+                let st = one
+                    .cluster()
+                    .await?
+                    .get_node_status(pb::NodeStatusRequest {})
+                    .await
+                    .map_err(status)
+                    .with_context(|| format!("asking {addr} who it is"))?
+                    .into_inner();
+                members.push(st.node.context("node did not describe itself")?);
+            }
+            let target = if members_from.is_empty() {
+                servers
+            } else {
+                Servers::new(&members_from[..1], g.timeout)
+            };
+            target
+                .cluster()
+                .await?
+                .init(pb::InitRequest {
+                    members: members.clone(),
+                })
+                .await
+                .map_err(status)?;
+            if members.is_empty() {
+                println!("initialized a single-node cluster");
+            } else {
+                let ids: Vec<String> = members.iter().map(|m| m.id.to_string()).collect();
+                println!("initialized a cluster of nodes {}", ids.join(", "));
+            }
+        }
+        ClusterCmd::AddNode {
+            id,
+            region,
+            peer_addr,
+            api_addr,
+            xds_addr,
+            admin_addr,
+            learner,
+        } => {
+            let node = pb::NodeInfo {
+                id,
+                region,
+                peer_addr,
+                api_addr,
+                xds_addr,
+                admin_addr,
+            };
+            let req = pb::AddNodeRequest {
+                node: Some(node),
+                learner_only: learner,
+            };
+            let r = servers
+                .cluster_call(|mut c| {
+                    let req = req.clone();
+                    async move { c.add_node(req).await }
+                })
+                .await?;
+            println!(
+                "node {id} added; voters {:?}, learners {:?}",
+                r.voters, r.learners
+            );
+        }
+        ClusterCmd::RemoveNode { id } => {
+            let r = servers
+                .cluster_call(|mut c| async move {
+                    c.remove_node(pb::RemoveNodeRequest { node_id: id }).await
+                })
+                .await?;
+            println!(
+                "node {id} removed; voters {:?}, learners {:?}",
+                r.voters, r.learners
+            );
+        }
+        ClusterCmd::Status => {
+            let r = servers
+                .cluster_call(|mut c| async move {
+                    c.get_cluster_status(pb::ClusterStatusRequest {}).await
+                })
+                .await?;
+            print_status(&r, g.output)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_status(r: &pb::ClusterStatusResponse, format: Format) -> Result<()> {
+    let members: Vec<serde_json::Value> = r
+        .members
+        .iter()
+        .map(|m| {
+            let n = m.node.clone().unwrap_or_default();
+            let s = m.status.clone();
+            json!({
+                "id": n.id,
+                "region": n.region,
+                "api_addr": n.api_addr,
+                "peer_addr": n.peer_addr,
+                "xds_addr": n.xds_addr,
+                "admin_addr": n.admin_addr,
+                "voter": m.voter,
+                "role": s.as_ref().map(|s| s.role.clone()),
+                "term": s.as_ref().map(|s| s.term),
+                "leader_id": s.as_ref().map(|s| s.leader_id),
+                "last_log_index": s.as_ref().map(|s| s.last_log_index),
+                "commit_index": s.as_ref().map(|s| s.commit_index),
+                "applied_index": s.as_ref().map(|s| s.applied_index),
+                "snapshot_index": s.as_ref().map(|s| s.snapshot_index),
+                "revision": s.as_ref().map(|s| s.revision),
+                "error": if m.error.is_empty() { None } else { Some(m.error.clone()) },
+            })
+        })
+        .collect();
+    match format {
+        Format::Json | Format::Yaml => crate::output::print_value(
+            &json!({"leader_id": r.leader_id, "term": r.term, "answered_by": r.answered_by, "members": members}),
+            format,
+        ),
+        Format::Table | Format::Wide => {
+            let rows: Vec<Vec<String>> = r
+                .members
+                .iter()
+                .map(|m| {
+                    let n = m.node.clone().unwrap_or_default();
+                    let (role, term, commit, applied, lag) = match &m.status {
+                        Some(s) => {
+                            let lag = r
+                                .members
+                                .iter()
+                                .filter_map(|x| x.status.as_ref())
+                                .find(|x| x.role == "leader")
+                                .and_then(|l| l.replication_lag.get(&n.id).copied())
+                                .map(|v| v.to_string())
+                                .unwrap_or_else(|| "-".into());
+                            (
+                                s.role.clone(),
+                                s.term.to_string(),
+                                s.commit_index.to_string(),
+                                s.applied_index.to_string(),
+                                lag,
+                            )
+                        }
+                        None => (
+                            "unreachable".into(),
+                            "-".into(),
+                            "-".into(),
+                            "-".into(),
+                            "-".into(),
+                        ),
+                    };
+                    let mut row = vec![
+                        n.id.to_string(),
+                        n.region.clone(),
+                        role,
+                        if m.voter {
+                            "voter".into()
+                        } else {
+                            "learner".into()
+                        },
+                        term,
+                        commit,
+                        applied,
+                        lag,
+                        n.api_addr.clone(),
+                    ];
+                    if format == Format::Wide {
+                        row.push(n.peer_addr.clone());
+                        row.push(n.admin_addr.clone());
+                        row.push(m.error.clone());
+                    }
+                    row
+                })
+                .collect();
+            let mut headers = vec![
+                "ID", "REGION", "ROLE", "MEMBER", "TERM", "COMMIT", "APPLIED", "LAG", "API",
+            ];
+            if format == Format::Wide {
+                headers.extend(["PEER", "ADMIN", "ERROR"]);
+            }
+            let leader = if r.leader_id == 0 {
+                "none (no quorum?)".to_string()
+            } else {
+                r.leader_id.to_string()
+            };
+            println!("leader: {leader}   term: {}", r.term);
+            print!("{}", table(&headers, &rows));
+            Ok(())
+        }
+    }
+}

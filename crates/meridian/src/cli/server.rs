@@ -1,0 +1,233 @@
+//! `meridian server` and `meridian dev`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use meridian_node::{Listeners, Node, NodeConfig, RaftTimings};
+use tracing::info;
+
+use super::{Global, LogFormat};
+
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// YAML config file with the same fields as the flags (flags win).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// This node's id: unique in the cluster, never reused.
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// This node's region.
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, value_name = "ADDR")]
+    pub peer_listen: Option<SocketAddr>,
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+    #[arg(long, value_name = "ADDR")]
+    pub xds_listen: Option<SocketAddr>,
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Host name or IP other nodes and clients use to reach this node, when it
+    /// differs from the listen address (containers, NAT).
+    #[arg(long)]
+    pub advertise_host: Option<String>,
+    /// Raft timings: `lan` (one region) or `wan` (voters across regions).
+    #[arg(long)]
+    pub raft_profile: Option<String>,
+    /// Snapshot and purge the log every this many entries.
+    #[arg(long)]
+    pub snapshot_logs: Option<u64>,
+    /// Answer "no quorum" when a write is not committed within this time.
+    #[arg(long, value_parser = super::parse_duration)]
+    pub write_timeout: Option<std::time::Duration>,
+    /// Start a new single-node cluster if the data dir is new.
+    #[arg(long)]
+    pub bootstrap: bool,
+    /// API addresses of members to ask to admit this node (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Serve PUT /debug/faults on the admin listener (tests and chaos only).
+    #[arg(long)]
+    pub enable_fault_injection: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DevArgs {
+    #[arg(long, default_value = "./meridian-data")]
+    pub data_dir: PathBuf,
+    /// First of four consecutive ports: API, peer, xDS, admin.
+    #[arg(long, default_value_t = 7400)]
+    pub base_port: u16,
+}
+
+#[derive(serde::Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<u64>,
+    region: Option<String>,
+    data_dir: Option<PathBuf>,
+    peer_listen: Option<SocketAddr>,
+    api_listen: Option<SocketAddr>,
+    xds_listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    advertise_host: Option<String>,
+    raft_profile: Option<String>,
+    raft: Option<RaftTimings>,
+    snapshot_logs: Option<u64>,
+    write_timeout_ms: Option<u64>,
+    bootstrap: Option<bool>,
+    join: Option<Vec<String>>,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn advertise(addr: SocketAddr, host: &Option<String>) -> Result<SocketAddr> {
+    match host {
+        None => Ok(addr),
+        Some(h) => {
+            use std::net::ToSocketAddrs;
+            (h.as_str(), addr.port())
+                .to_socket_addrs()
+                .with_context(|| format!("--advertise-host {h:?}: cannot resolve"))?
+                .next()
+                .with_context(|| format!("--advertise-host {h:?}: no address"))
+        }
+    }
+}
+
+pub fn build_config(a: ServerArgs) -> Result<NodeConfig> {
+    let file: FileConfig = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?;
+            serde_yaml_ng::from_str(&text).with_context(|| format!("--config {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let node_id = a
+        .node_id
+        .or(file.node_id)
+        .context("--node-id is required (or node_id in --config)")?;
+    let region = a
+        .region
+        .or(file.region)
+        .context("--region is required (or region in --config)")?;
+    let data_dir = a
+        .data_dir
+        .or(file.data_dir)
+        .context("--data-dir is required (or data_dir in --config)")?;
+    let need =
+        |flag: &str, v: Option<SocketAddr>| v.with_context(|| format!("--{flag} is required"));
+    let listen = Listeners {
+        peer: need("peer-listen", a.peer_listen.or(file.peer_listen))?,
+        api: need("api-listen", a.api_listen.or(file.api_listen))?,
+        xds: need("xds-listen", a.xds_listen.or(file.xds_listen))?,
+        admin: need("admin-listen", a.admin_listen.or(file.admin_listen))?,
+    };
+    let host = a.advertise_host.or(file.advertise_host);
+    let advertise_l = match &host {
+        None => None,
+        Some(_) => Some(Listeners {
+            peer: advertise(listen.peer, &host)?,
+            api: advertise(listen.api, &host)?,
+            xds: advertise(listen.xds, &host)?,
+            admin: advertise(listen.admin, &host)?,
+        }),
+    };
+    let raft = match a.raft_profile.or(file.raft_profile) {
+        Some(p) => match RaftTimings::profile(&p) {
+            Some(t) => t,
+            None => bail!("--raft-profile {p:?}: must be lan or wan"),
+        },
+        None => file.raft.unwrap_or_default(),
+    };
+    let cfg = NodeConfig {
+        node_id,
+        region,
+        data_dir,
+        listen,
+        advertise: advertise_l,
+        raft,
+        snapshot_logs: a.snapshot_logs.or(file.snapshot_logs).unwrap_or(10_000),
+        write_timeout_ms: a
+            .write_timeout
+            .map(|d| d.as_millis() as u64)
+            .or(file.write_timeout_ms)
+            .unwrap_or(5_000),
+        bootstrap: a.bootstrap || file.bootstrap.unwrap_or(false),
+        join: if a.join.is_empty() {
+            file.join.unwrap_or_default()
+        } else {
+            a.join
+        },
+        enable_fault_injection: a.enable_fault_injection,
+    };
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    Ok(cfg)
+}
+
+pub async fn run(a: ServerArgs, g: &Global) -> Result<()> {
+    init_logging(g.log_format);
+    let cfg = build_config(a)?;
+    serve(cfg).await
+}
+
+async fn serve(cfg: NodeConfig) -> Result<()> {
+    let mut node = Node::start(cfg).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = node.wait() => { r?; }
+        _ = tokio::signal::ctrl_c() => info!("interrupt received; shutting down"),
+        _ = term.recv() => info!("SIGTERM received; shutting down"),
+    }
+    node.shutdown().await?;
+    Ok(())
+}
+
+pub async fn dev(a: DevArgs, g: &Global) -> Result<()> {
+    init_logging(g.log_format);
+    let p = a.base_port;
+    let addr = |off: u16| -> SocketAddr { SocketAddr::from(([127, 0, 0, 1], p + off)) };
+    let cfg = NodeConfig {
+        node_id: 1,
+        region: "local".into(),
+        data_dir: a.data_dir.clone(),
+        listen: Listeners {
+            api: addr(0),
+            peer: addr(1),
+            xds: addr(2),
+            admin: addr(3),
+        },
+        advertise: None,
+        raft: RaftTimings::lan(),
+        snapshot_logs: 10_000,
+        write_timeout_ms: 5_000,
+        bootstrap: true,
+        join: vec![],
+        enable_fault_injection: false,
+    };
+    println!(
+        "meridian dev: a single-node controller, data in {}",
+        a.data_dir.display()
+    );
+    println!("  API    {}   (meridian --server {} ...)", addr(0), addr(0));
+    println!("  xDS    {}", addr(2));
+    println!("  admin  http://{}/metrics", addr(3));
+    println!("  peer   {}", addr(1));
+    serve(cfg).await
+}

@@ -1,0 +1,176 @@
+//! Connecting to controllers: the addresses come from `--server`,
+//! `MERIDIAN_SERVER` or the CLI config file, and the CLI moves on to the next
+//! address when one does not answer.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
+use meridian_proto::v1::config_service_client::ConfigServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::exit::{CodedError, UNAVAILABLE};
+
+pub const DEFAULT_SERVER: &str = "127.0.0.1:7400";
+
+#[derive(Clone, Debug)]
+pub struct Servers {
+    pub addrs: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl Servers {
+    pub fn new(list: &[String], timeout: Duration) -> Servers {
+        let addrs: Vec<String> = list
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(|s| s.trim().trim_start_matches("http://").to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let addrs = if addrs.is_empty() {
+            vec![DEFAULT_SERVER.to_string()]
+        } else {
+            addrs
+        };
+        Servers { addrs, timeout }
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Result<Channel, String>> {
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| anyhow!("--server {addr:?}: not an address: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(self.timeout)
+            .tcp_nodelay(true);
+        Ok(ep
+            .connect()
+            .await
+            .map_err(|e| format!("{addr} ({})", root_cause(&e))))
+    }
+
+    /// Connects to the first address that accepts a connection.
+    pub async fn channel(&self) -> Result<Channel> {
+        let mut tried = Vec::new();
+        for addr in &self.addrs {
+            match self.connect(addr).await? {
+                Ok(ch) => return Ok(ch),
+                Err(e) => tried.push(e),
+            }
+        }
+        Err(unreachable_error(&tried))
+    }
+
+    /// Runs `call` against the first controller that answers; moves on to the
+    /// next when one is unreachable or answers UNAVAILABLE (removed, cut
+    /// off, shutting down). Every write carries a request id, so a retry on
+    /// another controller applies once.
+    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut tried = Vec::new();
+        let mut last: Option<tonic::Status> = None;
+        for addr in &self.addrs {
+            let ch = match self.connect(addr).await? {
+                Ok(ch) => ch,
+                Err(e) => {
+                    tried.push(e);
+                    continue;
+                }
+            };
+            match call(ch).await {
+                Ok(v) => return Ok(v),
+                Err(st) if st.code() == tonic::Code::Unavailable => {
+                    tried.push(format!("{addr} ({})", st.message()));
+                    last = Some(st);
+                }
+                Err(st) => return Err(status(st)),
+            }
+        }
+        match last {
+            // Every controller answered, none could serve: report the last
+            // answer, which names the cause (no quorum, no leader).
+            Some(st) if tried.len() == 1 => Err(status(st)),
+            Some(st) => Err(status(tonic::Status::unavailable(format!(
+                "{} (tried {})",
+                st.message(),
+                tried.join(", ")
+            )))),
+            None => Err(unreachable_error(&tried)),
+        }
+    }
+}
+
+fn unreachable_error(tried: &[String]) -> anyhow::Error {
+    CodedError {
+            code: UNAVAILABLE,
+            message: format!(
+                "cannot reach any controller; tried {}. Is `meridian server` running? Set --server or MERIDIAN_SERVER",
+                tried.join(", ")
+            ),
+        }
+        .into()
+}
+
+impl Servers {
+    /// [`Servers::call`] with a config API client.
+    pub async fn config_call<T, F, Fut>(&self, mut f: F) -> Result<T>
+    where
+        F: FnMut(ConfigServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call(|ch| {
+            let fut = f(ConfigServiceClient::new(ch).max_decoding_message_size(256 * 1024 * 1024));
+            async move { fut.await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// [`Servers::call`] with a cluster API client.
+    pub async fn cluster_call<T, F, Fut>(&self, mut f: F) -> Result<T>
+    where
+        F: FnMut(ClusterServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call(|ch| {
+            let fut = f(ClusterServiceClient::new(ch).max_decoding_message_size(256 * 1024 * 1024));
+            async move { fut.await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    pub async fn config(&self) -> Result<ConfigServiceClient<Channel>> {
+        Ok(ConfigServiceClient::new(self.channel().await?)
+            .max_decoding_message_size(256 * 1024 * 1024))
+    }
+
+    pub async fn cluster(&self) -> Result<ClusterServiceClient<Channel>> {
+        Ok(ClusterServiceClient::new(self.channel().await?)
+            .max_decoding_message_size(256 * 1024 * 1024))
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Turns a gRPC status into an error whose message is the server's, with the
+/// status kept for the exit code.
+pub fn status(st: tonic::Status) -> anyhow::Error {
+    anyhow::Error::new(StatusError(st))
+}
+
+#[derive(Debug)]
+pub struct StatusError(pub tonic::Status);
+
+impl std::fmt::Display for StatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.message())
+    }
+}
+
+impl std::error::Error for StatusError {}

@@ -1,0 +1,33 @@
+//! Exit codes, documented in docs/CLI.md. Scripts rely on them: never renumber.
+
+use tonic::Code;
+
+pub const FAILURE: u8 = 1;
+pub const NOT_FOUND: u8 = 3;
+pub const CONFLICT: u8 = 4;
+pub const INVALID: u8 = 5;
+pub const UNAVAILABLE: u8 = 6;
+
+/// An error that carries its own exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CodedError {
+    pub code: u8,
+    pub message: String,
+}
+
+pub fn code_for(e: &anyhow::Error) -> u8 {
+    if let Some(c) = e.downcast_ref::<CodedError>() {
+        return c.code;
+    }
+    if let Some(crate::client::StatusError(st)) = e.downcast_ref::<crate::client::StatusError>() {
+        return match st.code() {
+            Code::NotFound => NOT_FOUND,
+            Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => CONFLICT,
+            Code::InvalidArgument | Code::OutOfRange => INVALID,
+            Code::Unavailable | Code::DeadlineExceeded => UNAVAILABLE,
+            _ => FAILURE,
+        };
+    }
+    FAILURE
+}

@@ -1,0 +1,473 @@
+//! A cluster of real `meridian server` processes on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use meridian_proto::v1 as pb;
+use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
+use meridian_proto::v1::config_service_client::ConfigServiceClient;
+use tonic::transport::Channel;
+
+use crate::{eventually, meridian_bin, ports::free_port};
+
+#[derive(Clone, Debug)]
+pub struct ClusterOpts {
+    /// Region of each node, by position; nodes past the end get the last one.
+    pub regions: Vec<String>,
+    /// `--snapshot-logs`: small values exercise snapshot catch-up.
+    pub snapshot_logs: u64,
+    /// Bootstrap node 1 and join the others to it; otherwise leave them uninitialized.
+    pub auto_join: bool,
+    pub write_timeout: Duration,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        ClusterOpts {
+            regions: vec!["us-east".into()],
+            snapshot_logs: 10_000,
+            auto_join: true,
+            write_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub api: u16,
+    pub peer: u16,
+    pub xds: u16,
+    pub admin: u16,
+}
+
+pub struct NodeProc {
+    pub id: u64,
+    pub region: String,
+    pub ports: Ports,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    join: Vec<String>,
+    bootstrap: bool,
+}
+
+impl NodeProc {
+    pub fn api_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.api)
+    }
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.ports.admin, path)
+    }
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    pub opts: ClusterOpts,
+    dir: tempfile::TempDir,
+    next_id: u64,
+}
+
+impl Cluster {
+    /// Starts `n` nodes; with `auto_join`, waits until all are voters.
+    pub async fn start(n: usize, opts: ClusterOpts) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("meridian-test-")
+            .tempdir()
+            .expect("tempdir");
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            opts,
+            dir,
+            next_id: 1,
+        };
+        for i in 0..n {
+            let bootstrap = c.opts.auto_join && i == 0;
+            let join = if c.opts.auto_join && i > 0 {
+                vec![c.nodes[0].api_addr()]
+            } else {
+                vec![]
+            };
+            c.spawn_new(bootstrap, join);
+            if i == 0 && c.opts.auto_join {
+                c.wait_ready(c.nodes[0].id).await;
+            }
+        }
+        if c.opts.auto_join {
+            let want: Vec<u64> = c.nodes.iter().map(|n| n.id).collect();
+            c.wait_voters(&want).await;
+        }
+        c
+    }
+
+    fn spawn_new(&mut self, bootstrap: bool, join: Vec<String>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let region = self
+            .opts
+            .regions
+            .get(self.nodes.len())
+            .or(self.opts.regions.last())
+            .cloned()
+            .unwrap_or_else(|| "us-east".into());
+        let ports = Ports {
+            api: free_port(),
+            peer: free_port(),
+            xds: free_port(),
+            admin: free_port(),
+        };
+        let data_dir = self.dir.path().join(format!("node-{id}"));
+        let log = self.dir.path().join(format!("node-{id}.log"));
+        self.nodes.push(NodeProc {
+            id,
+            region,
+            ports,
+            data_dir,
+            log,
+            child: None,
+            join,
+            bootstrap,
+        });
+        self.spawn(id);
+        id
+    }
+
+    /// Adds a node that joins through the existing members; returns its id.
+    pub async fn add_node(&mut self) -> u64 {
+        let join: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.api_addr())
+            .collect();
+        let id = self.spawn_new(false, join);
+        id
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut NodeProc {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    pub fn node(&self, id: u64) -> &NodeProc {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// Starts (or restarts) the process of node `id` on its data dir.
+    pub fn spawn(&mut self, id: u64) {
+        let snapshot_logs = self.opts.snapshot_logs;
+        let write_timeout = self.opts.write_timeout;
+        let n = self.node_mut(id);
+        assert!(n.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .expect("log file");
+        let mut cmd = Command::new(meridian_bin());
+        cmd.arg("server")
+            .args(["--node-id", &id.to_string(), "--region", &n.region])
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .args(["--api-listen", &format!("127.0.0.1:{}", n.ports.api)])
+            .args(["--peer-listen", &format!("127.0.0.1:{}", n.ports.peer)])
+            .args(["--xds-listen", &format!("127.0.0.1:{}", n.ports.xds)])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", n.ports.admin)])
+            .args(["--snapshot-logs", &snapshot_logs.to_string()])
+            .args([
+                "--write-timeout",
+                &format!("{}ms", write_timeout.as_millis()),
+            ])
+            .arg("--enable-fault-injection")
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if n.bootstrap {
+            cmd.arg("--bootstrap");
+        }
+        if !n.join.is_empty() {
+            cmd.arg("--join").arg(n.join.join(","));
+        }
+        n.child = Some(cmd.spawn().expect("spawn meridian"));
+    }
+
+    /// SIGKILL: no shutdown, no flush beyond what was already durable.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.node_mut(id).child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean shutdown. Returns the exit status code.
+    pub fn stop(&mut self, id: u64) -> Option<i32> {
+        let c = self.node_mut(id).child.take()?;
+        let pid = c.id();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let mut c = c;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("node {id} did not stop within 10s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill_all(&mut self) {
+        let ids: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.kill(id);
+        self.spawn(id);
+    }
+
+    pub fn running_ids(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Addresses of every running node's API, comma-separated, for `--server`.
+    pub fn servers(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.api_addr())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub async fn channel(&self, id: u64) -> Channel {
+        let addr = self.node(id).api_addr();
+        eventually(
+            &format!("node {id} API at {addr}"),
+            Duration::from_secs(20),
+            || {
+                let addr = addr.clone();
+                async move {
+                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                        .ok()?
+                        .connect_timeout(Duration::from_secs(1))
+                        .connect()
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await
+    }
+
+    pub async fn config(&self, id: u64) -> ConfigServiceClient<Channel> {
+        ConfigServiceClient::new(self.channel(id).await)
+            .max_decoding_message_size(256 * 1024 * 1024)
+    }
+
+    pub async fn cluster(&self, id: u64) -> ClusterServiceClient<Channel> {
+        ClusterServiceClient::new(self.channel(id).await)
+    }
+
+    pub async fn status(&self, id: u64) -> Option<pb::NodeStatus> {
+        let ep =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.node(id).api_addr()))
+                .ok()?
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(2));
+        let ch = ep.connect().await.ok()?;
+        ClusterServiceClient::new(ch)
+            .get_node_status(pb::NodeStatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    /// Waits until a running node leads and the running nodes agree on it.
+    pub async fn wait_leader(&self) -> u64 {
+        let ids = self.running_ids();
+        eventually(
+            "a leader the running nodes agree on",
+            Duration::from_secs(30),
+            || {
+                let ids = ids.clone();
+                async move {
+                    let mut leader = None;
+                    for id in &ids {
+                        let st = self.status(*id).await?;
+                        if !st.has_leader || !ids.contains(&st.leader_id) {
+                            return None;
+                        }
+                        match leader {
+                            None => leader = Some(st.leader_id),
+                            Some(l) if l != st.leader_id => return None,
+                            _ => {}
+                        }
+                    }
+                    leader
+                }
+            },
+        )
+        .await
+    }
+
+    pub async fn wait_ready(&self, id: u64) {
+        let url = self.node(id).admin_url("/readyz");
+        eventually(&format!("node {id} ready"), Duration::from_secs(30), || {
+            let url = url.clone();
+            async move { (http_get(&url).await.ok()?.0 == 200).then_some(()) }
+        })
+        .await
+    }
+
+    /// Waits until the membership (as the leader sees it) has exactly these voters.
+    pub async fn wait_voters(&self, want: &[u64]) {
+        let mut want = want.to_vec();
+        want.sort_unstable();
+        eventually(&format!("voters {want:?}"), Duration::from_secs(60), || {
+            let want = want.clone();
+            async move {
+                for id in self.running_ids() {
+                    let st = self.status(id).await?;
+                    if st.role == "leader" {
+                        let mut v = st.voters.clone();
+                        v.sort_unstable();
+                        return (v == want && st.learners.is_empty()).then_some(());
+                    }
+                }
+                None
+            }
+        })
+        .await
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64) -> pb::NodeStatus {
+        eventually(
+            &format!("node {id} applied index {index}"),
+            Duration::from_secs(60),
+            || async move {
+                let st = self.status(id).await?;
+                (st.applied_index >= index).then_some(st)
+            },
+        )
+        .await
+    }
+
+    /// Runs the CLI against this cluster.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(meridian_bin())
+            .args(["--server", &self.servers()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run meridian cli")
+    }
+
+    pub fn log_of(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::env::var_os("MERIDIAN_TEST_KEEP").is_some() {
+            eprintln!("keeping test dir {}", self.dir.path().display());
+            let _ = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir")).keep();
+        }
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            // Keep what a failed test needs to be understood.
+            for n in &self.nodes {
+                let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                for (i, l) in lines.iter().enumerate() {
+                    if l.contains("panicked at") {
+                        eprintln!("---- node {} panicked ----", n.id);
+                        for l in &lines[i..(i + 3).min(lines.len())] {
+                            eprintln!("{l}");
+                        }
+                    }
+                }
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- node {} log (last 40 lines) ----", n.id);
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a raw socket: status code and body.
+pub async fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+    http_request("GET", url, None).await
+}
+
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other("only http:// urls"))?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(host))
+        .await
+        .map_err(|_| std::io::Error::other("connect timeout"))??;
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::other("read timeout"))??;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}

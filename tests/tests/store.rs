@@ -1,0 +1,13 @@
+//! The replicated store, black-box: real `meridian server` processes on
+//! loopback, killed and restarted for real. One module per topic.
+
+mod store {
+    pub mod support;
+
+    mod backup;
+    mod bad_input;
+    mod durability;
+    mod failover;
+    mod membership;
+    mod quorum;
+}
