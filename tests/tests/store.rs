@@ -8,6 +8,8 @@ mod store {
     mod bad_input;
     mod durability;
     mod failover;
+    mod init;
     mod membership;
     mod quorum;
+    mod secrets;
 }

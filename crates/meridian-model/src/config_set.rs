@@ -58,6 +58,27 @@ impl ConfigSet {
         self.objects.len()
     }
 
+    /// The endpoints Services declare in their spec, in the form agents
+    /// report, so translation treats both alike.
+    pub fn static_endpoints(&self) -> crate::EndpointSet {
+        let mut set = crate::EndpointSet::new();
+        for (name, svc) in self.services() {
+            for e in &svc.endpoints {
+                set.insert(crate::Endpoint {
+                    service: name.to_string(),
+                    cluster: crate::spec::StaticEndpoint::CLUSTER.to_string(),
+                    region: e.region.clone(),
+                    zone: e.zone.clone(),
+                    address: e.address.clone(),
+                    port: e.port.unwrap_or(svc.port),
+                    weight: e.weight.unwrap_or(1),
+                    health: crate::Health::Healthy,
+                });
+            }
+        }
+        set
+    }
+
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
     }
@@ -193,4 +214,5 @@ fn references(obj: &Object) -> Vec<(String, Kind, String)> {
 
 fn is_http_service(p: Protocol) -> bool {
     p != Protocol::Tcp
+
 }

@@ -16,6 +16,7 @@ pub use route::{
 };
 pub use secret::{PrivateKeyPem, SecretSpec};
 pub use service::{
+    StaticEndpoint,
     CircuitBreakers, Failover, HealthCheck, HealthCheckProtocol, LoadBalancing, OutlierDetection,
     Protocol, ServiceSpec,
 };

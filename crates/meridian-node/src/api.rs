@@ -88,11 +88,24 @@ impl Shared {
     }
 }
 
+/// What clients may see of a stored value: secrets' private keys never
+/// leave the cluster through the API (only through backups).
+fn visible_value(key: &ObjectKey, value: &[u8]) -> Vec<u8> {
+    if key.kind != meridian_model::Kind::Secret.as_str() {
+        return value.to_vec();
+    }
+    match meridian_model::Object::from_stored(&key.kind, &key.name, value) {
+        Ok(obj) => serde_json::to_vec(&obj.to_redacted_json()["spec"]).unwrap_or_default(),
+        // A value that no longer parses is still a secret: show nothing of it.
+        Err(_) => br#"{"privateKey":"<redacted>"}"#.to_vec(),
+    }
+}
+
 fn to_pb_object(key: &ObjectKey, obj: &StoredObject) -> pb::Object {
     pb::Object {
         kind: key.kind.clone(),
         name: key.name.clone(),
-        value: obj.value.clone(),
+        value: visible_value(key, &obj.value),
         revision: obj.revision,
         created_revision: obj.created_revision,
         updated_at_ms: obj.updated_at_ms,
@@ -106,7 +119,7 @@ fn to_pb_event(e: &Event) -> pb::WatchEvent {
             name: e.key.name.clone(),
         }),
         revision: e.revision,
-        value: e.value.clone().unwrap_or_default(),
+        value: e.value.as_deref().map(|v| visible_value(&e.key, v)).unwrap_or_default(),
         deleted: e.value.is_none(),
         updated_at_ms: e.updated_at_ms,
     }

@@ -22,6 +22,34 @@ pub struct ServiceSpec {
     pub health_check: Option<HealthCheck>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<Failover>,
+    /// Endpoints declared in the config itself, for upstreams no agent
+    /// discovers (VMs, external services, tests). Merged with the endpoints
+    /// the agents report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<StaticEndpoint>,
+}
+
+/// An endpoint declared in a Service: always reported healthy; outlier
+/// detection and active health checks still apply to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticEndpoint {
+    /// An IP address (Envoy's EDS does not resolve names).
+    pub address: String,
+    /// Default: the Service's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub region: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub zone: String,
+    /// Load-balancing weight, 1-128; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+impl StaticEndpoint {
+    /// The cluster name static endpoints are reported under.
+    pub const CLUSTER: &'static str = "static";
 }
 
 impl ServiceSpec {
@@ -166,6 +194,23 @@ impl Failover {
 impl ServiceSpec {
     pub(crate) fn validate(&self, errs: &mut Errors<'_>) {
         check_range(errs, "port", self.port.into(), 1, 65535);
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let path = format!("endpoints[{i}]");
+            if e.address.parse::<std::net::IpAddr>().is_err() {
+                errs.push(format!("{path}.address"), format!("{:?} is not an IP address", e.address));
+            }
+            if let Some(p) = e.port {
+                check_range(errs, &format!("{path}.port"), p.into(), 1, 65535);
+            }
+            check_ref_name(errs, &format!("{path}.region"), &e.region);
+            if let Some(w) = e.weight {
+                check_range(errs, &format!("{path}.weight"), w.into(), 1, 128);
+            }
+            if !seen.insert((e.address.clone(), e.port.unwrap_or(self.port))) {
+                errs.push(&path, format!("{}:{} is listed twice", e.address, e.port.unwrap_or(self.port)));
+            }
+        }
         check_duration(errs, "connectTimeout", self.connect_timeout, 1, 300_000);
         if let Some(cb) = &self.circuit_breakers {
             for (field, v) in [

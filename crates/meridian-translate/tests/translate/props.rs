@@ -52,6 +52,7 @@ fn service() -> impl Strategy<Value = ServiceSpec> {
                         threshold_percent: if aon { None } else { threshold },
                         all_or_nothing: aon,
                     }),
+                    endpoints: vec![],
                 }
             },
         )
