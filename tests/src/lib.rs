@@ -6,7 +6,9 @@
 //! with instructions, it never skips.
 
 pub mod cluster;
+pub mod envoy;
 pub mod ports;
+pub mod upstream;
 
 pub use cluster::{Cluster, ClusterOpts};
 

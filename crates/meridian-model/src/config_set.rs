@@ -41,6 +41,12 @@ impl ConfigSet {
         Ok(self.objects.remove(&(kind, name.to_string())))
     }
 
+    /// Removes an object whatever references it; for callers that remove a
+    /// group of objects at once and check the referrers of the group.
+    pub fn remove_unchecked(&mut self, kind: Kind, name: &str) -> Option<Object> {
+        self.objects.remove(&(kind, name.to_string()))
+    }
+
     pub fn get(&self, kind: Kind, name: &str) -> Option<&Object> {
         self.objects.get(&(kind, name.to_string()))
     }

@@ -162,6 +162,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         );
     }
     s.write_metrics.render(&mut out);
+    render_xds(&s, &mut out);
     ([("content-type", "text/plain; version=0.0.4")], out)
 }
 
@@ -182,4 +183,41 @@ async fn put_faults(
     tracing::warn!(faults = ?cfg, "fault injection changed");
     s.faults.set(cfg.clone());
     Json(cfg)
+}
+
+fn render_xds(s: &Shared, out: &mut String) {
+    use meridian_xds::{Variant, XdsMetrics};
+    let m = s.xds.metrics();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    };
+    counter("meridian_xds_pushes_total", "Pushes computed for a stream after a change.", XdsMetrics::get(&m.pushes));
+    counter("meridian_xds_responses_total", "Discovery responses sent.", XdsMetrics::get(&m.responses));
+    counter("meridian_xds_acks_total", "ACKs received.", XdsMetrics::get(&m.acks));
+    counter("meridian_xds_nacks_total", "NACKs received (requests with error_detail).", XdsMetrics::get(&m.nacks));
+    counter("meridian_xds_stale_requests_total", "SotW requests with a stale nonce, ignored.", XdsMetrics::get(&m.stale_requests));
+    counter("meridian_xds_debounce_merges_total", "Changes merged into a pending push by the debouncer.", XdsMetrics::get(&m.debounce_merges));
+    let _ = writeln!(out, "# HELP meridian_xds_streams Connected xDS streams by variant.\n# TYPE meridian_xds_streams gauge");
+    for v in Variant::ALL {
+        let _ = writeln!(out, "meridian_xds_streams{{variant=\"{}\"}} {}", crate::proxy_status::variant_name(v), m.streams(v));
+    }
+    let _ = writeln!(out, "# HELP meridian_xds_subscribed_streams Streams subscribed to a type, by type and variant.\n# TYPE meridian_xds_subscribed_streams gauge");
+    for t in ["Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration", "Secret"] {
+        let url = match t {
+            "Cluster" => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            "ClusterLoadAssignment" => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            "Listener" => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            "RouteConfiguration" => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            _ => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+        };
+        for v in Variant::ALL {
+            let _ = writeln!(
+                out,
+                "meridian_xds_subscribed_streams{{type=\"{}\",variant=\"{}\"}} {}",
+                crate::proxy_status::short_type(url),
+                crate::proxy_status::variant_name(v),
+                m.subscribed(url, v)
+            );
+        }
+    }
 }

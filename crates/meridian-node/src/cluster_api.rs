@@ -364,6 +364,48 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         }))
     }
 
+    async fn get_proxy_status(
+        &self,
+        req: Request<pb::ProxyStatusRequest>,
+    ) -> Result<Response<pb::ProxyStatusResponse>, Status> {
+        let mut proxies = crate::proxy_status::local(&self.s);
+        let mut errors = Vec::new();
+        if !req.into_inner().local_only {
+            let m = self.s.raft.metrics().borrow().clone();
+            let others: Vec<(NodeId, NodeInfo)> = m
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.s.id)
+                .map(|(id, n)| (*id, n.clone()))
+                .collect();
+            let asks = others.into_iter().map(|(id, info)| {
+                let client = self.client(&info);
+                async move {
+                    let mut c = client.map_err(|e| format!("node {id}: {}", e.message()))?;
+                    match tokio::time::timeout(
+                        Duration::from_secs(2),
+                        c.get_proxy_status(pb::ProxyStatusRequest { local_only: true }),
+                    )
+                    .await
+                    {
+                        Ok(Ok(r)) => Ok(r.into_inner().proxies),
+                        Ok(Err(st)) => Err(format!("node {id}: {}", st.message())),
+                        Err(_) => Err(format!("node {id}: no answer within 2s")),
+                    }
+                }
+            });
+            for r in futures::future::join_all(asks).await {
+                match r {
+                    Ok(p) => proxies.extend(p),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        proxies.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.controller_id.cmp(&b.controller_id)));
+        Ok(Response::new(pb::ProxyStatusResponse { proxies, errors }))
+    }
+
     type SnapshotStream = ChunkStream;
 
     async fn snapshot(

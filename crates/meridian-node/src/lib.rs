@@ -16,7 +16,9 @@ mod leader;
 mod metrics;
 mod node;
 mod proposer;
+mod proxy_status;
 mod validate;
+mod xds_source;
 
 pub use config::{Listeners, NodeConfig, RaftTimings};
 pub use error::NodeError;

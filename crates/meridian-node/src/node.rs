@@ -38,6 +38,7 @@ pub(crate) struct Shared {
     pub activity: Activity,
     pub write_metrics: Arc<WriteMetrics>,
     pub shutdown: watch::Receiver<bool>,
+    pub xds: meridian_xds::XdsServer,
 }
 
 impl Shared {
@@ -85,6 +86,7 @@ impl Node {
         let peer_l = bind("peer", config.listen.peer).await?;
         let api_l = bind("api", config.listen.api).await?;
         let admin_l = bind("admin", config.listen.admin).await?;
+        let xds_l = bind("xds", config.listen.xds).await?;
 
         let (log_store, sm) = meridian_store::open(&config.data_dir)
             .await
@@ -103,6 +105,14 @@ impl Node {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
 
+        let xds = meridian_xds::XdsServer::new(
+            Arc::new(crate::xds_source::StoreSource::new(sm.clone())),
+            meridian_xds::XdsConfig {
+                identifier: format!("meridian-{}-{}", config.region, config.node_id),
+                region: config.region.clone(),
+                ..Default::default()
+            },
+        );
         let (stop, shutdown) = watch::channel(false);
         let write_metrics = Arc::new(WriteMetrics::default());
         let proposer = Proposer::start(
@@ -125,6 +135,7 @@ impl Node {
             activity: activity.clone(),
             write_metrics,
             shutdown: shutdown.clone(),
+            xds: xds.clone(),
         });
 
         let mut tasks = JoinSet::new();
@@ -166,6 +177,11 @@ impl Node {
                 .map_err(|e| format!("api listener: {e}"))
         });
 
+        let rx = shutdown.clone();
+        tasks.spawn(async move {
+            meridian_xds::serve(xds_l, xds, until_stop(rx)).await.map_err(|e| format!("xds listener: {e}"))
+        });
+
         let router = crate::admin::router(shared.clone());
         let rx = shutdown.clone();
         tasks.spawn(async move {
@@ -201,6 +217,7 @@ impl Node {
             region = %config.region,
             peer = %adv.peer,
             api = %adv.api,
+            xds = %adv.xds,
             admin = %adv.admin,
             data_dir = %config.data_dir.display(),
             "node started"

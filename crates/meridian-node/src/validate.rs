@@ -185,21 +185,28 @@ impl Overlay {
         for obj in puts {
             next.insert(obj);
         }
-        // Objects deleted together may reference each other: remove what
-        // nothing references until no progress, then report the rest with
-        // their referrers.
-        let mut pending = deletes;
-        loop {
-            let before = pending.len();
-            pending.retain(|(kind, name)| next.remove(*kind, name).is_err());
-            if pending.is_empty() || pending.len() == before {
-                break;
+        // Objects deleted together may reference each other, even in a cycle
+        // (regions failing over to each other): only referrers outside the
+        // deleted group block a delete.
+        let deleted: HashSet<(Kind, String)> = deletes.iter().cloned().collect();
+        for (kind, name) in &deletes {
+            let outside: Vec<String> = next
+                .referrers(*kind, name)
+                .into_iter()
+                .filter(|r| !deleted.contains(r))
+                .map(|(k, n)| format!("{}/{}", k.as_str(), n))
+                .collect();
+            if !outside.is_empty() {
+                errors.push(format!(
+                    "{}/{}: cannot delete: referenced by {}; change or delete those first",
+                    kind.as_str(),
+                    name,
+                    outside.join(", ")
+                ));
             }
         }
-        for (kind, name) in &pending {
-            if let Err(e) = next.remove(*kind, name) {
-                errors.push(e.to_string());
-            }
+        for (kind, name) in &deletes {
+            next.remove_unchecked(*kind, name);
         }
         if errors.is_empty() {
             errors.extend(next.validate().into_iter().map(|e| e.to_string()));

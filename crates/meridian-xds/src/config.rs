@@ -14,6 +14,10 @@ pub struct XdsConfig {
     pub debounce_max: Duration,
     /// Streams computing and queueing a push at the same time.
     pub push_concurrency: usize,
+    /// On ADS, removals of clusters, endpoints and secrets wait until the
+    /// client is in sync with the new listeners and routes, then this much
+    /// longer, so Envoy's workers have moved off the old listeners.
+    pub removal_grace: Duration,
     /// HTTP/2 keepalive ping interval and timeout.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
@@ -36,6 +40,7 @@ impl Default for XdsConfig {
             debounce_quiet: Duration::from_millis(100),
             debounce_max: Duration::from_secs(1),
             push_concurrency: 100,
+            removal_grace: Duration::from_secs(1),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_connection_age: None,

@@ -1,7 +1,13 @@
 //! The command tree.
 
+mod apply;
+mod bench;
+mod bootstrap;
 mod cluster;
+mod diff;
+mod files;
 mod objects;
+mod proxy;
 mod server;
 mod snapshot;
 
@@ -68,11 +74,22 @@ pub enum Command {
     Get(objects::GetArgs),
     /// Create or replace one object from a JSON spec.
     Put(objects::PutArgs),
-    /// Delete one object: `delete KIND NAME`.
+    /// Delete one object (`delete KIND NAME`), or every object in files (`delete -f FILE`).
     Delete(objects::DeleteArgs),
+    /// Create or update every object in files, all in one transaction.
+    Apply(apply::ApplyArgs),
+    /// Show how the files' objects differ from the cluster's (exit 1 if they do).
+    Diff(diff::DiffArgs),
     /// Back up and restore the replicated state.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
+    /// Benchmarks: `bench store` (this store), `bench etcd` (etcd, same load).
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+    /// Print an Envoy bootstrap that points at this cluster's controllers.
+    Bootstrap(bootstrap::BootstrapArgs),
+    /// Every connected Envoy and its per-type sync state.
+    ProxyStatus(proxy::ProxyStatusArgs),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -89,7 +106,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Get(a) => objects::get(a, &g).await,
         Command::Put(a) => objects::put(a, &g).await,
         Command::Delete(a) => objects::delete(a, &g).await,
+        Command::Apply(a) => apply::run(a, &g).await,
+        Command::Diff(a) => diff::run(a, &g).await,
         Command::Snapshot(c) => snapshot::run(c, &g).await,
+        Command::Bench(c) => bench::run(c, &g).await,
+        Command::Bootstrap(a) => bootstrap::run(a, &g).await,
+        Command::ProxyStatus(a) => proxy::run(a, &g).await,
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,
@@ -100,6 +122,12 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Checks a region or object name the way the server does, so a typo fails
+/// before anything is sent.
+pub fn check_name(flag: &str, name: &str) -> Result<()> {
+    meridian_model::validate_name(name).map_err(|reason| anyhow::anyhow!("{flag} {name:?}: {reason}"))
 }
 
 /// Parses `500ms`, `15s`, `2m`, or a bare number of seconds.

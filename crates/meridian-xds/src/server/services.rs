@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::XdsServer;
 use crate::metrics::Variant;
 use crate::source::Viewer;
-use crate::stream::{run_delta, run_sotw};
+use crate::stream::{run, Delta, Sotw};
 use crate::subscription::sotw::response_version;
 use crate::subscription::SotwSubscription;
 use crate::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
@@ -40,7 +40,7 @@ impl XdsServer {
         let inner = self.inner.clone();
         inner.metrics.stream_opened(variant);
         tokio::spawn(async move {
-            run_sotw(inner.clone(), req.into_inner(), variant, fixed, tx).await;
+            run::<Sotw>(inner.clone(), req.into_inner(), variant, fixed, tx).await;
             inner.metrics.stream_closed(variant);
         });
         Response::new(Box::pin(
@@ -58,7 +58,7 @@ impl XdsServer {
         let inner = self.inner.clone();
         inner.metrics.stream_opened(variant);
         tokio::spawn(async move {
-            run_delta(inner.clone(), req.into_inner(), variant, fixed, tx).await;
+            run::<Delta>(inner.clone(), req.into_inner(), variant, fixed, tx).await;
             inner.metrics.stream_closed(variant);
         });
         Response::new(Box::pin(

@@ -6,11 +6,10 @@ use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
-use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::sotw::{current_view, resolve_type};
-use super::{lock, note_type, register, send_all, stream_end, Registration, StreamState};
+use super::sotw::{current_view, resolve_type, stage_view};
+use super::{lock, note_type, register, Flavor, Registration, Stage, StreamState};
 use crate::metrics::{Variant, XdsMetrics};
 use crate::server::Inner;
 use crate::subscription::delta::DeltaRequestView;
@@ -51,62 +50,36 @@ impl DeltaOut {
     }
 }
 
-pub(crate) async fn run_delta(
-    inner: Arc<Inner>,
-    mut inbound: tonic::Streaming<DeltaDiscoveryRequest>,
-    variant: Variant,
-    fixed: Option<&'static str>,
-    tx: mpsc::Sender<Result<DeltaOut, Status>>,
-) {
-    let mut push = inner.push.clone();
-    push.borrow_and_update();
-    let end = stream_end(inner.drain.subscribe(), inner.config.max_connection_age);
-    tokio::pin!(end);
-    let mut reg: Option<Registration> = None;
-    loop {
-        tokio::select! {
-            _ = &mut end => break,
-            msg = inbound.message() => {
-                let req = match msg {
-                    Ok(Some(req)) => req,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(%status, "delta stream read failed");
-                        break;
-                    }
-                };
-                match on_request(&inner, &mut reg, req, variant, fixed) {
-                    Ok(outs) => {
-                        if !send_all(&tx, outs).await {
-                            break;
-                        }
-                    }
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        break;
-                    }
-                }
-            }
-            changed = push.changed(), if reg.is_some() => {
-                if changed.is_err() {
-                    break;
-                }
-                let Some(reg) = &reg else { continue };
-                let outs = {
-                    let _permit = inner.permits.acquire().await;
-                    inner.metrics.push_started();
-                    let outs = on_push(&inner, &reg.state, variant.is_ads());
-                    inner.metrics.push_finished();
-                    outs
-                };
-                if !outs.is_empty() {
-                    XdsMetrics::inc(&inner.metrics.pushes);
-                }
-                if !send_all(&tx, outs).await {
-                    break;
-                }
-            }
-        }
+/// Incremental streams.
+pub(crate) struct Delta;
+
+impl Flavor for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Out = DeltaOut;
+
+    fn on_request(
+        inner: &Arc<Inner>,
+        reg: &mut Option<Registration>,
+        req: DeltaDiscoveryRequest,
+        variant: Variant,
+        fixed: Option<&'static str>,
+    ) -> Result<Vec<DeltaOut>, Status> {
+        on_request(inner, reg, req, variant, fixed)
+    }
+
+    fn push(
+        inner: &Inner,
+        state: &Mutex<StreamState>,
+        ads: bool,
+        stage: Stage,
+    ) -> (Vec<DeltaOut>, Option<Stage>) {
+        on_push(inner, state, ads, stage)
+    }
+
+    fn synced(st: &StreamState) -> bool {
+        st.delta
+            .values()
+            .all(|s| s.sync_state() != crate::subscription::SyncState::Stale)
     }
 }
 
@@ -193,45 +166,79 @@ fn emit(st: &mut StreamState, identifier: &Arc<str>, type_url: &str, plan: Delta
     }
 }
 
-/// Plans a push in make-before-break order (see PROTOCOL.md): additions and
-/// updates of every type in [`types::PUSH_ORDER`] (LDS and RDS with their
-/// removals), then on ADS the removals of clusters, endpoints and secrets.
-/// Endpoints are re-sent after clusters were updated so the clusters warm.
-fn on_push(inner: &Inner, state: &Mutex<StreamState>, ads: bool) -> Vec<DeltaOut> {
-    let viewer = lock(state).viewer.clone();
-    let snap = inner.source.snapshot(&viewer);
-    let mut st = lock(state);
-    if st.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, &snap)) {
-        return Vec::new();
-    }
-    st.view = Some(snap.clone());
-    let mut order: Vec<String> = st.delta.keys().cloned().collect();
-    order.sort_by_key(|t| types::order_of(t));
+/// Plans one stage of a push in make-before-break order (see [`Stage`] and
+/// PROTOCOL.md). LDS and RDS carry their own removals; on ADS, removals of
+/// clusters, endpoints and secrets wait for the last stage.
+fn on_push(
+    inner: &Inner,
+    state: &Mutex<StreamState>,
+    ads: bool,
+    stage: Stage,
+) -> (Vec<DeltaOut>, Option<Stage>) {
+    let Some((mut st, snap)) = stage_view(inner, state, stage) else {
+        return (Vec::new(), None);
+    };
     let id = inner.identifier.clone();
     let mut outs = Vec::new();
-    let mut later: Vec<(String, DeltaPlan)> = Vec::new();
-    let mut cds_upserted = false;
-    for t in order {
-        let force_all = ads && t == ENDPOINT && cds_upserted;
-        let mut plan = st.delta[&t].plan(snap.resources(&t), force_all);
-        if ads && REMOVE_LAST.contains(&t.as_str()) && !plan.removed.is_empty() {
-            later.push((
-                t.clone(),
-                DeltaPlan {
-                    resources: Vec::new(),
-                    removed: std::mem::take(&mut plan.removed),
-                },
-            ));
+    if stage == Stage::Removals {
+        for t in REMOVE_LAST {
+            let Some(sub) = st.delta.get(t) else { continue };
+            let removed = sub.plan(snap.resources(t), false).removed;
+            if !removed.is_empty() {
+                outs.push(emit(
+                    &mut st,
+                    &id,
+                    t,
+                    DeltaPlan {
+                        resources: Vec::new(),
+                        removed,
+                    },
+                ));
+            }
         }
-        if !plan.is_empty() {
-            cds_upserted |= t == CLUSTER && !plan.resources.is_empty();
-            outs.push(emit(&mut st, &id, &t, plan));
-        }
+        XdsMetrics::add(&inner.metrics.responses, outs.len());
+        return (outs, None);
     }
-    later.sort_by_key(|(t, _)| REMOVE_LAST.iter().position(|r| r == t));
-    for (t, plan) in later {
-        outs.push(emit(&mut st, &id, &t, plan));
+    let mut order: Vec<String> = st.delta.keys().cloned().collect();
+    order.sort_by_key(|t| types::order_of(t));
+    let mut cds_upserted = stage == Stage::AfterCds;
+    for t in order.iter() {
+        if ads && stage == Stage::AfterCds && types::order_of(t) <= types::order_of(CLUSTER) {
+            continue;
+        }
+        let force_all = ads && *t == ENDPOINT && cds_upserted;
+        let mut plan = st.delta[t].plan(snap.resources(t), force_all);
+        if ads && REMOVE_LAST.contains(&t.as_str()) {
+            plan.removed.clear();
+        }
+        if plan.is_empty() {
+            continue;
+        }
+        let adds = *t == CLUSTER
+            && plan
+                .resources
+                .iter()
+                .any(|r| !st.delta[t].client_has.contains_key(&r.name));
+        cds_upserted |= *t == CLUSTER;
+        outs.push(emit(&mut st, &id, t, plan));
+        if ads && adds {
+            XdsMetrics::add(&inner.metrics.responses, outs.len());
+            return (outs, Some(Stage::AfterCds));
+        }
     }
     XdsMetrics::add(&inner.metrics.responses, outs.len());
-    outs
+    let removals = ads
+        && REMOVE_LAST.iter().any(|t| {
+            st.delta
+                .get(*t)
+                .is_some_and(|s| !s.plan(snap.resources(t), false).removed.is_empty())
+        });
+    if removals {
+        if outs.is_empty() {
+            drop(st);
+            return on_push(inner, state, ads, Stage::Removals);
+        }
+        return (outs, Some(Stage::Removals));
+    }
+    (outs, None)
 }

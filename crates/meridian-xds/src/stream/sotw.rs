@@ -3,10 +3,9 @@ use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::ControlPlane;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::{lock, note_type, register, send_all, stream_end, Registration, StreamState};
+use super::{lock, note_type, register, Flavor, Registration, Stage, StreamState};
 use crate::metrics::{Variant, XdsMetrics};
 use crate::server::Inner;
 use crate::source::{VersionedResource, ViewSnapshot};
@@ -41,64 +40,36 @@ impl SotwOut {
     }
 }
 
-pub(crate) async fn run_sotw(
-    inner: Arc<Inner>,
-    mut inbound: tonic::Streaming<DiscoveryRequest>,
-    variant: Variant,
-    fixed: Option<&'static str>,
-    tx: mpsc::Sender<Result<SotwOut, Status>>,
-) {
-    let mut push = inner.push.clone();
-    push.borrow_and_update();
-    let end = stream_end(inner.drain.subscribe(), inner.config.max_connection_age);
-    tokio::pin!(end);
-    let mut reg: Option<Registration> = None;
-    loop {
-        tokio::select! {
-            _ = &mut end => break,
-            msg = inbound.message() => {
-                let req = match msg {
-                    Ok(Some(req)) => req,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(%status, "sotw stream read failed");
-                        break;
-                    }
-                };
-                match on_request(&inner, &mut reg, req, variant, fixed) {
-                    Ok(outs) => {
-                        if !send_all(&tx, outs).await {
-                            break;
-                        }
-                    }
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        break;
-                    }
-                }
-            }
-            changed = push.changed(), if reg.is_some() => {
-                if changed.is_err() {
-                    break;
-                }
-                let Some(reg) = &reg else { continue };
-                let outs = {
-                    // The permit bounds the CPU work of planning; sending only
-                    // waits on this client, so it happens without the permit.
-                    let _permit = inner.permits.acquire().await;
-                    inner.metrics.push_started();
-                    let outs = on_push(&inner, &reg.state, variant.is_ads());
-                    inner.metrics.push_finished();
-                    outs
-                };
-                if !outs.is_empty() {
-                    XdsMetrics::inc(&inner.metrics.pushes);
-                }
-                if !send_all(&tx, outs).await {
-                    break;
-                }
-            }
-        }
+/// State-of-the-world streams.
+pub(crate) struct Sotw;
+
+impl Flavor for Sotw {
+    type Req = DiscoveryRequest;
+    type Out = SotwOut;
+
+    fn on_request(
+        inner: &Arc<Inner>,
+        reg: &mut Option<Registration>,
+        req: DiscoveryRequest,
+        variant: Variant,
+        fixed: Option<&'static str>,
+    ) -> Result<Vec<SotwOut>, Status> {
+        on_request(inner, reg, req, variant, fixed)
+    }
+
+    fn push(
+        inner: &Inner,
+        state: &Mutex<StreamState>,
+        ads: bool,
+        stage: Stage,
+    ) -> (Vec<SotwOut>, Option<Stage>) {
+        on_push(inner, state, ads, stage)
+    }
+
+    fn synced(st: &StreamState) -> bool {
+        st.sotw
+            .values()
+            .all(|s| s.sync_state() != crate::subscription::SyncState::Stale)
     }
 }
 
@@ -206,56 +177,101 @@ fn emit(
     }
 }
 
-/// Plans a push in make-before-break order (see PROTOCOL.md): every type in
-/// [`types::PUSH_ORDER`]; on ADS a CDS change that drops clusters is sent
-/// twice, first with the dropped clusters still in, last without them; and
-/// endpoints are re-sent after any CDS response so updated clusters warm.
-fn on_push(inner: &Inner, state: &Mutex<StreamState>, ads: bool) -> Vec<SotwOut> {
-    let viewer = lock(state).viewer.clone();
-    let snap = inner.source.snapshot(&viewer);
-    let mut st = lock(state);
-    if st.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, &snap)) {
-        return Vec::new();
-    }
-    st.view = Some(snap.clone());
-    let mut order: Vec<String> = st.sotw.keys().cloned().collect();
-    order.sort_by_key(|t| types::order_of(t));
+/// Plans one stage of a push in make-before-break order (see [`Stage`] and
+/// PROTOCOL.md). In SotW, dropping clusters means sending CDS twice: first
+/// with the dropped clusters still in (at their old versions), and in the
+/// last stage without them.
+fn on_push(
+    inner: &Inner,
+    state: &Mutex<StreamState>,
+    ads: bool,
+    stage: Stage,
+) -> (Vec<SotwOut>, Option<Stage>) {
+    let Some((mut st, snap)) = stage_view(inner, state, stage) else {
+        return (Vec::new(), None);
+    };
     let id = inner.identifier.clone();
     let mut outs = Vec::new();
-    let mut last = None;
-    let mut cds_sent = false;
+    if stage == Stage::Removals {
+        if let Some(sub) = st.sotw.get(CLUSTER) {
+            let list = sub.select(snap.resources(CLUSTER));
+            if sub.should_send(CLUSTER, &list, false) {
+                outs.push(emit(&mut st, &id, CLUSTER, list));
+            }
+        }
+        XdsMetrics::add(&inner.metrics.responses, outs.len());
+        return (outs, None);
+    }
+    let mut order: Vec<String> = st.sotw.keys().cloned().collect();
+    order.sort_by_key(|t| types::order_of(t));
+    let mut cds_sent = stage == Stage::AfterCds;
+    let mut removals = false;
     for t in order {
         let sub = &st.sotw[&t];
         let list = sub.select(snap.resources(&t));
         if ads && t == CLUSTER {
-            let mut merged = list.clone();
+            removals = sub.sent.keys().any(|n| !list.iter().any(|r| &r.name == n));
+            if stage == Stage::AfterCds {
+                continue;
+            }
+            let mut merged = list;
             merged.extend(
                 sub.sent
                     .values()
                     .filter(|r| sub.in_scope(&r.name) && !snap.resources(&t).contains_key(&r.name))
                     .cloned(),
             );
-            if merged.len() > list.len() {
-                merged.sort_by(|a, b| a.name.cmp(&b.name));
-                if sub.should_send(&t, &merged, false) {
-                    outs.push(emit(&mut st, &id, &t, merged));
-                    cds_sent = true;
+            merged.sort_by(|a, b| a.name.cmp(&b.name));
+            let adds = merged.iter().any(|r| !sub.sent.contains_key(&r.name));
+            if sub.should_send(&t, &merged, false) {
+                outs.push(emit(&mut st, &id, &t, merged));
+                cds_sent = true;
+                if adds {
+                    XdsMetrics::add(&inner.metrics.responses, outs.len());
+                    return (outs, Some(Stage::AfterCds));
                 }
-                last = Some((t, list));
-                continue;
             }
+            continue;
+        }
+        if ads && stage == Stage::AfterCds && types::order_of(&t) < types::order_of(CLUSTER) {
+            continue;
         }
         let forced = ads && t == ENDPOINT && cds_sent;
         if sub.should_send(&t, &list, forced) {
             outs.push(emit(&mut st, &id, &t, list));
-            cds_sent |= t == CLUSTER;
-        }
-    }
-    if let Some((t, list)) = last {
-        if st.sotw[&t].should_send(&t, &list, false) {
-            outs.push(emit(&mut st, &id, &t, list));
         }
     }
     XdsMetrics::add(&inner.metrics.responses, outs.len());
-    outs
+    if removals {
+        if outs.is_empty() {
+            drop(st);
+            return on_push(inner, state, ads, Stage::Removals);
+        }
+        return (outs, Some(Stage::Removals));
+    }
+    (outs, None)
+}
+
+/// The stream state and the snapshot a stage plans against: a new push moves
+/// the stream to the newest snapshot (nothing to do if it is the same one);
+/// later stages keep the one their push started with.
+pub(crate) fn stage_view<'a>(
+    inner: &Inner,
+    state: &'a Mutex<StreamState>,
+    stage: Stage,
+) -> Option<(std::sync::MutexGuard<'a, StreamState>, Arc<ViewSnapshot>)> {
+    if stage != Stage::New {
+        let st = lock(state);
+        let snap = st.view.clone()?;
+        return Some((st, snap));
+    }
+    let viewer = lock(state).viewer.clone();
+    // Asked without the stream lock: a source may take its own locks.
+    let snap = inner.source.snapshot(&viewer);
+    let mut st = lock(state);
+    if st.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, &snap)) {
+        return None;
+    }
+    st.view = Some(snap.clone());
+    Some((st, snap))
 }

@@ -210,6 +210,11 @@ impl DeltaSubscription {
         self.last_nonce_sent = Some(nonce.to_string());
     }
 
+    /// True while `nonce` is a response awaiting its ACK or NACK.
+    pub fn in_flight(&self, nonce: &str) -> bool {
+        self.in_flight.iter().any(|(n, _)| n == nonce)
+    }
+
     pub fn sync_state(&self) -> SyncState {
         sync_state(
             self.last_nonce_sent.as_deref(),

@@ -135,7 +135,9 @@ async fn every_response_path_rearms_the_watch_delta() {
     assert_eq!(delta_names(&r3), vec!["c4"]);
     c.ack(&r3).await;
     src.upsert("c5", cluster("c5", "v1"));
-    assert_eq!(delta_names(&c.expect_response().await), vec!["c5"]);
+    let r5 = c.expect_response().await;
+    assert_eq!(delta_names(&r5), vec!["c5"]);
+    c.ack(&r5).await;
     // A response to a subscription (the immediate path) also keeps the watch.
     c.subscribe(ENDPOINT, &["c1"], &[], "").await;
     let _ = c.expect_response().await;

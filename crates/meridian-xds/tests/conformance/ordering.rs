@@ -60,6 +60,14 @@ async fn make_before_break_order_on_ads_sotw() {
     let mut seen = Vec::new();
     for _ in 0..5 {
         let r = c.expect_response().await;
+        // ACK like Envoy: the rest of the push waits for the CDS ACK.
+        let keep: Vec<&str> = match r.type_url.as_str() {
+            ENDPOINT => vec!["c1", "c2"],
+            ROUTE => vec!["r1"],
+            SECRET => vec!["s1"],
+            _ => vec![],
+        };
+        c.ack(&r, &keep).await;
         seen.push((short_name(&r.type_url).to_string(), names(&r)));
     }
     c.expect_silence(QUIET).await;
@@ -85,6 +93,7 @@ async fn make_before_break_order_on_ads_delta() {
     let mut seen = Vec::new();
     for _ in 0..6 {
         let r = c.expect_response().await;
+        c.ack(&r).await;
         seen.push((
             short_name(&r.type_url).to_string(),
             delta_names(&r),
@@ -104,6 +113,70 @@ async fn make_before_break_order_on_ads_delta() {
             ("EDS".to_string(), s(&[]), s(&["c1"])),
         ]
     );
+}
+
+#[tokio::test]
+async fn new_clusters_get_endpoints_before_listeners_and_routes_sotw() {
+    let (src, srv) = start().await;
+    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
+    sotw_subscribed(&mut c).await;
+    src.update(|v| {
+        v.insert("c3", cluster("c3", "v1"));
+        v.insert("c3", endpoints("c3", "v1"));
+        v.insert("r1", route("r1", "to-c3"));
+    });
+    let cds = c.expect_response().await;
+    assert_eq!(names(&cds), vec!["c1", "c2", "c3"]);
+    // Until Envoy took the new cluster, nothing may name it.
+    c.expect_silence(QUIET).await;
+    // Envoy asks for the new cluster's endpoints, then ACKs CDS.
+    let eds_nonce = srv.server.status()[0].types[ENDPOINT]
+        .sent_nonce
+        .clone()
+        .unwrap();
+    c.request(ENDPOINT, &["c1", "c2", "c3"], "", &eds_nonce)
+        .await;
+    let eds = c.expect_response().await;
+    assert_eq!(
+        (eds.type_url.as_str(), names(&eds)),
+        (
+            ENDPOINT,
+            vec!["c1".to_string(), "c2".to_string(), "c3".to_string()]
+        )
+    );
+    c.ack(&cds, &[]).await;
+    let rest: Vec<String> = vec![c.expect_response().await, c.expect_response().await]
+        .iter()
+        .map(|r| short_name(&r.type_url).to_string())
+        .collect();
+    assert_eq!(rest, vec!["EDS", "RDS"]);
+}
+
+#[tokio::test]
+async fn new_clusters_get_endpoints_before_listeners_and_routes_delta() {
+    let (src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    delta_subscribed(&mut c).await;
+    src.update(|v| {
+        v.insert("c3", cluster("c3", "v1"));
+        v.insert("c3", endpoints("c3", "v1"));
+        v.insert("r1", route("r1", "to-c3"));
+    });
+    let cds = c.expect_response().await;
+    assert_eq!(delta_names(&cds), vec!["c3"]);
+    c.expect_silence(QUIET).await;
+    c.subscribe(ENDPOINT, &["c3"], &[], "").await;
+    let eds = c.expect_response().await;
+    assert_eq!(
+        (eds.type_url.as_str(), delta_names(&eds)),
+        (ENDPOINT, vec!["c3".to_string()])
+    );
+    c.ack(&cds).await;
+    let rest: Vec<String> = vec![c.expect_response().await, c.expect_response().await]
+        .iter()
+        .map(|r| short_name(&r.type_url).to_string())
+        .collect();
+    assert_eq!(rest, vec!["EDS", "RDS"]);
 }
 
 #[tokio::test]

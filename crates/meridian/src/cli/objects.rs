@@ -60,8 +60,15 @@ pub struct PutArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct DeleteArgs {
-    pub kind: String,
-    pub name: String,
+    /// Kind of the object (or give the objects with -f instead).
+    #[arg(required_unless_present = "files", conflicts_with = "files")]
+    pub kind: Option<String>,
+    #[arg(required_unless_present = "files", conflicts_with = "files")]
+    pub name: Option<String>,
+    /// Delete every object in these files (YAML/JSON, a directory, or `-`),
+    /// all in one transaction.
+    #[command(flatten)]
+    pub files: super::files::FileArgs,
     /// Only if the object is at this revision.
     #[arg(long)]
     pub revision: Option<u64>,
@@ -250,10 +257,16 @@ pub async fn put(a: PutArgs, g: &Global) -> Result<()> {
 }
 
 pub async fn delete(a: DeleteArgs, g: &Global) -> Result<()> {
+    if !a.files.files.is_empty() {
+        return super::apply::delete_files(a.files, a.revision, a.request_id, g).await;
+    }
+    let (Some(kind), Some(name)) = (a.kind, a.name) else {
+        bail!("give KIND NAME, or the objects with -f FILE");
+    };
     let servers = g.servers();
     let key = pb::ObjectKey {
-        kind: a.kind.clone(),
-        name: a.name.clone(),
+        kind: kind.clone(),
+        name: name.clone(),
     };
     // kubectl habit: deleting what is not there is an error, not a silent no-op.
     let get = pb::GetRequest {
@@ -283,6 +296,6 @@ pub async fn delete(a: DeleteArgs, g: &Global) -> Result<()> {
             async move { c.txn(req).await }
         })
         .await?;
-    println!("{}/{} deleted at revision {}", a.kind, a.name, r.revision);
+    println!("{kind}/{name} deleted at revision {}", r.revision);
     Ok(())
 }

@@ -1,0 +1,78 @@
+//! `GetProxyStatus`: what every Envoy connected to this node was sent and
+//! what it did with it, converted from the xDS server's status registry.
+
+use std::time::SystemTime;
+
+use meridian_proto::v1 as pb;
+use meridian_xds::{ProxyStatus, SyncState, Variant};
+
+use crate::node::Shared;
+
+pub(crate) fn short_type(type_url: &str) -> String {
+    match type_url.rsplit('.').next().unwrap_or(type_url) {
+        "Cluster" => "cds",
+        "ClusterLoadAssignment" => "eds",
+        "Listener" => "lds",
+        "RouteConfiguration" => "rds",
+        "Secret" => "sds",
+        other => other,
+    }
+    .to_string()
+}
+
+pub(crate) fn variant_name(v: Variant) -> &'static str {
+    match v {
+        Variant::SotwAds => "sotw-ads",
+        Variant::DeltaAds => "delta-ads",
+        Variant::SotwPerType => "sotw",
+        Variant::DeltaPerType => "delta",
+    }
+}
+
+fn state_name(s: SyncState) -> &'static str {
+    match s {
+        SyncState::NotSent => "NOT_SENT",
+        SyncState::Synced => "SYNCED",
+        SyncState::Stale => "STALE",
+        SyncState::Nacked => "NACKED",
+    }
+}
+
+fn age_ms(t: SystemTime) -> u64 {
+    SystemTime::now().duration_since(t).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn convert(s: &Shared, p: ProxyStatus) -> pb::ProxyInfo {
+    let types = p
+        .types
+        .values()
+        .map(|t| {
+            let nack = if t.state == SyncState::Nacked { t.last_nack.clone() } else { None };
+            pb::ProxyTypeStatus {
+                r#type: short_type(&t.type_url),
+                state: state_name(t.state).into(),
+                sent_version: t.sent_version.clone().unwrap_or_default(),
+                acked_version: t.acked_version.clone().unwrap_or_default(),
+                last_ack_age_ms: t.last_ack.map(age_ms).unwrap_or(0),
+                acked: t.last_ack.is_some(),
+                nack_message: nack.as_ref().map(|n| n.message.clone()).unwrap_or_default(),
+                nack_resources: nack.map(|n| n.resource_names).unwrap_or_default(),
+                resources: t.resources.len() as u64,
+            }
+        })
+        .collect();
+    pb::ProxyInfo {
+        node_id: p.node_id,
+        controller_id: s.id,
+        controller_region: s.info.region.clone(),
+        region: p.viewer.region,
+        proxy_group: p.viewer.proxy_group,
+        variant: variant_name(p.variant).into(),
+        types,
+        connected_ms: age_ms(p.connected_at),
+    }
+}
+
+pub(crate) fn local(s: &Shared) -> Vec<pb::ProxyInfo> {
+    s.xds.status().into_iter().map(|p| convert(s, p)).collect()
+}
