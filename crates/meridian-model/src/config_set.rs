@@ -163,6 +163,13 @@ impl ConfigSet {
         }
     }
 
+    pub fn cluster(&self, name: &str) -> Option<&crate::ClusterSpec> {
+        match self.get(Kind::Cluster, name).map(|o| &o.spec) {
+            Some(Spec::Cluster(s)) => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn region(&self, name: &str) -> Option<&crate::RegionSpec> {
         match self.get(Kind::Region, name).map(|o| &o.spec) {
             Some(Spec::Region(s)) => Some(s),
@@ -213,7 +220,7 @@ fn references(obj: &Object) -> Vec<(String, Kind, String)> {
                 out.push((format!("failover[{i}]"), Kind::Region, name.clone()));
             }
         }
-        Spec::Secret(_) => {}
+        Spec::Secret(_) | Spec::Cluster(_) => {}
     }
     out
 }

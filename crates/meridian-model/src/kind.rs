@@ -13,15 +13,17 @@ pub enum Kind {
     Listener,
     Secret,
     Region,
+    Cluster,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Service,
         Kind::Route,
         Kind::Listener,
         Kind::Secret,
         Kind::Region,
+        Kind::Cluster,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +33,7 @@ impl Kind {
             Kind::Listener => "listener",
             Kind::Secret => "secret",
             Kind::Region => "region",
+            Kind::Cluster => "cluster",
         }
     }
 }

@@ -22,6 +22,7 @@ mod name;
 mod object;
 mod parse;
 mod pem;
+pub mod reported;
 pub mod spec;
 mod suggest;
 
@@ -33,4 +34,4 @@ pub use kind::Kind;
 pub use name::{validate_name, MAX_NAME_LEN, MAX_OBJECT_BYTES};
 pub use object::{Object, Spec};
 pub use parse::parse_documents;
-pub use spec::{ListenerSpec, RegionSpec, RouteSpec, SecretSpec, ServiceSpec};
+pub use spec::{ClusterSpec, LeaseExpiry, ListenerSpec, RegionSpec, RouteSpec, SecretSpec, ServiceSpec};

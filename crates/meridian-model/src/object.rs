@@ -3,7 +3,7 @@ use serde::Serialize;
 use crate::{
     error::Errors,
     parse::spec_from_json,
-    spec::{ListenerSpec, PrivateKeyPem, RegionSpec, RouteSpec, SecretSpec, ServiceSpec},
+    spec::{ClusterSpec, ListenerSpec, PrivateKeyPem, RegionSpec, RouteSpec, SecretSpec, ServiceSpec},
     validate_name, Kind, ModelError, MAX_OBJECT_BYTES,
 };
 
@@ -22,6 +22,7 @@ pub enum Spec {
     Listener(ListenerSpec),
     Secret(SecretSpec),
     Region(RegionSpec),
+    Cluster(ClusterSpec),
 }
 
 impl Spec {
@@ -32,6 +33,7 @@ impl Spec {
             Spec::Listener(_) => Kind::Listener,
             Spec::Secret(_) => Kind::Secret,
             Spec::Region(_) => Kind::Region,
+            Spec::Cluster(_) => Kind::Cluster,
         }
     }
 
@@ -44,6 +46,7 @@ impl Spec {
             Spec::Listener(s) => serde_json::to_value(s),
             Spec::Secret(s) => serde_json::to_value(s),
             Spec::Region(s) => serde_json::to_value(s),
+            Spec::Cluster(s) => serde_json::to_value(s),
         };
         v.unwrap_or(serde_json::Value::Null)
     }
@@ -100,6 +103,7 @@ impl Object {
             Spec::Listener(s) => s.validate(&mut errs),
             Spec::Secret(s) => s.validate(now_unix, &mut errs),
             Spec::Region(s) => s.validate(&self.name, &mut errs),
+            Spec::Cluster(s) => s.validate(&mut errs),
         }
         errs.list
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Deserializer};
 
 use crate::{
-    spec::{ListenerSpec, RegionSpec, RouteSpec, SecretSpec, ServiceSpec},
+    spec::{ClusterSpec, ListenerSpec, RegionSpec, RouteSpec, SecretSpec, ServiceSpec},
     suggest::did_you_mean,
     Kind, ModelError, Object, Spec,
 };
@@ -277,6 +277,7 @@ fn decode<'de, D: Deserializer<'de>>(
         Kind::Listener => go!(ListenerSpec, Listener),
         Kind::Secret => go!(SecretSpec, Secret),
         Kind::Region => go!(RegionSpec, Region),
+        Kind::Cluster => go!(ClusterSpec, Cluster),
     })
 }
 

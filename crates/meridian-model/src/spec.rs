@@ -3,12 +3,14 @@
 //! constants here so MODEL.md, translation and tests agree.
 
 mod listener;
+mod cluster;
 mod region;
 mod route;
 mod secret;
 mod service;
 
 pub use listener::{ListenerProtocol, ListenerSpec, Tls};
+pub use cluster::{ClusterSpec, LeaseExpiry};
 pub use region::RegionSpec;
 pub use route::{
     Backend, Backoff, DirectResponse, HeaderMatch, HeaderOps, HeaderValue, Match, Mirror,

@@ -154,9 +154,13 @@ fn txn_from_pb(req: &pb::TxnRequest) -> Result<Txn, Status> {
                 key: key_from_pb(d.key.clone(), &format!("ops[{i}].delete.key"))?,
                 expected_revision: d.expected_revision,
             }),
+            Some(pb::txn_op::Op::Check(c)) => ops.push(TxnOp::Check {
+                key: key_from_pb(c.key.clone(), &format!("ops[{i}].check.key"))?,
+                expected_revision: c.expected_revision,
+            }),
             None => {
                 return Err(Status::invalid_argument(format!(
-                    "ops[{i}]: neither put nor delete"
+                    "ops[{i}]: neither put, delete nor check"
                 )))
             }
         }

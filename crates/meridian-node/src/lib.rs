@@ -7,11 +7,15 @@
 #![deny(rust_2018_idioms)]
 
 mod admin;
+mod agents;
 mod api;
 mod cluster_api;
 pub mod config;
 mod error;
 mod identity;
+mod internal;
+mod lane;
+mod leases;
 mod leader;
 mod metrics;
 mod node;

@@ -57,6 +57,12 @@ pub(crate) struct WriteMetrics {
     pub txns_committed: AtomicU64,
     pub txns_rejected: AtomicU64,
     pub proposal_failures: AtomicU64,
+    pub endpoint_batches: AtomicU64,
+    pub endpoint_txns: AtomicU64,
+    pub agent_sessions: AtomicU64,
+    pub agent_updates: AtomicU64,
+    pub agent_nacks: AtomicU64,
+    pub lease_expiries: AtomicU64,
 }
 
 impl WriteMetrics {
@@ -93,5 +99,15 @@ impl WriteMetrics {
             "Batches that failed or timed out.",
             &self.proposal_failures,
         );
+        for (name, help, v) in [
+            ("meridian_endpoint_batches_total", "Endpoint-lane batches proposed by this node as leader.", &self.endpoint_batches),
+            ("meridian_endpoint_txns_total", "Endpoint-lane transactions committed through this node as leader.", &self.endpoint_txns),
+            ("meridian_agent_sessions_total", "Agent sessions accepted by this node.", &self.agent_sessions),
+            ("meridian_agent_updates_total", "Endpoint updates acknowledged to agents by this node.", &self.agent_updates),
+            ("meridian_agent_nacks_total", "Endpoint updates refused (NACKed) by this node.", &self.agent_nacks),
+            ("meridian_lease_expiries_total", "Agent leases this node expired as leader.", &self.lease_expiries),
+        ] {
+            counter(name, help, v);
+        }
     }
 }

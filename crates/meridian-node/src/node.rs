@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub write_metrics: Arc<WriteMetrics>,
     pub shutdown: watch::Receiver<bool>,
     pub xds: meridian_xds::XdsServer,
+    pub lane: crate::lane::EndpointLane,
+    pub peer_channels: ApiChannels,
 }
 
 impl Shared {
@@ -115,6 +117,7 @@ impl Node {
         );
         let (stop, shutdown) = watch::channel(false);
         let write_metrics = Arc::new(WriteMetrics::default());
+        let lane = crate::lane::EndpointLane::start(raft.clone(), config.write_timeout(), write_metrics.clone());
         let proposer = Proposer::start(
             raft.clone(),
             sm.clone(),
@@ -136,6 +139,8 @@ impl Node {
             write_metrics,
             shutdown: shutdown.clone(),
             xds: xds.clone(),
+            lane,
+            peer_channels: ApiChannels::default(),
         });
 
         let mut tasks = JoinSet::new();
@@ -144,11 +149,15 @@ impl Node {
         };
 
         let peer_svc = PeerService::new(raft.clone(), faults, activity).into_server();
+        let internal_svc = meridian_proto::v1::internal_service_server::InternalServiceServer::new(
+            crate::internal::InternalApi::new(shared.clone()),
+        );
         let rx = shutdown.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(peer_svc)
+                .add_service(internal_svc)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(peer_l),
                     until_stop(rx),
@@ -162,6 +171,12 @@ impl Node {
             .max_encoding_message_size(256 * 1024 * 1024);
         let cluster_svc = ClusterServiceServer::new(ClusterApi::new(shared.clone()))
             .max_encoding_message_size(256 * 1024 * 1024);
+        let agent_svc = meridian_proto::v1::agent_service_server::AgentServiceServer::new(
+            crate::agents::AgentApi::new(shared.clone()),
+        );
+        // CSDS on the API port too, where operators' tools look for it.
+        let csds_svc = envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer::new(shared.xds.clone());
+        tasks.spawn(crate::leases::run(shared.clone(), shutdown.clone()));
         let rx = shutdown.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
@@ -169,6 +184,8 @@ impl Node {
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(config_svc)
                 .add_service(cluster_svc)
+                .add_service(agent_svc)
+                .add_service(csds_svc)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(api_l),
                     until_stop(rx),

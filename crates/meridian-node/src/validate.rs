@@ -44,6 +44,11 @@ impl Overlay {
         let mut revisions = BTreeMap::new();
         let mut broken = Vec::new();
         for (key, obj) in objects {
+            // Agents' reports and leases are not config: they neither
+            // validate nor are validated against.
+            if key.kind.parse::<Kind>().is_err() {
+                continue;
+            }
             revisions.insert(key.clone(), obj.revision);
             match Object::from_stored(&key.kind, &key.name, &obj.value) {
                 Ok(o) => {
@@ -77,6 +82,7 @@ impl Overlay {
                     TxnOp::Delete { key, .. } => {
                         self.revisions.remove(key);
                     }
+                    TxnOp::Check { .. } => {}
                 }
             }
         }
@@ -132,6 +138,10 @@ impl Overlay {
                 }
             }
             match op {
+                // The precondition was checked above; a check changes nothing.
+                TxnOp::Check { .. } => {
+                    canonical_ops.push(op.clone());
+                }
                 TxnOp::Put {
                     key,
                     value,

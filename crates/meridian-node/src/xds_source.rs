@@ -3,10 +3,13 @@
 //! for each viewer, once per store revision, shared by every stream of that
 //! viewer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::google::protobuf::Any;
+use meridian_model::reported::{
+    endpoint_set, split_endpoints_name, Lease, ReportedEndpoint, KIND_CLAIM, KIND_ENDPOINTS, KIND_LEASE,
+};
 use meridian_model::{ConfigSet, EndpointSet, Object};
 use meridian_store::StateMachineStore;
 use meridian_translate::{translate, TranslateOptions};
@@ -40,17 +43,37 @@ impl StoreSource {
     fn rebuild(&self, cache: &mut Cache) {
         let (objects, revision) = self.sm.list_at(None);
         let mut config = ConfigSet::default();
+        let mut leases = BTreeMap::new();
+        let mut reports = BTreeMap::new();
         for (key, obj) in objects {
-            match Object::from_stored(&key.kind, &key.name, &obj.value) {
-                Ok(o) => {
-                    config.insert(o);
+            match key.kind.as_str() {
+                KIND_LEASE => match serde_json::from_slice::<Lease>(&obj.value) {
+                    Ok(l) => {
+                        leases.insert(key.name, l);
+                    }
+                    Err(e) => warn!(object = %key, error = %e, "stored lease does not parse"),
+                },
+                KIND_ENDPOINTS => {
+                    let parsed = serde_json::from_slice::<Vec<ReportedEndpoint>>(&obj.value);
+                    match (split_endpoints_name(&key.name), parsed) {
+                        (Some((cluster, service)), Ok(eps)) => {
+                            reports.insert((cluster.to_string(), service.to_string()), eps);
+                        }
+                        _ => warn!(object = %key, "stored endpoints do not parse"),
+                    }
                 }
-                // Only objects written by another build can fail here: the
-                // leader validated everything else.
-                Err(e) => warn!(object = %key, error = %e, "stored object does not parse; not served"),
+                KIND_CLAIM => {}
+                _ => match Object::from_stored(&key.kind, &key.name, &obj.value) {
+                    Ok(o) => {
+                        config.insert(o);
+                    }
+                    // Only objects written by another build can fail here:
+                    // the leader validated everything else.
+                    Err(e) => warn!(object = %key, error = %e, "stored object does not parse; not served"),
+                },
             }
         }
-        let endpoints = config.static_endpoints();
+        let endpoints = endpoint_set(&config, &leases, &reports);
         cache.revision = Some(revision);
         cache.config = Arc::new(config);
         cache.endpoints = Arc::new(endpoints);

@@ -10,7 +10,7 @@ mod activity;
 mod client;
 mod faults;
 mod server;
-mod wire;
+pub mod wire;
 
 pub use activity::Activity;
 pub use client::PeerNetworkFactory;

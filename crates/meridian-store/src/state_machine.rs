@@ -186,7 +186,11 @@ impl Machine {
         }
         if changed {
             self.revision = index;
-            self.config_seq += 1;
+            // Only the validated config lane guards on config_seq; the
+            // endpoint lane (agents) must not make config batches retry.
+            if batch.base_config_seq.is_some() {
+                self.config_seq += 1;
+            }
         }
         outcomes
     }
@@ -238,6 +242,7 @@ impl Machine {
                     });
                     changed = true;
                 }
+                TxnOp::Check { .. } => {}
                 TxnOp::Delete { key, .. } => {
                     if let Some(prev) = self.objects.remove(&key) {
                         events.push(Event {

@@ -134,12 +134,19 @@ pub enum TxnOp {
         key: ObjectKey,
         expected_revision: Option<u64>,
     },
+    /// Changes nothing; fails the transaction unless `key` is at
+    /// `expected_revision` (0: absent). Guards a write on an object it does
+    /// not touch (an agent's claim on its cluster).
+    Check {
+        key: ObjectKey,
+        expected_revision: u64,
+    },
 }
 
 impl TxnOp {
     pub fn key(&self) -> &ObjectKey {
         match self {
-            TxnOp::Put { key, .. } | TxnOp::Delete { key, .. } => key,
+            TxnOp::Put { key, .. } | TxnOp::Delete { key, .. } | TxnOp::Check { key, .. } => key,
         }
     }
     /// `Some(0)` means "must not exist"; `Some(n)` means "must exist at revision n".
@@ -151,6 +158,9 @@ impl TxnOp {
             | TxnOp::Delete {
                 expected_revision, ..
             } => *expected_revision,
+            TxnOp::Check {
+                expected_revision, ..
+            } => Some(*expected_revision),
         }
     }
 }
@@ -210,8 +220,10 @@ pub struct StateData {
     pub objects: BTreeMap<ObjectKey, StoredObject>,
     /// Log index of the last entry that changed any object.
     pub revision: u64,
-    /// Incremented by every applied [`Batch`] that changed something; the
-    /// guard for leader-side validation.
+    /// Incremented by every applied [`Batch`] with a `base_config_seq` (the
+    /// validated config lane) that changed something; the guard for
+    /// leader-side validation. Batches without one (agents' endpoint
+    /// reports) leave it alone.
     pub config_seq: u64,
     /// Recent request ids and their outcome, oldest first, bounded by
     /// [`crate::limits::DEDUP_CAPACITY`].

@@ -72,14 +72,25 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        let (id, variant, types) = {
+            let st = lock(&self.state);
+            (
+                st.id,
+                st.variant,
+                st.sotw
+                    .keys()
+                    .chain(st.delta.keys())
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+        };
         self.inner
             .registry
             .lock()
             .expect("registry lock")
-            .remove(&lock(&self.state).id);
-        let st = lock(&self.state);
-        for t in st.sotw.keys().chain(st.delta.keys()) {
-            self.inner.metrics.type_subscribed(t, st.variant, -1);
+            .remove(&id);
+        for t in types {
+            self.inner.metrics.type_subscribed(&t, variant, -1);
         }
     }
 }

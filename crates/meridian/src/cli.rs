@@ -4,9 +4,10 @@ mod apply;
 mod bench;
 mod bootstrap;
 mod cluster;
+mod clusters;
 mod diff;
 mod files;
-mod objects;
+pub(crate) mod objects;
 mod proxy;
 mod server;
 mod snapshot;
@@ -90,6 +91,10 @@ pub enum Command {
     Bootstrap(bootstrap::BootstrapArgs),
     /// Every connected Envoy and its per-type sync state.
     ProxyStatus(proxy::ProxyStatusArgs),
+    /// Registered clusters, their agents, leases and endpoint counts.
+    Clusters(clusters::ClustersArgs),
+    /// Endpoints of one service, by region, zone and cluster, with health.
+    Endpoints(clusters::EndpointsArgs),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -112,6 +117,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bench(c) => bench::run(c, &g).await,
         Command::Bootstrap(a) => bootstrap::run(a, &g).await,
         Command::ProxyStatus(a) => proxy::run(a, &g).await,
+        Command::Clusters(a) => clusters::run(a, &g).await,
+        Command::Endpoints(a) => clusters::endpoints(a, &g).await,
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

@@ -70,7 +70,7 @@ async fn put_update_delete_track_revisions() {
     let r = must_apply(
         &mut sm,
         1,
-        batch(None, vec![txn("a", vec![put("web", "v1", Some(0))])]),
+        batch(Some(0), vec![txn("a", vec![put("web", "v1", Some(0))])]),
     )
     .await;
     assert_eq!(
@@ -196,7 +196,7 @@ async fn later_transactions_see_earlier_ones_of_the_same_batch() {
         &mut sm,
         7,
         batch(
-            None,
+            Some(0),
             vec![
                 txn("a", vec![put("web", "v1", Some(0))]),
                 txn("b", vec![put("web", "v2", Some(0))]),
@@ -554,4 +554,16 @@ async fn a_corrupt_snapshot_is_refused() {
         "{err}"
     );
     assert_eq!(sm.state_clone(), StateData::default());
+}
+
+#[tokio::test]
+async fn endpoint_lane_batches_do_not_move_the_config_guard() {
+    let (_d, mut sm) = fresh().await;
+    let r = must_apply(&mut sm, 1, batch(None, vec![txn("e1", vec![put("eps", "v1", None)])])).await;
+    assert_eq!(r.outcomes, vec![TxnOutcome::Committed { revision: 1 }]);
+    assert_eq!((sm.revision(), sm.config_seq()), (1, 0));
+    // A config batch validated before the endpoint write still applies.
+    let r = must_apply(&mut sm, 2, batch(Some(0), vec![txn("c1", vec![put("web", "v1", None)])])).await;
+    assert_eq!(r.outcomes, vec![TxnOutcome::Committed { revision: 2 }]);
+    assert_eq!((sm.revision(), sm.config_seq()), (2, 1));
 }

@@ -129,7 +129,16 @@ pub async fn run_sotw(
                 let list: Vec<&str> = names.iter().map(String::as_str).collect();
                 c.request(dt, &list, &v, &n).await;
                 if let Some(s) = full.get_mut(dt) {
+                    // Envoy drops what it no longer watches.
                     s.retain(|k, _| names.contains(k));
+                    let versions = s
+                        .iter()
+                        .map(|(n, a)| (n.clone(), content_version(a)))
+                        .collect();
+                    held.lock()
+                        .expect("held lock")
+                        .by_type
+                        .insert(dt.to_string(), versions);
                 }
             }
         }
@@ -186,7 +195,16 @@ pub async fn run_delta(
                 let del: Vec<&str> = old.difference(&names).map(String::as_str).collect();
                 c.subscribe(dt, &add, &del, "").await;
                 if let Some(s) = full.get_mut(dt) {
+                    // Envoy drops what it no longer watches.
                     s.retain(|k, _| names.contains(k));
+                    let versions = s
+                        .iter()
+                        .map(|(n, a)| (n.clone(), content_version(a)))
+                        .collect();
+                    held.lock()
+                        .expect("held lock")
+                        .by_type
+                        .insert(dt.to_string(), versions);
                 }
                 subs.insert(dt, names);
             }

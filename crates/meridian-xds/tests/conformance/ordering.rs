@@ -144,8 +144,9 @@ async fn new_clusters_get_endpoints_before_listeners_and_routes_sotw() {
             vec!["c1".to_string(), "c2".to_string(), "c3".to_string()]
         )
     );
+    c.ack(&eds, &["c1", "c2", "c3"]).await;
     c.ack(&cds, &[]).await;
-    let rest: Vec<String> = vec![c.expect_response().await, c.expect_response().await]
+    let rest: Vec<String> = [c.expect_response().await, c.expect_response().await]
         .iter()
         .map(|r| short_name(&r.type_url).to_string())
         .collect();
@@ -171,8 +172,9 @@ async fn new_clusters_get_endpoints_before_listeners_and_routes_delta() {
         (eds.type_url.as_str(), delta_names(&eds)),
         (ENDPOINT, vec!["c3".to_string()])
     );
+    c.ack(&eds).await;
     c.ack(&cds).await;
-    let rest: Vec<String> = vec![c.expect_response().await, c.expect_response().await]
+    let rest: Vec<String> = [c.expect_response().await, c.expect_response().await]
         .iter()
         .map(|r| short_name(&r.type_url).to_string())
         .collect();

@@ -25,7 +25,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::util::pack_any;
 use meridian_xds::testing::TestServer;
 use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
-use meridian_xds::{MemorySource, SyncState, ViewSnapshot};
+use meridian_xds::{MemorySource, SyncState, ViewSnapshot, XdsConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -265,7 +265,13 @@ async fn follow_generations(delta: bool) {
     let admin = free_port().await;
     let src = Arc::new(MemorySource::new());
     src.update(|v| generation(v, 0, a, listen));
-    let srv = TestServer::start(src.clone(), fast()).await;
+    // The production removal grace: Envoy's workers switch listeners after
+    // Envoy ACKs, and this test sends requests through that window.
+    let cfg = XdsConfig {
+        removal_grace: XdsConfig::default().removal_grace,
+        ..fast()
+    };
+    let srv = TestServer::start(src.clone(), cfg).await;
     let dir = std::env::temp_dir().join(format!(
         "meridian-xds-envoy-{}-{}",
         std::process::id(),

@@ -14,6 +14,7 @@ pub fn fast() -> XdsConfig {
     XdsConfig {
         debounce_quiet: Duration::from_millis(20),
         debounce_max: Duration::from_millis(200),
+        removal_grace: Duration::from_millis(100),
         region: "home".to_string(),
         ..Default::default()
     }

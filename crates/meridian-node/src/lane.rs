@@ -1,0 +1,104 @@
+//! The endpoint lane: agents' reports and lease changes, group-committed like
+//! config writes but without config validation and without the config guard
+//! (`base_config_seq: None`), so endpoint churn never makes config writes
+//! retry. Runs on the leader; other nodes forward to it over the peer
+//! listener ([`crate::internal`]).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use meridian_store::{Batch, Raft, Request, Txn, TxnOutcome};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::metrics::WriteMetrics;
+use crate::proposer::WriteError;
+use crate::error::ApiError;
+
+const MAX_BATCH: usize = 4096;
+
+struct Pending {
+    txn: Txn,
+    reply: oneshot::Sender<Result<TxnOutcome, WriteError>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct EndpointLane {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl EndpointLane {
+    pub(crate) fn start(raft: Raft, write_timeout: Duration, metrics: Arc<WriteMetrics>) -> EndpointLane {
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        tokio::spawn(run(raft, rx, write_timeout, metrics));
+        EndpointLane { tx }
+    }
+
+    pub(crate) async fn submit(&self, txn: Txn) -> Result<TxnOutcome, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        let down = || WriteError::Api(ApiError::Unavailable("node is shutting down".into()));
+        self.tx.send(Pending { txn, reply }).await.map_err(|_| down())?;
+        rx.await.map_err(|_| down())?
+    }
+}
+
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, write_timeout: Duration, metrics: Arc<WriteMetrics>) {
+    let mut carry: Vec<Pending> = Vec::new();
+    loop {
+        if carry.is_empty() {
+            match rx.recv().await {
+                Some(p) => carry.push(p),
+                None => return,
+            }
+        }
+        while carry.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => carry.push(p),
+                Err(_) => break,
+            }
+        }
+        let waiting: Vec<Pending> = std::mem::take(&mut carry).into_iter().filter(|p| !p.reply.is_closed()).collect();
+        if waiting.is_empty() {
+            continue;
+        }
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let request = Request::Batch(Batch {
+            base_config_seq: None,
+            proposed_at_ms: now_ms,
+            txns: waiting.iter().map(|p| p.txn.clone()).collect(),
+        });
+        metrics.endpoint_batches.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        match tokio::time::timeout(write_timeout, raft.client_write(request)).await {
+            Ok(Ok(resp)) => {
+                metrics.proposal_latency.observe(started.elapsed());
+                metrics.endpoint_txns.fetch_add(waiting.len() as u64, Ordering::Relaxed);
+                for (p, outcome) in waiting.into_iter().zip(resp.data.outcomes) {
+                    let _ = p.reply.send(Ok(outcome));
+                }
+            }
+            Ok(Err(e)) => {
+                let not_leader = e.forward_to_leader::<meridian_store::NodeInfo>().is_some();
+                if !not_leader {
+                    warn!(error = %e, "endpoint batch failed");
+                }
+                for p in waiting {
+                    let err = if not_leader {
+                        WriteError::NotLeader
+                    } else {
+                        WriteError::Api(ApiError::Unavailable(format!("write failed: {e}")))
+                    };
+                    let _ = p.reply.send(Err(err));
+                }
+            }
+            Err(_) => {
+                for p in waiting {
+                    let _ = p.reply.send(Err(WriteError::Api(ApiError::Unavailable(format!(
+                        "no quorum: not committed within {write_timeout:?}"
+                    )))));
+                }
+            }
+        }
+    }
+}
