@@ -108,7 +108,15 @@ impl ConfigSet {
     /// no domain appears twice on one listener.
     pub fn validate(&self) -> Vec<ModelError> {
         let mut errs: Vec<ModelError> = self.objects.values().flat_map(Object::validate).collect();
-        errs.extend(checks::references(self));
+        errs.extend(self.validate_relations());
+        errs
+    }
+
+    /// Only the rules between objects (references resolve, no port or
+    /// domain clashes), for callers that validated each object on its own
+    /// already and must not pay for it again.
+    pub fn validate_relations(&self) -> Vec<ModelError> {
+        let mut errs = checks::references(self);
         errs.extend(checks::listener_ports(self));
         errs.extend(checks::listener_domains(self));
         errs

@@ -159,7 +159,7 @@ impl Node {
                 .add_service(peer_svc)
                 .add_service(internal_svc)
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(peer_l),
+                    incoming(peer_l),
                     until_stop(rx),
                 )
                 .await
@@ -187,7 +187,7 @@ impl Node {
                 .add_service(agent_svc)
                 .add_service(csds_svc)
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(api_l),
+                    incoming(api_l),
                     until_stop(rx),
                 )
                 .await
@@ -245,6 +245,19 @@ impl Node {
             tasks,
         })
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: tonic ignores its own
+/// `tcp_nodelay` for a caller-supplied listener, and Nagle plus delayed ACKs
+/// put 40 ms stalls into Raft round trips and forwarded writes.
+fn incoming(l: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(l).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    })
 }
 
 /// Asks the given members to admit this node until one does.

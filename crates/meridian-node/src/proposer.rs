@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use crate::error::ApiError;
 use crate::metrics::WriteMetrics;
-use crate::validate::{Overlay, Verdict};
+use crate::validate::{Overlay, Prepared, Undo, Verdict};
 
 /// Most transactions in one log entry.
 const MAX_BATCH: usize = 1024;
@@ -122,8 +122,11 @@ async fn run(
         let ov = &mut overlay.as_mut().expect("set above").1;
         ov.start_batch();
 
-        let mut batch = Vec::new();
-        let mut waiting = Vec::new();
+        // Each transaction is checked on its own and applied to the overlay;
+        // the rules between objects are then checked once for the whole
+        // batch. Only when that finds an error is the batch replayed one
+        // transaction at a time to find which ones to refuse.
+        let mut accepted: Vec<(Pending, Prepared, Undo)> = Vec::new();
         for p in taken {
             // Retried writes whose first attempt committed are answered from
             // the de-duplication table before validation: against today's
@@ -132,34 +135,63 @@ async fn run(
                 let _ = p.reply.send(r);
                 continue;
             }
-            match ov.check(&p.txn, p.dry_run) {
-                Verdict::Accept(_) if p.dry_run => {
-                    let _ = p.reply.send(Ok(WriteResult {
-                        revision: sm.revision(),
-                        duplicate: false,
-                    }));
+            let prepared = match ov.prepare(&p.txn) {
+                Ok(pr) => pr,
+                Err(Verdict::Defer) => {
+                    carry.push(p);
+                    continue;
                 }
-                Verdict::Accept(txn) => {
-                    batch.push(txn);
-                    waiting.push(p);
+                Err(v) => {
+                    refuse(&sm, &metrics, p, v);
+                    continue;
                 }
-                Verdict::Invalid(errors) => {
-                    metrics.txns_rejected.fetch_add(1, Ordering::Relaxed);
-                    let _ = p
-                        .reply
-                        .send(Err(WriteError::Api(ApiError::Invalid(errors.join("\n")))));
+            };
+            let undo = match ov.apply(&prepared) {
+                Ok(u) => u,
+                Err(errors) => {
+                    refuse(&sm, &metrics, p, Verdict::Invalid(errors));
+                    continue;
                 }
-                Verdict::Conflict {
-                    key,
-                    expected,
-                    actual,
-                } => {
-                    metrics.txns_rejected.fetch_add(1, Ordering::Relaxed);
-                    let msg = conflict_message(&sm, &key, expected, actual);
-                    let _ = p.reply.send(Err(WriteError::Api(ApiError::Conflict(msg))));
+            };
+            if p.dry_run {
+                let errors = ov.relation_errors();
+                ov.undo(undo);
+                if errors.is_empty() {
+                    let _ = p.reply.send(Ok(WriteResult { revision: sm.revision(), duplicate: false }));
+                } else {
+                    refuse(&sm, &metrics, p, Verdict::Invalid(errors));
                 }
-                Verdict::Defer => carry.push(p),
+                continue;
             }
+            accepted.push((p, prepared, undo));
+        }
+        if !ov.relation_errors().is_empty() {
+            let mut prepared_all = Vec::new();
+            while let Some((p, pr, undo)) = accepted.pop() {
+                ov.undo(undo);
+                prepared_all.push((p, pr));
+            }
+            prepared_all.reverse();
+            for (p, pr) in prepared_all {
+                match ov.apply(&pr) {
+                    Err(errors) => refuse(&sm, &metrics, p, Verdict::Invalid(errors)),
+                    Ok(undo) => {
+                        let errors = ov.relation_errors();
+                        if errors.is_empty() {
+                            accepted.push((p, pr, undo));
+                        } else {
+                            ov.undo(undo);
+                            refuse(&sm, &metrics, p, Verdict::Invalid(errors));
+                        }
+                    }
+                }
+            }
+        }
+        let mut batch = Vec::with_capacity(accepted.len());
+        let mut waiting = Vec::with_capacity(accepted.len());
+        for (p, pr, _) in accepted {
+            batch.push(pr.txn);
+            waiting.push(p);
         }
         if batch.is_empty() {
             continue;
@@ -249,6 +281,17 @@ async fn run(
             }
         }
     }
+}
+
+/// Answers a transaction that will not be proposed.
+fn refuse(sm: &StateMachineStore, metrics: &WriteMetrics, p: Pending, v: Verdict) {
+    metrics.txns_rejected.fetch_add(1, Ordering::Relaxed);
+    let err = match v {
+        Verdict::Invalid(errors) => ApiError::Invalid(errors.join("\n")),
+        Verdict::Conflict { key, expected, actual } => ApiError::Conflict(conflict_message(sm, &key, expected, actual)),
+        Verdict::Defer => unreachable!("deferred transactions are carried, not refused"),
+    };
+    let _ = p.reply.send(Err(WriteError::Api(err)));
 }
 
 /// The answer for a request id that was applied before, if it was.

@@ -20,11 +20,24 @@ pub(crate) struct Overlay {
     /// Revisions of stored objects; objects touched by this batch are absent.
     revisions: BTreeMap<ObjectKey, u64>,
     touched: HashSet<ObjectKey>,
+    /// Relation errors the committed set already has (only possible with
+    /// objects written by another build): a write is refused only for the
+    /// errors it adds.
+    base_errors: HashSet<String>,
 }
 
+/// A transaction that passed every check of its own (kinds, sizes, each
+/// object, preconditions), ready to be applied to the overlay.
+pub(crate) struct Prepared {
+    pub txn: Txn,
+    puts: Vec<Object>,
+    deletes: Vec<(Kind, String)>,
+}
+
+/// What applying a [`Prepared`] replaced, to take it back.
+pub(crate) struct Undo(Vec<(Kind, String, Option<Object>)>);
+
 pub(crate) enum Verdict {
-    /// Accepted; the transaction with its values in canonical form.
-    Accept(Txn),
     Invalid(Vec<String>),
     Conflict {
         key: ObjectKey,
@@ -57,11 +70,13 @@ impl Overlay {
                 Err(e) => broken.push(format!("{key}: {e}")),
             }
         }
+        let base_errors = set.validate_relations().into_iter().map(|e| e.to_string()).collect();
         (
             Overlay {
                 set,
                 revisions,
                 touched: HashSet::new(),
+                base_errors,
             },
             broken,
         )
@@ -89,23 +104,23 @@ impl Overlay {
         self.touched.clear();
     }
 
-    /// Checks one transaction and, if it is accepted, applies it to the overlay.
-    /// With `dry_run`, the overlay is left as it was.
-    pub(crate) fn check(&mut self, txn: &Txn, dry_run: bool) -> Verdict {
+    /// The checks a transaction must pass on its own; the rules between
+    /// objects are checked once it is applied ([`Overlay::relation_errors`]).
+    pub(crate) fn prepare(&self, txn: &Txn) -> Result<Prepared, Verdict> {
         let mut errors = Vec::new();
         if txn.ops.is_empty() {
-            return Verdict::Invalid(vec![
+            return Err(Verdict::Invalid(vec![
                 "ops: a transaction needs at least one put or delete".into()
-            ]);
+            ]));
         }
         if txn.ops.len() > MAX_TXN_OPS {
-            return Verdict::Invalid(vec![format!(
+            return Err(Verdict::Invalid(vec![format!(
                 "ops: {} operations, at most {MAX_TXN_OPS} per transaction",
                 txn.ops.len()
-            )]);
+            )]));
         }
         if txn.request_id.len() > 128 {
-            return Verdict::Invalid(vec!["request_id: at most 128 bytes".into()]);
+            return Err(Verdict::Invalid(vec!["request_id: at most 128 bytes".into()]));
         }
         let mut seen = HashSet::new();
         let mut canonical_ops = Vec::with_capacity(txn.ops.len());
@@ -126,15 +141,15 @@ impl Overlay {
             };
             if let Some(expected) = op.expected_revision() {
                 if self.touched.contains(key) {
-                    return Verdict::Defer;
+                    return Err(Verdict::Defer);
                 }
                 let actual = self.revisions.get(key).copied().unwrap_or(0);
                 if expected != actual {
-                    return Verdict::Conflict {
+                    return Err(Verdict::Conflict {
                         key: key.clone(),
                         expected,
                         actual,
-                    };
+                    });
                 }
             }
             match op {
@@ -188,19 +203,40 @@ impl Overlay {
             }
         }
         if !errors.is_empty() {
-            return Verdict::Invalid(errors);
+            return Err(Verdict::Invalid(errors));
         }
 
-        let mut next = self.set.clone();
-        for obj in puts {
-            next.insert(obj);
+        Ok(Prepared {
+            txn: Txn {
+                request_id: txn.request_id.clone(),
+                ops: canonical_ops,
+            },
+            puts,
+            deletes,
+        })
+    }
+
+    /// Applies a prepared transaction to the overlay; returns what it
+    /// replaced, and the errors of its deletes (objects still referenced
+    /// from outside the group it deletes), in which case it was undone.
+    pub(crate) fn apply(&mut self, p: &Prepared) -> Result<Undo, Vec<String>> {
+        let mut undo = Vec::with_capacity(p.puts.len() + p.deletes.len());
+        for obj in &p.puts {
+            let prev = self.set.insert(obj.clone());
+            undo.push((obj.kind, obj.name.clone(), prev));
         }
-        // Objects deleted together may reference each other, even in a cycle
-        // (regions failing over to each other): only referrers outside the
-        // deleted group block a delete.
-        let deleted: HashSet<(Kind, String)> = deletes.iter().cloned().collect();
-        for (kind, name) in &deletes {
-            let outside: Vec<String> = next
+        for (kind, name) in &p.deletes {
+            let prev = self.set.remove_unchecked(*kind, name);
+            undo.push((*kind, name.clone(), prev));
+        }
+        // Objects deleted together may reference each other, even in a
+        // cycle (regions failing over to each other): only referrers outside
+        // the group block a delete.
+        let deleted: HashSet<(Kind, String)> = p.deletes.iter().cloned().collect();
+        let mut errors = Vec::new();
+        for (kind, name) in &p.deletes {
+            let outside: Vec<String> = self
+                .set
                 .referrers(*kind, name)
                 .into_iter()
                 .filter(|r| !deleted.contains(r))
@@ -215,24 +251,40 @@ impl Overlay {
                 ));
             }
         }
-        for (kind, name) in &deletes {
-            next.remove_unchecked(*kind, name);
-        }
-        if errors.is_empty() {
-            errors.extend(next.validate().into_iter().map(|e| e.to_string()));
-        }
+        let undo = Undo(undo);
         if !errors.is_empty() {
-            return Verdict::Invalid(errors);
+            self.undo(undo);
+            return Err(errors);
         }
-        if !dry_run {
-            self.set = next;
-            for op in &canonical_ops {
+        for op in &p.txn.ops {
+            if !matches!(op, TxnOp::Check { .. }) {
                 self.touched.insert(op.key().clone());
             }
         }
-        Verdict::Accept(Txn {
-            request_id: txn.request_id.clone(),
-            ops: canonical_ops,
-        })
+        Ok(undo)
+    }
+
+    /// Takes an applied transaction back (in reverse order of application).
+    pub(crate) fn undo(&mut self, undo: Undo) {
+        for (kind, name, prev) in undo.0.into_iter().rev() {
+            match prev {
+                Some(obj) => {
+                    self.set.insert(obj);
+                }
+                None => {
+                    self.set.remove_unchecked(kind, &name);
+                }
+            }
+        }
+    }
+
+    /// Relation errors of the overlay that the committed set did not have.
+    pub(crate) fn relation_errors(&self) -> Vec<String> {
+        self.set
+            .validate_relations()
+            .into_iter()
+            .map(|e| e.to_string())
+            .filter(|e| !self.base_errors.contains(e))
+            .collect()
     }
 }

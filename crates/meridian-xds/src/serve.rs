@@ -57,7 +57,21 @@ pub async fn serve(
             SecretDiscoveryServiceServer::new(server.clone()).max_decoding_message_size(max),
         )
         .add_service(ClientStatusDiscoveryServiceServer::new(server).max_decoding_message_size(max))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), shutdown)
         .await
         .map_err(XdsError::Transport)
+}
+
+/// Nagle off on every accepted connection: tonic ignores `tcp_nodelay` for a
+/// caller-supplied listener, and small xDS responses must not wait for ACKs.
+fn nodelay(
+    incoming: TcpListenerStream,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    incoming.map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    })
 }

@@ -1,5 +1,6 @@
 //! The command tree.
 
+mod agent;
 mod apply;
 mod bench;
 mod bootstrap;
@@ -95,6 +96,8 @@ pub enum Command {
     Clusters(clusters::ClustersArgs),
     /// Endpoints of one service, by region, zone and cluster, with health.
     Endpoints(clusters::EndpointsArgs),
+    /// Run a federation agent: report one cluster's endpoints to its region's controllers.
+    Agent(agent::AgentArgs),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -119,6 +122,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::ProxyStatus(a) => proxy::run(a, &g).await,
         Command::Clusters(a) => clusters::run(a, &g).await,
         Command::Endpoints(a) => clusters::endpoints(a, &g).await,
+        Command::Agent(a) => agent::run(a, &g).await,
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

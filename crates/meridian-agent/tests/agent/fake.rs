@@ -1,0 +1,172 @@
+//! A fake AgentService on 127.0.0.1:0 whose every stream the test drives by
+//! hand: it reads what the agent sends and answers what it wants.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use meridian_proto::v1::agent_message::Msg as Out;
+use meridian_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
+use meridian_proto::v1::controller_message::Msg as In;
+use meridian_proto::v1::{
+    AgentAck, AgentHello, AgentMessage, AgentNack, AgentSuperseded, AgentWelcome, ControllerMessage, EndpointUpdate,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// One stream the agent opened.
+pub struct FakeStream {
+    incoming: Streaming<AgentMessage>,
+    outgoing: mpsc::UnboundedSender<Result<ControllerMessage, Status>>,
+    /// Heartbeats seen while waiting for other messages.
+    pub heartbeats: usize,
+}
+
+struct Svc {
+    streams: mpsc::UnboundedSender<FakeStream>,
+}
+
+type Answers = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for Svc {
+    type ReportStream = Answers;
+
+    async fn report(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<Answers>, Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.streams.send(FakeStream {
+            incoming: request.into_inner(),
+            outgoing: tx,
+            heartbeats: 0,
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}
+
+pub struct FakeController {
+    pub addr: SocketAddr,
+    streams: mpsc::UnboundedReceiver<FakeStream>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl FakeController {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, streams) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(AgentServiceServer::new(Svc { streams: tx }))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            addr,
+            streams,
+            stop: Some(stop),
+        }
+    }
+
+    /// The next stream the agent opens.
+    pub async fn must_accept(&mut self) -> FakeStream {
+        tokio::time::timeout(WAIT, self.streams.recv())
+            .await
+            .expect("the agent opens a stream within 5s")
+            .unwrap()
+    }
+
+    /// Stops listening (streams already open are ended by the test).
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl FakeStream {
+    /// The next message, heartbeats included.
+    pub async fn must_recv(&mut self) -> Out {
+        let m = tokio::time::timeout(WAIT, self.incoming.message())
+            .await
+            .expect("a message within 5s")
+            .expect("stream ok")
+            .expect("stream open");
+        m.msg.expect("message has a body")
+    }
+
+    pub async fn must_hello(&mut self) -> AgentHello {
+        match self.must_recv().await {
+            Out::Hello(h) => h,
+            other => panic!("expected Hello, got {other:?}"),
+        }
+    }
+
+    /// The next update, counting heartbeats on the way.
+    pub async fn must_update(&mut self) -> EndpointUpdate {
+        loop {
+            match self.must_recv().await {
+                Out::Update(u) => return u,
+                Out::Heartbeat(_) => self.heartbeats += 1,
+                Out::Hello(h) => panic!("unexpected Hello {h:?}"),
+            }
+        }
+    }
+
+    /// Asserts that nothing but heartbeats arrives for `d`.
+    pub async fn must_send_no_update_for(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.incoming.message()).await {
+                Err(_) => return,
+                Ok(Ok(Some(AgentMessage { msg: Some(Out::Heartbeat(_)) }))) => self.heartbeats += 1,
+                Ok(other) => panic!("expected only heartbeats, got {other:?}"),
+            }
+        }
+    }
+
+    fn send(&self, msg: In) {
+        self.outgoing.send(Ok(ControllerMessage { msg: Some(msg) })).unwrap();
+    }
+
+    pub fn welcome(&self, controller_id: u64, heartbeat_interval_ms: u64) {
+        self.send(In::Welcome(AgentWelcome {
+            controller_id,
+            controller_region: "eu".into(),
+            lease_ttl_ms: 10_000,
+            heartbeat_interval_ms,
+        }));
+    }
+
+    pub fn ack(&self, version: u64) {
+        self.send(In::Ack(AgentAck {
+            version,
+            revision: 100 + version,
+        }));
+    }
+
+    pub fn nack(&self, version: u64, reason: &str) {
+        self.send(In::Nack(AgentNack {
+            version,
+            reason: reason.into(),
+        }));
+    }
+
+    pub fn supersede(&self, by_session: &str) {
+        self.send(In::Superseded(AgentSuperseded {
+            by_session: by_session.into(),
+        }));
+    }
+
+    /// Ends the stream with an error, as a crashing controller would.
+    pub fn fail(self) {
+        let _ = self.outgoing.send(Err(Status::unavailable("controller going away")));
+    }
+}
