@@ -120,6 +120,11 @@ async fn churn(sotw: bool) {
         }
     }
     assert_eq!(envoy.stat("control_plane.connected_state").await.as_deref(), Some("1"));
+    // `meridian status` counts the Envoy on its controller.
+    let out = c.cli(&["status", "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["members"][0]["envoys"], 1, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

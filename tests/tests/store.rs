@@ -4,8 +4,10 @@
 mod store {
     pub mod support;
 
+    mod admin;
     mod backup;
     mod bad_input;
+    mod context;
     mod durability;
     mod failover;
     mod init;

@@ -1,5 +1,7 @@
 //! `meridian cluster ...`: bootstrap, membership and status.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use meridian_proto::v1 as pb;
@@ -128,13 +130,28 @@ pub async fn run(cmd: ClusterCmd, g: &Global) -> Result<()> {
                     c.get_cluster_status(pb::ClusterStatusRequest {}).await
                 })
                 .await?;
-            print_status(&r, g.output)?;
+            print_status(&r, &BTreeMap::new(), g.output)?;
         }
     }
     Ok(())
 }
 
-fn print_status(r: &pb::ClusterStatusResponse, format: Format) -> Result<()> {
+/// `meridian status`: the Raft cluster plus how many Envoys each controller serves.
+pub async fn overview(g: &Global) -> Result<()> {
+    let servers = g.servers();
+    let r = servers.cluster_call(|mut c| async move { c.get_cluster_status(pb::ClusterStatusRequest {}).await }).await?;
+    let proxies = servers
+        .cluster_call(|mut c| async move { c.get_proxy_status(pb::ProxyStatusRequest { local_only: false }).await })
+        .await?;
+    let mut envoys: BTreeMap<u64, usize> = BTreeMap::new();
+    for p in &proxies.proxies {
+        *envoys.entry(p.controller_id).or_default() += 1;
+    }
+    print_status(&r, &envoys, g.output)
+}
+
+fn print_status(r: &pb::ClusterStatusResponse, envoys: &BTreeMap<u64, usize>, format: Format) -> Result<()> {
+    let show_envoys = !envoys.is_empty() || format != Format::Table;
     let members: Vec<serde_json::Value> = r
         .members
         .iter()
@@ -158,6 +175,7 @@ fn print_status(r: &pb::ClusterStatusResponse, format: Format) -> Result<()> {
                 "snapshot_index": s.as_ref().map(|s| s.snapshot_index),
                 "revision": s.as_ref().map(|s| s.revision),
                 "error": if m.error.is_empty() { None } else { Some(m.error.clone()) },
+                "envoys": envoys.get(&n.id).copied().unwrap_or(0),
             })
         })
         .collect();
@@ -213,6 +231,9 @@ fn print_status(r: &pb::ClusterStatusResponse, format: Format) -> Result<()> {
                         lag,
                         n.api_addr.clone(),
                     ];
+                    if show_envoys {
+                        row.push(envoys.get(&n.id).copied().unwrap_or(0).to_string());
+                    }
                     if format == Format::Wide {
                         row.push(n.peer_addr.clone());
                         row.push(n.admin_addr.clone());
