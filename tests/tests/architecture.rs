@@ -38,6 +38,10 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         ],
     ),
     ("meridian-peer", &["meridian-model", "envoy-types"]),
+    (
+        "meridian-agent",
+        &["openraft", "sled", "meridian-store", "meridian-model", "envoy-types", "meridian-translate", "meridian-xds", "meridian-node"],
+    ),
 ];
 
 fn graph() -> BTreeMap<String, BTreeSet<String>> {

@@ -114,7 +114,11 @@ impl UpwardClient {
             if failures >= controllers.len() {
                 failures = 0;
                 let pause = jitter(backoff);
-                tracing::warn!(cluster, pause_ms = pause.as_millis() as u64, "no controller reachable; backing off");
+                tracing::warn!(
+                    cluster,
+                    pause_ms = pause.as_millis() as u64,
+                    "no controller reachable; backing off"
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = &mut shutdown => return Ok(()),

@@ -63,7 +63,12 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// A config with default timings, a fresh session and this host's name.
-    pub fn new(cluster: impl Into<String>, region: impl Into<String>, controllers: Vec<String>, token: Token) -> Self {
+    pub fn new(
+        cluster: impl Into<String>,
+        region: impl Into<String>,
+        controllers: Vec<String>,
+        token: Token,
+    ) -> Self {
         Self {
             cluster: cluster.into(),
             region: region.into(),

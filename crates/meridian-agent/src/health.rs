@@ -36,7 +36,9 @@ impl Probe {
         match spec.split_once(':') {
             None if spec == "tcp" => Ok(Probe::Tcp),
             None if spec == "http" => Ok(Probe::Http { path: "/".into() }),
-            Some(("http", path)) if path.starts_with('/') && !path.chars().any(char::is_whitespace) => {
+            Some(("http", path))
+                if path.starts_with('/') && !path.chars().any(char::is_whitespace) =>
+            {
                 Ok(Probe::Http { path: path.into() })
             }
             Some(("http", _)) => Err(bad("the path must start with / and contain no spaces")),
@@ -100,7 +102,11 @@ impl Tracker {
 
 /// The probe an endpoint gets, if any: its own override, else the default.
 /// Endpoints declared DRAINING and endpoints without a port are not probed.
-fn probe_for<'a>(declared: &'a Declared, config: &'a HealthConfig, key: &EndpointKey) -> Option<&'a Probe> {
+fn probe_for<'a>(
+    declared: &'a Declared,
+    config: &'a HealthConfig,
+    key: &EndpointKey,
+) -> Option<&'a Probe> {
     let state = declared.endpoints.get(key)?;
     if state.health == Health::Draining || key.port == 0 {
         return None;
@@ -112,7 +118,11 @@ fn probe_for<'a>(declared: &'a Declared, config: &'a HealthConfig, key: &Endpoin
 }
 
 /// Declared endpoints with the probed health laid over them.
-pub fn overlay(declared: &Declared, config: &HealthConfig, trackers: &BTreeMap<EndpointKey, Tracker>) -> EndpointMap {
+pub fn overlay(
+    declared: &Declared,
+    config: &HealthConfig,
+    trackers: &BTreeMap<EndpointKey, Tracker>,
+) -> EndpointMap {
     let mut out = declared.endpoints.clone();
     for (key, state) in out.iter_mut() {
         if probe_for(declared, config, key).is_none() {
@@ -145,15 +155,24 @@ async fn round(
             Some((k.clone(), probe, SocketAddr::new(ip, k.port)))
         })
         .collect();
-    let results = join_all(targets.iter().map(|(_, p, a)| probe_once(p, *a, config.timeout))).await;
+    let results = join_all(
+        targets
+            .iter()
+            .map(|(_, p, a)| probe_once(p, *a, config.timeout)),
+    )
+    .await;
     for ((key, _, _), result) in targets.into_iter().zip(results) {
         let t = trackers.entry(key.clone()).or_default();
         let before = t.healthy;
         t.record(result.is_ok(), config);
         if before.is_some() && before != t.healthy {
             match &result {
-                Ok(()) => tracing::info!(endpoint = %key, "health check passing: endpoint is healthy"),
-                Err(e) => tracing::warn!(endpoint = %key, error = %e, "health check failing: endpoint is unhealthy"),
+                Ok(()) => {
+                    tracing::info!(endpoint = %key, "health check passing: endpoint is healthy")
+                }
+                Err(e) => {
+                    tracing::warn!(endpoint = %key, error = %e, "health check failing: endpoint is unhealthy")
+                }
             }
         }
     }
@@ -162,7 +181,10 @@ async fn round(
 /// Probes the declared endpoints on a background task and publishes the
 /// resulting sets. The first round runs before this returns, so the first
 /// set already carries probed health.
-pub async fn spawn_checker(config: HealthConfig, mut declared: watch::Receiver<Declared>) -> watch::Receiver<EndpointMap> {
+pub async fn spawn_checker(
+    config: HealthConfig,
+    mut declared: watch::Receiver<Declared>,
+) -> watch::Receiver<EndpointMap> {
     let mut trackers = BTreeMap::new();
     let current = declared.borrow_and_update().clone();
     round(&current, &config, &mut trackers, false).await;

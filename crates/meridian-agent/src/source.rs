@@ -19,7 +19,10 @@ use kubernetes::KubernetesSource;
 #[derive(Debug, Clone)]
 pub enum Source {
     /// Declarations in files, probed by the agent's own health checks.
-    File { file: FileSource, health: HealthConfig },
+    File {
+        file: FileSource,
+        health: HealthConfig,
+    },
     /// EndpointSlices; Kubernetes readiness is the health.
     Kubernetes(KubernetesSource),
     /// Sets pushed by the embedding program (tests, other integrations).
@@ -28,7 +31,11 @@ pub enum Source {
 
 impl Source {
     /// Parses `file:PATH` or `kubernetes[:NAMESPACE]`.
-    pub fn parse(spec: &str, poll_interval: Duration, health: HealthConfig) -> Result<Source, AgentError> {
+    pub fn parse(
+        spec: &str,
+        poll_interval: Duration,
+        health: HealthConfig,
+    ) -> Result<Source, AgentError> {
         let bad = |reason: &str| AgentError::SourceSpec {
             spec: spec.to_string(),
             reason: reason.to_string(),
@@ -39,8 +46,12 @@ impl Source {
                 file: FileSource::new(path, poll_interval),
                 health,
             }),
-            None if spec == "kubernetes" => Ok(Source::Kubernetes(KubernetesSource { namespace: None })),
-            Some(("kubernetes", "")) => Ok(Source::Kubernetes(KubernetesSource { namespace: None })),
+            None if spec == "kubernetes" => {
+                Ok(Source::Kubernetes(KubernetesSource { namespace: None }))
+            }
+            Some(("kubernetes", "")) => {
+                Ok(Source::Kubernetes(KubernetesSource { namespace: None }))
+            }
             Some(("kubernetes", ns)) => Ok(Source::Kubernetes(KubernetesSource {
                 namespace: Some(ns.to_string()),
             })),

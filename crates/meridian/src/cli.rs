@@ -6,6 +6,7 @@ mod bench;
 mod bootstrap;
 mod cluster;
 mod clusters;
+mod context;
 mod diff;
 mod files;
 pub(crate) mod objects;
@@ -40,6 +41,9 @@ pub struct Global {
     /// Controller API addresses to try in order (host:port, comma-separated).
     #[arg(long, global = true, env = "MERIDIAN_SERVER", value_delimiter = ',')]
     pub server: Vec<String>,
+    /// Use this context of the CLI config file instead of the current one.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
     /// Per-request timeout.
     #[arg(long, global = true, default_value = "15s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -58,8 +62,20 @@ pub enum LogFormat {
 }
 
 impl Global {
+    /// The controllers to talk to: `--server`/`MERIDIAN_SERVER`, else the
+    /// CLI config file's context, else the local default.
     pub fn servers(&self) -> Servers {
-        Servers::new(&self.server, self.timeout)
+        if !self.server.is_empty() {
+            return Servers::new(&self.server, self.timeout);
+        }
+        match context::servers_for(self.context.as_deref()) {
+            Ok(list) => Servers::new(&list, self.timeout),
+            // Never fall back to another cluster than the one asked for.
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        }
     }
 }
 
@@ -69,6 +85,8 @@ pub enum Command {
     Server(server::ServerArgs),
     /// Run a single-node controller on localhost with its data in ./meridian-data.
     Dev(server::DevArgs),
+    /// The controllers: members, roles, leader, term, lag, regions, Envoys served.
+    Status,
     /// Manage the Raft cluster of controllers.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
@@ -98,6 +116,9 @@ pub enum Command {
     Endpoints(clusters::EndpointsArgs),
     /// Run a federation agent: report one cluster's endpoints to its region's controllers.
     Agent(agent::AgentArgs),
+    /// Contexts of the CLI config file (like kubeconfig).
+    #[command(subcommand)]
+    Config(context::ConfigCmd),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -111,6 +132,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Server(a) => server::run(a, &g).await,
         Command::Dev(a) => server::dev(a, &g).await,
         Command::Cluster(c) => cluster::run(c, &g).await,
+        Command::Status => cluster::overview(&g).await,
         Command::Get(a) => objects::get(a, &g).await,
         Command::Put(a) => objects::put(a, &g).await,
         Command::Delete(a) => objects::delete(a, &g).await,
@@ -123,6 +145,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Clusters(a) => clusters::run(a, &g).await,
         Command::Endpoints(a) => clusters::endpoints(a, &g).await,
         Command::Agent(a) => agent::run(a, &g).await,
+        Command::Config(c) => context::run(c, &g),
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

@@ -8,7 +8,9 @@ use std::time::Duration;
 use meridian_proto::v1::agent_message::Msg as Out;
 use meridian_proto::v1::agent_service_client::AgentServiceClient;
 use meridian_proto::v1::controller_message::Msg as In;
-use meridian_proto::v1::{AgentHeartbeat, AgentHello, AgentMessage, AgentWelcome, ControllerMessage};
+use meridian_proto::v1::{
+    AgentHeartbeat, AgentHello, AgentMessage, AgentWelcome, ControllerMessage,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -61,7 +63,11 @@ struct Stream {
 }
 
 impl<'a> Session<'a> {
-    pub(super) fn new(config: &'a AgentConfig, controller: &'a str, status: &'a watch::Sender<AgentStatus>) -> Self {
+    pub(super) fn new(
+        config: &'a AgentConfig,
+        controller: &'a str,
+        status: &'a watch::Sender<AgentStatus>,
+    ) -> Self {
         Self {
             config,
             controller,
@@ -147,7 +153,16 @@ impl<'a> Session<'a> {
     }
 
     /// Connects, says Hello and waits for Welcome.
-    async fn open(&self) -> Result<(mpsc::Sender<AgentMessage>, Streaming<ControllerMessage>, AgentWelcome), End> {
+    async fn open(
+        &self,
+    ) -> Result<
+        (
+            mpsc::Sender<AgentMessage>,
+            Streaming<ControllerMessage>,
+            AgentWelcome,
+        ),
+        End,
+    > {
         let not_welcomed = |reason: String| broken(false, reason);
         let uri = if self.controller.contains("://") {
             self.controller.to_string()
@@ -175,17 +190,43 @@ impl<'a> Session<'a> {
             agent: c.agent.clone(),
         };
         // The channel has room: this cannot block.
-        let _ = tx.send(AgentMessage { msg: Some(Out::Hello(hello)) }).await;
+        let _ = tx
+            .send(AgentMessage {
+                msg: Some(Out::Hello(hello)),
+            })
+            .await;
         let mut client = AgentServiceClient::new(channel);
         let welcome = async {
             let mut inbound = client
                 .report(ReceiverStream::new(rx))
                 .await
-                .map_err(|s| not_welcomed(format!("{}: {}", s.code(), s.message())))?
+                .map_err(|s| {
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unauthenticated
+                            | tonic::Code::PermissionDenied
+                            | tonic::Code::InvalidArgument
+                    ) {
+                        // Retrying will not help until the cluster is registered
+                        // or the token fixed; say so loudly, keep trying.
+                        tracing::error!(
+                            cluster = %c.cluster,
+                            controller = self.controller,
+                            code = ?s.code(),
+                            reason = s.message(),
+                            "controller refused the agent; check --cluster, --region and the token"
+                        );
+                    }
+                    not_welcomed(format!("{}: {}", s.code(), s.message()))
+                })?
                 .into_inner();
             match inbound.message().await {
-                Ok(Some(ControllerMessage { msg: Some(In::Welcome(w)) })) => Ok((inbound, w)),
-                Ok(Some(ControllerMessage { msg: Some(In::Superseded(s)) })) => Err(End::Superseded(s.by_session)),
+                Ok(Some(ControllerMessage {
+                    msg: Some(In::Welcome(w)),
+                })) => Ok((inbound, w)),
+                Ok(Some(ControllerMessage {
+                    msg: Some(In::Superseded(s)),
+                })) => Err(End::Superseded(s.by_session)),
                 Ok(Some(other)) => Err(not_welcomed(format!("expected Welcome, got {other:?}"))),
                 Ok(None) => Err(not_welcomed("stream closed before Welcome".into())),
                 Err(s) => Err(not_welcomed(format!("{}: {}", s.code(), s.message()))),
@@ -194,13 +235,20 @@ impl<'a> Session<'a> {
         match tokio::time::timeout(c.welcome_timeout, welcome).await {
             Ok(Ok((inbound, w))) => Ok((tx, inbound, w)),
             Ok(Err(end)) => Err(end),
-            Err(_) => Err(not_welcomed(format!("no Welcome within {:?}", c.welcome_timeout))),
+            Err(_) => Err(not_welcomed(format!(
+                "no Welcome within {:?}",
+                c.welcome_timeout
+            ))),
         }
     }
 
     /// Sends the next update if none is in flight and the source's set
     /// differs from what the controller holds.
-    async fn maybe_send(&self, st: &mut Stream, endpoints: &watch::Receiver<EndpointMap>) -> Result<(), End> {
+    async fn maybe_send(
+        &self,
+        st: &mut Stream,
+        endpoints: &watch::Receiver<EndpointMap>,
+    ) -> Result<(), End> {
         let latest = endpoints.borrow().clone();
         self.status.send_modify(|s| s.source = counts(&latest));
         if st.in_flight.is_some() || st.rejected.as_ref() == Some(&latest) {
@@ -226,7 +274,14 @@ impl<'a> Session<'a> {
             removals = update.removals.len(),
             "sending endpoint update"
         );
-        if st.tx.send(AgentMessage { msg: Some(Out::Update(update)) }).await.is_err() {
+        if st
+            .tx
+            .send(AgentMessage {
+                msg: Some(Out::Update(update)),
+            })
+            .await
+            .is_err()
+        {
             return Err(broken(true, "stream closed while sending an update"));
         }
         st.version = version;
@@ -235,7 +290,8 @@ impl<'a> Session<'a> {
             set: latest,
             deadline: Instant::now() + self.config.ack_timeout,
         });
-        self.status.send_modify(|s| s.pending_version = Some(version));
+        self.status
+            .send_modify(|s| s.pending_version = Some(version));
         Ok(())
     }
 
@@ -245,7 +301,13 @@ impl<'a> Session<'a> {
         match m.msg {
             Some(In::Ack(ack)) => match st.in_flight.take_if(|f| f.version == ack.version) {
                 Some(f) => {
-                    tracing::debug!(cluster, controller, version = ack.version, revision = ack.revision, "update acknowledged");
+                    tracing::debug!(
+                        cluster,
+                        controller,
+                        version = ack.version,
+                        revision = ack.revision,
+                        "update acknowledged"
+                    );
                     self.status.send_modify(|s| {
                         s.last_ack_version = Some(ack.version);
                         s.last_ack_revision = Some(ack.revision);
@@ -255,7 +317,12 @@ impl<'a> Session<'a> {
                     st.base = Some(f.set);
                     st.rejected = None;
                 }
-                None => tracing::warn!(cluster, controller, version = ack.version, "ack for a version not in flight; ignored"),
+                None => tracing::warn!(
+                    cluster,
+                    controller,
+                    version = ack.version,
+                    "ack for a version not in flight; ignored"
+                ),
             },
             Some(In::Nack(nack)) => match st.in_flight.take_if(|f| f.version == nack.version) {
                 Some(f) => {
@@ -269,10 +336,14 @@ impl<'a> Session<'a> {
                     self.status.send_modify(|s| s.pending_version = None);
                     st.rejected = Some(f.set);
                 }
-                None => tracing::warn!(cluster, controller, version = nack.version, reason = %nack.reason, "nack for a version not in flight; ignored"),
+                None => {
+                    tracing::warn!(cluster, controller, version = nack.version, reason = %nack.reason, "nack for a version not in flight; ignored")
+                }
             },
             Some(In::Superseded(s)) => return Some(End::Superseded(s.by_session)),
-            Some(In::Welcome(_)) => tracing::debug!(cluster, controller, "repeated Welcome ignored"),
+            Some(In::Welcome(_)) => {
+                tracing::debug!(cluster, controller, "repeated Welcome ignored")
+            }
             None => tracing::debug!(cluster, controller, "empty controller message ignored"),
         }
         None
@@ -284,8 +355,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
+        let text = c.to_string();
+        // hyper and tonic often repeat their cause in their own message.
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         cur = c.source();
     }
     out

@@ -12,7 +12,11 @@ use super::Probe;
 pub type ProbeError = String;
 
 /// Runs one probe; `Ok` means the endpoint passed.
-pub async fn probe_once(probe: &Probe, addr: SocketAddr, timeout: Duration) -> Result<(), ProbeError> {
+pub async fn probe_once(
+    probe: &Probe,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
     match tokio::time::timeout(timeout, run(probe, addr)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {timeout:?}")),
@@ -20,7 +24,9 @@ pub async fn probe_once(probe: &Probe, addr: SocketAddr, timeout: Duration) -> R
 }
 
 async fn run(probe: &Probe, addr: SocketAddr) -> Result<(), ProbeError> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let path = match probe {
         Probe::Tcp => return Ok(()),
         Probe::Http { path } => path,
@@ -29,12 +35,18 @@ async fn run(probe: &Probe, addr: SocketAddr) -> Result<(), ProbeError> {
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: meridian-agent/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION")
     );
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("send: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
     // Only the status line matters; read until its end.
     let mut buf = Vec::with_capacity(128);
     let mut chunk = [0u8; 128];
     while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < 1024 {
-        let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             break;
         }

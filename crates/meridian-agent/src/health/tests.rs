@@ -28,7 +28,8 @@ async fn http_server() -> (SocketAddr, Arc<AtomicU16>) {
                     tokio::time::sleep(Duration::from_secs(60)).await;
                     return;
                 }
-                let body = format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let body =
+                    format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 let _ = conn.write_all(body.as_bytes()).await;
             });
         }
@@ -85,9 +86,14 @@ async fn http_probe_passes_on_200_and_fails_on_500_and_hangs() {
     status.store(204, Ordering::SeqCst);
     assert_eq!(probe_once(&http("/healthz"), addr, TIMEOUT).await, Ok(()));
     status.store(500, Ordering::SeqCst);
-    assert_eq!(probe_once(&http("/healthz"), addr, TIMEOUT).await, Err("HTTP status 500".into()));
+    assert_eq!(
+        probe_once(&http("/healthz"), addr, TIMEOUT).await,
+        Err("HTTP status 500".into())
+    );
     status.store(0, Ordering::SeqCst);
-    let hang = probe_once(&http("/healthz"), addr, TIMEOUT).await.unwrap_err();
+    let hang = probe_once(&http("/healthz"), addr, TIMEOUT)
+        .await
+        .unwrap_err();
     assert!(hang.starts_with("no answer within"), "{hang}");
 }
 
@@ -125,7 +131,9 @@ fn declared(entries: &[(SocketAddr, Health, Option<Option<Probe>>)]) -> Declared
 }
 
 fn find(set: &EndpointMap, addr: SocketAddr) -> Option<Health> {
-    set.iter().find(|(k, _)| k.port == addr.port()).map(|(_, v)| v.health)
+    set.iter()
+        .find(|(k, _)| k.port == addr.port())
+        .map(|(_, v)| v.health)
 }
 
 fn health_of(set: &EndpointMap, addr: SocketAddr) -> Health {
@@ -172,7 +180,11 @@ async fn checker_marks_failing_endpoints_unhealthy_and_recovers_them() {
     let started = tokio::time::Instant::now();
     must_become(&mut out, flaky, Health::Unhealthy).await;
     // Three failures at 50ms intervals: not before the second interval.
-    assert!(started.elapsed() >= Duration::from_millis(100), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(health_of(&out.borrow(), good), Health::Healthy);
     status.store(200, Ordering::SeqCst);
     must_become(&mut out, flaky, Health::Healthy).await;

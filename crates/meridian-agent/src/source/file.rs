@@ -114,7 +114,10 @@ fn is_declaration(p: &Path) -> bool {
 fn read_snapshot(path: &Path) -> Result<Snapshot, AgentError> {
     let meta = std::fs::metadata(path).map_err(io(path))?;
     if !meta.is_dir() {
-        return Ok(vec![(path.to_path_buf(), std::fs::read(path).map_err(io(path))?)]);
+        return Ok(vec![(
+            path.to_path_buf(),
+            std::fs::read(path).map_err(io(path))?,
+        )]);
     }
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).map_err(io(path))? {
@@ -181,7 +184,15 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Vec<Parsed>, AgentError> 
     let root = match doc {
         Value::Null => return Ok(Vec::new()),
         Value::Object(m) => m,
-        other => return Err(err("(root)", format!("expected a mapping with `endpoints`, found {}", kind(&other)))),
+        other => {
+            return Err(err(
+                "(root)",
+                format!(
+                    "expected a mapping with `endpoints`, found {}",
+                    kind(&other)
+                ),
+            ))
+        }
     };
     if let Some(k) = root.keys().find(|k| k.as_str() != "endpoints") {
         return Err(err(k, "unknown field (expected `endpoints`)".into()));
@@ -189,7 +200,12 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Vec<Parsed>, AgentError> 
     let list = match root.get("endpoints") {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
-        Some(other) => return Err(err("endpoints", format!("expected a list, found {}", kind(other)))),
+        Some(other) => {
+            return Err(err(
+                "endpoints",
+                format!("expected a list, found {}", kind(other)),
+            ))
+        }
     };
     list.iter()
         .enumerate()
@@ -197,22 +213,39 @@ pub fn parse_file(path: &Path, bytes: &[u8]) -> Result<Vec<Parsed>, AgentError> 
         .collect()
 }
 
-const FIELDS: &[&str] = &["service", "address", "port", "zone", "weight", "health", "healthCheck"];
+const FIELDS: &[&str] = &[
+    "service",
+    "address",
+    "port",
+    "zone",
+    "weight",
+    "health",
+    "healthCheck",
+];
 
 fn parse_endpoint(at: &str, v: &Value) -> Result<Parsed, (String, String)> {
     let field = |name: &str| format!("{at}.{name}");
-    let m = v
-        .as_object()
-        .ok_or_else(|| (at.to_string(), format!("expected a mapping, found {}", kind(v))))?;
+    let m = v.as_object().ok_or_else(|| {
+        (
+            at.to_string(),
+            format!("expected a mapping, found {}", kind(v)),
+        )
+    })?;
     if let Some(k) = m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err((field(k), format!("unknown field (expected one of {})", FIELDS.join(", "))));
+        return Err((
+            field(k),
+            format!("unknown field (expected one of {})", FIELDS.join(", ")),
+        ));
     }
     let string = |name: &str, required: bool| -> Result<Option<String>, (String, String)> {
         match m.get(name) {
             None | Some(Value::Null) if required => Err((field(name), "missing".into())),
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err((field(name), format!("expected a string, found {}", kind(other)))),
+            Some(other) => Err((
+                field(name),
+                format!("expected a string, found {}", kind(other)),
+            )),
         }
     };
     let number = |name: &str, max: u64| -> Result<Option<u64>, (String, String)> {
@@ -222,17 +255,26 @@ fn parse_endpoint(at: &str, v: &Value) -> Result<Parsed, (String, String)> {
                 Some(x) if x <= max => Ok(Some(x)),
                 _ => Err((field(name), format!("{n} is out of range 0-{max}"))),
             },
-            Some(other) => Err((field(name), format!("expected a number, found {}", kind(other)))),
+            Some(other) => Err((
+                field(name),
+                format!("expected a number, found {}", kind(other)),
+            )),
         }
     };
     let service = string("service", true)?.unwrap_or_default();
     if service.is_empty() || service.chars().any(|c| c.is_whitespace() || c == '/') {
-        return Err((field("service"), format!("{service:?} is not a service name")));
+        return Err((
+            field("service"),
+            format!("{service:?} is not a service name"),
+        ));
     }
     let address = string("address", true)?.unwrap_or_default();
-    let ip: IpAddr = address
-        .parse()
-        .map_err(|_| (field("address"), format!("{address:?} is not an IP address (hostnames are not resolved)")))?;
+    let ip: IpAddr = address.parse().map_err(|_| {
+        (
+            field("address"),
+            format!("{address:?} is not an IP address (hostnames are not resolved)"),
+        )
+    })?;
     let port = number("port", u64::from(u16::MAX))?.unwrap_or(0) as u16;
     let weight = number("weight", 128)?.unwrap_or(1) as u32;
     if weight == 0 {
@@ -245,20 +287,34 @@ fn parse_endpoint(at: &str, v: &Value) -> Result<Parsed, (String, String)> {
         Some("draining") => Health::Draining,
         Some("unknown") => Health::Unknown,
         Some(other) => {
-            return Err((field("health"), format!("{other:?}: expected healthy, unhealthy, draining or unknown")))
+            return Err((
+                field("health"),
+                format!("{other:?}: expected healthy, unhealthy, draining or unknown"),
+            ))
         }
     };
     let check = match string("healthCheck", false)? {
         None => None,
         Some(s) if s == "none" => Some(None),
-        Some(s) => Some(Some(Probe::parse(&s).map_err(|e| (field("healthCheck"), e.to_string()))?)),
+        Some(s) => Some(Some(
+            Probe::parse(&s).map_err(|e| (field("healthCheck"), e.to_string()))?,
+        )),
     };
     let key = EndpointKey {
         service,
         address: ip.to_string(),
         port,
     };
-    Ok((at.to_string(), key, EndpointState { zone, weight, health }, check))
+    Ok((
+        at.to_string(),
+        key,
+        EndpointState {
+            zone,
+            weight,
+            health,
+        },
+        check,
+    ))
 }
 
 fn kind(v: &Value) -> &'static str {

@@ -26,9 +26,11 @@ impl KubernetesSource {
     /// first complete list, then follows changes on a background task. Watch
     /// errors are retried with kube's default backoff and logged.
     pub async fn spawn(self) -> Result<watch::Receiver<EndpointMap>, AgentError> {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| AgentError::Kubernetes(format!("cannot build a client (in-cluster or KUBECONFIG): {e}")))?;
+        let client = kube::Client::try_default().await.map_err(|e| {
+            AgentError::Kubernetes(format!(
+                "cannot build a client (in-cluster or KUBECONFIG): {e}"
+            ))
+        })?;
         let api: Api<EndpointSlice> = match &self.namespace {
             Some(ns) => Api::namespaced(client, ns),
             None => Api::all(client),
@@ -47,7 +49,11 @@ impl KubernetesSource {
                 }
             }
         };
-        tracing::info!(namespace = self.namespace.as_deref().unwrap_or("*"), endpoints = first.len(), "listed endpoint slices");
+        tracing::info!(
+            namespace = self.namespace.as_deref().unwrap_or("*"),
+            endpoints = first.len(),
+            "listed endpoint slices"
+        );
         let (tx, rx) = watch::channel(first);
         tokio::spawn(async move {
             loop {
@@ -71,7 +77,10 @@ impl KubernetesSource {
 
 /// Applies one watcher event; returns the set when it may have changed and a
 /// full list has been seen.
-fn feed(store: &mut SliceStore, ev: Result<Event<EndpointSlice>, watcher::Error>) -> Option<EndpointMap> {
+fn feed(
+    store: &mut SliceStore,
+    ev: Result<Event<EndpointSlice>, watcher::Error>,
+) -> Option<EndpointMap> {
     match ev {
         Ok(Event::Apply(s)) | Ok(Event::InitApply(s)) => store.apply(&s),
         Ok(Event::Delete(s)) => store.delete(&s),

@@ -10,7 +10,8 @@ use meridian_proto::v1::agent_message::Msg as Out;
 use meridian_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use meridian_proto::v1::controller_message::Msg as In;
 use meridian_proto::v1::{
-    AgentAck, AgentHello, AgentMessage, AgentNack, AgentSuperseded, AgentWelcome, ControllerMessage, EndpointUpdate,
+    AgentAck, AgentHello, AgentMessage, AgentNack, AgentSuperseded, AgentWelcome,
+    ControllerMessage, EndpointUpdate,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
@@ -36,7 +37,10 @@ type Answers = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Se
 impl AgentService for Svc {
     type ReportStream = Answers;
 
-    async fn report(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<Answers>, Status> {
+    async fn report(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Answers>, Status> {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = self.streams.send(FakeStream {
             incoming: request.into_inner(),
@@ -126,14 +130,18 @@ impl FakeStream {
         loop {
             match tokio::time::timeout_at(deadline, self.incoming.message()).await {
                 Err(_) => return,
-                Ok(Ok(Some(AgentMessage { msg: Some(Out::Heartbeat(_)) }))) => self.heartbeats += 1,
+                Ok(Ok(Some(AgentMessage {
+                    msg: Some(Out::Heartbeat(_)),
+                }))) => self.heartbeats += 1,
                 Ok(other) => panic!("expected only heartbeats, got {other:?}"),
             }
         }
     }
 
     fn send(&self, msg: In) {
-        self.outgoing.send(Ok(ControllerMessage { msg: Some(msg) })).unwrap();
+        self.outgoing
+            .send(Ok(ControllerMessage { msg: Some(msg) }))
+            .unwrap();
     }
 
     pub fn welcome(&self, controller_id: u64, heartbeat_interval_ms: u64) {
@@ -167,6 +175,8 @@ impl FakeStream {
 
     /// Ends the stream with an error, as a crashing controller would.
     pub fn fail(self) {
-        let _ = self.outgoing.send(Err(Status::unavailable("controller going away")));
+        let _ = self
+            .outgoing
+            .send(Err(Status::unavailable("controller going away")));
     }
 }

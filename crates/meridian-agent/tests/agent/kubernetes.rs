@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use meridian_agent::source::kubernetes::mapping::{self, SliceStore, Skip};
+use meridian_agent::source::kubernetes::mapping::{self, Skip, SliceStore};
 use meridian_agent::{EndpointKey, EndpointMap, EndpointState, Health};
 
 /// `kubectl get endpointslices -A -o json`.
@@ -11,7 +11,10 @@ struct List {
 }
 
 fn recorded() -> Vec<EndpointSlice> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/endpointslices-all-namespaces.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/endpointslices-all-namespaces.json"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     serde_json::from_str::<List>(&text).unwrap().items
 }
@@ -23,7 +26,13 @@ fn slice(name: &str) -> EndpointSlice {
         .unwrap_or_else(|| panic!("no slice {name} in the fixture"))
 }
 
-fn ep(service: &str, address: &str, port: u16, zone: &str, health: Health) -> (EndpointKey, EndpointState) {
+fn ep(
+    service: &str,
+    address: &str,
+    port: u16,
+    zone: &str,
+    health: Health,
+) -> (EndpointKey, EndpointState) {
     (
         EndpointKey {
             service: service.into(),
@@ -45,8 +54,20 @@ fn readiness_and_termination_map_to_health() {
         got,
         vec![
             ep("web", "10.244.1.5", 8080, "europe-west1-a", Health::Healthy),
-            ep("web", "10.244.2.7", 8080, "europe-west1-b", Health::Unhealthy),
-            ep("web", "10.244.1.9", 8080, "europe-west1-a", Health::Draining),
+            ep(
+                "web",
+                "10.244.2.7",
+                8080,
+                "europe-west1-b",
+                Health::Unhealthy
+            ),
+            ep(
+                "web",
+                "10.244.1.9",
+                8080,
+                "europe-west1-a",
+                Health::Draining
+            ),
         ]
     );
 }
@@ -54,7 +75,10 @@ fn readiness_and_termination_map_to_health() {
 #[test]
 fn missing_conditions_mean_ready_and_missing_zone_means_the_agents() {
     let got = mapping::slice_endpoints(&slice("kubernetes")).unwrap();
-    assert_eq!(got, vec![ep("kubernetes", "172.18.0.2", 6443, "", Health::Healthy)]);
+    assert_eq!(
+        got,
+        vec![ep("kubernetes", "172.18.0.2", 6443, "", Health::Healthy)]
+    );
 }
 
 #[test]
@@ -64,7 +88,13 @@ fn labels_choose_the_service_and_the_port_by_name() {
     assert_eq!(mapping::port(&s), Ok(9000));
     assert_eq!(
         mapping::slice_endpoints(&s).unwrap(),
-        vec![ep("checkout-eu", "10.244.2.21", 9000, "europe-west1-b", Health::Healthy)]
+        vec![ep(
+            "checkout-eu",
+            "10.244.2.21",
+            9000,
+            "europe-west1-b",
+            Health::Healthy
+        )]
     );
 }
 
@@ -85,7 +115,10 @@ fn a_port_name_that_does_not_exist_skips_the_slice() {
         .annotations
         .get_or_insert_with(BTreeMap::new)
         .insert("meridian.io/port".into(), "grpc".into());
-    assert_eq!(mapping::slice_endpoints(&s), Err(Skip::NoSuchPort("grpc".into())));
+    assert_eq!(
+        mapping::slice_endpoints(&s),
+        Err(Skip::NoSuchPort("grpc".into()))
+    );
     // Naming an existing port that is not the first one.
     s.metadata
         .annotations
@@ -118,14 +151,44 @@ fn an_empty_slice_contributes_nothing() {
 /// ready, one not, as during a rebalance) reported once and healthy.
 fn expected_all() -> EndpointMap {
     [
-        ep("checkout-eu", "10.244.2.21", 9000, "europe-west1-b", Health::Healthy),
+        ep(
+            "checkout-eu",
+            "10.244.2.21",
+            9000,
+            "europe-west1-b",
+            Health::Healthy,
+        ),
         ep("kubernetes", "172.18.0.2", 6443, "", Health::Healthy),
         ep("legacy-db", "192.168.50.10", 5432, "", Health::Healthy),
         ep("web", "10.244.1.5", 8080, "europe-west1-a", Health::Healthy),
-        ep("web", "10.244.1.9", 8080, "europe-west1-a", Health::Draining),
-        ep("web", "10.244.2.7", 8080, "europe-west1-b", Health::Unhealthy),
-        ep("web", "10.244.3.11", 8080, "europe-west1-c", Health::Healthy),
-        ep("web", "fd00:10:244:1::5", 8080, "europe-west1-a", Health::Healthy),
+        ep(
+            "web",
+            "10.244.1.9",
+            8080,
+            "europe-west1-a",
+            Health::Draining,
+        ),
+        ep(
+            "web",
+            "10.244.2.7",
+            8080,
+            "europe-west1-b",
+            Health::Unhealthy,
+        ),
+        ep(
+            "web",
+            "10.244.3.11",
+            8080,
+            "europe-west1-c",
+            Health::Healthy,
+        ),
+        ep(
+            "web",
+            "fd00:10:244:1::5",
+            8080,
+            "europe-west1-a",
+            Health::Healthy,
+        ),
     ]
     .into_iter()
     .collect()
@@ -145,7 +208,11 @@ fn the_store_publishes_after_the_first_list_and_follows_events() {
     store.init();
     for s in &slices {
         store.apply(s);
-        assert_eq!(store.endpoints(), None, "nothing before the list is complete");
+        assert_eq!(
+            store.endpoints(),
+            None,
+            "nothing before the list is complete"
+        );
     }
     store.init_done();
     assert_eq!(store.endpoints(), Some(expected_all()));
@@ -170,10 +237,17 @@ fn the_store_publishes_after_the_first_list_and_follows_events() {
 
     // A re-list that no longer has the checkout slice replaces everything.
     store.init();
-    for s in slices.iter().filter(|s| s.metadata.name.as_deref() != Some("checkout-r5z8m")) {
+    for s in slices
+        .iter()
+        .filter(|s| s.metadata.name.as_deref() != Some("checkout-r5z8m"))
+    {
         store.apply(s);
     }
-    assert_eq!(store.endpoints().unwrap().len(), 7, "old set until the re-list is done");
+    assert_eq!(
+        store.endpoints().unwrap().len(),
+        7,
+        "old set until the re-list is done"
+    );
     store.init_done();
     let mut want = expected_all();
     want.retain(|k, _| k.service != "checkout-eu");

@@ -1,7 +1,8 @@
 use std::time::Duration;
 
 use meridian_agent::{
-    AgentConfig, AgentError, AgentStatus, EndpointKey, EndpointMap, EndpointState, Health, Source, Token, UpwardClient,
+    AgentConfig, AgentError, AgentStatus, EndpointKey, EndpointMap, EndpointState, Health, Source,
+    Token, UpwardClient,
 };
 use meridian_proto::v1::{AgentEndpoint, EndpointHealth, EndpointUpdate};
 use tokio::sync::{oneshot, watch};
@@ -112,13 +113,19 @@ impl Running {
         let mut rx = self.status.clone();
         let got = match tokio::time::timeout(WAIT, rx.wait_for(|s| f(s))).await {
             Ok(s) => s.unwrap().clone(),
-            Err(_) => panic!("status never reached: {what}; last {:?}", *self.status.borrow()),
+            Err(_) => panic!(
+                "status never reached: {what}; last {:?}",
+                *self.status.borrow()
+            ),
         };
         got
     }
 
     async fn must_end(self) -> Result<(), AgentError> {
-        tokio::time::timeout(WAIT, self.task).await.expect("agent ends within 5s").unwrap()
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("agent ends within 5s")
+            .unwrap()
     }
 }
 
@@ -129,7 +136,14 @@ async fn hello_welcome_full_update_then_deltas_and_heartbeats() {
     let mut s = ctl.must_accept().await;
 
     let hello = s.must_hello().await;
-    assert_eq!((hello.cluster.as_str(), hello.region.as_str(), hello.zone.as_str()), ("eu-k8s-1", "eu", "eu-1a"));
+    assert_eq!(
+        (
+            hello.cluster.as_str(),
+            hello.region.as_str(),
+            hello.zone.as_str()
+        ),
+        ("eu-k8s-1", "eu", "eu-1a")
+    );
     assert_eq!(hello.token, TOKEN);
     assert_eq!(hello.session.len(), 32);
     assert!(hello.agent.contains("meridian-agent/"), "{}", hello.agent);
@@ -137,26 +151,48 @@ async fn hello_welcome_full_update_then_deltas_and_heartbeats() {
     s.welcome(7, 40);
     assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
     s.ack(1);
-    let st = agent.must_reach("ack 1", |s| s.last_ack_version == Some(1)).await;
-    assert_eq!(st.controller.as_deref(), Some(ctl.addr.to_string().as_str()));
-    assert_eq!((st.controller_id, st.controller_region.as_deref()), (Some(7), Some("eu")));
+    let st = agent
+        .must_reach("ack 1", |s| s.last_ack_version == Some(1))
+        .await;
+    assert_eq!(
+        st.controller.as_deref(),
+        Some(ctl.addr.to_string().as_str())
+    );
+    assert_eq!(
+        (st.controller_id, st.controller_region.as_deref()),
+        (Some(7), Some("eu"))
+    );
     assert_eq!((st.acked_endpoints, st.last_ack_revision), (1, Some(101)));
 
-    agent.endpoints.send(set(&["10.0.0.1", "10.0.0.2"])).unwrap();
+    agent
+        .endpoints
+        .send(set(&["10.0.0.1", "10.0.0.2"]))
+        .unwrap();
     assert_eq!(s.must_update().await, delta(2, &["10.0.0.2"], &[]));
     // While version 2 is unanswered, changes wait (and coalesce).
-    agent.endpoints.send(set(&["10.0.0.2", "10.0.0.3"])).unwrap();
+    agent
+        .endpoints
+        .send(set(&["10.0.0.2", "10.0.0.3"]))
+        .unwrap();
     agent.endpoints.send(set(&["10.0.0.2"])).unwrap();
     s.must_send_no_update_for(Duration::from_millis(200)).await;
     s.ack(2);
     assert_eq!(s.must_update().await, delta(3, &[], &["10.0.0.1"]));
     s.ack(3);
-    agent.must_reach("ack 3", |s| s.last_ack_version == Some(3) && s.acked_endpoints == 1).await;
+    agent
+        .must_reach("ack 3", |s| {
+            s.last_ack_version == Some(3) && s.acked_endpoints == 1
+        })
+        .await;
 
     // Heartbeats at the Welcome's 40ms interval.
     s.heartbeats = 0;
     s.must_send_no_update_for(Duration::from_millis(400)).await;
-    assert!(s.heartbeats >= 5, "only {} heartbeats in 400ms", s.heartbeats);
+    assert!(
+        s.heartbeats >= 5,
+        "only {} heartbeats in 400ms",
+        s.heartbeats
+    );
 
     agent.stop.take().unwrap().send(()).unwrap();
     agent.must_end().await.unwrap();
@@ -175,26 +211,48 @@ async fn a_dropped_controller_is_replaced_by_the_next_with_a_full_resync() {
     s1.welcome(1, 1000);
     assert_eq!(s1.must_update().await, full(1, &["10.0.0.1", "10.0.0.2"]));
     s1.ack(1);
-    agent.endpoints.send(set(&["10.0.0.2", "10.0.0.3"])).unwrap();
-    assert_eq!(s1.must_update().await, delta(2, &["10.0.0.3"], &["10.0.0.1"]));
+    agent
+        .endpoints
+        .send(set(&["10.0.0.2", "10.0.0.3"]))
+        .unwrap();
+    assert_eq!(
+        s1.must_update().await,
+        delta(2, &["10.0.0.3"], &["10.0.0.1"])
+    );
     // The first controller dies before acknowledging version 2.
     first.stop();
     s1.fail();
 
     // While it reconnects the source moves on once more.
-    agent.endpoints.send(set(&["10.0.0.2", "10.0.0.3", "10.0.0.4"])).unwrap();
+    agent
+        .endpoints
+        .send(set(&["10.0.0.2", "10.0.0.3", "10.0.0.4"]))
+        .unwrap();
     let mut s2 = second.must_accept().await;
     let hello2 = s2.must_hello().await;
     assert_eq!(hello2.session, hello1.session, "same process, same session");
     s2.welcome(2, 1000);
     // Versions restart per stream; the first update replaces everything.
-    assert_eq!(s2.must_update().await, full(1, &["10.0.0.2", "10.0.0.3", "10.0.0.4"]));
+    assert_eq!(
+        s2.must_update().await,
+        full(1, &["10.0.0.2", "10.0.0.3", "10.0.0.4"])
+    );
     s2.ack(1);
-    let st = agent.must_reach("ack on the second", |s| s.controller_id == Some(2) && s.last_ack_version == Some(1)).await;
+    let st = agent
+        .must_reach("ack on the second", |s| {
+            s.controller_id == Some(2) && s.last_ack_version == Some(1)
+        })
+        .await;
     assert_eq!(st.sessions, 2);
-    assert_eq!(st.controller.as_deref(), Some(second.addr.to_string().as_str()));
+    assert_eq!(
+        st.controller.as_deref(),
+        Some(second.addr.to_string().as_str())
+    );
     agent.endpoints.send(set(&["10.0.0.4"])).unwrap();
-    assert_eq!(s2.must_update().await, delta(2, &[], &["10.0.0.2", "10.0.0.3"]));
+    assert_eq!(
+        s2.must_update().await,
+        delta(2, &[], &["10.0.0.2", "10.0.0.3"])
+    );
     drop(agent.stop.take());
     agent.must_end().await.unwrap();
 }
@@ -217,7 +275,9 @@ async fn controllers_are_cycled_until_one_answers() {
     s.welcome(3, 1000);
     assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
     s.ack(1);
-    agent.must_reach("ack", |s| s.last_ack_version == Some(1)).await;
+    agent
+        .must_reach("ack", |s| s.last_ack_version == Some(1))
+        .await;
     drop(agent.stop.take());
     agent.must_end().await.unwrap();
 }
@@ -232,20 +292,32 @@ async fn a_nack_keeps_the_acknowledged_state_and_later_deltas_build_on_it() {
     assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
     s.ack(1);
 
-    agent.endpoints.send(set(&["10.0.0.1", "10.0.0.99"])).unwrap();
+    agent
+        .endpoints
+        .send(set(&["10.0.0.1", "10.0.0.99"]))
+        .unwrap();
     assert_eq!(s.must_update().await, delta(2, &["10.0.0.99"], &[]));
     s.nack(2, "upserts[0].address: 10.0.0.99 is reserved");
     // The refused set is not sent again...
     s.must_send_no_update_for(Duration::from_millis(200)).await;
-    let st = agent.must_reach("nack handled", |s| s.pending_version.is_none()).await;
+    let st = agent
+        .must_reach("nack handled", |s| s.pending_version.is_none())
+        .await;
     assert_eq!((st.last_ack_version, st.acked_endpoints), (Some(1), 1));
 
     // ...and the next change is a delta from what the controller holds
     // ({10.0.0.1}), not from the refused set.
-    agent.endpoints.send(set(&["10.0.0.1", "10.0.0.3"])).unwrap();
+    agent
+        .endpoints
+        .send(set(&["10.0.0.1", "10.0.0.3"]))
+        .unwrap();
     assert_eq!(s.must_update().await, delta(3, &["10.0.0.3"], &[]));
     s.ack(3);
-    agent.must_reach("ack 3", |s| s.last_ack_version == Some(3) && s.acked_endpoints == 2).await;
+    agent
+        .must_reach("ack 3", |s| {
+            s.last_ack_version == Some(3) && s.acked_endpoints == 2
+        })
+        .await;
     drop(agent.stop.take());
     agent.must_end().await.unwrap();
 }
@@ -278,7 +350,8 @@ async fn superseded_stops_the_agent_with_a_clear_error() {
     let err = agent.must_end().await.unwrap_err();
     assert!(matches!(err, AgentError::Superseded { .. }));
     assert!(
-        err.to_string().starts_with("another agent took over cluster eu-k8s-1 (session 4f1c)"),
+        err.to_string()
+            .starts_with("another agent took over cluster eu-k8s-1 (session 4f1c)"),
         "{err}"
     );
 }
@@ -310,7 +383,9 @@ async fn an_unanswered_update_breaks_the_stream_and_resyncs() {
     s.welcome(1, 1000);
     assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
     s.ack(1);
-    agent.must_reach("ack", |s| s.last_ack_version == Some(1) && s.sessions == 2).await;
+    agent
+        .must_reach("ack", |s| s.last_ack_version == Some(1) && s.sessions == 2)
+        .await;
     drop(agent.stop.take());
     agent.must_end().await.unwrap();
 }
@@ -319,7 +394,11 @@ async fn an_unanswered_update_breaks_the_stream_and_resyncs() {
 async fn run_agent_reports_a_file_source() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("endpoints.yaml");
-    std::fs::write(&file, "endpoints: [{service: web, address: 10.0.0.1, port: 8080, zone: eu-1b}]").unwrap();
+    std::fs::write(
+        &file,
+        "endpoints: [{service: web, address: 10.0.0.1, port: 8080, zone: eu-1b}]",
+    )
+    .unwrap();
     let mut ctl = FakeController::start().await;
     let source = Source::parse(
         &format!("file:{}", file.display()),
@@ -327,16 +406,30 @@ async fn run_agent_reports_a_file_source() {
         Default::default(),
     )
     .unwrap();
-    let agent = tokio::spawn(meridian_agent::run_agent(config(&[ctl.addr.to_string()]), source));
+    let agent = tokio::spawn(meridian_agent::run_agent(
+        config(&[ctl.addr.to_string()]),
+        source,
+    ));
     let mut s = ctl.must_accept().await;
     s.must_hello().await;
     s.welcome(1, 1000);
     assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
     s.ack(1);
-    std::fs::write(&file, "endpoints: [{service: web, address: 10.0.0.2, port: 8080, zone: eu-1b}]").unwrap();
-    assert_eq!(s.must_update().await, delta(2, &["10.0.0.2"], &["10.0.0.1"]));
+    std::fs::write(
+        &file,
+        "endpoints: [{service: web, address: 10.0.0.2, port: 8080, zone: eu-1b}]",
+    )
+    .unwrap();
+    assert_eq!(
+        s.must_update().await,
+        delta(2, &["10.0.0.2"], &["10.0.0.1"])
+    );
     s.supersede("other");
-    let err = tokio::time::timeout(WAIT, agent).await.unwrap().unwrap().unwrap_err();
+    let err = tokio::time::timeout(WAIT, agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, AgentError::Superseded { .. }), "{err}");
 }
 

@@ -49,7 +49,10 @@ endpoints:
     );
     // IPv6 addresses are stored in canonical form.
     let v6 = &d.endpoints[&key("web", "fd00::6", 8080)];
-    assert_eq!((v6.weight, v6.health, v6.zone.as_str()), (5, Health::Draining, ""));
+    assert_eq!(
+        (v6.weight, v6.health, v6.zone.as_str()),
+        (5, Health::Draining, "")
+    );
     let api = &d.endpoints[&key("api", "10.0.0.7", 0)];
     assert_eq!((api.weight, api.health), (1, Health::Healthy));
     assert_eq!(d.checks[&key("web", "fd00::6", 8080)], Some(Probe::Tcp));
@@ -66,10 +69,14 @@ fn parses_json_and_empty_files() {
     assert_eq!(d.endpoints.len(), 1);
     assert_eq!(
         d.checks[&key("web", "10.0.0.1", 80)],
-        Some(Probe::Http { path: "/ready".into() })
+        Some(Probe::Http {
+            path: "/ready".into()
+        })
     );
     assert!(must_parse("empty.yaml", "").endpoints.is_empty());
-    assert!(must_parse("empty.yaml", "endpoints: []").endpoints.is_empty());
+    assert!(must_parse("empty.yaml", "endpoints: []")
+        .endpoints
+        .is_empty());
 }
 
 #[test]
@@ -91,15 +98,24 @@ fn errors_name_the_file_and_the_field() {
     ];
     for (text, want) in cases {
         let got = must_fail("bad.yaml", text);
-        assert!(got.starts_with(want), "{text:?}\n got: {got}\nwant: {want}...");
+        assert!(
+            got.starts_with(want),
+            "{text:?}\n got: {got}\nwant: {want}..."
+        );
     }
 }
 
 #[test]
 fn duplicate_endpoints_across_files_are_refused() {
     let snap = vec![
-        (PathBuf::from("a.yaml"), b"endpoints: [{service: web, address: 10.0.0.1, port: 80}]".to_vec()),
-        (PathBuf::from("b.yaml"), b"endpoints: [{service: web, address: 10.0.0.1, port: 80, zone: z}]".to_vec()),
+        (
+            PathBuf::from("a.yaml"),
+            b"endpoints: [{service: web, address: 10.0.0.1, port: 80}]".to_vec(),
+        ),
+        (
+            PathBuf::from("b.yaml"),
+            b"endpoints: [{service: web, address: 10.0.0.1, port: 80, zone: z}]".to_vec(),
+        ),
     ];
     let err = parse_snapshot(&snap).unwrap_err().to_string();
     assert_eq!(
@@ -111,11 +127,21 @@ fn duplicate_endpoints_across_files_are_refused() {
 #[test]
 fn a_directory_is_every_declaration_file_in_it() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.yaml"), "endpoints: [{service: web, address: 10.0.0.1, port: 80}]").unwrap();
-    std::fs::write(dir.path().join("b.json"), r#"{"endpoints": [{"service": "api", "address": "10.0.0.2", "port": 81}]}"#).unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "endpoints: [{service: web, address: 10.0.0.1, port: 80}]",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.json"),
+        r#"{"endpoints": [{"service": "api", "address": "10.0.0.2", "port": 81}]}"#,
+    )
+    .unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not endpoints").unwrap();
     std::fs::write(dir.path().join(".hidden.yaml"), "garbage: [").unwrap();
-    let d = FileSource::new(dir.path(), Duration::from_millis(10)).load().unwrap();
+    let d = FileSource::new(dir.path(), Duration::from_millis(10))
+        .load()
+        .unwrap();
     assert_eq!(
         d.endpoints.keys().cloned().collect::<Vec<_>>(),
         vec![key("api", "10.0.0.2", 81), key("web", "10.0.0.1", 80)]
@@ -143,15 +169,25 @@ async fn must_change(rx: &mut watch::Receiver<Declared>) -> Declared {
 async fn watch_sees_edits_and_keeps_the_last_good_set_on_errors() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("eps.yaml");
-    std::fs::write(&file, "endpoints: [{service: web, address: 10.0.0.1, port: 80}]").unwrap();
-    let mut rx = FileSource::new(&file, Duration::from_millis(20)).spawn().unwrap();
+    std::fs::write(
+        &file,
+        "endpoints: [{service: web, address: 10.0.0.1, port: 80}]",
+    )
+    .unwrap();
+    let mut rx = FileSource::new(&file, Duration::from_millis(20))
+        .spawn()
+        .unwrap();
     assert_eq!(rx.borrow_and_update().endpoints.len(), 1);
 
     std::fs::write(&file, "endpoints: [{service: web, address: 10.0.0.1, port: 80}, {service: web, address: 10.0.0.2, port: 80}]").unwrap();
     assert_eq!(must_change(&mut rx).await.endpoints.len(), 2);
 
     // A bad edit changes nothing that is published.
-    std::fs::write(&file, "endpoints: [{service: web, address: 10.0.0.300, port: 80}]").unwrap();
+    std::fs::write(
+        &file,
+        "endpoints: [{service: web, address: 10.0.0.300, port: 80}]",
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(!rx.has_changed().unwrap());
     assert_eq!(rx.borrow().endpoints.len(), 2);
@@ -169,7 +205,17 @@ async fn watch_sees_edits_and_keeps_the_last_good_set_on_errors() {
 async fn a_bad_file_at_start_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("eps.yaml");
-    std::fs::write(&file, "endpoints: [{service: web, address: 10.0.0.1, port: -1}]").unwrap();
-    let err = FileSource::new(&file, Duration::from_millis(20)).spawn().unwrap_err().to_string();
-    assert!(err.ends_with("eps.yaml: endpoints[0].port: -1 is out of range 0-65535"), "{err}");
+    std::fs::write(
+        &file,
+        "endpoints: [{service: web, address: 10.0.0.1, port: -1}]",
+    )
+    .unwrap();
+    let err = FileSource::new(&file, Duration::from_millis(20))
+        .spawn()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("eps.yaml: endpoints[0].port: -1 is out of range 0-65535"),
+        "{err}"
+    );
 }

@@ -30,7 +30,10 @@ pub enum Skip {
 impl std::fmt::Display for Skip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Skip::NoService => write!(f, "no {K8S_SERVICE_LABEL} label and no {SERVICE_ANNOTATION} annotation"),
+            Skip::NoService => write!(
+                f,
+                "no {K8S_SERVICE_LABEL} label and no {SERVICE_ANNOTATION} annotation"
+            ),
             Skip::AddressType(t) => write!(f, "address type {t} is not an IP family"),
             Skip::NoSuchPort(p) => write!(f, "{PORT_ANNOTATION}: no port named {p:?} in the slice"),
         }
@@ -109,7 +112,9 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> Result<Vec<(EndpointKey, Endpoi
         };
         for addr in &ep.addresses {
             // Canonical text, so `fd00:0::1` and `fd00::1` are one endpoint.
-            let Ok(ip) = addr.parse::<IpAddr>() else { continue };
+            let Ok(ip) = addr.parse::<IpAddr>() else {
+                continue;
+            };
             let key = EndpointKey {
                 service: service.to_string(),
                 address: ip.to_string(),
@@ -133,7 +138,9 @@ fn rank(h: Health) -> u8 {
 }
 
 /// The union of many slices' endpoints.
-pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Vec<(EndpointKey, EndpointState)>>) -> EndpointMap {
+pub fn merge<'a>(
+    parts: impl IntoIterator<Item = &'a Vec<(EndpointKey, EndpointState)>>,
+) -> EndpointMap {
     let mut out = EndpointMap::new();
     for (k, v) in parts.into_iter().flatten() {
         match out.get(k) {
@@ -147,7 +154,9 @@ pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Vec<(EndpointKey, EndpointS
 }
 
 /// The endpoints of a set of slices, for recorded lists and tests.
-pub fn endpoints_from_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> EndpointMap {
+pub fn endpoints_from_slices<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> EndpointMap {
     let parts: Vec<_> = slices
         .into_iter()
         .filter_map(|s| slice_endpoints(s).ok())
