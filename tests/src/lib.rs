@@ -5,6 +5,7 @@
 //! README's test command builds it first. A missing binary fails the test
 //! with instructions, it never skips.
 
+pub mod agent;
 pub mod cluster;
 pub mod envoy;
 pub mod ports;

@@ -11,26 +11,35 @@ pub struct Upstream {
     pub port: u16,
     pub name: String,
     failing: Arc<AtomicBool>,
+    stopped: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Upstream {
     pub async fn start(name: &str) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        Self::start_on(name, 0).await
+    }
+
+    /// Starts on `port` (0: any free port).
+    pub async fn start_on(name: &str, port: u16) -> Upstream {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind upstream");
         let port = listener.local_addr().unwrap().port();
         let failing = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let stop_flag = stopped.clone();
         let (n, f) = (name.to_string(), failing.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else { return };
-                let (n, f) = (n.clone(), f.clone());
+                let (n, f, stop) = (n.clone(), f.clone(), stop_flag.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 8192];
                     let mut seen = Vec::new();
                     // Serve keep-alive connections: one response per request head.
                     loop {
                         let Ok(k) = sock.read(&mut buf).await else { return };
-                        if k == 0 {
+                        // A stopped upstream drops its open connections too.
+                        if k == 0 || stop.load(Ordering::Relaxed) {
                             return;
                         }
                         seen.extend_from_slice(&buf[..k]);
@@ -46,7 +55,13 @@ impl Upstream {
                 });
             }
         });
-        Upstream { port, name: name.to_string(), failing, task }
+        Upstream { port, name: name.to_string(), failing, stopped, task }
+    }
+
+    /// Closes the listener and every open connection, like a dead process.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.task.abort();
     }
 
     pub fn set_failing(&self, failing: bool) {

@@ -158,6 +158,15 @@ async fn full_delta_nack_restart_and_supersede() {
     let cl = clusters(&c);
     assert_eq!(cl["clusters"][0]["session"], "run-2");
 
+    // The same session reconnects (its agent process lives on) and starts
+    // its versions again: its writes are new, not retries of the old stream's.
+    let mut b2 = TestAgent::connect(&c, 1, "east-1", "us-east", &token, "run-2").await.unwrap();
+    let m = b2.send(true, vec![ep("web", 8005), ep("web", 8006)], vec![]).await;
+    assert!(matches!(m, pb::controller_message::Msg::Ack(_)), "{m:?}");
+    let ports: Vec<u64> = endpoints(&c, "web").iter().map(|e| e["port"].as_u64().unwrap()).collect();
+    assert_eq!(ports, vec![8005, 8006], "a reconnecting session's full set was not applied");
+    drop(b);
+
     // The first session is superseded: its next update is refused.
     let m = a.send(false, vec![ep("web", 8009)], vec![]).await;
     match m {

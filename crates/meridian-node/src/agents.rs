@@ -116,6 +116,10 @@ struct Session {
     s: Arc<Shared>,
     cluster: String,
     session: String,
+    /// Random per stream: an agent that reconnects keeps its session but
+    /// starts its versions again, and its writes must not be taken for
+    /// retries of the previous stream's.
+    stream: u64,
     claim_rev: u64,
     lease: Lease,
     sets: Sets,
@@ -138,7 +142,7 @@ impl Session {
     }
 
     fn request_id(&self, what: &str) -> String {
-        format!("agent-{}-{}-{what}", self.cluster, self.session)
+        format!("agent-{}-{}-{:x}-{what}", self.cluster, self.session, self.stream)
     }
 
     /// Commits `ops` guarded by the claim; a conflict on the claim means a
@@ -283,8 +287,9 @@ impl pb::agent_service_server::AgentService for AgentApi {
         };
         let claim = Claim { session: hello.session.clone(), agent: hello.agent.clone(), controller: self.s.id };
         // The newest session wins: the claim is written unconditionally.
+        let stream: u64 = rand::random();
         let txn = Txn {
-            request_id: format!("agent-{}-{}-claim", hello.cluster, hello.session),
+            request_id: format!("agent-{}-{}-{stream:x}-claim", hello.cluster, hello.session),
             ops: vec![
                 TxnOp::Put { key: ObjectKey::new(KIND_CLAIM, hello.cluster.clone()), value: to_json(&claim), expected_revision: None },
                 TxnOp::Put { key: ObjectKey::new(KIND_LEASE, hello.cluster.clone()), value: to_json(&lease), expected_revision: None },
@@ -310,6 +315,7 @@ impl pb::agent_service_server::AgentService for AgentApi {
             s: self.s.clone(),
             cluster: hello.cluster.clone(),
             session: hello.session.clone(),
+            stream,
             claim_rev,
             lease,
             sets: Sets::new(),

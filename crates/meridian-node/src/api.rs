@@ -119,7 +119,11 @@ fn to_pb_event(e: &Event) -> pb::WatchEvent {
             name: e.key.name.clone(),
         }),
         revision: e.revision,
-        value: e.value.as_deref().map(|v| visible_value(&e.key, v)).unwrap_or_default(),
+        value: e
+            .value
+            .as_deref()
+            .map(|v| visible_value(&e.key, v))
+            .unwrap_or_default(),
         deleted: e.value.is_none(),
         updated_at_ms: e.updated_at_ms,
     }
@@ -171,6 +175,76 @@ fn txn_from_pb(req: &pb::TxnRequest) -> Result<Txn, Status> {
         req.request_id.clone()
     };
     Ok(Txn { request_id, ops })
+}
+
+fn action_of(e: &Event) -> &'static str {
+    match (&e.prev_value, &e.value) {
+        (None, _) => "created",
+        (Some(_), Some(_)) => "updated",
+        (Some(_), None) => "deleted",
+    }
+}
+
+fn is_config_kind(kind: &str) -> bool {
+    kind.parse::<meridian_model::Kind>().is_ok()
+}
+
+/// The write that restores every object of `events` (the retained events
+/// after the target revision, oldest first) to its value at that revision,
+/// guarded by each object's current revision; and what it does per object.
+fn rollback_plan(
+    sm: &meridian_store::StateMachineStore,
+    events: &[Event],
+) -> (Vec<TxnOp>, Vec<pb::RollbackChange>) {
+    // The value at the target revision is the previous value of the first
+    // change after it.
+    let mut target: std::collections::BTreeMap<&ObjectKey, Option<&Vec<u8>>> =
+        std::collections::BTreeMap::new();
+    for e in events {
+        target.entry(&e.key).or_insert(e.prev_value.as_ref());
+    }
+    let mut ops = Vec::new();
+    let mut changes = Vec::new();
+    for (key, want) in target {
+        let cur = sm.get(key);
+        let cur_rev = cur.as_ref().map_or(0, |o| o.revision);
+        let action = match (&cur, want) {
+            (None, None) => continue,
+            (Some(c), Some(w)) if &c.value == w => continue,
+            (None, Some(w)) => {
+                ops.push(TxnOp::Put {
+                    key: key.clone(),
+                    value: w.clone(),
+                    expected_revision: Some(0),
+                });
+                "created"
+            }
+            (Some(_), Some(w)) => {
+                ops.push(TxnOp::Put {
+                    key: key.clone(),
+                    value: w.clone(),
+                    expected_revision: Some(cur_rev),
+                });
+                "updated"
+            }
+            (Some(_), None) => {
+                ops.push(TxnOp::Delete {
+                    key: key.clone(),
+                    expected_revision: Some(cur_rev),
+                });
+                "deleted"
+            }
+        };
+        changes.push(pb::RollbackChange {
+            key: Some(pb::ObjectKey {
+                kind: key.kind.clone(),
+                name: key.name.clone(),
+            }),
+            action: action.into(),
+            from_revision: cur_rev,
+        });
+    }
+    (ops, changes)
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
@@ -264,6 +338,179 @@ impl pb::config_service_server::ConfigService for ConfigApi {
                 }
             };
             if Instant::now() >= deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn get_history(
+        &self,
+        req: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let forwarded = leader::forwarded(&req);
+        let msg = req.into_inner();
+        if msg.kind.is_empty() && !msg.name.is_empty() {
+            return Err(Status::invalid_argument("name given without kind"));
+        }
+        if let Some(mut remote) = self.linearizable_barrier(forwarded).await? {
+            return remote.get_history(leader::mark_forwarded(msg)).await;
+        }
+        let key =
+            (!msg.name.is_empty()).then(|| ObjectKey::new(msg.kind.clone(), msg.name.clone()));
+        let (events, floor, revision) = self.s.sm.history(key.as_ref());
+        let limit = if msg.limit == 0 {
+            usize::MAX
+        } else {
+            msg.limit as usize
+        };
+        let entries = events
+            .iter()
+            .rev()
+            .filter(|e| {
+                if msg.kind.is_empty() {
+                    msg.internal || is_config_kind(&e.key.kind)
+                } else {
+                    e.key.kind == msg.kind
+                }
+            })
+            .take(limit)
+            .map(|e| pb::HistoryEntry {
+                key: Some(pb::ObjectKey {
+                    kind: e.key.kind.clone(),
+                    name: e.key.name.clone(),
+                }),
+                revision: e.revision,
+                updated_at_ms: e.updated_at_ms,
+                action: action_of(e).into(),
+                value: e
+                    .value
+                    .as_deref()
+                    .map(|v| visible_value(&e.key, v))
+                    .unwrap_or_default(),
+                prev_value: e
+                    .prev_value
+                    .as_deref()
+                    .map(|v| visible_value(&e.key, v))
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::HistoryResponse {
+            entries,
+            revision,
+            oldest_revision: floor,
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RollbackResponse>, Status> {
+        let forwarded = leader::forwarded(&req);
+        let mut msg = req.into_inner();
+        let key = match (msg.kind.is_empty(), msg.name.is_empty()) {
+            (true, true) => None,
+            (false, false) => {
+                let key = key_from_pb(
+                    Some(pb::ObjectKey {
+                        kind: msg.kind.clone(),
+                        name: msg.name.clone(),
+                    }),
+                    "object",
+                )?;
+                if !is_config_kind(&key.kind) {
+                    return Err(Status::invalid_argument(format!(
+                        "{key}: only config objects can be rolled back ({} are not)",
+                        key.kind
+                    )));
+                }
+                Some(key)
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give both kind and name, or neither (the whole config)",
+                ))
+            }
+        };
+        if msg.request_id.is_empty() {
+            msg.request_id = format!("srv-{:032x}", rand::random::<u128>());
+        }
+        let deadline = self.s.request_deadline();
+        loop {
+            let err = match self.linearizable_barrier(forwarded).await? {
+                // The request id travels along: a retry is applied once.
+                Some(mut remote) => {
+                    match remote.rollback(leader::mark_forwarded(msg.clone())).await {
+                        Ok(r) => return Ok(r),
+                        Err(st) if retryable(&st) => st,
+                        Err(st) => return Err(st),
+                    }
+                }
+                None => {
+                    // A retry of a rollback that was applied: that write's answer.
+                    if let Some(
+                        meridian_store::TxnOutcome::Committed { revision }
+                        | meridian_store::TxnOutcome::Duplicate { revision },
+                    ) = self.s.sm.dedup_outcome(&msg.request_id)
+                    {
+                        return Ok(Response::new(pb::RollbackResponse {
+                            revision,
+                            duplicate: true,
+                            changes: vec![],
+                            base_revision: 0,
+                        }));
+                    }
+                    let (events, floor, revision) = self.s.sm.history(key.as_ref());
+                    let what = key
+                        .as_ref()
+                        .map_or("the config".to_string(), |k| k.to_string());
+                    if msg.to_revision > revision {
+                        return Err(Status::invalid_argument(format!(
+                            "revision {} is in the future: the current revision is {revision}",
+                            msg.to_revision
+                        )));
+                    }
+                    if msg.to_revision < floor {
+                        return Err(Status::out_of_range(format!(
+                            "history before revision {floor} was compacted: cannot restore {what} at revision {}; \
+                             the oldest revision available is {floor}",
+                            msg.to_revision
+                        )));
+                    }
+                    let after: Vec<Event> = events
+                        .into_iter()
+                        .filter(|e| e.revision > msg.to_revision && is_config_kind(&e.key.kind))
+                        .collect();
+                    let (ops, changes) = rollback_plan(&self.s.sm, &after);
+                    if ops.is_empty() {
+                        return Err(ApiError::NotFound(format!(
+                            "nothing to roll back: {what} is as it was at revision {}",
+                            msg.to_revision
+                        ))
+                        .into_status());
+                    }
+                    let txn = Txn {
+                        request_id: msg.request_id.clone(),
+                        ops,
+                    };
+                    match self.s.proposer.submit(txn, msg.dry_run).await {
+                        Ok(w) => {
+                            if !msg.dry_run && !w.duplicate {
+                                info!(request_id = %msg.request_id, revision = w.revision, to_revision = msg.to_revision, objects = changes.len(), "rollback committed");
+                            }
+                            return Ok(Response::new(pb::RollbackResponse {
+                                revision: if msg.dry_run { revision } else { w.revision },
+                                duplicate: w.duplicate,
+                                changes: if w.duplicate { vec![] } else { changes },
+                                base_revision: revision,
+                            }));
+                        }
+                        Err(WriteError::Api(e)) => return Err(e.into_status()),
+                        Err(WriteError::NotLeader) => not_leader_status(),
+                    }
+                }
+            };
+            if forwarded || Instant::now() >= deadline {
                 return Err(err);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

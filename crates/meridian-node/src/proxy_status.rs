@@ -70,6 +70,7 @@ fn convert(s: &Shared, p: ProxyStatus) -> pb::ProxyInfo {
         variant: variant_name(p.variant).into(),
         types,
         connected_ms: age_ms(p.connected_at),
+        view_revision: p.view_revision,
     }
 }
 

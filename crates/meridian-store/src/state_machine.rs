@@ -409,6 +409,20 @@ impl StateMachineStore {
         Ok((events, m.events_tx.subscribe()))
     }
 
+    /// The retained events (of one object, or all), oldest first, with the
+    /// revision every later event is retained after (0: nothing compacted)
+    /// and the current revision, read together.
+    pub fn history(&self, key: Option<&ObjectKey>) -> (Vec<Event>, u64, u64) {
+        let m = self.lock();
+        let events = m
+            .events
+            .iter()
+            .filter(|e| key.is_none_or(|k| &e.key == k))
+            .cloned()
+            .collect();
+        (events, m.events_floor, m.revision)
+    }
+
     /// The index of the last applied log entry; wait on it for `applied >= x`.
     pub fn applied_watch(&self) -> watch::Receiver<u64> {
         self.inner.applied_tx.subscribe()

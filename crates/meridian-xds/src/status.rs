@@ -19,6 +19,9 @@ pub struct ProxyStatus {
     pub viewer: Viewer,
     pub variant: Variant,
     pub connected_at: SystemTime,
+    /// The `revision` of the snapshot the stream currently serves (its
+    /// `view`); 0 before the first.
+    pub view_revision: u64,
     /// By type URL.
     pub types: BTreeMap<String, TypeStatus>,
 }
@@ -64,6 +67,7 @@ pub(crate) fn collect(inner: &Inner) -> Vec<ProxyStatus> {
     for s in streams {
         let st = lock(&s);
         let view = st.view.clone().unwrap_or_default();
+        let view_revision = view.revision;
         let mut types = BTreeMap::new();
         for (t, sub) in &st.sotw {
             let all = view.resources(t);
@@ -136,6 +140,7 @@ pub(crate) fn collect(inner: &Inner) -> Vec<ProxyStatus> {
             viewer: st.viewer.clone(),
             variant: st.variant,
             connected_at: st.connected_at,
+            view_revision,
             types,
         });
     }

@@ -9,10 +9,12 @@ mod clusters;
 mod context;
 mod diff;
 mod files;
+mod history;
 pub(crate) mod objects;
 mod proxy;
 mod server;
 mod snapshot;
+mod wait;
 
 use std::time::Duration;
 
@@ -98,6 +100,10 @@ pub enum Command {
     Delete(objects::DeleteArgs),
     /// Create or update every object in files, all in one transaction.
     Apply(apply::ApplyArgs),
+    /// The retained changes, newest first: `history [KIND[/NAME]]`.
+    History(history::HistoryArgs),
+    /// Restore one object (`KIND/NAME`) or the whole config to a revision, as a new write.
+    Rollback(history::RollbackArgs),
     /// Show how the files' objects differ from the cluster's (exit 1 if they do).
     Diff(diff::DiffArgs),
     /// Back up and restore the replicated state.
@@ -138,6 +144,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Delete(a) => objects::delete(a, &g).await,
         Command::Apply(a) => apply::run(a, &g).await,
         Command::Diff(a) => diff::run(a, &g).await,
+        Command::History(a) => history::history(a, &g).await,
+        Command::Rollback(a) => history::rollback(a, &g).await,
         Command::Snapshot(c) => snapshot::run(c, &g).await,
         Command::Bench(c) => bench::run(c, &g).await,
         Command::Bootstrap(a) => bootstrap::run(a, &g).await,

@@ -7,6 +7,10 @@ pub const NOT_FOUND: u8 = 3;
 pub const CONFLICT: u8 = 4;
 pub const INVALID: u8 = 5;
 pub const UNAVAILABLE: u8 = 6;
+/// `apply --wait`: an Envoy rejected (NACKed) the new config.
+pub const NACKED: u8 = 7;
+/// `apply --wait`: some Envoy did not ACK the new config in time.
+pub const WAIT_TIMEOUT: u8 = 8;
 
 /// An error that carries its own exit code.
 #[derive(Debug, thiserror::Error)]

@@ -56,6 +56,12 @@ impl SotwClient {
         Self::open(addr, Some(type_url), node).await
     }
 
+    /// ADS on an existing channel: many streams can share one HTTP/2
+    /// connection, as they do behind a load balancer.
+    pub async fn ads_on(ch: Channel, node: Node) -> Result<SotwClient, tonic::Status> {
+        Self::open_on(ch, None, node).await
+    }
+
     async fn open(
         addr: SocketAddr,
         type_url: Option<&str>,
@@ -64,6 +70,14 @@ impl SotwClient {
         let ch = channel(addr)
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        Self::open_on(ch, type_url, node).await
+    }
+
+    async fn open_on(
+        ch: Channel,
+        type_url: Option<&str>,
+        node: Node,
+    ) -> Result<SotwClient, tonic::Status> {
         let (tx, rx) = mpsc::channel(64);
         let out = ReceiverStream::new(rx);
         let rx = match type_url {
@@ -238,6 +252,12 @@ impl DeltaClient {
         Self::open(addr, Some(type_url), node).await
     }
 
+    /// ADS on an existing channel: many streams can share one HTTP/2
+    /// connection, as they do behind a load balancer.
+    pub async fn ads_on(ch: Channel, node: Node) -> Result<DeltaClient, tonic::Status> {
+        Self::open_on(ch, None, node).await
+    }
+
     async fn open(
         addr: SocketAddr,
         type_url: Option<&str>,
@@ -246,6 +266,14 @@ impl DeltaClient {
         let ch = channel(addr)
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        Self::open_on(ch, type_url, node).await
+    }
+
+    async fn open_on(
+        ch: Channel,
+        type_url: Option<&str>,
+        node: Node,
+    ) -> Result<DeltaClient, tonic::Status> {
         let (tx, rx) = mpsc::channel(64);
         let out = ReceiverStream::new(rx);
         let rx = match type_url {

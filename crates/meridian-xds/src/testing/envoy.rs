@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
 use tokio::sync::watch;
+use tonic::transport::Channel;
 
 use super::fixtures::{eds_name, rds_names, resource_name};
 use super::{DeltaClient, SotwClient};
@@ -26,7 +28,13 @@ pub struct Held {
     pub responded: BTreeSet<String>,
     pub responses: u64,
     pub acks: u64,
+    /// Encoded size of every response received (protobuf bytes, without
+    /// HTTP/2 and gRPC framing).
+    pub bytes: u64,
     pub first_synced: Option<Instant>,
+    /// When the last response was ACKed (the ACK is queued before this is
+    /// noted).
+    pub last_ack: Option<Instant>,
 }
 
 impl Held {
@@ -46,12 +54,15 @@ impl Held {
             && has_all(ROUTE)
     }
 
-    fn note(&mut self, type_url: &str) {
+    fn note(&mut self, type_url: &str, bytes: usize) {
+        let now = Instant::now();
         self.responses += 1;
         self.acks += 1;
+        self.bytes += bytes as u64;
+        self.last_ack = Some(now);
         self.responded.insert(type_url.to_string());
         if self.first_synced.is_none() && self.synced() {
-            self.first_synced = Some(Instant::now());
+            self.first_synced = Some(now);
         }
     }
 }
@@ -72,9 +83,28 @@ pub async fn run_sotw(
     addr: SocketAddr,
     node: Node,
     held: Arc<Mutex<Held>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), tonic::Status> {
+    let c = SotwClient::ads(addr, node).await?;
+    sotw_loop(c, held, stop).await
+}
+
+/// [`run_sotw`] on an existing channel (streams share its connection).
+pub async fn run_sotw_on(
+    ch: Channel,
+    node: Node,
+    held: Arc<Mutex<Held>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), tonic::Status> {
+    let c = SotwClient::ads_on(ch, node).await?;
+    sotw_loop(c, held, stop).await
+}
+
+async fn sotw_loop(
+    mut c: SotwClient,
+    held: Arc<Mutex<Held>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::Status> {
-    let mut c = SotwClient::ads(addr, node).await?;
     c.request(CLUSTER, &[], "", "").await;
     c.request(LISTENER, &[], "", "").await;
     let mut accepted: BTreeMap<String, (String, String)> = BTreeMap::new();
@@ -86,6 +116,7 @@ pub async fn run_sotw(
             r = c.next() => match r? { Some(r) => r, None => return Ok(()) },
         };
         let t = resp.type_url.clone();
+        let size = resp.encoded_len();
         let got: BTreeMap<String, Any> = resp
             .resources
             .iter()
@@ -120,7 +151,7 @@ pub async fn run_sotw(
             if let Some((dt, names)) = &follow {
                 h.subscribed.insert(dt.to_string(), names.clone());
             }
-            h.note(&t);
+            h.note(&t, size);
         }
         if let Some((dt, names)) = follow {
             if subs.get(dt) != Some(&names) {
@@ -150,9 +181,28 @@ pub async fn run_delta(
     addr: SocketAddr,
     node: Node,
     held: Arc<Mutex<Held>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), tonic::Status> {
+    let c = DeltaClient::ads(addr, node).await?;
+    delta_loop(c, held, stop).await
+}
+
+/// [`run_delta`] on an existing channel (streams share its connection).
+pub async fn run_delta_on(
+    ch: Channel,
+    node: Node,
+    held: Arc<Mutex<Held>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), tonic::Status> {
+    let c = DeltaClient::ads_on(ch, node).await?;
+    delta_loop(c, held, stop).await
+}
+
+async fn delta_loop(
+    mut c: DeltaClient,
+    held: Arc<Mutex<Held>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::Status> {
-    let mut c = DeltaClient::ads(addr, node).await?;
     c.subscribe(CLUSTER, &[], &[], "").await;
     c.subscribe(LISTENER, &[], &[], "").await;
     let mut full: BTreeMap<String, BTreeMap<String, Any>> = BTreeMap::new();
@@ -163,6 +213,7 @@ pub async fn run_delta(
             r = c.next() => match r? { Some(r) => r, None => return Ok(()) },
         };
         let t = resp.type_url.clone();
+        let size = resp.encoded_len();
         let state = full.entry(t.clone()).or_default();
         for r in &resp.resources {
             if let Some(a) = &r.resource {
@@ -186,7 +237,7 @@ pub async fn run_delta(
             if let Some((dt, names)) = &follow {
                 h.subscribed.insert(dt.to_string(), names.clone());
             }
-            h.note(&t);
+            h.note(&t, size);
         }
         if let Some((dt, names)) = follow {
             let old = subs.get(dt).cloned().unwrap_or_default();

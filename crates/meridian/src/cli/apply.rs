@@ -28,10 +28,17 @@ pub struct ApplyArgs {
     /// Id that makes a retried apply take effect once (default: random).
     #[arg(long)]
     pub request_id: Option<String>,
+    /// After the write, wait until every connected Envoy ACKed it (or one
+    /// NACKed it: exit 7; timeout: exit 8). TIMEOUT defaults to 60s.
+    #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true,
+          default_missing_value = "60s", value_parser = super::parse_duration)]
+    pub wait: Option<std::time::Duration>,
 }
 
 /// The objects in the cluster, as listed.
 pub(super) struct Current {
+    /// Global revision the list was read at.
+    pub revision: u64,
     pub stored: BTreeMap<(Kind, String), pb::Object>,
     /// The stored objects that decode (all of them, unless an older build
     /// wrote something this one cannot read).
@@ -60,7 +67,11 @@ pub(super) async fn list_current(servers: &Servers) -> Result<Current> {
         }
         stored.insert((kind, o.name.clone()), o);
     }
-    Ok(Current { stored, set })
+    Ok(Current {
+        revision: r.revision,
+        stored,
+        set,
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,6 +186,9 @@ pub async fn run(a: ApplyArgs, g: &Global) -> Result<()> {
         for (c, fo) in &changes {
             println!("{} {}{suffix}", fo.key(), c.verb());
         }
+        if let (Some(t), false) = (a.wait, a.dry_run) {
+            super::wait::wait_for_envoys(&servers, cur.revision, t).await?;
+        }
         return Ok(());
     }
     let req = pb::TxnRequest {
@@ -207,6 +221,9 @@ pub async fn run(a: ApplyArgs, g: &Global) -> Result<()> {
             "note: request id {} was applied before; this is that write's answer",
             req.request_id
         );
+    }
+    if let Some(t) = a.wait {
+        super::wait::wait_for_envoys(&servers, r.revision, t).await?;
     }
     Ok(())
 }

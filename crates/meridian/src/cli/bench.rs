@@ -1,5 +1,6 @@
 //! `meridian bench ...`: write-load benchmarks of the replicated store, and of
-//! etcd under the same load so the two can be read side by side.
+//! etcd under the same load so the two can be read side by side; and the xDS
+//! fan-out benchmark (`bench xds`, in `bench/xds.rs`).
 //!
 //! The load is closed-loop: each client sends one single-put write, waits for
 //! the answer, and sends the next. Every write creates a new object (unique
@@ -10,6 +11,7 @@
 mod etcd;
 mod local;
 mod metrics;
+mod xds;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +34,10 @@ pub enum BenchCmd {
     Store(StoreArgs),
     /// The same write load against an etcd v3 cluster (KV.Put over gRPC).
     Etcd(EtcdArgs),
+    /// xDS fan-out: starts its own controller(s), connects many simulated
+    /// Envoys, measures memory per idle stream and the time until a route
+    /// change is ACKed by every stream.
+    Xds(xds::XdsArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -123,6 +129,7 @@ async fn bench(cmd: BenchCmd, g: &Global) -> Result<()> {
     let report = match cmd {
         BenchCmd::Store(a) => store(a, g).await?,
         BenchCmd::Etcd(a) => etcd_bench(a, g).await?,
+        BenchCmd::Xds(a) => return xds::run(a, g).await,
     };
     print_report(&report, g.output)
 }

@@ -1,5 +1,5 @@
-//! A throw-away 3-node cluster of this very binary on loopback, for
-//! `meridian bench store`. The children live in a guard that kills them on
+//! A throw-away n-node cluster of this very binary on loopback, for
+//! `meridian bench store` and `meridian bench xds`. The children live in a guard that kills them on
 //! drop, so an error, a panic or Ctrl-C never leaves servers behind.
 
 use std::net::TcpListener;
@@ -15,6 +15,8 @@ use tonic::transport::Endpoint;
 struct LocalNode {
     id: u64,
     api: String,
+    xds: String,
+    admin: String,
     log: PathBuf,
     child: Child,
 }
@@ -99,6 +101,8 @@ impl LocalCluster {
             c.nodes.push(LocalNode {
                 id,
                 api,
+                xds: format!("127.0.0.1:{}", p[2]),
+                admin: format!("127.0.0.1:{}", p[3]),
                 log,
                 child,
             });
@@ -113,6 +117,19 @@ impl LocalCluster {
 
     pub fn api_addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.api.clone()).collect()
+    }
+
+    pub fn xds_addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.xds.clone()).collect()
+    }
+
+    pub fn admin_addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.admin.clone()).collect()
+    }
+
+    /// The children's process ids, in node order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|n| n.child.id()).collect()
     }
 
     pub fn dir(&self) -> &Path {

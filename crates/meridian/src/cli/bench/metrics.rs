@@ -73,3 +73,31 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// The sum over every sample (any labels) of each of `names`, in order; a
+/// name with no sample reads 0.
+pub async fn scrape_sums(addr: &str, names: &[&str]) -> Result<Vec<f64>> {
+    let addr = addr
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let body = tokio::time::timeout(Duration::from_secs(5), get(addr, "/metrics"))
+        .await
+        .context("timed out")??;
+    let mut out = vec![0.0; names.len()];
+    for line in body.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let metric = series.split('{').next().unwrap_or(series);
+        if let Some(i) = names.iter().position(|n| *n == metric) {
+            if let Ok(v) = value.trim().parse::<f64>() {
+                out[i] += v;
+            }
+        }
+    }
+    Ok(out)
+}
