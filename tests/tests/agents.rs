@@ -173,7 +173,7 @@ async fn full_delta_nack_restart_and_supersede() {
         pb::controller_message::Msg::Superseded(s) => assert_eq!(s.by_session, "run-2"),
         other => panic!("expected superseded, got {other:?}"),
     }
-    assert_eq!(endpoints(&c, "web").len(), 1);
+    assert_eq!(endpoints(&c, "web").len(), 2, "the superseded session changed nothing");
 }
 
 /// Property: when an agent goes silent past its lease TTL, its endpoints

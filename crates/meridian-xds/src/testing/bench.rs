@@ -272,7 +272,12 @@ impl Fleet {
     /// than in `before`, then until no stream has received anything for
     /// `quiet` (so multi-response pushes are counted whole), or `timeout`.
     /// Returns the marks at the end.
-    pub async fn wait_pushed(&self, before: &[Mark], quiet: Duration, timeout: Duration) -> Vec<Mark> {
+    pub async fn wait_pushed(
+        &self,
+        before: &[Mark],
+        quiet: Duration,
+        timeout: Duration,
+    ) -> Vec<Mark> {
         let deadline = Instant::now() + timeout;
         loop {
             let now = self.marks();

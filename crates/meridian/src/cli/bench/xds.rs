@@ -81,6 +81,8 @@ struct ChangeResult {
     /// Streams that ACKed a push after the commit.
     acked: usize,
     /// Per stream: Txn answered → ACK of the last response of the push.
+    /// `min_ms` is the first stream's.
+    min_ms: f64,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -240,8 +242,8 @@ async fn bench(a: XdsArgs, timeout: Duration) -> Result<XdsReport> {
         let server_after = server_responses(&admins).await;
         let r = change_result(k, route, what, sent, committed, &before_marks, &end);
         eprintln!(
-            "change {k}: {} acked, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms, {:.0} B/stream",
-            r.acked, r.p50_ms, r.p99_ms, r.max_ms, r.bytes_per_stream
+            "change {k}: {} acked, min {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms, {:.0} B/stream",
+            r.acked, r.min_ms, r.p50_ms, r.p99_ms, r.max_ms, r.bytes_per_stream
         );
         changes.push(ChangeResult {
             server_responses: match (server_before, server_after) {
@@ -351,6 +353,7 @@ fn change_result(
         what,
         commit_ms: ms(committed - sent),
         acked: lat.len(),
+        min_ms: ms(lat.first().copied().unwrap_or_default()),
         p50_ms: ms(pick_q(&lat, 0.5)),
         p99_ms: ms(pick_q(&lat, 0.99)),
         max_ms: ms(lat.last().copied().unwrap_or_default()),
@@ -437,7 +440,10 @@ fn route_spec(i: usize, services: usize, timeout_s: usize, weight: usize) -> ser
 fn changed_route(i: usize, services: usize, k: usize) -> (serde_json::Value, String) {
     if k % 2 == 0 {
         let t = 6 + k;
-        (route_spec(i, services, t, 10), format!("timeout 5s -> {t}s"))
+        (
+            route_spec(i, services, t, 10),
+            format!("timeout 5s -> {t}s"),
+        )
     } else {
         let w = 10 + k;
         (
@@ -586,7 +592,13 @@ fn print(r: &XdsReport, format: Format) -> Result<()> {
     print!(
         "{}",
         table(
-            &["NODE", "STREAMS", "RSS BEFORE MIB", "RSS SYNCED MIB", "KIB/STREAM"],
+            &[
+                "NODE",
+                "STREAMS",
+                "RSS BEFORE MIB",
+                "RSS SYNCED MIB",
+                "KIB/STREAM"
+            ],
             &rows
         )
     );
@@ -604,6 +616,7 @@ fn print(r: &XdsReport, format: Format) -> Result<()> {
                 format!("{} {}", c.route, c.what),
                 format!("{:.1}", c.commit_ms),
                 c.acked.to_string(),
+                format!("{:.0}", c.min_ms),
                 format!("{:.0}", c.p50_ms),
                 format!("{:.0}", c.p99_ms),
                 format!("{:.0}", c.max_ms),
@@ -621,6 +634,7 @@ fn print(r: &XdsReport, format: Format) -> Result<()> {
                 "WHAT",
                 "COMMIT MS",
                 "ACKED",
+                "MIN MS",
                 "P50 MS",
                 "P99 MS",
                 "MAX MS",
