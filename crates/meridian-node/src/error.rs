@@ -26,7 +26,7 @@ impl NodeError {
 }
 
 /// Errors the client API returns. Each maps to one gRPC code in [`ApiError::into_status`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum ApiError {
     #[error("{0}")]
     Invalid(String),

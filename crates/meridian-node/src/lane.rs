@@ -10,7 +10,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meridian_store::{Batch, Raft, Request, Txn, TxnOutcome};
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
 
 use crate::metrics::WriteMetrics;
 use crate::proposer::WriteError;
@@ -79,17 +78,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, write_timeout: Duratio
                 }
             }
             Ok(Err(e)) => {
-                let not_leader = e.forward_to_leader::<meridian_store::NodeInfo>().is_some();
-                if !not_leader {
-                    warn!(error = %e, "endpoint batch failed");
-                }
+                let err = crate::proposer::proposal_error(&e, "endpoint batch");
                 for p in waiting {
-                    let err = if not_leader {
-                        WriteError::NotLeader
-                    } else {
-                        WriteError::Api(ApiError::Unavailable(format!("write failed: {e}")))
-                    };
-                    let _ = p.reply.send(Err(err));
+                    let _ = p.reply.send(Err(err.clone()));
                 }
             }
             Err(_) => {

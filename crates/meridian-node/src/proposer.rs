@@ -30,7 +30,7 @@ pub(crate) struct WriteResult {
 }
 
 /// What can go wrong with a write on this node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum WriteError {
     /// This node is not (or no longer) the leader; try the leader.
     NotLeader,
@@ -250,17 +250,9 @@ async fn run(
             Ok(Err(e)) => {
                 metrics.proposal_failures.fetch_add(1, Ordering::Relaxed);
                 overlay = None;
-                let not_leader = e.forward_to_leader::<meridian_store::NodeInfo>().is_some();
-                if !not_leader {
-                    warn!(error = %e, "proposal failed");
-                }
+                let err = proposal_error(&e, "config batch");
                 for p in waiting {
-                    let err = if not_leader {
-                        WriteError::NotLeader
-                    } else {
-                        WriteError::Api(ApiError::Unavailable(format!("write failed: {e}")))
-                    };
-                    let _ = p.reply.send(Err(err));
+                    let _ = p.reply.send(Err(err.clone()));
                 }
             }
             Err(_) => {
@@ -281,6 +273,19 @@ async fn run(
             }
         }
     }
+}
+
+/// What a failed `client_write` means for each write of its batch: the
+/// caller retries on the leader for `NotLeader`, and reports the rest.
+pub(crate) fn proposal_error(
+    e: &openraft::error::RaftError<meridian_store::NodeId, openraft::error::ClientWriteError<meridian_store::NodeId, meridian_store::NodeInfo>>,
+    what: &str,
+) -> WriteError {
+    if e.forward_to_leader::<meridian_store::NodeInfo>().is_some() {
+        return WriteError::NotLeader;
+    }
+    warn!(error = %e, batch = what, "proposal failed");
+    WriteError::Api(ApiError::Unavailable(format!("write failed: {e}")))
 }
 
 /// Answers a transaction that will not be proposed.

@@ -324,20 +324,7 @@ impl StateMachineStore {
 
     /// Every object, or every object of one kind, in key order.
     pub fn list(&self, kind: Option<&str>) -> Vec<(ObjectKey, StoredObject)> {
-        let m = self.lock();
-        match kind {
-            None => m
-                .objects
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            Some(kind) => m
-                .objects
-                .range(ObjectKey::new(kind, "")..)
-                .take_while(|(k, _)| k.kind == kind)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        }
+        self.list_at(kind).0
     }
 
     /// Objects (as [`StateMachineStore::list`]) and the revision they are at,

@@ -67,6 +67,20 @@ impl Held {
     }
 }
 
+/// Records the content version of each incoming resource, hashing only
+/// those whose bytes differ from what `state` (before the update) holds.
+fn note_versions<'a>(
+    vs: &mut BTreeMap<String, String>,
+    state: &BTreeMap<String, Any>,
+    incoming: impl Iterator<Item = (&'a String, &'a Any)>,
+) {
+    for (n, a) in incoming {
+        if state.get(n) != Some(a) || !vs.contains_key(n) {
+            vs.insert(n.clone(), content_version(a));
+        }
+    }
+}
+
 fn dependents(
     type_url: &str,
     resources: &BTreeMap<String, Any>,
@@ -109,6 +123,10 @@ async fn sotw_loop(
     c.request(LISTENER, &[], "", "").await;
     let mut accepted: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut full: BTreeMap<String, BTreeMap<String, Any>> = BTreeMap::new();
+    // Content versions of `full`, kept incrementally: hashing every held
+    // resource on every response would make the load generator, not the
+    // server, the bottleneck of a 10k-stream push.
+    let mut vers: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut subs: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
     loop {
         let resp = tokio::select! {
@@ -123,6 +141,8 @@ async fn sotw_loop(
             .map(|a| (resource_name(a), a.clone()))
             .collect();
         let state = full.entry(t.clone()).or_default();
+        let vs = vers.entry(t.clone()).or_default();
+        note_versions(vs, state, got.iter());
         if types::is_full_state(&t) {
             *state = got;
         } else {
@@ -141,13 +161,8 @@ async fn sotw_loop(
         let follow = dependents(&t, state);
         {
             let mut h = held.lock().expect("held lock");
-            h.by_type.insert(
-                t.clone(),
-                state
-                    .iter()
-                    .map(|(n, a)| (n.clone(), content_version(a)))
-                    .collect(),
-            );
+            vs.retain(|n, _| state.contains_key(n));
+            h.by_type.insert(t.clone(), vs.clone());
             if let Some((dt, names)) = &follow {
                 h.subscribed.insert(dt.to_string(), names.clone());
             }
@@ -162,10 +177,9 @@ async fn sotw_loop(
                 if let Some(s) = full.get_mut(dt) {
                     // Envoy drops what it no longer watches.
                     s.retain(|k, _| names.contains(k));
-                    let versions = s
-                        .iter()
-                        .map(|(n, a)| (n.clone(), content_version(a)))
-                        .collect();
+                    let vs = vers.entry(dt.to_string()).or_default();
+                    vs.retain(|k, _| names.contains(k));
+                    let versions = vs.clone();
                     held.lock()
                         .expect("held lock")
                         .by_type
@@ -206,6 +220,10 @@ async fn delta_loop(
     c.subscribe(CLUSTER, &[], &[], "").await;
     c.subscribe(LISTENER, &[], &[], "").await;
     let mut full: BTreeMap<String, BTreeMap<String, Any>> = BTreeMap::new();
+    // Content versions of `full`, kept incrementally: hashing every held
+    // resource on every response would make the load generator, not the
+    // server, the bottleneck of a 10k-stream push.
+    let mut vers: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut subs: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
     loop {
         let resp = tokio::select! {
@@ -215,6 +233,14 @@ async fn delta_loop(
         let t = resp.type_url.clone();
         let size = resp.encoded_len();
         let state = full.entry(t.clone()).or_default();
+        let vs = vers.entry(t.clone()).or_default();
+        note_versions(
+            vs,
+            state,
+            resp.resources
+                .iter()
+                .filter_map(|r| r.resource.as_ref().map(|a| (&r.name, a))),
+        );
         for r in &resp.resources {
             if let Some(a) = &r.resource {
                 state.insert(r.name.clone(), a.clone());
@@ -227,13 +253,8 @@ async fn delta_loop(
         let follow = dependents(&t, state);
         {
             let mut h = held.lock().expect("held lock");
-            h.by_type.insert(
-                t.clone(),
-                state
-                    .iter()
-                    .map(|(n, a)| (n.clone(), content_version(a)))
-                    .collect(),
-            );
+            vs.retain(|n, _| state.contains_key(n));
+            h.by_type.insert(t.clone(), vs.clone());
             if let Some((dt, names)) = &follow {
                 h.subscribed.insert(dt.to_string(), names.clone());
             }
@@ -248,10 +269,9 @@ async fn delta_loop(
                 if let Some(s) = full.get_mut(dt) {
                     // Envoy drops what it no longer watches.
                     s.retain(|k, _| names.contains(k));
-                    let versions = s
-                        .iter()
-                        .map(|(n, a)| (n.clone(), content_version(a)))
-                        .collect();
+                    let vs = vers.entry(dt.to_string()).or_default();
+                    vs.retain(|k, _| names.contains(k));
+                    let versions = vs.clone();
                     held.lock()
                         .expect("held lock")
                         .by_type
