@@ -120,6 +120,16 @@ async fn churn(sotw: bool) {
         }
     }
     assert_eq!(envoy.stat("control_plane.connected_state").await.as_deref(), Some("1"));
+    // `meridian proxy-config` shows what that Envoy was served, decoded.
+    let node = if sotw { "churn-sotw" } else { "churn-delta" };
+    let out = c.cli(&["proxy-config", node, "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cds: Vec<&Value> = cfg["resources"].as_array().unwrap().iter().filter(|r| r["type"] == "cds").collect();
+    assert!(cds.iter().any(|r| r["name"] == "svc-5" && r["state"] == "ACKED" && r["resource"].as_str().unwrap().contains("svc-5")), "svc-5 not served: {cds:?}");
+    assert!(cds.iter().filter(|r| r["name"] == "svc-4").all(|r| r["state"] == "DOES_NOT_EXIST"), "a removed cluster is still served");
+    let out = c.cli(&["proxy-config", "nobody"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     // `meridian status` counts the Envoy on its controller.
     let out = c.cli(&["status", "-o", "json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -406,6 +406,33 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         Ok(Response::new(pb::ProxyStatusResponse { proxies, errors }))
     }
 
+    async fn get_proxy_config(
+        &self,
+        req: Request<pb::ProxyConfigRequest>,
+    ) -> Result<Response<pb::ProxyConfigResponse>, Status> {
+        let msg = req.into_inner();
+        if let Some(r) = crate::proxy_status::config(&self.s, &msg.node_id) {
+            return Ok(Response::new(r));
+        }
+        if !msg.local_only {
+            let m = self.s.raft.metrics().borrow().clone();
+            for (id, info) in m.membership_config.membership().nodes() {
+                if *id == self.s.id {
+                    continue;
+                }
+                let Ok(mut c) = self.client(info) else { continue };
+                let ask = pb::ProxyConfigRequest { node_id: msg.node_id.clone(), local_only: true };
+                if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), c.get_proxy_config(ask)).await {
+                    return Ok(r);
+                }
+            }
+        }
+        Err(Status::not_found(format!(
+            "no Envoy with node id {:?} is connected to any controller; see `meridian proxy-status`",
+            msg.node_id
+        )))
+    }
+
     type SnapshotStream = ChunkStream;
 
     async fn snapshot(

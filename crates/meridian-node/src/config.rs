@@ -37,6 +37,29 @@ pub struct NodeConfig {
     /// Serve the fault-injection endpoint on the admin listener (tests, chaos).
     #[serde(default)]
     pub enable_fault_injection: bool,
+    #[serde(default)]
+    pub xds: XdsOptions,
+}
+
+/// xDS push and connection tunables (defaults follow Istio where it has one).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct XdsOptions {
+    /// Push once changes were quiet this long...
+    pub debounce_ms: u64,
+    /// ...or once the first unpushed change is this old.
+    pub debounce_max_ms: u64,
+    /// Streams computing a push at the same time.
+    pub push_concurrency: usize,
+    /// End each Envoy's connection after this many seconds so Envoys spread
+    /// over the controllers again (0: never).
+    pub max_connection_age_s: u64,
+}
+
+impl Default for XdsOptions {
+    fn default() -> Self {
+        XdsOptions { debounce_ms: 100, debounce_max_ms: 1_000, push_concurrency: 100, max_connection_age_s: 0 }
+    }
 }
 
 fn default_snapshot_logs() -> u64 {
@@ -133,6 +156,12 @@ impl NodeConfig {
         }
         if t.election_max_ms <= t.election_min_ms {
             return Err("raft.election_max_ms: must be greater than raft.election_min_ms".into());
+        }
+        if self.xds.debounce_max_ms < self.xds.debounce_ms {
+            return Err("xds.debounce_max_ms: must be at least xds.debounce_ms".into());
+        }
+        if self.xds.push_concurrency == 0 {
+            return Err("xds.push_concurrency: must be at least 1".into());
         }
         if self.snapshot_logs < 10 {
             return Err("snapshot_logs: must be at least 10".into());

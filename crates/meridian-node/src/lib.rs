@@ -24,6 +24,6 @@ mod proxy_status;
 mod validate;
 mod xds_source;
 
-pub use config::{Listeners, NodeConfig, RaftTimings};
+pub use config::{Listeners, NodeConfig, RaftTimings, XdsOptions};
 pub use error::NodeError;
 pub use node::{Node, NodeHandle};

@@ -39,6 +39,7 @@ pub(crate) struct Shared {
     pub write_metrics: Arc<WriteMetrics>,
     pub shutdown: watch::Receiver<bool>,
     pub xds: meridian_xds::XdsServer,
+    pub xds_source: Arc<crate::xds_source::StoreSource>,
     pub lane: crate::lane::EndpointLane,
     pub peer_channels: ApiChannels,
 }
@@ -107,11 +108,17 @@ impl Node {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
 
+        let xds_source = Arc::new(crate::xds_source::StoreSource::new(sm.clone()));
         let xds = meridian_xds::XdsServer::new(
-            Arc::new(crate::xds_source::StoreSource::new(sm.clone())),
+            xds_source.clone(),
             meridian_xds::XdsConfig {
                 identifier: format!("meridian-{}-{}", config.region, config.node_id),
                 region: config.region.clone(),
+                debounce_quiet: Duration::from_millis(config.xds.debounce_ms),
+                debounce_max: Duration::from_millis(config.xds.debounce_max_ms),
+                push_concurrency: config.xds.push_concurrency,
+                max_connection_age: (config.xds.max_connection_age_s > 0)
+                    .then(|| Duration::from_secs(config.xds.max_connection_age_s)),
                 ..Default::default()
             },
         );
@@ -139,6 +146,7 @@ impl Node {
             write_metrics,
             shutdown: shutdown.clone(),
             xds: xds.clone(),
+            xds_source,
             lane,
             peer_channels: ApiChannels::default(),
         });

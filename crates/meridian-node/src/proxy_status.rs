@@ -4,7 +4,8 @@
 use std::time::SystemTime;
 
 use meridian_proto::v1 as pb;
-use meridian_xds::{ProxyStatus, SyncState, Variant};
+use meridian_xds::{ProxyStatus, ResourceState, SnapshotSource, SyncState, Variant};
+use prost::Message;
 
 use crate::node::Shared;
 
@@ -76,4 +77,48 @@ fn convert(s: &Shared, p: ProxyStatus) -> pb::ProxyInfo {
 
 pub(crate) fn local(s: &Shared) -> Vec<pb::ProxyInfo> {
     s.xds.status().into_iter().map(|p| convert(s, p)).collect()
+}
+
+/// The resources this node serves to the Envoy `node_id`, decoded for
+/// people; `None` when that Envoy is not connected here.
+pub(crate) fn config(s: &Shared, node_id: &str) -> Option<pb::ProxyConfigResponse> {
+    let p = s.xds.status().into_iter().find(|p| p.node_id == node_id)?;
+    let view = s.xds_source.snapshot(&p.viewer);
+    let mut resources = Vec::new();
+    for t in p.types.values() {
+        let all = view.resources(&t.type_url);
+        for r in &t.resources {
+            let text = all.get(&r.name).map(|v| decode_text(&t.type_url, &v.resource.value)).unwrap_or_default();
+            resources.push(pb::ProxyResource {
+                r#type: short_type(&t.type_url),
+                name: r.name.clone(),
+                version: r.version.clone().unwrap_or_default(),
+                text,
+                state: match r.state {
+                    ResourceState::Requested => "REQUESTED",
+                    ResourceState::DoesNotExist => "DOES_NOT_EXIST",
+                    ResourceState::Acked => "ACKED",
+                    ResourceState::Nacked => "NACKED",
+                }
+                .into(),
+            });
+        }
+    }
+    Some(pb::ProxyConfigResponse { proxy: Some(convert(s, p)), resources })
+}
+
+/// Envoy's v3 resources have no serde; their `Debug` form is the readable one.
+fn decode_text(type_url: &str, bytes: &[u8]) -> String {
+    use envoy_types::pb::envoy::config::{cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener, route::v3::RouteConfiguration};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+    let decoded = match short_type(type_url).as_str() {
+        "cds" => Cluster::decode(bytes).map(|m| format!("{m:#?}")),
+        "eds" => ClusterLoadAssignment::decode(bytes).map(|m| format!("{m:#?}")),
+        "lds" => Listener::decode(bytes).map(|m| format!("{m:#?}")),
+        "rds" => RouteConfiguration::decode(bytes).map(|m| format!("{m:#?}")),
+        // A secret's key material is never shown, only that it is there.
+        "sds" => Secret::decode(bytes).map(|m| format!("Secret {{ name: {:?}, <key material redacted> }}", m.name)),
+        _ => return format!("{} bytes", bytes.len()),
+    };
+    decoded.unwrap_or_else(|e| format!("undecodable: {e}"))
 }

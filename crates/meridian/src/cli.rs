@@ -116,6 +116,8 @@ pub enum Command {
     Bootstrap(bootstrap::BootstrapArgs),
     /// Every connected Envoy and its per-type sync state.
     ProxyStatus(proxy::ProxyStatusArgs),
+    /// The resources served to one Envoy (`-o json` for the decoded resources).
+    ProxyConfig(proxy::ProxyConfigArgs),
     /// Registered clusters, their agents, leases and endpoint counts.
     Clusters(clusters::ClustersArgs),
     /// Endpoints of one service, by region, zone and cluster, with health.
@@ -150,6 +152,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Bench(c) => bench::run(c, &g).await,
         Command::Bootstrap(a) => bootstrap::run(a, &g).await,
         Command::ProxyStatus(a) => proxy::run(a, &g).await,
+        Command::ProxyConfig(a) => proxy::config(a, &g).await,
         Command::Clusters(a) => clusters::run(a, &g).await,
         Command::Endpoints(a) => clusters::endpoints(a, &g).await,
         Command::Agent(a) => agent::run(a, &g).await,

@@ -87,3 +87,51 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args, Debug)]
+pub struct ProxyConfigArgs {
+    /// The Envoy's node id.
+    pub node_id: String,
+    /// Only resources of this type: cds, eds, lds, rds, sds.
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+}
+
+/// `meridian proxy-config NODE_ID`: the resources served to one Envoy, as
+/// JSON (the default) or a summary table.
+pub async fn config(a: ProxyConfigArgs, g: &Global) -> Result<()> {
+    let node_id = a.node_id.clone();
+    let r = g
+        .servers()
+        .cluster_call(|mut c| {
+            let node_id = node_id.clone();
+            async move { c.get_proxy_config(pb::ProxyConfigRequest { node_id, local_only: false }).await }
+        })
+        .await?;
+    let resources: Vec<&pb::ProxyResource> =
+        r.resources.iter().filter(|x| a.kind.as_ref().is_none_or(|k| &x.r#type == k)).collect();
+    let p = r.proxy.clone().unwrap_or_default();
+    match g.output {
+        Format::Table | Format::Wide => {
+            println!("{} (region {}, group {}) on controller {} ({}), {}", p.node_id, p.region, p.proxy_group, p.controller_id, p.controller_region, p.variant);
+            let rows: Vec<Vec<String>> = resources
+                .iter()
+                .map(|x| vec![x.r#type.clone(), x.name.clone(), x.version.chars().take(12).collect(), x.state.clone()])
+                .collect();
+            print!("{}", table(&["TYPE", "NAME", "VERSION", "STATE"], &rows));
+        }
+        _ => {
+            let items: Vec<_> = resources
+                .iter()
+                .map(|x| json!({"type": x.r#type, "name": x.name, "version": x.version, "state": x.state, "resource": x.text}))
+                .collect();
+            let out = json!({
+                "node_id": p.node_id, "region": p.region, "group": p.proxy_group,
+                "controller": p.controller_id, "variant": p.variant, "resources": items,
+            });
+            // JSON unless YAML was asked for: the point is to feed it to tools.
+            print_value(&out, if g.output == Format::Yaml { Format::Yaml } else { Format::Json })?;
+        }
+    }
+    Ok(())
+}

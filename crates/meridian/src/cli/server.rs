@@ -52,6 +52,15 @@ pub struct ServerArgs {
     /// Serve PUT /debug/faults on the admin listener (tests and chaos only).
     #[arg(long)]
     pub enable_fault_injection: bool,
+    /// xDS: push once changes were quiet this long.
+    #[arg(long, value_parser = super::parse_duration)]
+    pub xds_debounce: Option<std::time::Duration>,
+    /// xDS: push at the latest once the first unpushed change is this old.
+    #[arg(long, value_parser = super::parse_duration)]
+    pub xds_debounce_max: Option<std::time::Duration>,
+    /// xDS: end Envoy connections after this age so they rebalance across controllers (0s: never).
+    #[arg(long, value_parser = super::parse_duration)]
+    pub xds_max_connection_age: Option<std::time::Duration>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -80,6 +89,7 @@ struct FileConfig {
     write_timeout_ms: Option<u64>,
     bootstrap: Option<bool>,
     join: Option<Vec<String>>,
+    xds: Option<meridian_node::XdsOptions>,
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -175,6 +185,19 @@ pub fn build_config(a: ServerArgs) -> Result<NodeConfig> {
             a.join
         },
         enable_fault_injection: a.enable_fault_injection,
+        xds: {
+            let mut x = file.xds.unwrap_or_default();
+            if let Some(d) = a.xds_debounce {
+                x.debounce_ms = d.as_millis() as u64;
+            }
+            if let Some(d) = a.xds_debounce_max {
+                x.debounce_max_ms = d.as_millis() as u64;
+            }
+            if let Some(d) = a.xds_max_connection_age {
+                x.max_connection_age_s = d.as_secs();
+            }
+            x
+        },
     };
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -220,6 +243,7 @@ pub async fn dev(a: DevArgs, g: &Global) -> Result<()> {
         bootstrap: true,
         join: vec![],
         enable_fault_injection: false,
+        xds: Default::default(),
     };
     println!(
         "meridian dev: a single-node controller, data in {}",
