@@ -130,6 +130,14 @@ async fn churn(sotw: bool) {
     assert!(cds.iter().filter(|r| r["name"] == "svc-4").all(|r| r["state"] == "DOES_NOT_EXIST"), "a removed cluster is still served");
     let out = c.cli(&["proxy-config", "nobody"]);
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    // The push latency, commit to ACK, was measured for the generations.
+    let (_, metrics) = http_get(&c.node(1).admin_url("/metrics")).await.unwrap();
+    let count: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("meridian_xds_push_to_ack_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(count >= 5, "push-to-ACK latency not recorded ({count} samples)");
     // `meridian status` counts the Envoy on its controller.
     let out = c.cli(&["status", "-o", "json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

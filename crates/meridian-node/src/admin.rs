@@ -197,6 +197,11 @@ fn render_xds(s: &Shared, out: &mut String) {
     counter("meridian_xds_nacks_total", "NACKs received (requests with error_detail).", XdsMetrics::get(&m.nacks));
     counter("meridian_xds_stale_requests_total", "SotW requests with a stale nonce, ignored.", XdsMetrics::get(&m.stale_requests));
     counter("meridian_xds_debounce_merges_total", "Changes merged into a pending push by the debouncer.", XdsMetrics::get(&m.debounce_merges));
+    m.push_to_ack.render(
+        out,
+        "meridian_xds_push_to_ack_seconds",
+        "From a change's commit to each Envoy's first ACK of each affected type.",
+    );
     let _ = writeln!(out, "# HELP meridian_xds_streams Connected xDS streams by variant.\n# TYPE meridian_xds_streams gauge");
     for v in Variant::ALL {
         let _ = writeln!(out, "meridian_xds_streams{{variant=\"{}\"}} {}", crate::proxy_status::variant_name(v), m.streams(v));

@@ -30,6 +30,7 @@ struct Cache {
     config: Arc<ConfigSet>,
     endpoints: Arc<EndpointSet>,
     views: HashMap<Viewer, Arc<ViewSnapshot>>,
+    committed_at_ms: u64,
     /// Last good view per viewer, served when a translation fails.
     last_good: HashMap<Viewer, Arc<ViewSnapshot>>,
 }
@@ -42,6 +43,10 @@ impl StoreSource {
 
     fn rebuild(&self, cache: &mut Cache) {
         let (objects, revision) = self.sm.list_at(None);
+        // The commit time of this revision: the leader's clock, carried in
+        // the entry, so every replica reports the same start for the
+        // push-to-ACK latency.
+        cache.committed_at_ms = objects.iter().filter(|(_, o)| o.revision == revision).map(|(_, o)| o.updated_at_ms).max().unwrap_or(0);
         let mut config = ConfigSet::default();
         let mut leases = BTreeMap::new();
         let mut reports = BTreeMap::new();
@@ -94,7 +99,11 @@ impl SnapshotSource for StoreSource {
         let tv = meridian_translate::Viewer { region: viewer.region.clone(), proxy_group: Some(viewer.proxy_group.clone()) };
         let view = match translate(&cache.config, &cache.endpoints, &tv, &TranslateOptions::default()) {
             Ok(resources) => {
-                let mut snap = ViewSnapshot { revision: cache.revision.unwrap_or(0), ..Default::default() };
+                let mut snap = ViewSnapshot {
+                    revision: cache.revision.unwrap_or(0),
+                    committed_at_ms: cache.committed_at_ms,
+                    ..Default::default()
+                };
                 for (type_url, by_name) in &resources.by_type {
                     for (name, r) in by_name {
                         snap.insert(name.clone(), Any { type_url: type_url.to_string(), value: r.encoded.clone() });

@@ -25,7 +25,7 @@ pub mod types;
 
 pub use config::XdsConfig;
 pub use error::XdsError;
-pub use metrics::{Variant, XdsMetrics};
+pub use metrics::{Histogram, Variant, XdsMetrics};
 pub use serve::serve;
 pub use server::XdsServer;
 pub use source::{

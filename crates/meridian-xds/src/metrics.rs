@@ -1,3 +1,5 @@
+use std::fmt::Write as _;
+use std::time::Duration;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::types;
@@ -46,6 +48,9 @@ pub struct XdsMetrics {
     /// Highest `pushes_in_flight` seen: shows the concurrency limit holds.
     pub pushes_in_flight_max: AtomicI64,
     streams: [AtomicI64; 4],
+    /// From the commit of a change (the leader's clock, as the source reports
+    /// it) to each stream's first ACK of a type at that revision.
+    pub push_to_ack: Histogram,
     /// Streams subscribed to a type, by [`types::metric_index`] then variant.
     subscribed: [[AtomicI64; 4]; 6],
 }
@@ -97,3 +102,50 @@ impl XdsMetrics {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Appends the histogram in Prometheus text format.
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.counts[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+

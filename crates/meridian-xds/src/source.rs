@@ -86,6 +86,9 @@ pub struct ViewSnapshot {
     pub by_type: BTreeMap<String, Resources>,
     /// The store revision this snapshot was built from (informational).
     pub revision: u64,
+    /// When that revision was committed, ms since the Unix epoch (0:
+    /// unknown); the start of the push-to-ACK latency.
+    pub committed_at_ms: u64,
 }
 
 impl ViewSnapshot {

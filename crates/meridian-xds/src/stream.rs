@@ -37,6 +37,8 @@ pub(crate) struct StreamState {
     /// only a push moves it forward, so a request arriving during a debounce
     /// cannot send part of a change out of push order.
     pub view: Option<Arc<ViewSnapshot>>,
+    /// Per type, the view revision whose first ACK was timed already.
+    pub timed_ack: BTreeMap<String, u64>,
     nonce: u64,
 }
 
@@ -51,6 +53,7 @@ impl StreamState {
             sotw: BTreeMap::new(),
             delta: BTreeMap::new(),
             view: None,
+            timed_ack: BTreeMap::new(),
             nonce: 0,
         }
     }
@@ -316,4 +319,28 @@ async fn plan_push<F: Flavor>(
         XdsMetrics::inc(&inner.metrics.pushes);
     }
     planned
+}
+
+/// Times the first ACK of a type after the stream moved to a new revision:
+/// the push latency, from commit to ACK.
+pub(crate) fn time_ack(
+    inner: &crate::server::Inner,
+    view: &Option<Arc<ViewSnapshot>>,
+    timed_ack: &mut BTreeMap<String, u64>,
+    type_url: &str,
+) {
+    let Some(view) = view else { return };
+    if view.committed_at_ms == 0 {
+        return;
+    }
+    let timed = timed_ack.entry(type_url.to_string()).or_insert(0);
+    if *timed >= view.revision {
+        return;
+    }
+    *timed = view.revision;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    inner.metrics.push_to_ack.observe(std::time::Duration::from_millis(now.saturating_sub(view.committed_at_ms)));
 }

@@ -95,7 +95,10 @@ fn on_request(
     let snap = current_view(inner, &reg.state);
     let mut nack: Option<NackRecord> = None;
     let outs = {
-        let mut st = lock(&reg.state);
+        let mut guard = lock(&reg.state);
+        // Plain field borrows (not through the guard) let the ACK timing
+        // touch other fields while the subscription is borrowed.
+        let st = &mut *guard;
         let node_id = st.node.id.clone();
         note_type(
             &inner.metrics,
@@ -114,7 +117,10 @@ fn on_request(
             error: req.error_detail.as_ref().map(|e| e.message.as_str()),
         };
         match sub.on_request(view, &node_id, &type_url, SystemTime::now()) {
-            RequestKind::Ack => XdsMetrics::inc(&inner.metrics.acks),
+            RequestKind::Ack => {
+                XdsMetrics::inc(&inner.metrics.acks);
+                crate::stream::time_ack(inner, &st.view, &mut st.timed_ack, &type_url);
+            }
             RequestKind::Nack => {
                 XdsMetrics::inc(&inner.metrics.nacks);
                 nack = sub.last_nack.clone();
@@ -142,7 +148,7 @@ fn on_request(
         if plan.is_empty() {
             Vec::new()
         } else {
-            vec![emit(&mut st, &inner.identifier, &type_url, plan)]
+            vec![emit(st, &inner.identifier, &type_url, plan)]
         }
     };
     if let Some(n) = nack {

@@ -101,7 +101,10 @@ fn on_request(
     let snap = current_view(inner, &reg.state);
     let mut nack: Option<NackRecord> = None;
     let outs = {
-        let mut st = lock(&reg.state);
+        let mut guard = lock(&reg.state);
+        // Plain field borrows (not through the guard) let the ACK timing
+        // touch other fields while the subscription is borrowed.
+        let st = &mut *guard;
         let node_id = st.node.id.clone();
         note_type(
             &inner.metrics,
@@ -120,7 +123,10 @@ fn on_request(
             SystemTime::now(),
         );
         match decision.kind {
-            RequestKind::Ack => XdsMetrics::inc(&inner.metrics.acks),
+            RequestKind::Ack => {
+                XdsMetrics::inc(&inner.metrics.acks);
+                crate::stream::time_ack(inner, &st.view, &mut st.timed_ack, &type_url);
+            }
             RequestKind::Nack => {
                 XdsMetrics::inc(&inner.metrics.nacks);
                 nack = sub.last_nack.clone();
@@ -130,7 +136,7 @@ fn on_request(
         }
         let list = sub.select(snap.resources(&type_url));
         if decision.respond && sub.should_send(&type_url, &list, true) {
-            vec![emit(&mut st, &inner.identifier, &type_url, list)]
+            vec![emit(st, &inner.identifier, &type_url, list)]
         } else {
             Vec::new()
         }
