@@ -163,6 +163,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     }
     s.write_metrics.render(&mut out);
     render_xds(&s, &mut out);
+    render_agents(&s, &mut out);
     ([("content-type", "text/plain; version=0.0.4")], out)
 }
 
@@ -225,4 +226,23 @@ fn render_xds(s: &Shared, out: &mut String) {
             );
         }
     }
+}
+
+fn render_agents(s: &Shared, out: &mut String) {
+    use meridian_model::reported::{Lease, ReportedEndpoint, KIND_ENDPOINTS, KIND_LEASE};
+    let (mut active, mut expired) = (0u64, 0u64);
+    for (_, o) in s.sm.list(Some(KIND_LEASE)) {
+        match serde_json::from_slice::<Lease>(&o.value) {
+            Ok(l) if l.expired => expired += 1,
+            Ok(_) => active += 1,
+            Err(_) => {}
+        }
+    }
+    let mut endpoints = 0u64;
+    for (_, o) in s.sm.list(Some(KIND_ENDPOINTS)) {
+        endpoints += serde_json::from_slice::<Vec<ReportedEndpoint>>(&o.value).map(|v| v.len() as u64).unwrap_or(0);
+    }
+    let _ = writeln!(out, "# HELP meridian_agent_leases Agent leases in the replicated state, by state.\n# TYPE meridian_agent_leases gauge");
+    let _ = writeln!(out, "meridian_agent_leases{{state=\"active\"}} {active}\nmeridian_agent_leases{{state=\"expired\"}} {expired}");
+    let _ = writeln!(out, "# HELP meridian_agent_endpoints Endpoints reported by agents, in the replicated state.\n# TYPE meridian_agent_endpoints gauge\nmeridian_agent_endpoints {endpoints}");
 }

@@ -17,6 +17,8 @@ pub(crate) struct WriteMetrics {
     pub agent_updates: AtomicU64,
     pub agent_nacks: AtomicU64,
     pub lease_expiries: AtomicU64,
+    pub snapshots: AtomicU64,
+    pub purges: AtomicU64,
 }
 
 impl WriteMetrics {
@@ -60,6 +62,8 @@ impl WriteMetrics {
             ("meridian_agent_updates_total", "Endpoint updates acknowledged to agents by this node.", &self.agent_updates),
             ("meridian_agent_nacks_total", "Endpoint updates refused (NACKed) by this node.", &self.agent_nacks),
             ("meridian_lease_expiries_total", "Agent leases this node expired as leader.", &self.lease_expiries),
+            ("meridian_raft_snapshots_total", "Snapshots this node built or installed since it started.", &self.snapshots),
+            ("meridian_raft_purges_total", "Log purges on this node since it started.", &self.purges),
         ] {
             counter(name, help, v);
         }

@@ -185,6 +185,7 @@ impl Node {
         // CSDS on the API port too, where operators' tools look for it.
         let csds_svc = envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer::new(shared.xds.clone());
         tasks.spawn(crate::leases::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(count_snapshots(raft.clone(), shared.write_metrics.clone(), shutdown.clone()));
         let rx = shutdown.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
@@ -266,6 +267,32 @@ fn incoming(l: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio
         }
         s
     })
+}
+
+/// Counts snapshots and purges as openraft's metrics report them, for
+/// `/metrics` (openraft only exposes the latest log ids).
+async fn count_snapshots(raft: Raft, m: Arc<WriteMetrics>, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    let mut rx = raft.metrics();
+    let (mut snap, mut purged) = {
+        let cur = rx.borrow();
+        (cur.snapshot, cur.purged)
+    };
+    loop {
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        }
+        let cur = rx.borrow().clone();
+        if cur.snapshot != snap {
+            snap = cur.snapshot;
+            m.snapshots.fetch_add(1, Ordering::Relaxed);
+        }
+        if cur.purged != purged {
+            purged = cur.purged;
+            m.purges.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Asks the given members to admit this node until one does.

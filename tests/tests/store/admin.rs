@@ -36,6 +36,11 @@ async fn metrics_series_and_readiness_under_partition() {
         "meridian_agent_sessions_total ",
         "meridian_lease_expiries_total ",
         "meridian_endpoint_txns_total ",
+        "meridian_raft_snapshots_total ",
+        "meridian_raft_purges_total ",
+        "meridian_xds_push_to_ack_seconds_bucket{le=",
+        "meridian_agent_leases{state=\"active\"} ",
+        "meridian_agent_endpoints ",
         "process_resident_memory_bytes ",
         "meridian_ready 1",
     ] {
