@@ -155,9 +155,18 @@ fn generation(v: &mut ViewSnapshot, g: u32, backend: SocketAddr, listen: SocketA
     );
 }
 
+/// A port below the kernel's ephemeral range (32768-60999): a port from that
+/// range can be taken by an outgoing connection before Envoy binds it.
 async fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(0, 30_000 + (std::process::id() % 20) as u16 * 100, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", p)).await {
+            return l.local_addr().unwrap();
+        }
+    }
 }
 
 /// A backend answering every request with `body`.
