@@ -45,17 +45,8 @@ impl EndpointLane {
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, write_timeout: Duration, metrics: Arc<WriteMetrics>) {
     let mut carry: Vec<Pending> = Vec::new();
     loop {
-        if carry.is_empty() {
-            match rx.recv().await {
-                Some(p) => carry.push(p),
-                None => return,
-            }
-        }
-        while carry.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => carry.push(p),
-                Err(_) => break,
-            }
+        if !crate::proposer::fill_batch(&mut rx, &mut carry, MAX_BATCH).await {
+            return;
         }
         let waiting: Vec<Pending> = std::mem::take(&mut carry).into_iter().filter(|p| !p.reply.is_closed()).collect();
         if waiting.is_empty() {

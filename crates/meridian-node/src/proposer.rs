@@ -92,17 +92,8 @@ async fn run(
     let mut overlay: Option<(u64, Overlay)> = None;
     let mut carry: Vec<Pending> = Vec::new();
     loop {
-        if carry.is_empty() {
-            match rx.recv().await {
-                Some(p) => carry.push(p),
-                None => return,
-            }
-        }
-        while carry.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => carry.push(p),
-                Err(_) => break,
-            }
+        if !crate::proposer::fill_batch(&mut rx, &mut carry, MAX_BATCH).await {
+            return;
         }
 
         let mut taken: Vec<Pending> = std::mem::take(&mut carry);
@@ -273,6 +264,26 @@ async fn run(
             }
         }
     }
+}
+
+/// Waits for at least one queued write (unless some are carried over), then
+/// takes whatever else is queued, up to `max`: everything that arrived while
+/// the previous batch was committing goes into the next one. Returns false
+/// once the queue is closed and nothing is left.
+pub(crate) async fn fill_batch<T>(rx: &mut mpsc::Receiver<T>, carry: &mut Vec<T>, max: usize) -> bool {
+    if carry.is_empty() {
+        match rx.recv().await {
+            Some(p) => carry.push(p),
+            None => return false,
+        }
+    }
+    while carry.len() < max {
+        match rx.try_recv() {
+            Ok(p) => carry.push(p),
+            Err(_) => break,
+        }
+    }
+    true
 }
 
 /// What a failed `client_write` means for each write of its batch: the
