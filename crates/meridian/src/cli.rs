@@ -3,7 +3,7 @@
 mod agent;
 mod apply;
 mod bench;
-mod bootstrap;
+pub(crate) mod bootstrap;
 mod cluster;
 mod clusters;
 mod context;

@@ -8,6 +8,8 @@
 //! Latencies are kept in full and sorted at the end: a run is at most a few
 //! hundred thousand samples, so a histogram would buy nothing.
 
+mod churn;
+mod endpoints;
 mod etcd;
 mod local;
 mod metrics;
@@ -38,6 +40,13 @@ pub enum BenchCmd {
     /// Envoys, measures memory per idle stream and the time until a route
     /// change is ACKed by every stream.
     Xds(xds::XdsArgs),
+    /// Endpoint churn: agents report endpoint changes at a fixed rate; measures
+    /// committed changes per second, Raft entries, and visibility in a real Envoy.
+    EndpointChurn(churn::ChurnArgs),
+    /// Endpoint churn seen by simulated Envoys: in-process agents report
+    /// changes at a fixed rate; measures commits, Raft entries, and the time
+    /// until each sampled change's CLA reaches every simulated Envoy.
+    Endpoints(endpoints::EndpointsArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -130,6 +139,8 @@ async fn bench(cmd: BenchCmd, g: &Global) -> Result<()> {
         BenchCmd::Store(a) => store(a, g).await?,
         BenchCmd::Etcd(a) => etcd_bench(a, g).await?,
         BenchCmd::Xds(a) => return xds::run(a, g).await,
+        BenchCmd::Endpoints(a) => return endpoints::run(a, g).await,
+        BenchCmd::EndpointChurn(a) => return churn::run(a, g).await,
     };
     print_report(&report, g.output)
 }

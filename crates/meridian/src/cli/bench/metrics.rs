@@ -30,7 +30,7 @@ pub async fn scrape(addr: &str, name: &str) -> Result<u64> {
     bail!("no sample named {name}")
 }
 
-async fn get(addr: &str, path: &str) -> Result<String> {
+pub async fn get(addr: &str, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
