@@ -4,7 +4,7 @@
 //! transactions guarded by the claim, acknowledge after commit, and renew the
 //! cluster's lease while the agent is alive.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -185,41 +185,61 @@ impl Session {
             }
             removals.push((e.service.clone(), (e.address.clone(), e.port as u16)));
         }
-        let mut next = if u.replace { Sets::new() } else { self.sets.clone() };
-        for (svc, ep) in upserts {
-            next.entry(svc).or_default().insert((ep.address.clone(), ep.port), ep);
-        }
-        for (svc, k) in removals {
-            if let Some(set) = next.get_mut(&svc) {
-                set.remove(&k);
-            }
-        }
-        next.retain(|_, set| !set.is_empty());
-
-        // Which services' objects change. A replace also deletes what the
-        // store holds for this cluster that the new set does not have, even
-        // from an earlier session: nothing stale lingers.
-        let mut ops = Vec::new();
-        let mut touched: BTreeSet<String> = next.keys().cloned().collect();
+        // The new contents of each service the update touches (None: no
+        // endpoints left). Only those services are copied and rewritten: a
+        // delta costs what it changes, not the size of the cluster.
+        let mut changed: BTreeMap<String, Option<BTreeMap<(String, u16), ReportedEndpoint>>> = BTreeMap::new();
         if u.replace {
+            let mut fresh = Sets::new();
+            for (svc, ep) in upserts {
+                fresh.entry(svc).or_default().insert((ep.address.clone(), ep.port), ep);
+            }
+            for (svc, k) in removals {
+                if let Some(set) = fresh.get_mut(&svc) {
+                    set.remove(&k);
+                }
+            }
+            // A replace also deletes what the store holds for this cluster
+            // that the new set does not have, even from an earlier session:
+            // nothing stale lingers.
             let prefix = format!("{}.", self.cluster);
             for (key, _) in self.s.sm.list(Some(KIND_ENDPOINTS)) {
                 if key.name.starts_with(&prefix) {
                     if let Some((_, svc)) = split_endpoints_name(&key.name) {
-                        touched.insert(svc.to_string());
+                        changed.insert(svc.to_string(), None);
                     }
                 }
             }
+            for (svc, set) in fresh {
+                changed.insert(svc, (!set.is_empty()).then_some(set));
+            }
         } else {
-            touched.extend(self.sets.keys().cloned());
+            for (svc, ep) in upserts {
+                let set = changed
+                    .entry(svc.clone())
+                    .or_insert_with(|| Some(self.sets.get(&svc).cloned().unwrap_or_default()))
+                    .get_or_insert_with(BTreeMap::new);
+                set.insert((ep.address.clone(), ep.port), ep);
+            }
+            for (svc, k) in removals {
+                let entry = changed.entry(svc.clone()).or_insert_with(|| self.sets.get(&svc).cloned());
+                if let Some(set) = entry {
+                    set.remove(&k);
+                }
+            }
+            changed.retain(|svc, new| {
+                if new.as_ref().is_some_and(|set| set.is_empty()) {
+                    *new = None;
+                }
+                // Unchanged services are not rewritten.
+                new.as_ref() != self.sets.get(svc)
+            });
         }
-        for svc in touched {
-            let key = ObjectKey::new(KIND_ENDPOINTS, endpoints_name(&self.cluster, &svc));
-            match next.get(&svc) {
+        let mut ops = Vec::new();
+        for (svc, set) in &changed {
+            let key = ObjectKey::new(KIND_ENDPOINTS, endpoints_name(&self.cluster, svc));
+            match set {
                 Some(set) => {
-                    if !u.replace && self.sets.get(&svc) == Some(set) {
-                        continue;
-                    }
                     let list: Vec<&ReportedEndpoint> = set.values().collect();
                     ops.push(TxnOp::Put { key, value: to_json(&list), expected_revision: None });
                 }
@@ -231,7 +251,19 @@ impl Session {
         ops.push(self.lease_put());
         match self.commit(self.request_id(&format!("v{}", u.version)), ops).await {
             Ok(revision) => {
-                self.sets = next;
+                if u.replace {
+                    self.sets.clear();
+                }
+                for (svc, set) in changed {
+                    match set {
+                        Some(set) => {
+                            self.sets.insert(svc, set);
+                        }
+                        None => {
+                            self.sets.remove(&svc);
+                        }
+                    }
+                }
                 self.s.write_metrics.agent_updates.fetch_add(1, Ordering::Relaxed);
                 let ack = pb::AgentAck { version: u.version, revision };
                 if self.out.send(Ok(msg(pb::controller_message::Msg::Ack(ack)))).await.is_err() {
