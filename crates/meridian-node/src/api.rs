@@ -527,7 +527,11 @@ impl pb::config_service_server::ConfigService for ConfigApi {
                 "{e}; list again and watch from the listed revision"
             ))
         })?;
-        let matches = move |e: &Event| kind.is_empty() || e.key.kind == kind;
+        // A replica behind the revision asked for (a follower that has not
+        // applied it yet) still broadcasts those older changes as it catches
+        // up: the watch starts strictly after `from_revision` either way.
+        let from = msg.from_revision;
+        let matches = move |e: &Event| e.revision > from && (kind.is_empty() || e.key.kind == kind);
         let (tx, out) = tokio::sync::mpsc::channel(64);
         let start_rev = self.s.sm.revision().max(msg.from_revision);
         let mut shutdown = self.s.shutdown.clone();
