@@ -571,3 +571,30 @@ mod tests {
         assert_eq!(percentile_ms(&[], 0.5), 0.0);
     }
 }
+
+/// One put of a benchmark's setup transaction.
+pub(super) fn put(kind: &str, name: &str, spec: &serde_json::Value) -> pb::TxnOp {
+    pb::TxnOp {
+        op: Some(pb::txn_op::Op::Put(pb::PutOp {
+            key: Some(pb::ObjectKey {
+                kind: kind.into(),
+                name: name.into(),
+            }),
+            value: serde_json::to_vec(spec).expect("json"),
+            expected_revision: None,
+        })),
+    }
+}
+
+/// Commits a benchmark's setup transaction; returns its revision.
+pub(super) async fn txn(api: &mut ConfigServiceClient<Channel>, id: &str, ops: Vec<pb::TxnOp>) -> Result<u64> {
+    let r = api
+        .txn(pb::TxnRequest {
+            request_id: id.into(),
+            ops,
+            dry_run: false,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("Txn: {:?}: {}", e.code(), e.message()))?;
+    Ok(r.into_inner().revision)
+}

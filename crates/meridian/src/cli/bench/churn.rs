@@ -90,25 +90,18 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
 
     // Services and registered clusters, in one transaction.
     let mut ops = Vec::new();
-    let put = |kind: &str, name: String, v: serde_json::Value| pb::TxnOp {
-        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-            key: Some(pb::ObjectKey { kind: kind.into(), name }),
-            value: serde_json::to_vec(&v).expect("json"),
-            expected_revision: None,
-        })),
-    };
     let token = "bench-token";
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
     for s in 0..a.services {
-        ops.push(put("service", format!("svc-{s}"), json!({"port": 8080})));
+        ops.push(super::put("service", &format!("svc-{s}"), &json!({"port": 8080})));
     }
     for (c, region) in REGIONS.iter().enumerate().take(clusters) {
-        ops.push(put("cluster", format!("bench-{c}"), json!({"region": region, "tokenSha256": digest})));
+        ops.push(super::put("cluster", &format!("bench-{c}"), &json!({"region": region, "tokenSha256": digest})));
     }
     // A fourth cluster whose only job is the timed samples, so they travel
     // the same path as the load while it runs.
-    ops.push(put("cluster", "bench-sample".into(), json!({"region": "us-east", "tokenSha256": digest})));
+    ops.push(super::put("cluster", "bench-sample", &json!({"region": "us-east", "tokenSha256": digest})));
     cfg.txn(pb::TxnRequest { request_id: "bench-churn-setup".into(), ops, dry_run: false }).await?;
 
     // Agents: hello, welcome, full set. The last one is the sampler.

@@ -20,6 +20,7 @@
 //! every Envoy has seen the probe, so the first CLA that carries the probed
 //! health and weight is the push of that change and of nothing else.
 
+use super::{put, txn};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,7 +43,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use super::{channel, local, meridian_sut, metrics};
 use crate::output::Format;
@@ -586,30 +586,6 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / hz
 }
 
-fn put(kind: &str, name: &str, spec: &serde_json::Value) -> pb::TxnOp {
-    pb::TxnOp {
-        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-            key: Some(pb::ObjectKey {
-                kind: kind.into(),
-                name: name.into(),
-            }),
-            value: serde_json::to_vec(spec).expect("json"),
-            expected_revision: None,
-        })),
-    }
-}
-
-async fn txn(api: &mut ConfigServiceClient<Channel>, id: &str, ops: Vec<pb::TxnOp>) -> Result<u64> {
-    let r = api
-        .txn(pb::TxnRequest {
-            request_id: id.into(),
-            ops,
-            dry_run: false,
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("Txn: {:?}: {}", e.code(), e.message()))?;
-    Ok(r.into_inner().revision)
-}
 
 async fn scrape_opt(addr: &str, name: &str) -> Option<u64> {
     match metrics::scrape(addr, name).await {

@@ -8,6 +8,7 @@
 //! changes one at a time and measures, per stream, the time from the
 //! transaction's answer to the stream's ACK of the push.
 
+use super::{put, txn};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,6 @@ use meridian_xds::testing::bench::{Fleet, FleetConfig, Mark};
 use meridian_xds::Variant;
 use serde::Serialize;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::{channel, local, metrics};
 use crate::output::{table, Format};
@@ -395,30 +395,6 @@ async fn probe(xds: &[SocketAddr], variant: Variant, min: usize) -> Result<usize
     }
 }
 
-fn put(kind: &str, name: &str, spec: &serde_json::Value) -> pb::TxnOp {
-    pb::TxnOp {
-        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-            key: Some(pb::ObjectKey {
-                kind: kind.into(),
-                name: name.into(),
-            }),
-            value: serde_json::to_vec(spec).expect("json"),
-            expected_revision: None,
-        })),
-    }
-}
-
-async fn txn(api: &mut ConfigServiceClient<Channel>, id: &str, ops: Vec<pb::TxnOp>) -> Result<u64> {
-    let r = api
-        .txn(pb::TxnRequest {
-            request_id: id.into(),
-            ops,
-            dry_run: false,
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("Txn: {:?}: {}", e.code(), e.message()))?;
-    Ok(r.into_inner().revision)
-}
 
 fn route_spec(i: usize, services: usize, timeout_s: usize, weight: usize) -> serde_json::Value {
     let other = (i + 1) % services;
