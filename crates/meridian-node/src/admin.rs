@@ -190,14 +190,41 @@ fn render_xds(s: &Shared, out: &mut String) {
     use meridian_xds::{Variant, XdsMetrics};
     let m = s.xds.metrics();
     let mut counter = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
     };
-    counter("meridian_xds_pushes_total", "Pushes computed for a stream after a change.", XdsMetrics::get(&m.pushes));
-    counter("meridian_xds_responses_total", "Discovery responses sent.", XdsMetrics::get(&m.responses));
-    counter("meridian_xds_acks_total", "ACKs received.", XdsMetrics::get(&m.acks));
-    counter("meridian_xds_nacks_total", "NACKs received (requests with error_detail).", XdsMetrics::get(&m.nacks));
-    counter("meridian_xds_stale_requests_total", "SotW requests with a stale nonce, ignored.", XdsMetrics::get(&m.stale_requests));
-    counter("meridian_xds_debounce_merges_total", "Changes merged into a pending push by the debouncer.", XdsMetrics::get(&m.debounce_merges));
+    counter(
+        "meridian_xds_pushes_total",
+        "Pushes computed for a stream after a change.",
+        XdsMetrics::get(&m.pushes),
+    );
+    counter(
+        "meridian_xds_responses_total",
+        "Discovery responses sent.",
+        XdsMetrics::get(&m.responses),
+    );
+    counter(
+        "meridian_xds_acks_total",
+        "ACKs received.",
+        XdsMetrics::get(&m.acks),
+    );
+    counter(
+        "meridian_xds_nacks_total",
+        "NACKs received (requests with error_detail).",
+        XdsMetrics::get(&m.nacks),
+    );
+    counter(
+        "meridian_xds_stale_requests_total",
+        "SotW requests with a stale nonce, ignored.",
+        XdsMetrics::get(&m.stale_requests),
+    );
+    counter(
+        "meridian_xds_debounce_merges_total",
+        "Changes merged into a pending push by the debouncer.",
+        XdsMetrics::get(&m.debounce_merges),
+    );
     m.push_to_ack.render(
         out,
         "meridian_xds_push_to_ack_seconds",
@@ -205,13 +232,26 @@ fn render_xds(s: &Shared, out: &mut String) {
     );
     let _ = writeln!(out, "# HELP meridian_xds_streams Connected xDS streams by variant.\n# TYPE meridian_xds_streams gauge");
     for v in Variant::ALL {
-        let _ = writeln!(out, "meridian_xds_streams{{variant=\"{}\"}} {}", crate::proxy_status::variant_name(v), m.streams(v));
+        let _ = writeln!(
+            out,
+            "meridian_xds_streams{{variant=\"{}\"}} {}",
+            crate::proxy_status::variant_name(v),
+            m.streams(v)
+        );
     }
     let _ = writeln!(out, "# HELP meridian_xds_subscribed_streams Streams subscribed to a type, by type and variant.\n# TYPE meridian_xds_subscribed_streams gauge");
-    for t in ["Cluster", "ClusterLoadAssignment", "Listener", "RouteConfiguration", "Secret"] {
+    for t in [
+        "Cluster",
+        "ClusterLoadAssignment",
+        "Listener",
+        "RouteConfiguration",
+        "Secret",
+    ] {
         let url = match t {
             "Cluster" => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-            "ClusterLoadAssignment" => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            "ClusterLoadAssignment" => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
             "Listener" => "type.googleapis.com/envoy.config.listener.v3.Listener",
             "RouteConfiguration" => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
             _ => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
@@ -240,7 +280,9 @@ fn render_agents(s: &Shared, out: &mut String) {
     }
     let mut endpoints = 0u64;
     for (_, o) in s.sm.list(Some(KIND_ENDPOINTS)) {
-        endpoints += serde_json::from_slice::<Vec<ReportedEndpoint>>(&o.value).map(|v| v.len() as u64).unwrap_or(0);
+        endpoints += serde_json::from_slice::<Vec<ReportedEndpoint>>(&o.value)
+            .map(|v| v.len() as u64)
+            .unwrap_or(0);
     }
     let _ = writeln!(out, "# HELP meridian_agent_leases Agent leases in the replicated state, by state.\n# TYPE meridian_agent_leases gauge");
     let _ = writeln!(out, "meridian_agent_leases{{state=\"active\"}} {active}\nmeridian_agent_leases{{state=\"expired\"}} {expired}");

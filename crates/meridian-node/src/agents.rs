@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use meridian_model::reported::{
-    endpoints_name, split_endpoints_name, Claim, Lease, ReportedEndpoint, ReportedHealth, KIND_CLAIM, KIND_ENDPOINTS,
-    KIND_LEASE,
+    endpoints_name, split_endpoints_name, Claim, Lease, ReportedEndpoint, ReportedHealth,
+    KIND_CLAIM, KIND_ENDPOINTS, KIND_LEASE,
 };
 use meridian_model::{ClusterSpec, Kind, Object, Spec};
 use meridian_proto::v1 as pb;
@@ -52,7 +52,10 @@ fn to_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 fn check_endpoint(path: &str, e: &pb::AgentEndpoint) -> Result<(String, ReportedEndpoint), String> {
     meridian_model::validate_name(&e.service).map_err(|r| format!("{path}.service: {r}"))?;
     if e.address.parse::<std::net::IpAddr>().is_err() {
-        return Err(format!("{path}.address: {:?} is not an IP address", e.address));
+        return Err(format!(
+            "{path}.address: {:?} is not an IP address",
+            e.address
+        ));
     }
     if e.port > 65535 {
         return Err(format!("{path}.port: {} is over 65535", e.port));
@@ -72,13 +75,20 @@ fn check_endpoint(path: &str, e: &pb::AgentEndpoint) -> Result<(String, Reported
     };
     Ok((
         e.service.clone(),
-        ReportedEndpoint { address: e.address.clone(), port: e.port as u16, zone: e.zone.clone(), weight: e.weight.max(1), health },
+        ReportedEndpoint {
+            address: e.address.clone(),
+            port: e.port as u16,
+            zone: e.zone.clone(),
+            weight: e.weight.max(1),
+            health,
+        },
     ))
 }
 
 /// The registered cluster, if the token matches; errors say what to do.
 fn authenticate(s: &Shared, hello: &pb::AgentHello) -> Result<ClusterSpec, Status> {
-    meridian_model::validate_name(&hello.cluster).map_err(|r| Status::invalid_argument(format!("hello.cluster: {r}")))?;
+    meridian_model::validate_name(&hello.cluster)
+        .map_err(|r| Status::invalid_argument(format!("hello.cluster: {r}")))?;
     if hello.session.is_empty() || hello.session.len() > 128 {
         return Err(Status::invalid_argument("hello.session: 1-128 characters"));
     }
@@ -90,13 +100,25 @@ fn authenticate(s: &Shared, hello: &pb::AgentHello) -> Result<ClusterSpec, Statu
         ))
     })?;
     let spec = match Object::from_stored(&key.kind, &key.name, &stored.value) {
-        Ok(Object { spec: Spec::Cluster(c), .. }) => c,
-        _ => return Err(Status::internal(format!("cluster/{}: stored object does not parse", hello.cluster))),
+        Ok(Object {
+            spec: Spec::Cluster(c),
+            ..
+        }) => c,
+        _ => {
+            return Err(Status::internal(format!(
+                "cluster/{}: stored object does not parse",
+                hello.cluster
+            )))
+        }
     };
     let digest = hex::encode(Sha256::digest(hello.token.as_bytes()));
     // Compare all bytes: the time taken must not tell how much matched.
     let same = digest.len() == spec.token_sha256.len()
-        && digest.bytes().zip(spec.token_sha256.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        && digest
+            .bytes()
+            .zip(spec.token_sha256.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
     if !same {
         return Err(Status::unauthenticated(format!(
             "wrong token for cluster {:?}: this agent may not write its endpoints",
@@ -134,15 +156,25 @@ enum Fate {
 
 impl Session {
     fn claim_check(&self) -> TxnOp {
-        TxnOp::Check { key: ObjectKey::new(KIND_CLAIM, self.cluster.clone()), expected_revision: self.claim_rev }
+        TxnOp::Check {
+            key: ObjectKey::new(KIND_CLAIM, self.cluster.clone()),
+            expected_revision: self.claim_rev,
+        }
     }
 
     fn lease_put(&self) -> TxnOp {
-        TxnOp::Put { key: ObjectKey::new(KIND_LEASE, self.cluster.clone()), value: to_json(&self.lease), expected_revision: None }
+        TxnOp::Put {
+            key: ObjectKey::new(KIND_LEASE, self.cluster.clone()),
+            value: to_json(&self.lease),
+            expected_revision: None,
+        }
     }
 
     fn request_id(&self, what: &str) -> String {
-        format!("agent-{}-{}-{:x}-{what}", self.cluster, self.session, self.stream)
+        format!(
+            "agent-{}-{}-{:x}-{what}",
+            self.cluster, self.session, self.stream
+        )
     }
 
     /// Commits `ops` guarded by the claim; a conflict on the claim means a
@@ -150,8 +182,17 @@ impl Session {
     async fn commit(&self, request_id: String, ops: Vec<TxnOp>) -> Result<u64, Fate> {
         let mut all = vec![self.claim_check()];
         all.extend(ops);
-        match self.s.submit_agent_txn(Txn { request_id, ops: all }).await {
-            Ok(TxnOutcome::Committed { revision } | TxnOutcome::Duplicate { revision }) => Ok(revision),
+        match self
+            .s
+            .submit_agent_txn(Txn {
+                request_id,
+                ops: all,
+            })
+            .await
+        {
+            Ok(TxnOutcome::Committed { revision } | TxnOutcome::Duplicate { revision }) => {
+                Ok(revision)
+            }
             Ok(TxnOutcome::Conflict(c)) if c.key.kind == KIND_CLAIM => {
                 let by = self
                     .s
@@ -161,10 +202,17 @@ impl Session {
                     .map(|c| c.session)
                     .unwrap_or_default();
                 info!(cluster = %self.cluster, session = %self.session, by = %by, "agent session superseded");
-                let _ = self.out.send(Ok(msg(pb::controller_message::Msg::Superseded(pb::AgentSuperseded { by_session: by })))).await;
+                let _ = self
+                    .out
+                    .send(Ok(msg(pb::controller_message::Msg::Superseded(
+                        pb::AgentSuperseded { by_session: by },
+                    ))))
+                    .await;
                 Err(Fate::End(None))
             }
-            Ok(other) => Err(Fate::End(Some(Status::internal(format!("unexpected outcome {other:?}"))))),
+            Ok(other) => Err(Fate::End(Some(Status::internal(format!(
+                "unexpected outcome {other:?}"
+            ))))),
             Err(st) => Err(Fate::End(Some(st))),
         }
     }
@@ -181,18 +229,24 @@ impl Session {
         let mut removals = Vec::new();
         for (i, e) in u.removals.iter().enumerate() {
             if let Err(r) = meridian_model::validate_name(&e.service) {
-                return self.nack(u.version, format!("removals[{i}].service: {r}")).await;
+                return self
+                    .nack(u.version, format!("removals[{i}].service: {r}"))
+                    .await;
             }
             removals.push((e.service.clone(), (e.address.clone(), e.port as u16)));
         }
         // The new contents of each service the update touches (None: no
         // endpoints left). Only those services are copied and rewritten: a
         // delta costs what it changes, not the size of the cluster.
-        let mut changed: BTreeMap<String, Option<BTreeMap<(String, u16), ReportedEndpoint>>> = BTreeMap::new();
+        let mut changed: BTreeMap<String, Option<BTreeMap<(String, u16), ReportedEndpoint>>> =
+            BTreeMap::new();
         if u.replace {
             let mut fresh = Sets::new();
             for (svc, ep) in upserts {
-                fresh.entry(svc).or_default().insert((ep.address.clone(), ep.port), ep);
+                fresh
+                    .entry(svc)
+                    .or_default()
+                    .insert((ep.address.clone(), ep.port), ep);
             }
             for (svc, k) in removals {
                 if let Some(set) = fresh.get_mut(&svc) {
@@ -222,7 +276,9 @@ impl Session {
                 set.insert((ep.address.clone(), ep.port), ep);
             }
             for (svc, k) in removals {
-                let entry = changed.entry(svc.clone()).or_insert_with(|| self.sets.get(&svc).cloned());
+                let entry = changed
+                    .entry(svc.clone())
+                    .or_insert_with(|| self.sets.get(&svc).cloned());
                 if let Some(set) = entry {
                     set.remove(&k);
                 }
@@ -241,15 +297,25 @@ impl Session {
             match set {
                 Some(set) => {
                     let list: Vec<&ReportedEndpoint> = set.values().collect();
-                    ops.push(TxnOp::Put { key, value: to_json(&list), expected_revision: None });
+                    ops.push(TxnOp::Put {
+                        key,
+                        value: to_json(&list),
+                        expected_revision: None,
+                    });
                 }
-                None => ops.push(TxnOp::Delete { key, expected_revision: None }),
+                None => ops.push(TxnOp::Delete {
+                    key,
+                    expected_revision: None,
+                }),
             }
         }
         // Every update renews the lease too.
         self.lease.expired = false;
         ops.push(self.lease_put());
-        match self.commit(self.request_id(&format!("v{}", u.version)), ops).await {
+        match self
+            .commit(self.request_id(&format!("v{}", u.version)), ops)
+            .await
+        {
             Ok(revision) => {
                 if u.replace {
                     self.sets.clear();
@@ -264,9 +330,20 @@ impl Session {
                         }
                     }
                 }
-                self.s.write_metrics.agent_updates.fetch_add(1, Ordering::Relaxed);
-                let ack = pb::AgentAck { version: u.version, revision };
-                if self.out.send(Ok(msg(pb::controller_message::Msg::Ack(ack)))).await.is_err() {
+                self.s
+                    .write_metrics
+                    .agent_updates
+                    .fetch_add(1, Ordering::Relaxed);
+                let ack = pb::AgentAck {
+                    version: u.version,
+                    revision,
+                };
+                if self
+                    .out
+                    .send(Ok(msg(pb::controller_message::Msg::Ack(ack))))
+                    .await
+                    .is_err()
+                {
                     return Fate::End(None);
                 }
                 Fate::Continue
@@ -277,9 +354,17 @@ impl Session {
 
     async fn nack(&self, version: u64, reason: String) -> Fate {
         warn!(cluster = %self.cluster, version, reason = %reason, "endpoint update refused");
-        self.s.write_metrics.agent_nacks.fetch_add(1, Ordering::Relaxed);
+        self.s
+            .write_metrics
+            .agent_nacks
+            .fetch_add(1, Ordering::Relaxed);
         let nack = pb::AgentNack { version, reason };
-        if self.out.send(Ok(msg(pb::controller_message::Msg::Nack(nack)))).await.is_err() {
+        if self
+            .out
+            .send(Ok(msg(pb::controller_message::Msg::Nack(nack))))
+            .await
+            .is_err()
+        {
             return Fate::End(None);
         }
         Fate::Continue
@@ -287,7 +372,11 @@ impl Session {
 
     async fn renew(&mut self) -> Fate {
         self.lease.expired = false;
-        let rid = format!("{}-renew-{:x}", self.request_id("lease"), rand::random::<u64>());
+        let rid = format!(
+            "{}-renew-{:x}",
+            self.request_id("lease"),
+            rand::random::<u64>()
+        );
         match self.commit(rid, vec![self.lease_put()]).await {
             Ok(_) => Fate::Continue,
             Err(f) => f,
@@ -299,7 +388,10 @@ impl Session {
 impl pb::agent_service_server::AgentService for AgentApi {
     type ReportStream = Out;
 
-    async fn report(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<Out>, Status> {
+    async fn report(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Out>, Status> {
         let mut input = req.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), input.message())
             .await
@@ -317,14 +409,26 @@ impl pb::agent_service_server::AgentService for AgentApi {
             expired: false,
             controller: self.s.id,
         };
-        let claim = Claim { session: hello.session.clone(), agent: hello.agent.clone(), controller: self.s.id };
+        let claim = Claim {
+            session: hello.session.clone(),
+            agent: hello.agent.clone(),
+            controller: self.s.id,
+        };
         // The newest session wins: the claim is written unconditionally.
         let stream: u64 = rand::random();
         let txn = Txn {
             request_id: format!("agent-{}-{}-{stream:x}-claim", hello.cluster, hello.session),
             ops: vec![
-                TxnOp::Put { key: ObjectKey::new(KIND_CLAIM, hello.cluster.clone()), value: to_json(&claim), expected_revision: None },
-                TxnOp::Put { key: ObjectKey::new(KIND_LEASE, hello.cluster.clone()), value: to_json(&lease), expected_revision: None },
+                TxnOp::Put {
+                    key: ObjectKey::new(KIND_CLAIM, hello.cluster.clone()),
+                    value: to_json(&claim),
+                    expected_revision: None,
+                },
+                TxnOp::Put {
+                    key: ObjectKey::new(KIND_LEASE, hello.cluster.clone()),
+                    value: to_json(&lease),
+                    expected_revision: None,
+                },
             ],
         };
         let claim_rev = match self.s.submit_agent_txn(txn).await? {
@@ -332,7 +436,10 @@ impl pb::agent_service_server::AgentService for AgentApi {
             other => return Err(Status::internal(format!("claim failed: {other:?}"))),
         };
         info!(cluster = %hello.cluster, region = %hello.region, session = %hello.session, agent = %hello.agent, "agent connected");
-        self.s.write_metrics.agent_sessions.fetch_add(1, Ordering::Relaxed);
+        self.s
+            .write_metrics
+            .agent_sessions
+            .fetch_add(1, Ordering::Relaxed);
 
         let (tx, rx) = mpsc::channel(64);
         let heartbeat = (ttl / 6).clamp(Duration::from_millis(500), Duration::from_secs(5));
@@ -342,7 +449,9 @@ impl pb::agent_service_server::AgentService for AgentApi {
             lease_ttl_ms: ttl.as_millis() as u64,
             heartbeat_interval_ms: heartbeat.as_millis() as u64,
         };
-        let _ = tx.send(Ok(msg(pb::controller_message::Msg::Welcome(welcome)))).await;
+        let _ = tx
+            .send(Ok(msg(pb::controller_message::Msg::Welcome(welcome))))
+            .await;
         let mut session = Session {
             s: self.s.clone(),
             cluster: hello.cluster.clone(),
@@ -388,6 +497,8 @@ impl pb::agent_service_server::AgentService for AgentApi {
                 let _ = tx.send(Err(st)).await;
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

@@ -11,7 +11,7 @@ use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
 use meridian_store::{NodeId, NodeInfo, Request as Cmd, SnapshotMeta};
 use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::leader::{self, LeaderIs};
 use crate::node::Shared;
@@ -274,25 +274,46 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
             )));
         }
         info!(node = id, "removing node");
+        // Retire the id before the membership change, not after: when the
+        // node removed is this leader, it steps down once the new config
+        // commits and a write proposed afterwards may never be answered.
+        // A retired id that is still a member (the change below failed)
+        // keeps working; retrying the removal finishes the job.
+        let left = self.s.write_timeout;
+        match tokio::time::timeout(
+            left,
+            self.s.raft.client_write(Cmd::RetireNode { node_id: id }),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(Status::unavailable(format!(
+                    "removing node {id} failed: could not record its id as retired: {e}"
+                )))
+            }
+            Err(_) => return Err(Status::unavailable(format!(
+                "removing node {id} failed: recording its id as retired timed out after {left:?}"
+            ))),
+        }
         let change = if voters.contains(&id) {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        self.s
-            .raft
-            .change_membership(change, false)
-            .await
-            .map_err(|e| Status::unavailable(format!("removing node {id} failed: {e}")))?;
-        // Record the id so it is never admitted again; if this fails the
-        // removal itself stands, and the operator can retry.
-        if let Err(e) = self
-            .s
-            .raft
-            .client_write(Cmd::RetireNode { node_id: id })
-            .await
-        {
-            warn!(node = id, error = %e, "node removed but its id could not be retired");
+        match tokio::time::timeout(left, self.s.raft.change_membership(change, false)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(Status::unavailable(format!(
+                    "removing node {id} failed: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(Status::unavailable(format!(
+                    "removing node {id}: the membership change did not commit within {left:?}; \
+                     check `meridian cluster status` and retry"
+                )))
+            }
         }
         let (voters, learners) = self.membership_reply();
         Ok(Response::new(pb::RemoveNodeResponse { voters, learners }))
@@ -402,7 +423,11 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
                 }
             }
         }
-        proxies.sort_by(|a, b| a.node_id.cmp(&b.node_id).then(a.controller_id.cmp(&b.controller_id)));
+        proxies.sort_by(|a, b| {
+            a.node_id
+                .cmp(&b.node_id)
+                .then(a.controller_id.cmp(&b.controller_id))
+        });
         Ok(Response::new(pb::ProxyStatusResponse { proxies, errors }))
     }
 
@@ -420,9 +445,16 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
                 if *id == self.s.id {
                     continue;
                 }
-                let Ok(mut c) = self.client(info) else { continue };
-                let ask = pb::ProxyConfigRequest { node_id: msg.node_id.clone(), local_only: true };
-                if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(2), c.get_proxy_config(ask)).await {
+                let Ok(mut c) = self.client(info) else {
+                    continue;
+                };
+                let ask = pb::ProxyConfigRequest {
+                    node_id: msg.node_id.clone(),
+                    local_only: true,
+                };
+                if let Ok(Ok(r)) =
+                    tokio::time::timeout(Duration::from_secs(2), c.get_proxy_config(ask)).await
+                {
                     return Ok(r);
                 }
             }

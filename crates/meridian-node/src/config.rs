@@ -58,7 +58,12 @@ pub struct XdsOptions {
 
 impl Default for XdsOptions {
     fn default() -> Self {
-        XdsOptions { debounce_ms: 100, debounce_max_ms: 1_000, push_concurrency: 100, max_connection_age_s: 0 }
+        XdsOptions {
+            debounce_ms: 100,
+            debounce_max_ms: 1_000,
+            push_concurrency: 100,
+            max_connection_age_s: 0,
+        }
     }
 }
 

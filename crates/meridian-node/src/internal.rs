@@ -29,13 +29,19 @@ impl InternalApi {
 #[tonic::async_trait]
 impl InternalService for InternalApi {
     async fn agent_txn(&self, req: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
-        let txn: Txn = wire::decode(&req.into_inner().payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let txn: Txn = wire::decode(&req.into_inner().payload)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let result: Result<TxnOutcome, String> = match self.s.lane.submit(txn).await {
             Ok(o) => Ok(o),
-            Err(WriteError::NotLeader) => return Err(Status::unavailable("this node is not the leader")),
+            Err(WriteError::NotLeader) => {
+                return Err(Status::unavailable("this node is not the leader"))
+            }
             Err(WriteError::Api(e)) => Err(e.to_string()),
         };
-        Ok(Response::new(RaftReply { payload: wire::encode(&result), is_error: result.is_err() }))
+        Ok(Response::new(RaftReply {
+            payload: wire::encode(&result),
+            is_error: result.is_err(),
+        }))
     }
 }
 
@@ -52,12 +58,19 @@ impl Shared {
                     Err(WriteError::Api(e)) => return Err(e.into_status()),
                 },
                 LeaderIs::Other(info) => {
-                    let ch = self.peer_channels.get(&info.peer_addr).map_err(Status::internal)?;
-                    let msg = RaftMessage { payload: wire::encode(&txn), from: self.id };
+                    let ch = self
+                        .peer_channels
+                        .get(&info.peer_addr)
+                        .map_err(Status::internal)?;
+                    let msg = RaftMessage {
+                        payload: wire::encode(&txn),
+                        from: self.id,
+                    };
                     match InternalServiceClient::new(ch).agent_txn(msg).await {
                         Ok(reply) => {
-                            let r: Result<TxnOutcome, String> = wire::decode(&reply.into_inner().payload)
-                                .map_err(|e| Status::internal(e.to_string()))?;
+                            let r: Result<TxnOutcome, String> =
+                                wire::decode(&reply.into_inner().payload)
+                                    .map_err(|e| Status::internal(e.to_string()))?;
                             return r.map_err(Status::unavailable);
                         }
                         Err(st) if st.code() == tonic::Code::Unavailable => st,

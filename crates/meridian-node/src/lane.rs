@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use meridian_store::{Batch, Raft, Request, Txn, TxnOutcome};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::ApiError;
 use crate::metrics::WriteMetrics;
 use crate::proposer::WriteError;
-use crate::error::ApiError;
 
 const MAX_BATCH: usize = 4096;
 
@@ -28,7 +28,11 @@ pub(crate) struct EndpointLane {
 }
 
 impl EndpointLane {
-    pub(crate) fn start(raft: Raft, write_timeout: Duration, metrics: Arc<WriteMetrics>) -> EndpointLane {
+    pub(crate) fn start(
+        raft: Raft,
+        write_timeout: Duration,
+        metrics: Arc<WriteMetrics>,
+    ) -> EndpointLane {
         let (tx, rx) = mpsc::channel(16 * 1024);
         tokio::spawn(run(raft, rx, write_timeout, metrics));
         EndpointLane { tx }
@@ -37,22 +41,36 @@ impl EndpointLane {
     pub(crate) async fn submit(&self, txn: Txn) -> Result<TxnOutcome, WriteError> {
         let (reply, rx) = oneshot::channel();
         let down = || WriteError::Api(ApiError::Unavailable("node is shutting down".into()));
-        self.tx.send(Pending { txn, reply }).await.map_err(|_| down())?;
+        self.tx
+            .send(Pending { txn, reply })
+            .await
+            .map_err(|_| down())?;
         rx.await.map_err(|_| down())?
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, write_timeout: Duration, metrics: Arc<WriteMetrics>) {
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<Pending>,
+    write_timeout: Duration,
+    metrics: Arc<WriteMetrics>,
+) {
     let mut carry: Vec<Pending> = Vec::new();
     loop {
         if !crate::proposer::fill_batch(&mut rx, &mut carry, MAX_BATCH).await {
             return;
         }
-        let waiting: Vec<Pending> = std::mem::take(&mut carry).into_iter().filter(|p| !p.reply.is_closed()).collect();
+        let waiting: Vec<Pending> = std::mem::take(&mut carry)
+            .into_iter()
+            .filter(|p| !p.reply.is_closed())
+            .collect();
         if waiting.is_empty() {
             continue;
         }
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let request = Request::Batch(Batch {
             base_config_seq: None,
             proposed_at_ms: now_ms,
@@ -63,7 +81,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, write_timeout: Duratio
         match tokio::time::timeout(write_timeout, raft.client_write(request)).await {
             Ok(Ok(resp)) => {
                 metrics.proposal_latency.observe(started.elapsed());
-                metrics.endpoint_txns.fetch_add(waiting.len() as u64, Ordering::Relaxed);
+                metrics
+                    .endpoint_txns
+                    .fetch_add(waiting.len() as u64, Ordering::Relaxed);
                 for (p, outcome) in waiting.into_iter().zip(resp.data.outcomes) {
                     let _ = p.reply.send(Ok(outcome));
                 }
@@ -76,9 +96,11 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Pending>, write_timeout: Duratio
             }
             Err(_) => {
                 for p in waiting {
-                    let _ = p.reply.send(Err(WriteError::Api(ApiError::Unavailable(format!(
-                        "no quorum: not committed within {write_timeout:?}"
-                    )))));
+                    let _ = p
+                        .reply
+                        .send(Err(WriteError::Api(ApiError::Unavailable(format!(
+                            "no quorum: not committed within {write_timeout:?}"
+                        )))));
                 }
             }
         }

@@ -42,7 +42,9 @@ pub(crate) async fn run(s: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Resu
         }
         let now = Instant::now();
         for (key, obj) in s.sm.list(Some(KIND_LEASE)) {
-            let Ok(lease) = serde_json::from_slice::<Lease>(&obj.value) else { continue };
+            let Ok(lease) = serde_json::from_slice::<Lease>(&obj.value) else {
+                continue;
+            };
             let entry = seen.entry(key.name.clone()).or_insert((obj.revision, now));
             if entry.0 != obj.revision {
                 *entry = (obj.revision, now);
@@ -50,7 +52,10 @@ pub(crate) async fn run(s: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Resu
             if lease.expired || now.duration_since(entry.1) < Duration::from_millis(lease.ttl_ms) {
                 continue;
             }
-            let expired = Lease { expired: true, ..lease.clone() };
+            let expired = Lease {
+                expired: true,
+                ..lease.clone()
+            };
             let txn = Txn {
                 request_id: format!("expire-{}-{}", key.name, obj.revision),
                 ops: vec![TxnOp::Put {
@@ -61,13 +66,20 @@ pub(crate) async fn run(s: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Resu
             };
             match s.submit_agent_txn(txn).await {
                 Ok(TxnOutcome::Committed { .. }) => {
-                    s.write_metrics.lease_expiries.fetch_add(1, Ordering::Relaxed);
+                    s.write_metrics
+                        .lease_expiries
+                        .fetch_add(1, Ordering::Relaxed);
                     info!(cluster = %key.name, session = %lease.session, policy = ?lease.on_expiry, ttl_ms = lease.ttl_ms, "agent lease expired");
                 }
                 Ok(_) => {} // renewed meanwhile, or already expired
-                Err(e) => warn!(cluster = %key.name, error = %e.message(), "could not expire lease"),
+                Err(e) => {
+                    warn!(cluster = %key.name, error = %e.message(), "could not expire lease")
+                }
             }
         }
-        seen.retain(|name, _| s.sm.get(&ObjectKey::new(KIND_LEASE, name.clone())).is_some());
+        seen.retain(|name, _| {
+            s.sm.get(&ObjectKey::new(KIND_LEASE, name.clone()))
+                .is_some()
+        });
     }
 }

@@ -56,14 +56,46 @@ impl WriteMetrics {
             &self.proposal_failures,
         );
         for (name, help, v) in [
-            ("meridian_endpoint_batches_total", "Endpoint-lane batches proposed by this node as leader.", &self.endpoint_batches),
-            ("meridian_endpoint_txns_total", "Endpoint-lane transactions committed through this node as leader.", &self.endpoint_txns),
-            ("meridian_agent_sessions_total", "Agent sessions accepted by this node.", &self.agent_sessions),
-            ("meridian_agent_updates_total", "Endpoint updates acknowledged to agents by this node.", &self.agent_updates),
-            ("meridian_agent_nacks_total", "Endpoint updates refused (NACKed) by this node.", &self.agent_nacks),
-            ("meridian_lease_expiries_total", "Agent leases this node expired as leader.", &self.lease_expiries),
-            ("meridian_raft_snapshots_total", "Snapshots this node built or installed since it started.", &self.snapshots),
-            ("meridian_raft_purges_total", "Log purges on this node since it started.", &self.purges),
+            (
+                "meridian_endpoint_batches_total",
+                "Endpoint-lane batches proposed by this node as leader.",
+                &self.endpoint_batches,
+            ),
+            (
+                "meridian_endpoint_txns_total",
+                "Endpoint-lane transactions committed through this node as leader.",
+                &self.endpoint_txns,
+            ),
+            (
+                "meridian_agent_sessions_total",
+                "Agent sessions accepted by this node.",
+                &self.agent_sessions,
+            ),
+            (
+                "meridian_agent_updates_total",
+                "Endpoint updates acknowledged to agents by this node.",
+                &self.agent_updates,
+            ),
+            (
+                "meridian_agent_nacks_total",
+                "Endpoint updates refused (NACKed) by this node.",
+                &self.agent_nacks,
+            ),
+            (
+                "meridian_lease_expiries_total",
+                "Agent leases this node expired as leader.",
+                &self.lease_expiries,
+            ),
+            (
+                "meridian_raft_snapshots_total",
+                "Snapshots this node built or installed since it started.",
+                &self.snapshots,
+            ),
+            (
+                "meridian_raft_purges_total",
+                "Log purges on this node since it started.",
+                &self.purges,
+            ),
         ] {
             counter(name, help, v);
         }

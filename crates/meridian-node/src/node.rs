@@ -124,7 +124,11 @@ impl Node {
         );
         let (stop, shutdown) = watch::channel(false);
         let write_metrics = Arc::new(WriteMetrics::default());
-        let lane = crate::lane::EndpointLane::start(raft.clone(), config.write_timeout(), write_metrics.clone());
+        let lane = crate::lane::EndpointLane::start(
+            raft.clone(),
+            config.write_timeout(),
+            write_metrics.clone(),
+        );
         let proposer = Proposer::start(
             raft.clone(),
             sm.clone(),
@@ -166,10 +170,7 @@ impl Node {
                 .tcp_nodelay(true)
                 .add_service(peer_svc)
                 .add_service(internal_svc)
-                .serve_with_incoming_shutdown(
-                    incoming(peer_l),
-                    until_stop(rx),
-                )
+                .serve_with_incoming_shutdown(incoming(peer_l), until_stop(rx))
                 .await
                 .map_err(|e| format!("peer listener: {e}"))
         });
@@ -185,7 +186,11 @@ impl Node {
         // CSDS on the API port too, where operators' tools look for it.
         let csds_svc = envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer::new(shared.xds.clone());
         tasks.spawn(crate::leases::run(shared.clone(), shutdown.clone()));
-        tasks.spawn(count_snapshots(raft.clone(), shared.write_metrics.clone(), shutdown.clone()));
+        tasks.spawn(count_snapshots(
+            raft.clone(),
+            shared.write_metrics.clone(),
+            shutdown.clone(),
+        ));
         let rx = shutdown.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
@@ -195,17 +200,16 @@ impl Node {
                 .add_service(cluster_svc)
                 .add_service(agent_svc)
                 .add_service(csds_svc)
-                .serve_with_incoming_shutdown(
-                    incoming(api_l),
-                    until_stop(rx),
-                )
+                .serve_with_incoming_shutdown(incoming(api_l), until_stop(rx))
                 .await
                 .map_err(|e| format!("api listener: {e}"))
         });
 
         let rx = shutdown.clone();
         tasks.spawn(async move {
-            meridian_xds::serve(xds_l, xds, until_stop(rx)).await.map_err(|e| format!("xds listener: {e}"))
+            meridian_xds::serve(xds_l, xds, until_stop(rx))
+                .await
+                .map_err(|e| format!("xds listener: {e}"))
         });
 
         let router = crate::admin::router(shared.clone());
@@ -271,7 +275,11 @@ fn incoming(l: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio
 
 /// Counts snapshots and purges as openraft's metrics report them, for
 /// `/metrics` (openraft only exposes the latest log ids).
-async fn count_snapshots(raft: Raft, m: Arc<WriteMetrics>, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+async fn count_snapshots(
+    raft: Raft,
+    m: Arc<WriteMetrics>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
     use std::sync::atomic::Ordering;
     let mut rx = raft.metrics();
     let (mut snap, mut purged) = {

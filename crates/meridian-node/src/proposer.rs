@@ -148,7 +148,10 @@ async fn run(
                 let errors = ov.relation_errors();
                 ov.undo(undo);
                 if errors.is_empty() {
-                    let _ = p.reply.send(Ok(WriteResult { revision: sm.revision(), duplicate: false }));
+                    let _ = p.reply.send(Ok(WriteResult {
+                        revision: sm.revision(),
+                        duplicate: false,
+                    }));
                 } else {
                     refuse(&sm, &metrics, p, Verdict::Invalid(errors));
                 }
@@ -270,7 +273,11 @@ async fn run(
 /// takes whatever else is queued, up to `max`: everything that arrived while
 /// the previous batch was committing goes into the next one. Returns false
 /// once the queue is closed and nothing is left.
-pub(crate) async fn fill_batch<T>(rx: &mut mpsc::Receiver<T>, carry: &mut Vec<T>, max: usize) -> bool {
+pub(crate) async fn fill_batch<T>(
+    rx: &mut mpsc::Receiver<T>,
+    carry: &mut Vec<T>,
+    max: usize,
+) -> bool {
     if carry.is_empty() {
         match rx.recv().await {
             Some(p) => carry.push(p),
@@ -289,7 +296,10 @@ pub(crate) async fn fill_batch<T>(rx: &mut mpsc::Receiver<T>, carry: &mut Vec<T>
 /// What a failed `client_write` means for each write of its batch: the
 /// caller retries on the leader for `NotLeader`, and reports the rest.
 pub(crate) fn proposal_error(
-    e: &openraft::error::RaftError<meridian_store::NodeId, openraft::error::ClientWriteError<meridian_store::NodeId, meridian_store::NodeInfo>>,
+    e: &openraft::error::RaftError<
+        meridian_store::NodeId,
+        openraft::error::ClientWriteError<meridian_store::NodeId, meridian_store::NodeInfo>,
+    >,
     what: &str,
 ) -> WriteError {
     if e.forward_to_leader::<meridian_store::NodeInfo>().is_some() {
@@ -304,7 +314,11 @@ fn refuse(sm: &StateMachineStore, metrics: &WriteMetrics, p: Pending, v: Verdict
     metrics.txns_rejected.fetch_add(1, Ordering::Relaxed);
     let err = match v {
         Verdict::Invalid(errors) => ApiError::Invalid(errors.join("\n")),
-        Verdict::Conflict { key, expected, actual } => ApiError::Conflict(conflict_message(sm, &key, expected, actual)),
+        Verdict::Conflict {
+            key,
+            expected,
+            actual,
+        } => ApiError::Conflict(conflict_message(sm, &key, expected, actual)),
         Verdict::Defer => unreachable!("deferred transactions are carried, not refused"),
     };
     let _ = p.reply.send(Err(WriteError::Api(err)));

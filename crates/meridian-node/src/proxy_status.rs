@@ -40,7 +40,10 @@ fn state_name(s: SyncState) -> &'static str {
 }
 
 fn age_ms(t: SystemTime) -> u64 {
-    SystemTime::now().duration_since(t).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn convert(s: &Shared, p: ProxyStatus) -> pb::ProxyInfo {
@@ -48,7 +51,11 @@ fn convert(s: &Shared, p: ProxyStatus) -> pb::ProxyInfo {
         .types
         .values()
         .map(|t| {
-            let nack = if t.state == SyncState::Nacked { t.last_nack.clone() } else { None };
+            let nack = if t.state == SyncState::Nacked {
+                t.last_nack.clone()
+            } else {
+                None
+            };
             pb::ProxyTypeStatus {
                 r#type: short_type(&t.type_url),
                 state: state_name(t.state).into(),
@@ -88,7 +95,10 @@ pub(crate) fn config(s: &Shared, node_id: &str) -> Option<pb::ProxyConfigRespons
     for t in p.types.values() {
         let all = view.resources(&t.type_url);
         for r in &t.resources {
-            let text = all.get(&r.name).map(|v| decode_text(&t.type_url, &v.resource.value)).unwrap_or_default();
+            let text = all
+                .get(&r.name)
+                .map(|v| decode_text(&t.type_url, &v.resource.value))
+                .unwrap_or_default();
             resources.push(pb::ProxyResource {
                 r#type: short_type(&t.type_url),
                 name: r.name.clone(),
@@ -104,12 +114,18 @@ pub(crate) fn config(s: &Shared, node_id: &str) -> Option<pb::ProxyConfigRespons
             });
         }
     }
-    Some(pb::ProxyConfigResponse { proxy: Some(convert(s, p)), resources })
+    Some(pb::ProxyConfigResponse {
+        proxy: Some(convert(s, p)),
+        resources,
+    })
 }
 
 /// Envoy's v3 resources have no serde; their `Debug` form is the readable one.
 fn decode_text(type_url: &str, bytes: &[u8]) -> String {
-    use envoy_types::pb::envoy::config::{cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener, route::v3::RouteConfiguration};
+    use envoy_types::pb::envoy::config::{
+        cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+        route::v3::RouteConfiguration,
+    };
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
     let decoded = match short_type(type_url).as_str() {
         "cds" => Cluster::decode(bytes).map(|m| format!("{m:#?}")),
@@ -117,7 +133,8 @@ fn decode_text(type_url: &str, bytes: &[u8]) -> String {
         "lds" => Listener::decode(bytes).map(|m| format!("{m:#?}")),
         "rds" => RouteConfiguration::decode(bytes).map(|m| format!("{m:#?}")),
         // A secret's key material is never shown, only that it is there.
-        "sds" => Secret::decode(bytes).map(|m| format!("Secret {{ name: {:?}, <key material redacted> }}", m.name)),
+        "sds" => Secret::decode(bytes)
+            .map(|m| format!("Secret {{ name: {:?}, <key material redacted> }}", m.name)),
         _ => return format!("{} bytes", bytes.len()),
     };
     decoded.unwrap_or_else(|e| format!("undecodable: {e}"))

@@ -70,7 +70,11 @@ impl Overlay {
                 Err(e) => broken.push(format!("{key}: {e}")),
             }
         }
-        let base_errors = set.validate_relations().into_iter().map(|e| e.to_string()).collect();
+        let base_errors = set
+            .validate_relations()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect();
         (
             Overlay {
                 set,
@@ -110,7 +114,7 @@ impl Overlay {
         let mut errors = Vec::new();
         if txn.ops.is_empty() {
             return Err(Verdict::Invalid(vec![
-                "ops: a transaction needs at least one put or delete".into()
+                "ops: a transaction needs at least one put or delete".into(),
             ]));
         }
         if txn.ops.len() > MAX_TXN_OPS {
@@ -120,7 +124,9 @@ impl Overlay {
             )]));
         }
         if txn.request_id.len() > 128 {
-            return Err(Verdict::Invalid(vec!["request_id: at most 128 bytes".into()]));
+            return Err(Verdict::Invalid(vec![
+                "request_id: at most 128 bytes".into()
+            ]));
         }
         let mut seen = HashSet::new();
         let mut canonical_ops = Vec::with_capacity(txn.ops.len());

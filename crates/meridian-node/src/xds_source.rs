@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::google::protobuf::Any;
 use meridian_model::reported::{
-    endpoint_set, split_endpoints_name, Lease, ReportedEndpoint, KIND_CLAIM, KIND_ENDPOINTS, KIND_LEASE,
+    endpoint_set, split_endpoints_name, Lease, ReportedEndpoint, KIND_CLAIM, KIND_ENDPOINTS,
+    KIND_LEASE,
 };
 use meridian_model::{ConfigSet, EndpointSet, Object};
 use meridian_store::StateMachineStore;
@@ -38,7 +39,11 @@ struct Cache {
 impl StoreSource {
     pub(crate) fn new(sm: StateMachineStore) -> StoreSource {
         let changes = sm.applied_watch();
-        StoreSource { sm, changes, cache: Mutex::new(Cache::default()) }
+        StoreSource {
+            sm,
+            changes,
+            cache: Mutex::new(Cache::default()),
+        }
     }
 
     fn rebuild(&self, cache: &mut Cache) {
@@ -46,7 +51,12 @@ impl StoreSource {
         // The commit time of this revision: the leader's clock, carried in
         // the entry, so every replica reports the same start for the
         // push-to-ACK latency.
-        cache.committed_at_ms = objects.iter().filter(|(_, o)| o.revision == revision).map(|(_, o)| o.updated_at_ms).max().unwrap_or(0);
+        cache.committed_at_ms = objects
+            .iter()
+            .filter(|(_, o)| o.revision == revision)
+            .map(|(_, o)| o.updated_at_ms)
+            .max()
+            .unwrap_or(0);
         let mut config = ConfigSet::default();
         let mut leases = BTreeMap::new();
         let mut reports = BTreeMap::new();
@@ -74,7 +84,9 @@ impl StoreSource {
                     }
                     // Only objects written by another build can fail here:
                     // the leader validated everything else.
-                    Err(e) => warn!(object = %key, error = %e, "stored object does not parse; not served"),
+                    Err(e) => {
+                        warn!(object = %key, error = %e, "stored object does not parse; not served")
+                    }
                 },
             }
         }
@@ -96,8 +108,16 @@ impl SnapshotSource for StoreSource {
         if let Some(v) = cache.views.get(viewer) {
             return v.clone();
         }
-        let tv = meridian_translate::Viewer { region: viewer.region.clone(), proxy_group: Some(viewer.proxy_group.clone()) };
-        let view = match translate(&cache.config, &cache.endpoints, &tv, &TranslateOptions::default()) {
+        let tv = meridian_translate::Viewer {
+            region: viewer.region.clone(),
+            proxy_group: Some(viewer.proxy_group.clone()),
+        };
+        let view = match translate(
+            &cache.config,
+            &cache.endpoints,
+            &tv,
+            &TranslateOptions::default(),
+        ) {
             Ok(resources) => {
                 let mut snap = ViewSnapshot {
                     revision: cache.revision.unwrap_or(0),
@@ -106,7 +126,13 @@ impl SnapshotSource for StoreSource {
                 };
                 for (type_url, by_name) in &resources.by_type {
                     for (name, r) in by_name {
-                        snap.insert(name.clone(), Any { type_url: type_url.to_string(), value: r.encoded.clone() });
+                        snap.insert(
+                            name.clone(),
+                            Any {
+                                type_url: type_url.to_string(),
+                                value: r.encoded.clone(),
+                            },
+                        );
                     }
                 }
                 let snap = Arc::new(snap);
