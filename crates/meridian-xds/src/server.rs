@@ -15,6 +15,7 @@ use crate::source::SnapshotSource;
 use crate::status::{self, ProxyStatus};
 use crate::stream::StreamState;
 use crate::subscription::NackRecord;
+use crate::view::{View, Views};
 
 /// NACKs kept for operators across all streams (oldest dropped first).
 const NACK_LOG: usize = 256;
@@ -35,6 +36,8 @@ pub(crate) struct Inner {
     pub push: watch::Receiver<u64>,
     pub drain: watch::Sender<bool>,
     pub permits: Semaphore,
+    /// The newest view per viewer, diffed against the one before.
+    pub views: Views,
     next_stream: AtomicU64,
     nacks: Mutex<VecDeque<NackRecord>>,
 }
@@ -42,6 +45,13 @@ pub(crate) struct Inner {
 impl Inner {
     pub fn next_stream_id(&self) -> u64 {
         self.next_stream.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The newest view for `viewer`. The source is asked without any lock
+    /// held here: it may take its own.
+    pub fn view(&self, viewer: &crate::source::Viewer) -> Arc<View> {
+        let snap = self.source.snapshot(viewer);
+        self.views.get(viewer, snap)
     }
 
     pub fn record_nack(&self, n: NackRecord) {
@@ -65,6 +75,7 @@ impl XdsServer {
         let inner = Arc::new(Inner {
             identifier: Arc::from(config.identifier.as_str()),
             permits: Semaphore::new(config.push_concurrency.max(1)),
+            views: Views::default(),
             source,
             metrics: metrics.clone(),
             registry: Mutex::new(BTreeMap::new()),

@@ -50,18 +50,24 @@ impl Viewer {
 /// every stream of that view, so per-Envoy memory does not scale with config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VersionedResource {
-    pub name: String,
+    /// Shared with every stream's bookkeeping (an `Arc`, not a copy per
+    /// stream).
+    pub name: Arc<str>,
     /// Content hash: replicas that hold the same content agree on versions.
     pub version: String,
+    /// `version` as a number (see [`version_key`]): what per-stream state
+    /// stores, 8 bytes instead of a string per resource per stream.
+    pub key: u64,
     pub resource: Any,
 }
 
 impl VersionedResource {
     /// Wraps an encoded resource; the version is a hash of its type and bytes.
-    pub fn new(name: impl Into<String>, resource: Any) -> VersionedResource {
+    pub fn new(name: impl Into<Arc<str>>, resource: Any) -> VersionedResource {
         let version = content_version(&resource);
         VersionedResource {
             name: name.into(),
+            key: version_key(&version),
             version,
             resource,
         }
@@ -75,6 +81,24 @@ pub fn content_version(resource: &Any) -> String {
     h.update([0u8]);
     h.update(&resource.value);
     hex::encode(&h.finalize()[..8])
+}
+
+/// The number behind a version string. A version this server could not
+/// have produced (another control plane's, sent back by a reconnecting
+/// Envoy) maps to [`FOREIGN_VERSION`], which matches no resource.
+pub fn version_key(version: &str) -> u64 {
+    if version.len() != 16 {
+        return FOREIGN_VERSION;
+    }
+    u64::from_str_radix(version, 16).unwrap_or(FOREIGN_VERSION)
+}
+
+/// See [`version_key`].
+pub const FOREIGN_VERSION: u64 = u64::MAX;
+
+/// The version string for a key, as [`content_version`] wrote it.
+pub fn version_string(key: u64) -> String {
+    format!("{key:016x}")
 }
 
 /// Resources by name for one type.
@@ -100,11 +124,12 @@ impl ViewSnapshot {
 
     /// Adds or replaces one resource, hashing it for its version.
     pub fn insert(&mut self, name: impl Into<String>, resource: Any) {
-        let r = VersionedResource::new(name, resource);
+        let name: String = name.into();
+        let r = VersionedResource::new(name.as_str(), resource);
         self.by_type
             .entry(r.resource.type_url.clone())
             .or_default()
-            .insert(r.name.clone(), Arc::new(r));
+            .insert(name, Arc::new(r));
     }
 }
 

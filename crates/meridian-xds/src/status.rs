@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use crate::metrics::Variant;
 use crate::server::Inner;
-use crate::source::Viewer;
+use crate::source::{version_string, Viewer};
 use crate::stream::lock;
 use crate::subscription::{NackRecord, ResourceState, SyncState};
 
@@ -66,21 +66,29 @@ pub(crate) fn collect(inner: &Inner) -> Vec<ProxyStatus> {
     let mut out = Vec::with_capacity(streams.len());
     for s in streams {
         let st = lock(&s);
-        let view = st.view.clone().unwrap_or_default();
+        let view = st
+            .view
+            .as_ref()
+            .map(|v| v.snap.clone())
+            .unwrap_or_default();
         let view_revision = view.revision;
         let mut types = BTreeMap::new();
         for (t, sub) in &st.sotw {
             let all = view.resources(t);
-            let mut names: BTreeSet<&String> = sub.names.iter().collect();
+            let mut names: BTreeSet<&str> = sub.names.iter().map(|n| &**n).collect();
             if sub.wildcard {
-                names.extend(all.keys());
-                names.extend(sub.sent.keys());
+                names.extend(all.keys().map(String::as_str));
+                names.extend(sub.sent.iter().flat_map(|l| l.items.iter()).map(|r| &*r.name));
             }
             let resources = names
                 .into_iter()
                 .map(|n| ResourceStatus {
-                    name: n.clone(),
-                    version: sub.sent.get(n).map(|r| r.version.clone()),
+                    name: n.to_string(),
+                    version: sub
+                        .sent
+                        .as_ref()
+                        .and_then(|l| l.get(n))
+                        .map(|r| r.version.clone()),
                     state: sub.resource_state(n, all.contains_key(n)),
                 })
                 .collect();
@@ -90,10 +98,10 @@ pub(crate) fn collect(inner: &Inner) -> Vec<ProxyStatus> {
                     type_url: t.clone(),
                     state: sub.sync_state(),
                     wildcard: sub.wildcard,
-                    requested: sub.names.iter().cloned().collect(),
-                    sent_version: sub.sent_version.clone(),
+                    requested: sub.names.iter().map(|n| n.to_string()).collect(),
+                    sent_version: sub.sent_version().map(str::to_string),
                     sent_nonce: sub.last_nonce_sent.clone(),
-                    acked_version: sub.acked_version.clone(),
+                    acked_version: sub.acked_version().map(str::to_string),
                     acked_nonce: sub.acked_nonce.clone(),
                     last_ack: sub.last_ack,
                     last_nack: sub.last_nack.clone(),
@@ -103,16 +111,16 @@ pub(crate) fn collect(inner: &Inner) -> Vec<ProxyStatus> {
         }
         for (t, sub) in &st.delta {
             let all = view.resources(t);
-            let mut names: BTreeSet<&String> = sub.names.iter().collect();
+            let mut names: BTreeSet<&str> = sub.names.iter().map(|n| &**n).collect();
             if sub.wildcard {
-                names.extend(all.keys());
-                names.extend(sub.client_has.keys());
+                names.extend(all.keys().map(String::as_str));
+                names.extend(sub.client_has.keys().map(|n| &**n));
             }
             let resources = names
                 .into_iter()
                 .map(|n| ResourceStatus {
-                    name: n.clone(),
-                    version: sub.client_has.get(n).cloned(),
+                    name: n.to_string(),
+                    version: sub.client_has.get(n).map(|k| version_string(*k)),
                     state: sub.resource_state(n, all.contains_key(n)),
                 })
                 .collect();
@@ -122,7 +130,7 @@ pub(crate) fn collect(inner: &Inner) -> Vec<ProxyStatus> {
                     type_url: t.clone(),
                     state: sub.sync_state(),
                     wildcard: sub.wildcard,
-                    requested: sub.names.iter().cloned().collect(),
+                    requested: sub.names.iter().map(|n| n.to_string()).collect(),
                     sent_version: None,
                     sent_nonce: sub.last_nonce_sent.clone(),
                     acked_version: None,

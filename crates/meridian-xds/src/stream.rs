@@ -18,7 +18,8 @@ use tonic::Status;
 
 use crate::metrics::{Variant, XdsMetrics};
 use crate::server::Inner;
-use crate::source::{ViewSnapshot, Viewer};
+use crate::source::Viewer;
+use crate::view::View;
 use crate::subscription::{DeltaSubscription, SotwSubscription};
 
 /// Everything the server knows about one stream. Shared with the status
@@ -36,7 +37,7 @@ pub(crate) struct StreamState {
     /// The snapshot this stream serves. Requests are answered from it and
     /// only a push moves it forward, so a request arriving during a debounce
     /// cannot send part of a change out of push order.
-    pub view: Option<Arc<ViewSnapshot>>,
+    pub view: Option<Arc<View>>,
     /// Per type, the view revision whose first ACK was timed already.
     pub timed_ack: BTreeMap<String, u64>,
     nonce: u64,
@@ -124,7 +125,11 @@ pub(crate) async fn stream_end(
 /// Registers a stream on its first request.
 pub(crate) fn register(inner: &Arc<Inner>, node: Option<&Node>, variant: Variant) -> Registration {
     let id = inner.next_stream_id();
-    let node = node.cloned().unwrap_or_default();
+    let mut node = node.cloned().unwrap_or_default();
+    // Envoy lists every extension it was built with (hundreds of entries,
+    // tens of KB); nothing here reads them, and keeping them would make the
+    // per-stream memory grow with Envoy's build rather than with its config.
+    node.extensions = Vec::new();
     let viewer = Viewer::from_node(Some(&node), &inner.config.region);
     let state = Arc::new(Mutex::new(StreamState::new(id, node, viewer, variant)));
     inner
@@ -325,11 +330,12 @@ async fn plan_push<F: Flavor>(
 /// the push latency, from commit to ACK.
 pub(crate) fn time_ack(
     inner: &crate::server::Inner,
-    view: &Option<Arc<ViewSnapshot>>,
+    view: &Option<Arc<View>>,
     timed_ack: &mut BTreeMap<String, u64>,
     type_url: &str,
 ) {
     let Some(view) = view else { return };
+    let view = &view.snap;
     if view.committed_at_ms == 0 {
         return;
     }

@@ -7,9 +7,11 @@ pub mod sotw;
 mod tests;
 
 pub use delta::{DeltaPlan, DeltaSubscription};
+pub use crate::view::SotwList;
 pub use sotw::SotwSubscription;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// What a request turned out to be once classified against the stream state.
@@ -77,6 +79,50 @@ pub(crate) fn sync_state(
         Some(s) if nacked == Some(s) => SyncState::Nacked,
         Some(s) if acked == Some(s) => SyncState::Synced,
         Some(_) => SyncState::Stale,
+    }
+}
+
+/// Which names of a type may need sending since the subscription was last
+/// planned: nothing, everything (the stream missed a view, or it is the
+/// first plan), or the names that changed between the views it moved
+/// through. Plans only look at these, so a push costs a stream
+/// O(changed names).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Pending {
+    #[default]
+    None,
+    All,
+    Names(BTreeSet<Arc<str>>),
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Pending::None => true,
+            Pending::All => false,
+            Pending::Names(n) => n.is_empty(),
+        }
+    }
+
+    /// Adds the names that changed in one view step.
+    pub fn extend(&mut self, names: &[Arc<str>]) {
+        if names.is_empty() {
+            return;
+        }
+        match self {
+            Pending::All => {}
+            Pending::None => *self = Pending::Names(names.iter().cloned().collect()),
+            Pending::Names(set) => set.extend(names.iter().cloned()),
+        }
+    }
+
+    /// True when `name` is among the pending names.
+    pub fn covers(&self, name: &str) -> bool {
+        match self {
+            Pending::None => false,
+            Pending::All => true,
+            Pending::Names(set) => set.contains(name),
+        }
     }
 }
 

@@ -82,7 +82,7 @@ impl XdsServer {
         let viewer = Viewer::from_node(req.node.as_ref(), &self.inner.config.region);
         let snap = self.inner.source.snapshot(&viewer);
         let mut sub = SotwSubscription::default();
-        sub.set_names(&req.resource_names);
+        sub.set_names(&req.resource_names, |n: &str| std::sync::Arc::from(n));
         let list = sub.select(snap.resources(type_url));
         Ok(DiscoveryResponse {
             version_info: response_version(&list),

@@ -8,12 +8,12 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use tonic::Status;
 
-use super::sotw::{current_view, resolve_type, stage_view};
+use super::sotw::{current_view, intern, resolve_type, stage_view};
 use super::{lock, note_type, register, Flavor, Registration, Stage, StreamState};
 use crate::metrics::{Variant, XdsMetrics};
 use crate::server::Inner;
 use crate::subscription::delta::DeltaRequestView;
-use crate::subscription::{DeltaPlan, NackRecord, RequestKind};
+use crate::subscription::{DeltaPlan, NackRecord, Pending, RequestKind};
 use crate::types::{self, CLUSTER, ENDPOINT, REMOVE_LAST};
 
 /// A planned delta response; shares resources like [`super::sotw::SotwOut`].
@@ -33,7 +33,7 @@ impl DeltaOut {
                 .resources
                 .iter()
                 .map(|r| Resource {
-                    name: r.name.clone(),
+                    name: r.name.to_string(),
                     version: r.version.clone(),
                     resource: Some(r.resource.clone()),
                     ..Default::default()
@@ -116,7 +116,8 @@ fn on_request(
             nonce: &req.response_nonce,
             error: req.error_detail.as_ref().map(|e| e.message.as_str()),
         };
-        match sub.on_request(view, &node_id, &type_url, SystemTime::now()) {
+        let interned = |n: &str| intern(&snap, &type_url, n);
+        match sub.on_request(view, &node_id, &type_url, SystemTime::now(), interned) {
             RequestKind::Ack => {
                 XdsMetrics::inc(&inner.metrics.acks);
                 crate::stream::time_ack(inner, &st.view, &mut st.timed_ack, &type_url);
@@ -130,16 +131,18 @@ fn on_request(
         }
         // A request only answers what it asked about; other pending changes
         // go out with the next push, in push order.
+        let all = snap.snap.resources(&type_url);
         let plan = if first || (sub.wildcard && !was_wildcard) {
-            sub.plan(snap.resources(&type_url), false)
+            sub.plan(all, &Pending::All, false)
         } else if !req.resource_names_subscribe.is_empty() {
-            let only: BTreeSet<&str> = req
+            let only: BTreeSet<Arc<str>> = req
                 .resource_names_subscribe
                 .iter()
-                .map(String::as_str)
+                .filter(|n| !n.is_empty() && n.as_str() != "*")
+                .map(|n| intern(&snap, &type_url, n))
                 .collect();
-            let mut plan = sub.plan(snap.resources(&type_url), false);
-            plan.resources.retain(|r| only.contains(r.name.as_str()));
+            let mut plan = sub.plan(all, &Pending::Names(only.clone()), false);
+            plan.resources.retain(|r| only.contains(&r.name));
             plan.removed.retain(|n| only.contains(n.as_str()));
             plan
         } else {
@@ -174,30 +177,38 @@ fn emit(st: &mut StreamState, identifier: &Arc<str>, type_url: &str, plan: Delta
 
 /// Plans one stage of a push in make-before-break order (see [`Stage`] and
 /// PROTOCOL.md). LDS and RDS carry their own removals; on ADS, removals of
-/// clusters, endpoints and secrets wait for the last stage.
+/// clusters, endpoints and secrets wait for the last stage (kept in the
+/// subscription's `pending` until then). Each type only looks at its
+/// pending names.
 fn on_push(
     inner: &Inner,
     state: &Mutex<StreamState>,
     ads: bool,
     stage: Stage,
 ) -> (Vec<DeltaOut>, Option<Stage>) {
-    let Some((mut st, snap)) = stage_view(inner, state, stage) else {
+    let Some((mut st, view)) = stage_view(inner, state, stage) else {
         return (Vec::new(), None);
     };
     let id = inner.identifier.clone();
     let mut outs = Vec::new();
     if stage == Stage::Removals {
         for t in REMOVE_LAST {
-            let Some(sub) = st.delta.get(t) else { continue };
-            let removed = sub.plan(snap.resources(t), false).removed;
-            if !removed.is_empty() {
+            let Some(sub) = st.delta.get_mut(t) else { continue };
+            let scope = std::mem::take(&mut sub.pending);
+            let plan = sub.plan(view.snap.resources(t), &scope, false);
+            // Updates were sent by the earlier stage; one that appears here
+            // is not part of this push and goes with the next.
+            if !plan.resources.is_empty() {
+                sub.pending = Pending::Names(plan.resources.iter().map(|r| r.name.clone()).collect());
+            }
+            if !plan.removed.is_empty() {
                 outs.push(emit(
                     &mut st,
                     &id,
                     t,
                     DeltaPlan {
                         resources: Vec::new(),
-                        removed,
+                        removed: plan.removed,
                     },
                 ));
             }
@@ -213,9 +224,11 @@ fn on_push(
             continue;
         }
         let force_all = ads && *t == ENDPOINT && cds_upserted;
-        let mut plan = st.delta[t].plan(snap.resources(t), force_all);
-        if ads && REMOVE_LAST.contains(&t.as_str()) {
-            plan.removed.clear();
+        let sub = st.delta.get_mut(t).expect("type listed from the map");
+        let scope = std::mem::take(&mut sub.pending);
+        let mut plan = sub.plan(view.snap.resources(t), &scope, force_all);
+        if ads && REMOVE_LAST.contains(&t.as_str()) && !plan.removed.is_empty() {
+            sub.pending = Pending::Names(plan.removed.drain(..).map(Arc::from).collect());
         }
         if plan.is_empty() {
             continue;
@@ -224,7 +237,7 @@ fn on_push(
             && plan
                 .resources
                 .iter()
-                .any(|r| !st.delta[t].client_has.contains_key(&r.name));
+                .any(|r| !sub.client_has.contains_key(&r.name));
         cds_upserted |= *t == CLUSTER;
         outs.push(emit(&mut st, &id, t, plan));
         if ads && adds {
@@ -234,11 +247,9 @@ fn on_push(
     }
     XdsMetrics::add(&inner.metrics.responses, outs.len());
     let removals = ads
-        && REMOVE_LAST.iter().any(|t| {
-            st.delta
-                .get(*t)
-                .is_some_and(|s| !s.plan(snap.resources(t), false).removed.is_empty())
-        });
+        && REMOVE_LAST
+            .iter()
+            .any(|t| st.delta.get(*t).is_some_and(|s| !s.pending.is_empty()));
     if removals {
         if outs.is_empty() {
             drop(st);

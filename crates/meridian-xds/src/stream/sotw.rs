@@ -8,28 +8,27 @@ use tonic::Status;
 use super::{lock, note_type, register, Flavor, Registration, Stage, StreamState};
 use crate::metrics::{Variant, XdsMetrics};
 use crate::server::Inner;
-use crate::source::{VersionedResource, ViewSnapshot};
-use crate::subscription::sotw::response_version;
-use crate::subscription::{NackRecord, RequestKind};
+use crate::subscription::{NackRecord, Pending, RequestKind, SotwSubscription};
+use crate::view::{SotwList, View};
 use crate::types::{self, CLUSTER, ENDPOINT};
 
-/// A planned SotW response. It holds shared resources; the bytes are copied
-/// into the wire message only when tonic pulls it, so queued responses do not
-/// duplicate config per stream.
+/// A planned SotW response. It holds the shared list (usually the one
+/// every stream of the view got); the bytes are copied into the wire
+/// message only when tonic pulls it, so queued responses do not duplicate
+/// config per stream.
 #[derive(Debug)]
 pub(crate) struct SotwOut {
     pub type_url: String,
-    pub version: String,
     pub nonce: String,
-    pub resources: Vec<Arc<VersionedResource>>,
+    pub list: Arc<SotwList>,
     pub control_plane: Arc<str>,
 }
 
 impl SotwOut {
     pub fn into_response(self) -> DiscoveryResponse {
         DiscoveryResponse {
-            version_info: self.version,
-            resources: self.resources.iter().map(|r| r.resource.clone()).collect(),
+            version_info: self.list.version.clone(),
+            resources: self.list.items.iter().map(|r| r.resource.clone()).collect(),
             type_url: self.type_url,
             nonce: self.nonce,
             control_plane: Some(ControlPlane {
@@ -121,6 +120,7 @@ fn on_request(
             &node_id,
             &type_url,
             SystemTime::now(),
+            |n| intern(&snap, &type_url, n),
         );
         match decision.kind {
             RequestKind::Ack => {
@@ -134,11 +134,15 @@ fn on_request(
             RequestKind::Stale => XdsMetrics::inc(&inner.metrics.stale_requests),
             RequestKind::Initial | RequestKind::Unknown => {}
         }
-        let list = sub.select(snap.resources(&type_url));
-        if decision.respond && sub.should_send(&type_url, &list, true) {
-            vec![emit(st, &inner.identifier, &type_url, list)]
-        } else {
+        if !decision.respond {
             Vec::new()
+        } else {
+            let list = shared_list(&snap, &type_url, sub);
+            if sub.should_send(&type_url, &list, true) {
+                vec![emit(st, &inner.identifier, &type_url, list)]
+            } else {
+                Vec::new()
+            }
         }
     };
     if let Some(n) = nack {
@@ -148,8 +152,8 @@ fn on_request(
     Ok(outs)
 }
 
-/// The snapshot a stream serves; fixed on first use, moved by pushes.
-pub(crate) fn current_view(inner: &Inner, state: &Mutex<StreamState>) -> Arc<ViewSnapshot> {
+/// The view a stream serves; fixed on first use, moved by pushes.
+pub(crate) fn current_view(inner: &Inner, state: &Mutex<StreamState>) -> Arc<View> {
     let viewer = {
         let st = lock(state);
         if let Some(v) = &st.view {
@@ -157,28 +161,39 @@ pub(crate) fn current_view(inner: &Inner, state: &Mutex<StreamState>) -> Arc<Vie
         }
         st.viewer.clone()
     };
-    // Asked without the stream lock: a source may take its own locks.
-    let snap = inner.source.snapshot(&viewer);
-    lock(state).view.get_or_insert(snap).clone()
+    let view = inner.view(&viewer);
+    lock(state).view.get_or_insert(view).clone()
 }
 
-fn emit(
-    st: &mut StreamState,
-    identifier: &Arc<str>,
-    type_url: &str,
-    list: Vec<Arc<VersionedResource>>,
-) -> SotwOut {
+/// The view's name for `name` when it has one (shared, no allocation),
+/// else a new one.
+pub(crate) fn intern(view: &View, type_url: &str, name: &str) -> Arc<str> {
+    view.snap
+        .resources(type_url)
+        .get(name)
+        .map(|r| r.name.clone())
+        .unwrap_or_else(|| Arc::from(name))
+}
+
+/// What `sub` selects from `view`, shared with every stream that asks for
+/// the same names.
+fn shared_list(view: &View, type_url: &str, sub: &SotwSubscription) -> Arc<SotwList> {
+    let names = (!sub.wildcard).then_some(&sub.names);
+    view.sotw_list(type_url, names, sub.key, || {
+        sub.select(view.snap.resources(type_url))
+    })
+}
+
+fn emit(st: &mut StreamState, identifier: &Arc<str>, type_url: &str, list: Arc<SotwList>) -> SotwOut {
     let nonce = st.next_nonce();
-    let version = response_version(&list);
     st.sotw
         .get_mut(type_url)
         .expect("subscription exists")
-        .record_sent(&list, &version, &nonce);
+        .record_sent(list.clone(), &nonce);
     SotwOut {
         type_url: type_url.to_string(),
-        version,
         nonce,
-        resources: list,
+        list,
         control_plane: identifier.clone(),
     }
 }
@@ -186,21 +201,22 @@ fn emit(
 /// Plans one stage of a push in make-before-break order (see [`Stage`] and
 /// PROTOCOL.md). In SotW, dropping clusters means sending CDS twice: first
 /// with the dropped clusters still in (at their old versions), and in the
-/// last stage without them.
+/// last stage without them. A type is only looked at when names in its
+/// scope changed since it was last planned.
 fn on_push(
     inner: &Inner,
     state: &Mutex<StreamState>,
     ads: bool,
     stage: Stage,
 ) -> (Vec<SotwOut>, Option<Stage>) {
-    let Some((mut st, snap)) = stage_view(inner, state, stage) else {
+    let Some((mut st, view)) = stage_view(inner, state, stage) else {
         return (Vec::new(), None);
     };
     let id = inner.identifier.clone();
     let mut outs = Vec::new();
     if stage == Stage::Removals {
         if let Some(sub) = st.sotw.get(CLUSTER) {
-            let list = sub.select(snap.resources(CLUSTER));
+            let list = shared_list(&view, CLUSTER, sub);
             if sub.should_send(CLUSTER, &list, false) {
                 outs.push(emit(&mut st, &id, CLUSTER, list));
             }
@@ -213,24 +229,57 @@ fn on_push(
     let mut cds_sent = stage == Stage::AfterCds;
     let mut removals = false;
     for t in order {
+        let skip = ads
+            && stage == Stage::AfterCds
+            && types::order_of(&t) <= types::order_of(CLUSTER);
+        if skip {
+            if t == CLUSTER {
+                // CDS went out in the first stage, with any dropped
+                // clusters still in: they go in the last stage.
+                let sub = &st.sotw[&t];
+                let list = shared_list(&view, &t, sub);
+                removals = sub
+                    .sent
+                    .iter()
+                    .flat_map(|l| l.items.iter())
+                    .any(|r| !list.contains(&r.name));
+            }
+            continue;
+        }
+        let sub = st.sotw.get_mut(&t).expect("type listed from the map");
+        let scope = std::mem::take(&mut sub.pending);
         let sub = &st.sotw[&t];
-        let list = sub.select(snap.resources(&t));
+        let touched = match &scope {
+            Pending::None => false,
+            Pending::All => true,
+            Pending::Names(names) => names
+                .iter()
+                .any(|n| sub.in_scope(n) || sub.sent_contains(n)),
+        };
         if ads && t == CLUSTER {
-            removals = sub.sent.keys().any(|n| !list.iter().any(|r| &r.name == n));
-            if stage == Stage::AfterCds {
+            if !touched {
                 continue;
             }
-            let mut merged = list;
-            merged.extend(
-                sub.sent
-                    .values()
-                    .filter(|r| sub.in_scope(&r.name) && !snap.resources(&t).contains_key(&r.name))
-                    .cloned(),
-            );
-            merged.sort_by(|a, b| a.name.cmp(&b.name));
-            let adds = merged.iter().any(|r| !sub.sent.contains_key(&r.name));
-            if sub.should_send(&t, &merged, false) {
-                outs.push(emit(&mut st, &id, &t, merged));
+            let list = shared_list(&view, &t, sub);
+            let sent = sub.sent.clone();
+            let dropped: Vec<Arc<crate::source::VersionedResource>> = sent
+                .iter()
+                .flat_map(|l| l.items.iter())
+                .filter(|r| !list.contains(&r.name))
+                .cloned()
+                .collect();
+            removals = !dropped.is_empty();
+            let list = if removals {
+                let mut merged = list.items.clone();
+                merged.extend(dropped.into_iter().filter(|r| sub.in_scope(&r.name)));
+                merged.sort_by(|a, b| a.name.cmp(&b.name));
+                Arc::new(SotwList::new(merged))
+            } else {
+                list
+            };
+            let adds = list.items.iter().any(|r| !sub.sent_contains(&r.name));
+            if sub.should_send(&t, &list, false) {
+                outs.push(emit(&mut st, &id, &t, list));
                 cds_sent = true;
                 if adds {
                     XdsMetrics::add(&inner.metrics.responses, outs.len());
@@ -239,10 +288,11 @@ fn on_push(
             }
             continue;
         }
-        if ads && stage == Stage::AfterCds && types::order_of(&t) < types::order_of(CLUSTER) {
+        let forced = ads && t == ENDPOINT && cds_sent;
+        if !touched && !forced {
             continue;
         }
-        let forced = ads && t == ENDPOINT && cds_sent;
+        let list = shared_list(&view, &t, sub);
         if sub.should_send(&t, &list, forced) {
             outs.push(emit(&mut st, &id, &t, list));
         }
@@ -258,26 +308,45 @@ fn on_push(
     (outs, None)
 }
 
-/// The stream state and the snapshot a stage plans against: a new push moves
-/// the stream to the newest snapshot (nothing to do if it is the same one);
-/// later stages keep the one their push started with.
+/// The stream state and the view a stage plans against: a new push moves
+/// the stream to the newest view (nothing to do if it is the same one) and
+/// marks, per type, what may need sending: the names that changed when the
+/// stream moves one view step, everything when it skipped views. Later
+/// stages keep the view their push started with.
 pub(crate) fn stage_view<'a>(
     inner: &Inner,
     state: &'a Mutex<StreamState>,
     stage: Stage,
-) -> Option<(std::sync::MutexGuard<'a, StreamState>, Arc<ViewSnapshot>)> {
+) -> Option<(std::sync::MutexGuard<'a, StreamState>, Arc<View>)> {
     if stage != Stage::New {
         let st = lock(state);
-        let snap = st.view.clone()?;
-        return Some((st, snap));
+        let view = st.view.clone()?;
+        return Some((st, view));
     }
     let viewer = lock(state).viewer.clone();
-    // Asked without the stream lock: a source may take its own locks.
-    let snap = inner.source.snapshot(&viewer);
+    let view = inner.view(&viewer);
     let mut st = lock(state);
-    if st.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, &snap)) {
+    if st.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, &view)) {
         return None;
     }
-    st.view = Some(snap.clone());
-    Some((st, snap))
+    let step = match (&view.changes, &st.view) {
+        (Some(c), Some(old)) => c.base == old.serial,
+        _ => false,
+    };
+    for (t, sub) in st.delta.iter_mut() {
+        if step {
+            sub.pending.extend(view.changed(t));
+        } else {
+            sub.pending = Pending::All;
+        }
+    }
+    for (t, sub) in st.sotw.iter_mut() {
+        if step {
+            sub.pending.extend(view.changed(t));
+        } else {
+            sub.pending = Pending::All;
+        }
+    }
+    st.view = Some(view.clone());
+    Some((st, view))
 }

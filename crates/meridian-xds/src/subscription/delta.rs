@@ -2,36 +2,42 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{sync_state, NackRecord, RequestKind, ResourceState, SyncState};
-use crate::source::{Resources, VersionedResource};
+use super::{sync_state, NackRecord, Pending, RequestKind, ResourceState, SyncState};
+use crate::source::{version_key, Resources, VersionedResource};
 
 /// Responses remembered for ACK/NACK correlation; older nonces count as unknown.
 const IN_FLIGHT: usize = 32;
 
-/// Incremental subscription of one stream to one type.
+/// Incremental subscription of one stream to one type. Names are `Arc<str>`
+/// shared with the view and versions are [`version_key`] numbers, so the
+/// per-stream cost of a resource is a few words, not two strings.
 #[derive(Clone, Debug, Default)]
 pub struct DeltaSubscription {
     /// Names subscribed explicitly (never contains `*`).
-    pub names: BTreeSet<String>,
+    pub names: BTreeSet<Arc<str>>,
     pub wildcard: bool,
     /// A request for the type was seen (the first one decides legacy wildcard
     /// and carries `initial_resource_versions`).
     pub started: bool,
-    /// What the client holds, name to version, as far as this stream knows:
-    /// seeded from `initial_resource_versions`, then from what was sent.
-    pub client_has: BTreeMap<String, String>,
+    /// What the client holds, name to version key, as far as this stream
+    /// knows: seeded from `initial_resource_versions`, then from what was
+    /// sent.
+    pub client_has: BTreeMap<Arc<str>, u64>,
     /// Names to send on the next answer even if the client holds them.
-    pub force: BTreeSet<String>,
+    pub force: BTreeSet<Arc<str>>,
     /// Subscribed names already answered as absent in `removed_resources`.
-    pub reported_absent: BTreeSet<String>,
+    pub reported_absent: BTreeSet<Arc<str>>,
     pub last_nonce_sent: Option<String>,
-    pub acked: BTreeMap<String, String>,
-    pub nacked: BTreeSet<String>,
+    /// Version key the client acknowledged last, by name.
+    pub acked: BTreeMap<Arc<str>, u64>,
+    pub nacked: BTreeSet<Arc<str>>,
     pub acked_nonce: Option<String>,
     pub last_ack: Option<SystemTime>,
     pub nacked_nonce: Option<String>,
     pub last_nack: Option<NackRecord>,
-    in_flight: VecDeque<(String, Vec<(String, String)>)>,
+    /// Names that may need sending on the next push (see [`Pending`]).
+    pub pending: Pending,
+    in_flight: VecDeque<(String, Vec<(Arc<str>, u64)>)>,
 }
 
 /// One delta answer: what to add or update, and what to remove.
@@ -66,6 +72,7 @@ impl DeltaSubscription {
         node_id: &str,
         type_url: &str,
         now: SystemTime,
+        intern: impl Fn(&str) -> Arc<str>,
     ) -> RequestKind {
         let first = !self.started;
         self.started = true;
@@ -73,7 +80,7 @@ impl DeltaSubscription {
             self.client_has = req
                 .initial_versions
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (intern(k), version_key(v)))
                 .collect();
             // Legacy rule: a first request naming nothing is a wildcard one.
             if req.subscribe.iter().all(|n| n.is_empty()) {
@@ -85,13 +92,14 @@ impl DeltaSubscription {
                 self.wildcard = true;
                 continue;
             }
-            self.names.insert(name.clone());
-            self.reported_absent.remove(name);
+            let name = intern(name);
+            self.reported_absent.remove(&name);
             // On the first request the client told us what it holds; later,
             // subscribing to a held name still means "send it".
             if !first {
                 self.force.insert(name.clone());
             }
+            self.names.insert(name);
         }
         for name in req.unsubscribe {
             if name == "*" {
@@ -99,11 +107,11 @@ impl DeltaSubscription {
                 continue;
             }
             // Unsubscribing a name never subscribed is a no-op.
-            if self.names.remove(name) {
-                self.force.remove(name);
-                self.reported_absent.remove(name);
+            if self.names.remove(name.as_str()) {
+                self.force.remove(name.as_str());
+                self.reported_absent.remove(name.as_str());
                 if !self.wildcard {
-                    self.client_has.remove(name);
+                    self.client_has.remove(name.as_str());
                 }
             }
         }
@@ -115,8 +123,8 @@ impl DeltaSubscription {
         };
         let (nonce, carried) = self.in_flight.remove(pos).expect("position is in range");
         if let Some(message) = req.error {
-            let names: Vec<String> = carried.iter().map(|(n, _)| n.clone()).collect();
-            self.nacked.extend(names.iter().cloned());
+            let names: Vec<String> = carried.iter().map(|(n, _)| n.to_string()).collect();
+            self.nacked.extend(carried.into_iter().map(|(n, _)| n));
             self.nacked_nonce = Some(nonce.clone());
             self.last_nack = Some(NackRecord {
                 node_id: node_id.to_string(),
@@ -146,42 +154,80 @@ impl DeltaSubscription {
     /// version (or that it asked for again), plus removals: names the client
     /// holds that are gone, and explicitly subscribed names that do not exist
     /// and were not yet answered as such. A name never sent and not
-    /// subscribed is never in `removed`.
-    pub fn plan(&self, all: &Resources, force_all: bool) -> DeltaPlan {
+    /// subscribed is never in `removed`. Only names `scope` covers are
+    /// looked at (and those to be forced); `force_all` resends everything
+    /// in scope.
+    pub fn plan(&self, all: &Resources, scope: &Pending, force_all: bool) -> DeltaPlan {
+        match scope {
+            _ if force_all => self.plan_all(all, true),
+            Pending::All => self.plan_all(all, false),
+            Pending::None if self.force.is_empty() => DeltaPlan::default(),
+            Pending::None => self.plan_names(all, self.force.iter()),
+            Pending::Names(set) if self.force.is_empty() => self.plan_names(all, set.iter()),
+            Pending::Names(set) => self.plan_names(all, set.union(&self.force)),
+        }
+    }
+
+    fn wants(&self, r: &VersionedResource, force_all: bool) -> bool {
+        force_all
+            || self.force.contains(&r.name)
+            || self.client_has.get(&r.name) != Some(&r.key)
+    }
+
+    /// Whether a name absent from the view must be answered as removed.
+    fn absent_removed(&self, name: &str) -> bool {
+        if self.client_has.contains_key(name) {
+            self.in_scope(name)
+        } else {
+            self.names.contains(name) && !self.reported_absent.contains(name)
+        }
+    }
+
+    fn plan_all(&self, all: &Resources, force_all: bool) -> DeltaPlan {
         let mut plan = DeltaPlan::default();
-        let wants = |r: &Arc<VersionedResource>| {
-            force_all
-                || self.force.contains(&r.name)
-                || self.client_has.get(&r.name) != Some(&r.version)
-        };
         if self.wildcard {
             plan.resources
-                .extend(all.values().filter(|r| wants(r)).cloned());
+                .extend(all.values().filter(|r| self.wants(r, force_all)).cloned());
             // Explicit names outside the view are not covered by the loop.
         } else {
             plan.resources.extend(
                 self.names
                     .iter()
-                    .filter_map(|n| all.get(n))
-                    .filter(|r| wants(r))
+                    .filter_map(|n| all.get(&**n))
+                    .filter(|r| self.wants(r, force_all))
                     .cloned(),
             );
         }
-        let mut removed: BTreeSet<String> = BTreeSet::new();
-        for name in self.client_has.keys() {
-            if !all.contains_key(name) && self.in_scope(name) {
-                removed.insert(name.clone());
+        let mut removed: BTreeSet<&str> = BTreeSet::new();
+        for name in self.client_has.keys().chain(self.names.iter()) {
+            if !all.contains_key(&**name) && self.absent_removed(name) {
+                removed.insert(name);
             }
         }
-        for name in &self.names {
-            if !all.contains_key(name)
-                && !self.reported_absent.contains(name)
-                && !self.client_has.contains_key(name)
-            {
-                removed.insert(name.clone());
+        plan.removed = removed.into_iter().map(str::to_string).collect();
+        plan
+    }
+
+    fn plan_names<'a>(
+        &self,
+        all: &Resources,
+        names: impl Iterator<Item = &'a Arc<str>>,
+    ) -> DeltaPlan {
+        let mut plan = DeltaPlan::default();
+        for name in names {
+            match all.get(&**name) {
+                Some(r) => {
+                    if self.in_scope(name) && self.wants(r, false) {
+                        plan.resources.push(r.clone());
+                    }
+                }
+                None => {
+                    if self.absent_removed(name) {
+                        plan.removed.push(name.to_string());
+                    }
+                }
             }
         }
-        plan.removed = removed.into_iter().collect();
         plan
     }
 
@@ -189,18 +235,19 @@ impl DeltaSubscription {
     pub fn record_sent(&mut self, plan: &DeltaPlan, nonce: &str) {
         let mut carried = Vec::with_capacity(plan.resources.len());
         for r in &plan.resources {
-            self.client_has.insert(r.name.clone(), r.version.clone());
+            self.client_has.insert(r.name.clone(), r.key);
             self.force.remove(&r.name);
             self.reported_absent.remove(&r.name);
-            carried.push((r.name.clone(), r.version.clone()));
+            carried.push((r.name.clone(), r.key));
         }
         for name in &plan.removed {
+            let name = name.as_str();
             self.client_has.remove(name);
             self.force.remove(name);
             self.acked.remove(name);
             self.nacked.remove(name);
-            if self.names.contains(name) {
-                self.reported_absent.insert(name.clone());
+            if let Some(n) = self.names.get(name) {
+                self.reported_absent.insert(n.clone());
             }
         }
         self.in_flight.push_back((nonce.to_string(), carried));

@@ -1,34 +1,40 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use super::{parse_names, sync_state, NackRecord, RequestKind, ResourceState, SyncState};
+use super::{parse_names, sync_state, NackRecord, Pending, RequestKind, ResourceState, SyncState};
 use crate::source::{Resources, VersionedResource};
 use crate::types;
+use crate::view::{names_key, SotwList};
 
-/// State-of-the-world subscription of one stream to one type.
+/// State-of-the-world subscription of one stream to one type. What was sent
+/// and acknowledged are shared lists (usually the one list every stream of
+/// the view got), not per-stream copies.
 #[derive(Clone, Debug, Default)]
 pub struct SotwSubscription {
     /// Names asked for explicitly (never contains `*`).
-    pub names: BTreeSet<String>,
+    pub names: BTreeSet<Arc<str>>,
     /// Everything of the type is in scope.
     pub wildcard: bool,
     /// The stream has named something (or `*`); from then on an empty list
     /// means "nothing" rather than the legacy wildcard.
     pub named_ever: bool,
-    /// Content of the latest response sent (shared Arcs, not copies).
-    pub sent: Resources,
-    pub sent_version: Option<String>,
+    /// The latest response sent.
+    pub sent: Option<Arc<SotwList>>,
     pub last_nonce_sent: Option<String>,
-    /// Versions the client acknowledged last, by name.
-    pub acked: BTreeMap<String, String>,
-    pub acked_version: Option<String>,
+    /// The response the client acknowledged last.
+    pub acked: Option<Arc<SotwList>>,
     pub acked_nonce: Option<String>,
     pub last_ack: Option<SystemTime>,
     pub nacked_nonce: Option<String>,
     pub last_nack: Option<NackRecord>,
+    /// Names that may need sending on the next push (see [`Pending`]).
+    pub pending: Pending,
+    /// [`names_key`] of `names`, or 0 under wildcard: streams with equal
+    /// keys share one response list per view.
+    pub key: u64,
 }
 
 /// What the server should do after a SotW request.
@@ -49,6 +55,7 @@ impl SotwSubscription {
         node_id: &str,
         type_url: &str,
         now: SystemTime,
+        intern: impl Fn(&str) -> Arc<str>,
     ) -> SotwDecision {
         // A nonce we could not have sent (a previous stream's) is treated as a
         // fresh request: nonces do not survive a stream restart.
@@ -61,21 +68,22 @@ impl SotwSubscription {
                 respond: false,
             };
         }
-        let added = self.set_names(names);
+        let added = self.set_names(names, intern);
         let ours = !nonce.is_empty() && self.last_nonce_sent.as_deref() == Some(nonce);
         if let Some(message) = error {
             let rejected = self
                 .sent
-                .values()
-                .filter(|r| self.acked.get(&r.name) != Some(&r.version))
-                .map(|r| r.name.clone())
+                .iter()
+                .flat_map(|l| l.items.iter())
+                .filter(|r| self.acked_key(&r.name) != Some(r.key))
+                .map(|r| r.name.to_string())
                 .collect();
             self.nacked_nonce = Some(nonce.to_string());
             self.last_nack = Some(NackRecord {
                 node_id: node_id.to_string(),
                 type_url: type_url.to_string(),
                 resource_names: rejected,
-                version: self.sent_version.clone().unwrap_or_default(),
+                version: self.sent_version().unwrap_or_default().to_string(),
                 nonce: nonce.to_string(),
                 message: message.to_string(),
                 at: now,
@@ -88,12 +96,7 @@ impl SotwSubscription {
             };
         }
         if ours {
-            self.acked = self
-                .sent
-                .values()
-                .map(|r| (r.name.clone(), r.version.clone()))
-                .collect();
-            self.acked_version = self.sent_version.clone();
+            self.acked = self.sent.clone();
             self.acked_nonce = Some(nonce.to_string());
             self.last_ack = Some(now);
             self.nacked_nonce = None;
@@ -109,15 +112,25 @@ impl SotwSubscription {
     }
 
     /// Replaces the subscription; true when something entered the scope.
-    pub fn set_names(&mut self, names: &[String]) -> bool {
+    pub fn set_names(&mut self, names: &[String], intern: impl Fn(&str) -> Arc<str>) -> bool {
         let (star, named) = parse_names(names);
         let wildcard = star || (named.is_empty() && !self.named_ever);
         if star || !named.is_empty() {
             self.named_ever = true;
         }
-        let added = (wildcard && !self.wildcard) || named.iter().any(|n| !self.names.contains(n));
+        let added = (wildcard && !self.wildcard)
+            || named.iter().any(|n| !self.names.contains(n.as_str()));
+        let changed = wildcard != self.wildcard
+            || named.len() != self.names.len()
+            || named.iter().any(|n| !self.names.contains(n.as_str()));
+        if changed {
+            self.names = named.iter().map(|n| intern(n)).collect();
+            self.key = if wildcard { 0 } else { names_key(&self.names) };
+            // A narrower scope changes the next response even when no
+            // resource changed (full-state types drop the names).
+            self.pending = Pending::All;
+        }
         self.wildcard = wildcard;
-        self.names = named;
         added
     }
 
@@ -134,29 +147,43 @@ impl SotwSubscription {
         } else {
             self.names
                 .iter()
-                .filter_map(|n| all.get(n).cloned())
+                .filter_map(|n| all.get(&**n).cloned())
                 .collect()
         }
     }
 
+    /// `version_info` of the latest response sent.
+    pub fn sent_version(&self) -> Option<&str> {
+        self.sent.as_ref().map(|l| l.version.as_str())
+    }
+
+    /// `version_info` of the response acknowledged last.
+    pub fn acked_version(&self) -> Option<&str> {
+        self.acked.as_ref().map(|l| l.version.as_str())
+    }
+
+    /// The version key of `name` in the acknowledged response.
+    pub fn acked_key(&self, name: &str) -> Option<u64> {
+        self.acked.as_ref()?.get(name).map(|r| r.key)
+    }
+
+    /// True when the latest response sent carries `name`.
+    pub fn sent_contains(&self, name: &str) -> bool {
+        self.sent.as_ref().is_some_and(|l| l.contains(name))
+    }
+
     /// Whether `list` should go out. Identical responses never go out unless
     /// forced; for RDS/EDS/SDS an empty response says nothing, so it is skipped.
-    pub fn should_send(
-        &self,
-        type_url: &str,
-        list: &[Arc<VersionedResource>],
-        forced: bool,
-    ) -> bool {
-        if list.is_empty() && !types::is_full_state(type_url) {
+    pub fn should_send(&self, type_url: &str, list: &SotwList, forced: bool) -> bool {
+        if list.items.is_empty() && !types::is_full_state(type_url) {
             return false;
         }
-        forced || self.sent_version.as_deref() != Some(response_version(list).as_str())
+        forced || self.sent_version() != Some(list.version.as_str())
     }
 
     /// Records a response as sent.
-    pub fn record_sent(&mut self, list: &[Arc<VersionedResource>], version: &str, nonce: &str) {
-        self.sent = list.iter().map(|r| (r.name.clone(), r.clone())).collect();
-        self.sent_version = Some(version.to_string());
+    pub fn record_sent(&mut self, list: Arc<SotwList>, nonce: &str) {
+        self.sent = Some(list);
         self.last_nonce_sent = Some(nonce.to_string());
     }
 
@@ -173,10 +200,10 @@ impl SotwSubscription {
         if !exists {
             return ResourceState::DoesNotExist;
         }
-        let Some(sent) = self.sent.get(name) else {
+        let Some(sent) = self.sent.as_ref().and_then(|l| l.get(name)) else {
             return ResourceState::Requested;
         };
-        if self.acked.get(name) == Some(&sent.version) {
+        if self.acked_key(name) == Some(sent.key) {
             return ResourceState::Acked;
         }
         let nacked = self.sync_state() == SyncState::Nacked

@@ -5,7 +5,6 @@ use std::time::SystemTime;
 use envoy_types::pb::google::protobuf::Any;
 
 use super::delta::DeltaRequestView;
-use super::sotw::response_version;
 use super::*;
 use crate::source::{Resources, VersionedResource};
 use crate::types::{CLUSTER, ENDPOINT};
@@ -21,6 +20,10 @@ fn res(type_url: &str, items: &[(&str, &str)]) -> Resources {
             (n.to_string(), Arc::new(VersionedResource::new(*n, any)))
         })
         .collect()
+}
+
+fn i(n: &str) -> Arc<str> {
+    Arc::from(n)
 }
 
 fn s(names: &[&str]) -> Vec<String> {
@@ -40,6 +43,7 @@ fn sotw_req(
         "node-1",
         CLUSTER,
         SystemTime::now(),
+        i,
     )
 }
 
@@ -49,18 +53,18 @@ fn sotw_send(
     nonce: &str,
 ) -> Vec<Arc<VersionedResource>> {
     let list = sub.select(all);
-    sub.record_sent(&list, &response_version(&list), nonce);
+    sub.record_sent(Arc::new(SotwList::new(list.clone())), nonce);
     list
 }
 
 #[test]
 fn sotw_legacy_empty_list_is_wildcard_until_the_stream_names_something() {
     let mut sub = SotwSubscription::default();
-    assert!(sub.set_names(&[]));
+    assert!(sub.set_names(&[], i));
     assert!(sub.wildcard);
-    sub.set_names(&s(&["a"]));
+    sub.set_names(&s(&["a"]), i);
     assert!(!sub.wildcard);
-    sub.set_names(&[]);
+    sub.set_names(&[], i);
     assert!(!sub.wildcard, "after naming something, empty means nothing");
     assert!(sub.names.is_empty());
 }
@@ -68,7 +72,7 @@ fn sotw_legacy_empty_list_is_wildcard_until_the_stream_names_something() {
 #[test]
 fn sotw_explicit_star_is_wildcard_and_keeps_named_extras() {
     let mut sub = SotwSubscription::default();
-    sub.set_names(&s(&["*", "x"]));
+    sub.set_names(&s(&["*", "x"]), i);
     assert!(sub.wildcard);
     assert!(sub.names.contains("x") && !sub.names.contains("*"));
     let all = res(CLUSTER, &[("a", "1"), ("b", "2")]);
@@ -78,9 +82,9 @@ fn sotw_explicit_star_is_wildcard_and_keeps_named_extras() {
 #[test]
 fn sotw_duplicate_names_yield_one_resource() {
     let mut sub = SotwSubscription::default();
-    sub.set_names(&s(&["a", "a", "b"]));
+    sub.set_names(&s(&["a", "a", "b"]), i);
     let all = res(ENDPOINT, &[("a", "1"), ("b", "2")]);
-    let names: Vec<_> = sub.select(&all).iter().map(|r| r.name.clone()).collect();
+    let names: Vec<_> = sub.select(&all).iter().map(|r| r.name.to_string()).collect();
     assert_eq!(names, vec!["a", "b"]);
 }
 
@@ -114,7 +118,7 @@ fn sotw_ack_records_version_nonce_and_time() {
     assert_eq!(d.kind, RequestKind::Ack);
     assert!(!d.respond);
     assert_eq!(sub.acked_nonce.as_deref(), Some("n1"));
-    assert_eq!(sub.acked_version, sub.sent_version);
+    assert_eq!(sub.acked_version(), sub.sent_version());
     assert!(sub.last_ack.is_some());
     assert_eq!(sub.sync_state(), SyncState::Synced);
     assert_eq!(sub.resource_state("a", true), ResourceState::Acked);
@@ -137,6 +141,7 @@ fn sotw_nack_is_detected_by_error_detail_and_records_rejected_names() {
         "node-1",
         CLUSTER,
         SystemTime::now(),
+        i,
     );
     assert_eq!(
         d,
@@ -153,17 +158,17 @@ fn sotw_nack_is_detected_by_error_detail_and_records_rejected_names() {
     assert_eq!(sub.resource_state("b", true), ResourceState::Nacked);
     assert_eq!(sub.resource_state("a", true), ResourceState::Acked);
     // The NACKed content is never re-sent by itself...
-    assert!(!sub.should_send(CLUSTER, &sub.select(&v2), false));
+    assert!(!sub.should_send(CLUSTER, &SotwList::new(sub.select(&v2)), false));
     // ...but changed content is.
     let v3 = res(CLUSTER, &[("a", "1"), ("b", "3")]);
-    assert!(sub.should_send(CLUSTER, &sub.select(&v3), false));
+    assert!(sub.should_send(CLUSTER, &SotwList::new(sub.select(&v3)), false));
 }
 
 #[test]
 fn sotw_empty_response_only_for_full_state_types() {
     let sub = SotwSubscription::default();
-    assert!(sub.should_send(CLUSTER, &[], true));
-    assert!(!sub.should_send(ENDPOINT, &[], true));
+    assert!(sub.should_send(CLUSTER, &SotwList::default(), true));
+    assert!(!sub.should_send(ENDPOINT, &SotwList::default(), true));
 }
 
 #[test]
@@ -195,6 +200,7 @@ fn delta_req<'a>(
         "node-1",
         ENDPOINT,
         SystemTime::now(),
+        i,
     )
 }
 
@@ -206,11 +212,11 @@ fn delta_first_request_skips_what_the_client_holds() {
     initial.insert("gone".to_string(), "old".to_string());
     let mut sub = DeltaSubscription::default();
     delta_req(&mut sub, &s(&["a", "b", "gone"]), &[], &initial, "", None);
-    let plan = sub.plan(&all, false);
+    let plan = sub.plan(&all, &Pending::All, false);
     assert_eq!(
         plan.resources
             .iter()
-            .map(|r| r.name.as_str())
+            .map(|r| &*r.name)
             .collect::<Vec<_>>(),
         vec!["b"]
     );
@@ -223,11 +229,11 @@ fn delta_resubscribe_sends_a_held_resource_again() {
     let mut sub = DeltaSubscription::default();
     let none = HashMap::new();
     delta_req(&mut sub, &s(&["a"]), &[], &none, "", None);
-    let p = sub.plan(&all, false);
+    let p = sub.plan(&all, &Pending::All, false);
     sub.record_sent(&p, "n1");
-    assert!(sub.plan(&all, false).is_empty());
+    assert!(sub.plan(&all, &Pending::All, false).is_empty());
     delta_req(&mut sub, &s(&["a"]), &[], &none, "", None);
-    assert_eq!(sub.plan(&all, false).resources.len(), 1);
+    assert_eq!(sub.plan(&all, &Pending::All, false).resources.len(), 1);
 }
 
 #[test]
@@ -236,27 +242,27 @@ fn delta_removals_only_for_held_names_and_absent_subscriptions_once() {
     let none = HashMap::new();
     delta_req(&mut sub, &s(&["a", "missing"]), &[], &none, "", None);
     let all = res(ENDPOINT, &[("a", "1")]);
-    let p = sub.plan(&all, false);
+    let p = sub.plan(&all, &Pending::All, false);
     assert_eq!(
         p.removed,
         vec!["missing"],
         "a subscribed name that does not exist is answered as removed"
     );
     sub.record_sent(&p, "n1");
-    assert!(sub.plan(&all, false).is_empty(), "reported once");
+    assert!(sub.plan(&all, &Pending::All, false).is_empty(), "reported once");
     // A wildcard stream is never told about names it never got.
     let mut w = DeltaSubscription::default();
     delta_req(&mut w, &[], &[], &none, "", None);
     assert!(w.wildcard);
-    let p = w.plan(&all, false);
+    let p = w.plan(&all, &Pending::All, false);
     w.record_sent(&p, "n1");
     let after = res(ENDPOINT, &[("b", "1")]);
-    let p = w.plan(&after, false);
+    let p = w.plan(&after, &Pending::All, false);
     assert_eq!(p.removed, vec!["a"]);
     assert_eq!(p.resources.len(), 1);
     // And a missing name that appears later is sent.
     let later = res(ENDPOINT, &[("a", "1"), ("missing", "1")]);
-    assert_eq!(sub.plan(&later, false).resources.len(), 1);
+    assert_eq!(sub.plan(&later, &Pending::All, false).resources.len(), 1);
 }
 
 #[test]
@@ -284,7 +290,7 @@ fn delta_nack_backs_off_until_the_config_changes() {
     let none = HashMap::new();
     delta_req(&mut sub, &s(&["a"]), &[], &none, "", None);
     let v1 = res(ENDPOINT, &[("a", "1")]);
-    let p = sub.plan(&v1, false);
+    let p = sub.plan(&v1, &Pending::All, false);
     sub.record_sent(&p, "n1");
     assert_eq!(
         delta_req(&mut sub, &[], &[], &none, "n1", Some("bad")),
@@ -296,9 +302,9 @@ fn delta_nack_backs_off_until_the_config_changes() {
         (vec!["a".to_string()], "bad")
     );
     assert_eq!(sub.sync_state(), SyncState::Nacked);
-    assert!(sub.plan(&v1, false).is_empty());
+    assert!(sub.plan(&v1, &Pending::All, false).is_empty());
     assert_eq!(
-        sub.plan(&res(ENDPOINT, &[("a", "2")]), false)
+        sub.plan(&res(ENDPOINT, &[("a", "2")]), &Pending::All, false)
             .resources
             .len(),
         1
@@ -311,14 +317,14 @@ fn delta_unknown_nonce_still_changes_the_subscription() {
     let none = HashMap::new();
     delta_req(&mut sub, &s(&["a"]), &[], &none, "", None);
     let all = res(ENDPOINT, &[("a", "1"), ("b", "1")]);
-    let p = sub.plan(&all, false);
+    let p = sub.plan(&all, &Pending::All, false);
     sub.record_sent(&p, "n1");
     assert_eq!(
         delta_req(&mut sub, &s(&["b"]), &[], &none, "stale", None),
         RequestKind::Unknown
     );
     assert!(sub.names.contains("b"));
-    assert_eq!(sub.plan(&all, false).resources.len(), 1);
+    assert_eq!(sub.plan(&all, &Pending::All, false).resources.len(), 1);
 }
 
 #[test]
@@ -330,4 +336,56 @@ fn sync_state_follows_nonces() {
         sync_state(Some("2"), Some("1"), Some("2")),
         SyncState::Nacked
     );
+}
+
+/// A stream that was fully planned at one view and moves one step must get
+/// from the changed names alone exactly what a full plan would give it.
+#[test]
+fn planning_only_changed_names_equals_a_full_plan() {
+    use crate::source::ViewSnapshot;
+    use crate::view::View;
+    let mk = |items: &[(&str, &str)]| {
+        let mut v = ViewSnapshot::default();
+        for (n, c) in items {
+            v.insert(
+                *n,
+                Any {
+                    type_url: ENDPOINT.to_string(),
+                    value: c.as_bytes().to_vec(),
+                },
+            );
+        }
+        Arc::new(v)
+    };
+    let before = [("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")];
+    let afters: [&[(&str, &str)]; 4] = [
+        &[("a", "2"), ("b", "1"), ("d", "1"), ("e", "1")],
+        &[],
+        &[("a", "1"), ("b", "1"), ("c", "1"), ("d", "1"), ("missing", "1")],
+        &[("b", "9")],
+    ];
+    let none = HashMap::new();
+    for after in afters {
+        let v1 = View::first(mk(&before));
+        let v2 = View::next(mk(after), &v1);
+        let changed = v2.changed(ENDPOINT);
+        let subs: [&[&str]; 3] = [&[], &["a", "c", "missing"], &["e", "zzz"]];
+        for names in subs {
+            let mut sub = DeltaSubscription::default();
+            delta_req(&mut sub, &s(names), &[], &none, "", None);
+            let p = sub.plan(v1.snap.resources(ENDPOINT), &Pending::All, false);
+            sub.record_sent(&p, "n1");
+            let full = sub.plan(v2.snap.resources(ENDPOINT), &Pending::All, false);
+            let mut scope = Pending::None;
+            scope.extend(changed);
+            let part = sub.plan(v2.snap.resources(ENDPOINT), &scope, false);
+            let key = |p: &DeltaPlan| {
+                (
+                    p.resources.iter().map(|r| r.name.to_string()).collect::<Vec<_>>(),
+                    p.removed.clone(),
+                )
+            };
+            assert_eq!(key(&full), key(&part), "names {names:?} after {after:?}");
+        }
+    }
 }
