@@ -49,6 +49,10 @@ pub struct XdsOptions {
     pub debounce_ms: u64,
     /// ...or once the first unpushed change is this old.
     pub debounce_max_ms: u64,
+    /// The same bound while only endpoints changed (agents' reports, lease
+    /// expiries): endpoint churn never goes quiet, and failover needs it
+    /// in Envoy well within a second.
+    pub debounce_max_endpoints_ms: u64,
     /// Streams computing a push at the same time.
     pub push_concurrency: usize,
     /// End each Envoy's connection after this many seconds so Envoys spread
@@ -61,6 +65,7 @@ impl Default for XdsOptions {
         XdsOptions {
             debounce_ms: 100,
             debounce_max_ms: 1_000,
+            debounce_max_endpoints_ms: 300,
             push_concurrency: 100,
             max_connection_age_s: 0,
         }
@@ -164,6 +169,14 @@ impl NodeConfig {
         }
         if self.xds.debounce_max_ms < self.xds.debounce_ms {
             return Err("xds.debounce_max_ms: must be at least xds.debounce_ms".into());
+        }
+        if self.xds.debounce_max_endpoints_ms < self.xds.debounce_ms
+            || self.xds.debounce_max_endpoints_ms > self.xds.debounce_max_ms
+        {
+            return Err(
+                "xds.debounce_max_endpoints_ms: must be between xds.debounce_ms and xds.debounce_max_ms"
+                    .into(),
+            );
         }
         if self.xds.push_concurrency == 0 {
             return Err("xds.push_concurrency: must be at least 1".into());

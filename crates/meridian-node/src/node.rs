@@ -116,6 +116,7 @@ impl Node {
                 region: config.region.clone(),
                 debounce_quiet: Duration::from_millis(config.xds.debounce_ms),
                 debounce_max: Duration::from_millis(config.xds.debounce_max_ms),
+                debounce_max_endpoints: Duration::from_millis(config.xds.debounce_max_endpoints_ms),
                 push_concurrency: config.xds.push_concurrency,
                 max_connection_age: (config.xds.max_connection_age_s > 0)
                     .then(|| Duration::from_secs(config.xds.max_connection_age_s)),

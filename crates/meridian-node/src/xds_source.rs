@@ -151,4 +151,10 @@ impl SnapshotSource for StoreSource {
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.clone()
     }
+
+    /// Operators' config batches move `config_seq`; agents' endpoint
+    /// reports and lease expiries do not.
+    fn config_generation(&self) -> u64 {
+        self.sm.config_seq()
+    }
 }

@@ -12,6 +12,11 @@ pub struct XdsConfig {
     pub debounce_quiet: Duration,
     /// ...or once the first unpushed change is this old.
     pub debounce_max: Duration,
+    /// The same bound when only endpoints changed (see
+    /// `SnapshotSource::config_generation`): under continuous endpoint churn
+    /// the source is never quiet, and an endpoint must reach Envoy well
+    /// within a second to be useful for failover.
+    pub debounce_max_endpoints: Duration,
     /// Streams computing and queueing a push at the same time.
     pub push_concurrency: usize,
     /// On ADS, removals of clusters, endpoints and secrets wait until the
@@ -39,6 +44,7 @@ impl Default for XdsConfig {
             region: "local".to_string(),
             debounce_quiet: Duration::from_millis(100),
             debounce_max: Duration::from_secs(1),
+            debounce_max_endpoints: Duration::from_millis(300),
             push_concurrency: 100,
             removal_grace: Duration::from_secs(1),
             keepalive_interval: Duration::from_secs(30),

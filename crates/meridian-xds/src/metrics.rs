@@ -1,6 +1,6 @@
 use std::fmt::Write as _;
-use std::time::Duration;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::types;
 
@@ -148,4 +148,3 @@ impl Histogram {
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
-

@@ -85,12 +85,16 @@ impl XdsServer {
             nacks: Mutex::new(VecDeque::new()),
             config,
         });
+        drop(changes);
         tokio::spawn(debounce::run(
-            changes,
+            inner.source.clone(),
             push_tx,
             inner.drain.subscribe(),
-            inner.config.debounce_quiet,
-            inner.config.debounce_max,
+            debounce::Debounce {
+                quiet: inner.config.debounce_quiet,
+                max: inner.config.debounce_max,
+                max_endpoints: inner.config.debounce_max_endpoints,
+            },
             metrics,
         ));
         XdsServer { inner }

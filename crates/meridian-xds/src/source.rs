@@ -142,4 +142,13 @@ pub trait SnapshotSource: Send + Sync + 'static {
     fn snapshot(&self, viewer: &Viewer) -> Arc<ViewSnapshot>;
     /// Fires whenever the state may have changed (the store revision).
     fn changes(&self) -> watch::Receiver<u64>;
+
+    /// A counter that moves only when something other than endpoints
+    /// changed. While it stands still, a burst of changes is endpoint churn
+    /// and is pushed within `debounce_max_endpoints` instead of
+    /// `debounce_max`. The default moves with every change: everything is
+    /// treated as config.
+    fn config_generation(&self) -> u64 {
+        *self.changes().borrow()
+    }
 }

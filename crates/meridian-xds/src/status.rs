@@ -66,11 +66,7 @@ pub(crate) fn collect(inner: &Inner) -> Vec<ProxyStatus> {
     let mut out = Vec::with_capacity(streams.len());
     for s in streams {
         let st = lock(&s);
-        let view = st
-            .view
-            .as_ref()
-            .map(|v| v.snap.clone())
-            .unwrap_or_default();
+        let view = st.view.as_ref().map(|v| v.snap.clone()).unwrap_or_default();
         let view_revision = view.revision;
         let mut types = BTreeMap::new();
         for (t, sub) in &st.sotw {
@@ -78,7 +74,12 @@ pub(crate) fn collect(inner: &Inner) -> Vec<ProxyStatus> {
             let mut names: BTreeSet<&str> = sub.names.iter().map(|n| &**n).collect();
             if sub.wildcard {
                 names.extend(all.keys().map(String::as_str));
-                names.extend(sub.sent.iter().flat_map(|l| l.items.iter()).map(|r| &*r.name));
+                names.extend(
+                    sub.sent
+                        .iter()
+                        .flat_map(|l| l.items.iter())
+                        .map(|r| &*r.name),
+                );
             }
             let resources = names
                 .into_iter()

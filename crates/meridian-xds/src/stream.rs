@@ -19,8 +19,8 @@ use tonic::Status;
 use crate::metrics::{Variant, XdsMetrics};
 use crate::server::Inner;
 use crate::source::Viewer;
-use crate::view::View;
 use crate::subscription::{DeltaSubscription, SotwSubscription};
+use crate::view::View;
 
 /// Everything the server knows about one stream. Shared with the status
 /// registry behind a `std` mutex that is only held for bookkeeping, never
@@ -348,5 +348,10 @@ pub(crate) fn time_ack(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    inner.metrics.push_to_ack.observe(std::time::Duration::from_millis(now.saturating_sub(view.committed_at_ms)));
+    inner
+        .metrics
+        .push_to_ack
+        .observe(std::time::Duration::from_millis(
+            now.saturating_sub(view.committed_at_ms),
+        ));
 }

@@ -6,8 +6,8 @@ pub mod sotw;
 #[cfg(test)]
 mod tests;
 
-pub use delta::{DeltaPlan, DeltaSubscription};
 pub use crate::view::SotwList;
+pub use delta::{DeltaPlan, DeltaSubscription};
 pub use sotw::SotwSubscription;
 
 use std::collections::BTreeSet;

@@ -126,7 +126,10 @@ impl View {
             None => {}
         }
         let list = Arc::new(SotwList::new(make()));
-        cache.insert(k, (names.map(|n| n.iter().cloned().collect()), list.clone()));
+        cache.insert(
+            k,
+            (names.map(|n| n.iter().cloned().collect()), list.clone()),
+        );
         list
     }
 }

@@ -193,13 +193,16 @@ fn on_push(
     let mut outs = Vec::new();
     if stage == Stage::Removals {
         for t in REMOVE_LAST {
-            let Some(sub) = st.delta.get_mut(t) else { continue };
+            let Some(sub) = st.delta.get_mut(t) else {
+                continue;
+            };
             let scope = std::mem::take(&mut sub.pending);
             let plan = sub.plan(view.snap.resources(t), &scope, false);
             // Updates were sent by the earlier stage; one that appears here
             // is not part of this push and goes with the next.
             if !plan.resources.is_empty() {
-                sub.pending = Pending::Names(plan.resources.iter().map(|r| r.name.clone()).collect());
+                sub.pending =
+                    Pending::Names(plan.resources.iter().map(|r| r.name.clone()).collect());
             }
             if !plan.removed.is_empty() {
                 outs.push(emit(

@@ -9,8 +9,8 @@ use super::{lock, note_type, register, Flavor, Registration, Stage, StreamState}
 use crate::metrics::{Variant, XdsMetrics};
 use crate::server::Inner;
 use crate::subscription::{NackRecord, Pending, RequestKind, SotwSubscription};
-use crate::view::{SotwList, View};
 use crate::types::{self, CLUSTER, ENDPOINT};
+use crate::view::{SotwList, View};
 
 /// A planned SotW response. It holds the shared list (usually the one
 /// every stream of the view got); the bytes are copied into the wire
@@ -184,7 +184,12 @@ fn shared_list(view: &View, type_url: &str, sub: &SotwSubscription) -> Arc<SotwL
     })
 }
 
-fn emit(st: &mut StreamState, identifier: &Arc<str>, type_url: &str, list: Arc<SotwList>) -> SotwOut {
+fn emit(
+    st: &mut StreamState,
+    identifier: &Arc<str>,
+    type_url: &str,
+    list: Arc<SotwList>,
+) -> SotwOut {
     let nonce = st.next_nonce();
     st.sotw
         .get_mut(type_url)
@@ -229,9 +234,8 @@ fn on_push(
     let mut cds_sent = stage == Stage::AfterCds;
     let mut removals = false;
     for t in order {
-        let skip = ads
-            && stage == Stage::AfterCds
-            && types::order_of(&t) <= types::order_of(CLUSTER);
+        let skip =
+            ads && stage == Stage::AfterCds && types::order_of(&t) <= types::order_of(CLUSTER);
         if skip {
             if t == CLUSTER {
                 // CDS went out in the first stage, with any dropped

@@ -169,9 +169,7 @@ impl DeltaSubscription {
     }
 
     fn wants(&self, r: &VersionedResource, force_all: bool) -> bool {
-        force_all
-            || self.force.contains(&r.name)
-            || self.client_has.get(&r.name) != Some(&r.key)
+        force_all || self.force.contains(&r.name) || self.client_has.get(&r.name) != Some(&r.key)
     }
 
     /// Whether a name absent from the view must be answered as removed.

@@ -118,8 +118,8 @@ impl SotwSubscription {
         if star || !named.is_empty() {
             self.named_ever = true;
         }
-        let added = (wildcard && !self.wildcard)
-            || named.iter().any(|n| !self.names.contains(n.as_str()));
+        let added =
+            (wildcard && !self.wildcard) || named.iter().any(|n| !self.names.contains(n.as_str()));
         let changed = wildcard != self.wildcard
             || named.len() != self.names.len()
             || named.iter().any(|n| !self.names.contains(n.as_str()));

@@ -84,7 +84,11 @@ fn sotw_duplicate_names_yield_one_resource() {
     let mut sub = SotwSubscription::default();
     sub.set_names(&s(&["a", "a", "b"]), i);
     let all = res(ENDPOINT, &[("a", "1"), ("b", "2")]);
-    let names: Vec<_> = sub.select(&all).iter().map(|r| r.name.to_string()).collect();
+    let names: Vec<_> = sub
+        .select(&all)
+        .iter()
+        .map(|r| r.name.to_string())
+        .collect();
     assert_eq!(names, vec!["a", "b"]);
 }
 
@@ -214,10 +218,7 @@ fn delta_first_request_skips_what_the_client_holds() {
     delta_req(&mut sub, &s(&["a", "b", "gone"]), &[], &initial, "", None);
     let plan = sub.plan(&all, &Pending::All, false);
     assert_eq!(
-        plan.resources
-            .iter()
-            .map(|r| &*r.name)
-            .collect::<Vec<_>>(),
+        plan.resources.iter().map(|r| &*r.name).collect::<Vec<_>>(),
         vec!["b"]
     );
     assert_eq!(plan.removed, vec!["gone"]);
@@ -249,7 +250,10 @@ fn delta_removals_only_for_held_names_and_absent_subscriptions_once() {
         "a subscribed name that does not exist is answered as removed"
     );
     sub.record_sent(&p, "n1");
-    assert!(sub.plan(&all, &Pending::All, false).is_empty(), "reported once");
+    assert!(
+        sub.plan(&all, &Pending::All, false).is_empty(),
+        "reported once"
+    );
     // A wildcard stream is never told about names it never got.
     let mut w = DeltaSubscription::default();
     delta_req(&mut w, &[], &[], &none, "", None);
@@ -361,7 +365,13 @@ fn planning_only_changed_names_equals_a_full_plan() {
     let afters: [&[(&str, &str)]; 4] = [
         &[("a", "2"), ("b", "1"), ("d", "1"), ("e", "1")],
         &[],
-        &[("a", "1"), ("b", "1"), ("c", "1"), ("d", "1"), ("missing", "1")],
+        &[
+            ("a", "1"),
+            ("b", "1"),
+            ("c", "1"),
+            ("d", "1"),
+            ("missing", "1"),
+        ],
         &[("b", "9")],
     ];
     let none = HashMap::new();
@@ -381,7 +391,10 @@ fn planning_only_changed_names_equals_a_full_plan() {
             let part = sub.plan(v2.snap.resources(ENDPOINT), &scope, false);
             let key = |p: &DeltaPlan| {
                 (
-                    p.resources.iter().map(|r| r.name.to_string()).collect::<Vec<_>>(),
+                    p.resources
+                        .iter()
+                        .map(|r| r.name.to_string())
+                        .collect::<Vec<_>>(),
                     p.removed.clone(),
                 )
             };

@@ -75,6 +75,68 @@ async fn debounce_max_bounds_the_delay_under_steady_writes() {
     writer.abort();
 }
 
+/// A source whose changes are all endpoint churn: its config generation
+/// never moves.
+struct EndpointChurn(std::sync::Arc<meridian_xds::MemorySource>);
+
+impl meridian_xds::SnapshotSource for EndpointChurn {
+    fn snapshot(
+        &self,
+        viewer: &meridian_xds::Viewer,
+    ) -> std::sync::Arc<meridian_xds::ViewSnapshot> {
+        self.0.snapshot(viewer)
+    }
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.changes()
+    }
+    fn config_generation(&self) -> u64 {
+        0
+    }
+}
+
+/// Under steady writes that never leave 100 ms of quiet, endpoint-only
+/// changes are pushed within the short endpoint bound while config changes
+/// wait for the long one.
+#[tokio::test]
+async fn endpoint_only_changes_use_the_shorter_bound() {
+    let cfg = XdsConfig {
+        debounce_quiet: Duration::from_millis(100),
+        debounce_max: Duration::from_secs(30),
+        debounce_max_endpoints: Duration::from_millis(200),
+        ..fast()
+    };
+    for endpoint_only in [true, false] {
+        let src = source();
+        let served: std::sync::Arc<dyn meridian_xds::SnapshotSource> = if endpoint_only {
+            std::sync::Arc::new(EndpointChurn(src.clone()))
+        } else {
+            src.clone()
+        };
+        let srv = TestServer::start_with(served, cfg.clone()).await;
+        let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
+        c.request(CLUSTER, &[], "", "").await;
+        let r = c.expect_response().await;
+        c.ack(&r, &[]).await;
+        let writer = {
+            let src = src.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    src.upsert(&format!("w{i}"), cluster(&format!("w{i}"), "v1"));
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            })
+        };
+        if endpoint_only {
+            // expect_response waits up to 5 s; writes never stop.
+            let r = c.expect_response().await;
+            assert!(names(&r).len() > 2, "pushed while writes continued");
+        } else {
+            c.expect_silence(Duration::from_secs(3)).await;
+        }
+        writer.abort();
+    }
+}
+
 #[tokio::test]
 async fn push_concurrency_is_limited() {
     let cfg = XdsConfig {

@@ -160,7 +160,12 @@ fn generation(v: &mut ViewSnapshot, g: u32, backend: SocketAddr, listen: SocketA
 async fn free_port() -> SocketAddr {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(0, 30_000 + (std::process::id() % 20) as u16 * 100, Ordering::SeqCst, Ordering::SeqCst);
+    let _ = NEXT.compare_exchange(
+        0,
+        30_000 + (std::process::id() % 20) as u16 * 100,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     loop {
         let p = NEXT.fetch_add(1, Ordering::SeqCst);
         if let Ok(l) = TcpListener::bind(("127.0.0.1", p)).await {

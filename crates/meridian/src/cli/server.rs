@@ -58,6 +58,9 @@ pub struct ServerArgs {
     /// xDS: push at the latest once the first unpushed change is this old.
     #[arg(long, value_parser = super::parse_duration)]
     pub xds_debounce_max: Option<std::time::Duration>,
+    /// xDS: the same bound while only endpoints changed (agents' reports), so churn reaches Envoy fast.
+    #[arg(long, value_parser = super::parse_duration)]
+    pub xds_debounce_max_endpoints: Option<std::time::Duration>,
     /// xDS: end Envoy connections after this age so they rebalance across controllers (0s: never).
     #[arg(long, value_parser = super::parse_duration)]
     pub xds_max_connection_age: Option<std::time::Duration>,
@@ -192,6 +195,9 @@ pub fn build_config(a: ServerArgs) -> Result<NodeConfig> {
             }
             if let Some(d) = a.xds_debounce_max {
                 x.debounce_max_ms = d.as_millis() as u64;
+            }
+            if let Some(d) = a.xds_debounce_max_endpoints {
+                x.debounce_max_endpoints_ms = d.as_millis() as u64;
             }
             if let Some(d) = a.xds_max_connection_age {
                 x.max_connection_age_s = d.as_secs();
