@@ -10,6 +10,8 @@ pub struct AgentProc {
     pub file: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
+    /// `RUST_LOG` of the process.
+    log_filter: String,
     token: String,
     child: Option<Child>,
 }
@@ -23,6 +25,12 @@ impl AgentProc {
     /// Starts an agent for `cluster` reading `file`, probing endpoints over
     /// TCP every 500 ms, talking to `controllers` in order.
     pub fn start(dir: &std::path::Path, cluster: &str, region: &str, token: &str, controllers: &[String]) -> AgentProc {
+        Self::start_with(dir, cluster, region, token, controllers, &[], "info")
+    }
+
+    /// As [`AgentProc::start`], with more flags (e.g. `--failback-interval
+    /// 2s`) and a `RUST_LOG` filter of its own.
+    pub fn start_with(dir: &std::path::Path, cluster: &str, region: &str, token: &str, controllers: &[String], extra: &[&str], log_filter: &str) -> AgentProc {
         let file = dir.join(format!("{cluster}-endpoints.yaml"));
         if !file.exists() {
             std::fs::write(&file, "endpoints: []\n").unwrap();
@@ -48,11 +56,13 @@ impl AgentProc {
             "--poll-interval".into(),
             "200ms".into(),
         ];
+        let args = args.into_iter().chain(extra.iter().map(|a| a.to_string())).collect();
         let mut a = AgentProc {
             cluster: cluster.into(),
             log: dir.join(format!("agent-{cluster}.log")),
             file,
             args,
+            log_filter: log_filter.into(),
             token: token.into(),
             child: None,
         };
@@ -66,7 +76,7 @@ impl AgentProc {
         let child = Command::new(meridian_bin())
             .args(&self.args)
             .env("MERIDIAN_AGENT_TOKEN", &self.token)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -1,11 +1,13 @@
 //! The controller side of the agents' upward protocol, driven by a minimal
-//! agent written here against the real gRPC API of real controllers, and the
-//! lease policies seen through a real Envoy.
+//! agent written here against the real gRPC API of real controllers, the
+//! lease policies seen through a real Envoy, and a real `meridian agent`
+//! failing over to another region and back.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::agent_service_client::AgentServiceClient;
+use meridian_tests::agent::AgentProc;
 use meridian_tests::envoy::{batch, wait_all_ok, Envoy};
 use meridian_tests::upstream::Upstream;
 use meridian_tests::{eventually, Cluster, ClusterOpts};
@@ -240,4 +242,89 @@ async fn lease_expiry_with_drop_policy_removes_endpoints_from_envoy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_expiry_with_keep_policy_keeps_endpoints() {
     lease_policy("keep").await;
+}
+
+/// The controller holding `cluster`'s lease, as `meridian clusters` shows it.
+fn controller_of(c: &Cluster, cluster: &str) -> Option<u64> {
+    let out = c.cli(&["clusters", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["clusters"].as_array()?.iter().find(|r| r["cluster"] == cluster)?["controller"].as_u64()
+}
+
+/// Whether `cluster`'s endpoints of `service` are exactly on `ports`.
+fn reported(c: &Cluster, service: &str, cluster: &str, ports: &[u16]) -> Option<bool> {
+    let out = c.cli(&["endpoints", service, "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mut got: Vec<u64> = v["endpoints"].as_array()?.iter().filter(|e| e["cluster"] == cluster).filter_map(|e| e["port"].as_u64()).collect();
+    let mut want: Vec<u64> = ports.iter().map(|p| *p as u64).collect();
+    got.sort_unstable();
+    want.sort_unstable();
+    Some(got == want)
+}
+
+/// Property: an agent whose own region's controller dies fails over to
+/// another region's and keeps reporting; once its own controller is back
+/// and ready, the agent ends the remote session and fails back to it within
+/// a few failback intervals, resyncs there, and keeps reporting through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_fails_back_to_its_own_regions_controller() {
+    // Node 3 is us-east's only controller; eu-west's two keep the quorum
+    // while it is down.
+    let regions = vec!["eu-west".to_string(), "eu-west".into(), "us-east".into()];
+    let mut c = Cluster::start(3, ClusterOpts { regions, ..Default::default() }).await;
+    let home = 3;
+    let out = c.cli(&["put", "service", "web", "--value", &json!({"port": 8080}).to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = register(&c, "k8s-us-east", "us-east", "30s", "drop");
+    let order: Vec<String> = [home, 1, 2].iter().map(|id| c.node(*id).api_addr()).collect();
+    let p = [meridian_tests::ports::free_port(), meridian_tests::ports::free_port(), meridian_tests::ports::free_port()];
+    // Debug logs show the failback probes.
+    let agent = AgentProc::start_with(c.dir(), "k8s-us-east", "us-east", &token, &order, &["--failback-interval", "2s"], "info,meridian_agent::client::failback=debug");
+    agent.declare(&[("web", p[0])]);
+    eventually("the agent to report through its own region's controller", Duration::from_secs(60), || async {
+        (controller_of(&c, "k8s-us-east")? == home && reported(&c, "web", "k8s-us-east", &p[..1])?).then_some(())
+    })
+    .await;
+
+    // Its region's controller dies: the agent moves to eu-west and its
+    // changes still land.
+    c.kill(home);
+    agent.declare(&[("web", p[0]), ("web", p[1])]);
+    let away = eventually("the agent to fail over to eu-west", Duration::from_secs(60), || async {
+        let at = controller_of(&c, "k8s-us-east")?;
+        (at != home && reported(&c, "web", "k8s-us-east", &p[..2])?).then_some(at)
+    })
+    .await;
+    // Probes of the dead controller fail and change nothing.
+    eventually("a failback probe of the dead controller", Duration::from_secs(30), || async {
+        agent.log_text().contains("failback probe: not ready").then_some(())
+    })
+    .await;
+    assert!(!agent.log_text().contains("failing back"), "failed back while its controller was down");
+    assert_eq!(controller_of(&c, "k8s-us-east"), Some(away));
+
+    // Back and ready: the agent returns within a few 2 s intervals.
+    c.spawn(home);
+    c.wait_ready(home).await;
+    let ready = Instant::now();
+    eventually("the agent to fail back to its own region's controller", Duration::from_secs(30), || async {
+        (controller_of(&c, "k8s-us-east")? == home).then_some(())
+    })
+    .await;
+    let took = ready.elapsed();
+    eprintln!("measured: failback from node {away} to node {home} {took:?} after it was ready");
+    assert!(took < Duration::from_secs(15), "failback took {took:?} with a 2 s interval");
+    let log = agent.log_text();
+    let line = log.lines().find(|l| l.contains("failing back to a preferred controller")).unwrap_or_else(|| panic!("no failback logged:\n{log}"));
+    assert!(line.contains(&c.node(home).api_addr()) && line.contains(&c.node(away).api_addr()), "{line}");
+
+    // The new session resynced and carries the next change; nothing stale.
+    agent.declare(&[("web", p[1]), ("web", p[2])]);
+    eventually("a change to land through the home controller", Duration::from_secs(30), || async {
+        reported(&c, "web", "k8s-us-east", &p[1..])?.then_some(())
+    })
+    .await;
+    assert_eq!(controller_of(&c, "k8s-us-east"), Some(home));
+    let log = agent.log_text();
+    assert_eq!(log.matches("failing back to a preferred controller").count(), 1, "{log}");
 }

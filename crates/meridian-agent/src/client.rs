@@ -1,18 +1,21 @@
 //! The upward client: one stream at a time to one controller, cycling
-//! through the list when streams fail, resyncing with a full update on
+//! through the list when streams fail, failing back to the controllers
+//! listed first once they are ready again, resyncing with a full update on
 //! every new stream.
 
+mod failback;
 mod session;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::config::AgentConfig;
 use crate::endpoints::{Counts, EndpointMap};
 use crate::error::AgentError;
 use crate::source::Source;
+use failback::Failback;
 use session::{End, Session};
 
 /// What the agent is doing, for logs and status output.
@@ -24,6 +27,8 @@ pub struct AgentStatus {
     pub controller_region: Option<String>,
     /// Streams that got a Welcome since start.
     pub sessions: u64,
+    /// Sessions ended on purpose to move back to a preferred controller.
+    pub failbacks: u64,
     /// Version of the newest acknowledged update of the current stream.
     pub last_ack_version: Option<u64>,
     /// Store revision of that acknowledgement.
@@ -77,17 +82,33 @@ impl UpwardClient {
         let mut index = 0;
         let mut failures = 0;
         let mut backoff = self.config.backoff_initial;
+        let mut failback = Failback::new(self.config.failback_interval, controllers.len());
         loop {
             let controller = controllers[index];
             let started = Instant::now();
-            let session = Session::new(&self.config, controller, &self.status);
-            let end = tokio::select! {
-                end = session.run(&mut endpoints) => end,
-                _ = &mut shutdown => {
-                    tracing::info!(cluster, "agent shutting down");
-                    return Ok(());
+            let leave = Notify::new();
+            let (end, target) = {
+                let session = Session::new(&self.config, controller, &self.status)
+                    .run(&mut endpoints, leave.notified());
+                let better =
+                    failback.watch(&self.config, &controllers, index, self.status.subscribe());
+                tokio::pin!(session, better);
+                let mut target = None;
+                loop {
+                    tokio::select! {
+                        end = &mut session => break (end, target),
+                        t = &mut better, if target.is_none() => {
+                            target = Some(t);
+                            leave.notify_one();
+                        }
+                        _ = &mut shutdown => {
+                            tracing::info!(cluster, "agent shutting down");
+                            return Ok(());
+                        }
+                    }
                 }
             };
+            let from_region = self.status.borrow().controller_region.clone();
             self.status.send_modify(|s| {
                 s.controller = None;
                 s.pending_version = None;
@@ -100,15 +121,35 @@ impl UpwardClient {
                     })
                 }
                 End::SourceStopped => return Err(AgentError::SourceStopped),
+                End::Left => failback.ended(index, true),
                 End::Broken { welcomed, reason } => {
                     tracing::warn!(cluster, controller, reason = %reason, "stream to controller ended; trying the next one");
-                    if welcomed && started.elapsed() >= STABLE {
+                    let lasted = welcomed && started.elapsed() >= STABLE;
+                    failback.failed(index);
+                    failback.ended(index, lasted);
+                    if lasted {
                         failures = 0;
                         backoff = self.config.backoff_initial;
                     } else {
                         failures += 1;
                     }
                 }
+            }
+            if let Some(t) = target {
+                // A new session resyncs the full set, so nothing the old one
+                // had in flight is lost by moving now.
+                tracing::info!(
+                    cluster,
+                    from = controller,
+                    to = controllers[t.index],
+                    from_region = from_region.as_deref().unwrap_or(""),
+                    to_region = %t.region,
+                    "failing back to a preferred controller"
+                );
+                self.status.send_modify(|s| s.failbacks += 1);
+                failback.attempting(t.index);
+                index = t.index;
+                continue;
             }
             index = (index + 1) % controllers.len();
             if failures >= controllers.len() {
@@ -155,6 +196,7 @@ pub async fn run_agent_until(
                 cluster,
                 controller = s.controller.as_deref().unwrap_or("-"),
                 version = s.last_ack_version.unwrap_or(0),
+                failbacks = s.failbacks,
                 revision = s.last_ack_revision.unwrap_or(0),
                 endpoints = s.source.total,
                 healthy = s.source.healthy,

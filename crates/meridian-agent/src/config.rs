@@ -59,7 +59,17 @@ pub struct AgentConfig {
     /// Pause after every controller failed once; doubles up to `backoff_max`.
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// While reporting to a controller outside the agent's region that is
+    /// not first in `controllers`, how often the ones listed before it are
+    /// asked whether they are ready again (jittered upwards by up to a
+    /// quarter); the agent moves back to the first that is. Zero disables
+    /// failback: the agent stays where it is until that controller fails.
+    pub failback_interval: Duration,
 }
+
+/// Shorter failback intervals would mostly probe controllers that are still
+/// restarting, and a typo such as `30ms` for `30s` should not go unnoticed.
+const MIN_FAILBACK_INTERVAL: Duration = Duration::from_secs(1);
 
 impl AgentConfig {
     /// A config with default timings, a fresh session and this host's name.
@@ -83,6 +93,7 @@ impl AgentConfig {
             heartbeat_interval: Duration::from_secs(5),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
+            failback_interval: Duration::from_secs(30),
         }
     }
 
@@ -99,6 +110,12 @@ impl AgentConfig {
         }
         if self.token.expose().is_empty() {
             return bad("the token is empty (--token, --token-file or MERIDIAN_AGENT_TOKEN)");
+        }
+        if !self.failback_interval.is_zero() && self.failback_interval < MIN_FAILBACK_INTERVAL {
+            return Err(AgentError::Config(format!(
+                "the failback interval {:?} is below the minimum of {:?} (0 disables failback)",
+                self.failback_interval, MIN_FAILBACK_INTERVAL
+            )));
         }
         Ok(())
     }

@@ -131,6 +131,7 @@ pub(crate) fn local_status(s: &Shared) -> pb::NodeStatus {
             commit = commit.max(matched[matched.len() / 2]);
         }
     }
+    let ready = crate::admin::readiness(s);
     pb::NodeStatus {
         node: Some(info_to_pb(s.id, &s.info)),
         role: role.into(),
@@ -148,6 +149,8 @@ pub(crate) fn local_status(s: &Shared) -> pb::NodeStatus {
         replication_lag: lag,
         uptime_ms: s.started.elapsed().as_millis() as u64,
         initialized,
+        ready: ready.is_ok(),
+        not_ready_reason: ready.err().unwrap_or_default(),
     }
 }
 

@@ -26,8 +26,20 @@ use crate::endpoints::{counts, diff, EndpointMap};
 pub(super) enum End {
     Superseded(String),
     SourceStopped,
-    Broken { welcomed: bool, reason: String },
+    Broken {
+        welcomed: bool,
+        reason: String,
+    },
+    /// The client asked the session to end (to fail back to a preferred
+    /// controller) and it did.
+    Left,
 }
+
+/// How long a session that is asked to leave waits for the controller to
+/// answer what is in flight and close its side. The next session's full
+/// update makes waiting longer pointless: it replaces whatever this one
+/// left half done.
+const LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 fn broken(welcomed: bool, reason: impl Into<String>) -> End {
     End::Broken {
@@ -75,7 +87,14 @@ impl<'a> Session<'a> {
         }
     }
 
-    pub(super) async fn run(self, endpoints: &mut watch::Receiver<EndpointMap>) -> End {
+    /// Runs the stream until it breaks, or until `leave` resolves after the
+    /// Welcome; then it closes its side and lets the controller finish.
+    pub(super) async fn run(
+        self,
+        endpoints: &mut watch::Receiver<EndpointMap>,
+        leave: impl std::future::Future<Output = ()>,
+    ) -> End {
+        tokio::pin!(leave);
         let (tx, mut inbound, welcome) = match self.open().await {
             Ok(x) => x,
             Err(end) => return end,
@@ -119,6 +138,7 @@ impl<'a> Session<'a> {
         loop {
             let deadline = st.in_flight.as_ref().map(|f| f.deadline);
             tokio::select! {
+                _ = &mut leave => return self.leave(st, inbound).await,
                 changed = endpoints.changed() => {
                     if changed.is_err() {
                         return End::SourceStopped;
@@ -152,6 +172,42 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Half-closes the stream so the controller sees a normal end rather
+    /// than a reset, and reads its last answers until it closes its side.
+    async fn leave(&self, mut st: Stream, mut inbound: Streaming<ControllerMessage>) -> End {
+        // Nothing is sent any more; the placeholder's receiver is gone too.
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut st.tx, closed));
+        let drained = tokio::time::timeout(LEAVE_GRACE, async {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(m)) => {
+                        if let Some(end) = self.on_message(&mut st, m) {
+                            return end;
+                        }
+                    }
+                    Ok(None) | Err(_) => return End::Left,
+                }
+            }
+        })
+        .await;
+        self.status.send_modify(|s| s.pending_version = None);
+        match drained {
+            // A newer agent process took the cluster over meanwhile: that
+            // must still stop this one.
+            Ok(End::Superseded(by)) => End::Superseded(by),
+            Ok(_) => End::Left,
+            Err(_) => {
+                tracing::debug!(
+                    cluster = %self.config.cluster,
+                    controller = self.controller,
+                    "controller did not close the stream within {LEAVE_GRACE:?}; dropping it"
+                );
+                End::Left
+            }
+        }
+    }
+
     /// Connects, says Hello and waits for Welcome.
     async fn open(
         &self,
@@ -164,12 +220,7 @@ impl<'a> Session<'a> {
         End,
     > {
         let not_welcomed = |reason: String| broken(false, reason);
-        let uri = if self.controller.contains("://") {
-            self.controller.to_string()
-        } else {
-            format!("http://{}", self.controller)
-        };
-        let endpoint = Endpoint::from_shared(uri)
+        let endpoint = Endpoint::from_shared(uri(self.controller))
             .map_err(|e| not_welcomed(format!("bad controller address: {e}")))?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
@@ -350,8 +401,17 @@ impl<'a> Session<'a> {
     }
 }
 
+/// The URI of a `--controllers` entry (`host:port` or a URI).
+pub(super) fn uri(controller: &str) -> String {
+    if controller.contains("://") {
+        controller.to_string()
+    } else {
+        format!("http://{controller}")
+    }
+}
+
 /// `e: cause: cause`, for transport errors whose Display says only "transport error".
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

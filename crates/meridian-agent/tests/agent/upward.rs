@@ -446,3 +446,117 @@ fn the_token_never_shows_in_debug_output_and_configs_are_checked() {
     let err = UpwardClient::new(bad).err().unwrap().to_string();
     assert!(err.contains("token is empty"), "{err}");
 }
+
+#[tokio::test]
+async fn an_agent_fails_back_to_its_region_once_a_controller_there_is_ready() {
+    let mut home = FakeController::start_in("eu").await;
+    let mut away = FakeController::start_in("us").await;
+    let mut c = config(&[home.addr.to_string(), away.addr.to_string()]);
+    c.failback_interval = Duration::from_secs(1);
+    let mut agent = start(c, set(&["10.0.0.1"]));
+
+    let mut s = home.must_accept().await;
+    s.must_hello().await;
+    s.welcome_from("eu", 1, 1000);
+    assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
+    s.ack(1);
+    // The home controller fails and is not ready yet: the agent fails over.
+    home.set_ready(false);
+    s.fail();
+    let mut s = away.must_accept().await;
+    s.must_hello().await;
+    s.welcome_from("us", 2, 1000);
+    assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
+    s.ack(1);
+    agent
+        .must_reach("reporting to the other region", |s| {
+            s.controller_id == Some(2) && s.last_ack_version == Some(1)
+        })
+        .await;
+
+    // Probes that answer "not ready" change nothing.
+    s.must_send_no_update_for(Duration::from_millis(2600)).await;
+    home.must_accept_nothing_for(Duration::ZERO).await;
+    let probes = home.probes();
+    assert!(
+        (1..=3).contains(&probes),
+        "{probes} probes in 2.6s at a 1s interval"
+    );
+    assert_eq!(away.probes(), 0, "the current controller is not probed");
+
+    // Ready again: the agent leaves the other region cleanly and resyncs home.
+    home.set_ready(true);
+    s.must_be_closed().await;
+    let mut s = home.must_accept().await;
+    s.must_hello().await;
+    s.welcome_from("eu", 1, 1000);
+    assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
+    s.ack(1);
+    let st = agent
+        .must_reach("back home", |s| {
+            s.controller_id == Some(1) && s.last_ack_version == Some(1)
+        })
+        .await;
+    assert_eq!((st.sessions, st.failbacks), (3, 1));
+    assert_eq!(
+        st.controller.as_deref(),
+        Some(home.addr.to_string().as_str())
+    );
+
+    // Home is where it stays: nothing is probed any more.
+    let probes = home.probes();
+    s.must_send_no_update_for(Duration::from_millis(1500)).await;
+    assert_eq!(home.probes(), probes);
+    drop(agent.stop.take());
+    agent.must_end().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_does_not_fail_back_within_its_own_region_or_when_disabled() {
+    // Within the region: the second controller is as good as the first.
+    let mut first = FakeController::start_in("eu").await;
+    let mut second = FakeController::start_in("eu").await;
+    let mut c = config(&[first.addr.to_string(), second.addr.to_string()]);
+    c.failback_interval = Duration::from_secs(1);
+    let agent = start(c, set(&["10.0.0.1"]));
+    let s = first.must_accept().await;
+    s.fail();
+    let mut s = second.must_accept().await;
+    s.must_hello().await;
+    s.welcome_from("eu", 2, 1000);
+    s.must_update().await;
+    s.ack(1);
+    s.must_send_no_update_for(Duration::from_millis(2600)).await;
+    assert_eq!(first.probes(), 0);
+    drop(agent);
+
+    // Disabled: the agent stays in the other region.
+    let mut home = FakeController::start_in("eu").await;
+    let mut away = FakeController::start_in("us").await;
+    let mut c = config(&[home.addr.to_string(), away.addr.to_string()]);
+    c.failback_interval = Duration::ZERO;
+    let agent = start(c, set(&["10.0.0.1"]));
+    let s = home.must_accept().await;
+    s.fail();
+    let mut s = away.must_accept().await;
+    s.must_hello().await;
+    s.welcome_from("us", 2, 1000);
+    s.must_update().await;
+    s.ack(1);
+    s.must_send_no_update_for(Duration::from_millis(2600)).await;
+    assert_eq!(home.probes(), 0);
+    drop(agent);
+}
+
+#[test]
+fn the_failback_interval_is_checked() {
+    let mut c = config(&["127.0.0.1:1".into()]);
+    assert_eq!(c.failback_interval, Duration::from_secs(30));
+    c.failback_interval = Duration::from_millis(300);
+    let err = UpwardClient::new(c.clone()).err().unwrap().to_string();
+    assert!(err.contains("failback interval 300ms is below"), "{err}");
+    c.failback_interval = Duration::ZERO;
+    assert!(UpwardClient::new(c.clone()).is_ok());
+    c.failback_interval = Duration::from_secs(1);
+    assert!(UpwardClient::new(c).is_ok());
+}

@@ -52,6 +52,12 @@ pub struct AgentArgs {
     /// How often declaration files are checked for changes.
     #[arg(long, default_value = "500ms", value_parser = super::parse_duration)]
     pub poll_interval: Duration,
+    /// While reporting to another region's controller, how often the
+    /// controllers listed before it are asked whether they are ready again
+    /// (plus up to 25% jitter); the agent moves back to the first that is.
+    /// At least 1s; 0 disables failback.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    pub failback_interval: Duration,
 }
 
 fn parse_token(s: &str) -> Result<Token, String> {
@@ -86,11 +92,13 @@ pub async fn run(args: AgentArgs, g: &Global) -> Result<()> {
     }
     let mut config = AgentConfig::new(args.cluster, args.region, args.controllers, token);
     config.zone = args.zone;
+    config.failback_interval = args.failback_interval;
     info!(
         cluster = %config.cluster,
         region = %config.region,
         session = %config.session,
         controllers = %config.controllers.join(","),
+        failback_interval_ms = config.failback_interval.as_millis() as u64,
         source = %args.source,
         "starting agent"
     );
