@@ -1,7 +1,6 @@
 use std::future::Future;
 
 use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::ClusterDiscoveryServiceServer;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::EndpointDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::ListenerDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::RouteDiscoveryServiceServer;
@@ -11,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::error::XdsError;
-use crate::server::XdsServer;
+use crate::server::{AdsWire, XdsServer};
 
 /// Serves ADS, the five per-type services and CSDS on one listener until
 /// `shutdown` completes; then drains every stream (Envoys keep their config
@@ -38,9 +37,10 @@ pub async fn serve(
         drainer.drain();
     };
     builder
-        .add_service(
-            AggregatedDiscoveryServiceServer::new(server.clone()).max_decoding_message_size(max),
-        )
+        .add_service(AdsWire {
+            server: server.clone(),
+            max_request_bytes: max,
+        })
         .add_service(
             ListenerDiscoveryServiceServer::new(server.clone()).max_decoding_message_size(max),
         )

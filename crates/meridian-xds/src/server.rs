@@ -2,6 +2,9 @@
 
 mod debounce;
 mod services;
+mod wire;
+
+pub(crate) use wire::AdsWire;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
