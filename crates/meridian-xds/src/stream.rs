@@ -5,7 +5,7 @@ mod delta;
 mod sotw;
 
 pub(crate) use delta::Delta;
-pub(crate) use sotw::Sotw;
+pub(crate) use sotw::{Sotw, SotwOut};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

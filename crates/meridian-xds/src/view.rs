@@ -40,12 +40,32 @@ pub(crate) struct Changes {
 pub struct SotwList {
     pub items: Vec<Arc<VersionedResource>>,
     pub version: String,
+    /// `items` as the `resources` field of a `DiscoveryResponse`, encoded
+    /// on first use and then sent by every stream that holds this list.
+    encoded: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl SotwList {
     pub fn new(items: Vec<Arc<VersionedResource>>) -> SotwList {
         let version = response_version(&items);
-        SotwList { items, version }
+        SotwList {
+            items,
+            version,
+            encoded: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The encoded `resources` field (field 2 of `DiscoveryResponse`).
+    pub fn encoded_resources(&self) -> bytes::Bytes {
+        self.encoded
+            .get_or_init(|| {
+                let mut buf = Vec::new();
+                for r in &self.items {
+                    prost::encoding::message::encode(2, &r.resource, &mut buf);
+                }
+                bytes::Bytes::from(buf)
+            })
+            .clone()
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<VersionedResource>> {

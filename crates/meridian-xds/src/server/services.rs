@@ -36,16 +36,28 @@ impl XdsServer {
         variant: Variant,
         fixed: Option<&'static str>,
     ) -> Response<SotwStream> {
+        let rx = self.open_sotw_raw(req.into_inner(), variant, fixed);
+        Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|r| r.map(|o| o.into_response())),
+        ))
+    }
+
+    /// The planned responses of a new SotW stream, before they become
+    /// messages (ADS frames them without a copy per stream, see wire.rs).
+    pub(crate) fn open_sotw_raw(
+        &self,
+        inbound: Streaming<DiscoveryRequest>,
+        variant: Variant,
+        fixed: Option<&'static str>,
+    ) -> mpsc::Receiver<Result<crate::stream::SotwOut, Status>> {
         let (tx, rx) = mpsc::channel(self.inner.config.stream_buffer.max(1));
         let inner = self.inner.clone();
         inner.metrics.stream_opened(variant);
         tokio::spawn(async move {
-            run::<Sotw>(inner.clone(), req.into_inner(), variant, fixed, tx).await;
+            run::<Sotw>(inner.clone(), inbound, variant, fixed, tx).await;
             inner.metrics.stream_closed(variant);
         });
-        Response::new(Box::pin(
-            ReceiverStream::new(rx).map(|r| r.map(|o| o.into_response())),
-        ))
+        rx
     }
 
     fn open_delta(

@@ -14,7 +14,9 @@ use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryService;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest,
+};
 use futures::Stream;
 use http_body::Frame;
 use prost::Message;
@@ -25,6 +27,9 @@ use tonic::Status;
 use tonic_prost::ProstDecoder;
 
 use super::XdsServer;
+use crate::metrics::Variant;
+use crate::stream::SotwOut;
+use tokio_stream::wrappers::ReceiverStream;
 
 const SOTW: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 const DELTA: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
@@ -64,11 +69,8 @@ impl Service<http::Request<tonic::body::Body>> for AdsWire {
                 SOTW => {
                     let decoder = ProstDecoder::<DiscoveryRequest>::new(settings);
                     let streaming = Streaming::new_request(decoder, body, None, Some(max));
-                    let req = tonic::Request::from_http(http::Request::from_parts(parts, streaming));
-                    server
-                        .stream_aggregated_resources(req)
-                        .await
-                        .map(|r| FramedBody::response(r.into_inner()))
+                    let rx = server.open_sotw_raw(streaming, Variant::SotwAds, None);
+                    Ok(FramedBody::response(Box::pin(ReceiverStream::new(rx))))
                 }
                 DELTA => {
                     let decoder = ProstDecoder::<DeltaDiscoveryRequest>::new(settings);
@@ -86,21 +88,40 @@ impl Service<http::Request<tonic::body::Body>> for AdsWire {
     }
 }
 
-/// A gRPC response body: one frame per message, then the status trailers.
+/// A response as the chunks of its gRPC length-prefixed frame.
+trait IntoFrames {
+    fn into_frames(self) -> Vec<Bytes>;
+}
+
+impl IntoFrames for DeltaDiscoveryResponse {
+    fn into_frames(self) -> Vec<Bytes> {
+        vec![frame(&self)]
+    }
+}
+
+impl IntoFrames for SotwOut {
+    fn into_frames(self) -> Vec<Bytes> {
+        SotwOut::into_frames(self)
+    }
+}
+
+/// A gRPC response body: each message's frame, then the status trailers.
 struct FramedBody<S: ?Sized> {
-    messages: Pin<Box<S>>,
+    queued: std::collections::VecDeque<Bytes>,
     done: bool,
+    messages: Pin<Box<S>>,
 }
 
 impl<S: ?Sized, M> FramedBody<S>
 where
     S: Stream<Item = Result<M, Status>> + Send + 'static,
-    M: Message + 'static,
+    M: IntoFrames + Send + 'static,
 {
     fn response(messages: Pin<Box<S>>) -> http::Response<tonic::body::Body> {
         let body = FramedBody {
-            messages,
+            queued: Default::default(),
             done: false,
+            messages,
         };
         let mut res = http::Response::new(tonic::body::Body::new(body));
         res.headers_mut().insert(
@@ -133,7 +154,7 @@ fn trailers(status: &Status) -> http::HeaderMap {
 impl<S: ?Sized, M> http_body::Body for FramedBody<S>
 where
     S: Stream<Item = Result<M, Status>> + Send + 'static,
-    M: Message + 'static,
+    M: IntoFrames + Send + 'static,
 {
     type Data = Bytes;
     type Error = Status;
@@ -142,12 +163,20 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(chunk) = self.queued.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
         if self.done {
             return Poll::Ready(None);
         }
         match self.messages.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(m))) => Poll::Ready(Some(Ok(Frame::data(frame(&m))))),
+            Poll::Ready(Some(Ok(m))) => {
+                let mut chunks = m.into_frames().into_iter();
+                let first = chunks.next().unwrap_or_default();
+                self.queued.extend(chunks);
+                Poll::Ready(Some(Ok(Frame::data(first))))
+            }
             Poll::Ready(Some(Err(status))) => {
                 self.done = true;
                 Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
@@ -160,6 +189,54 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.queued.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+    use envoy_types::pb::google::protobuf::Any;
+    use prost::Message;
+
+    use crate::source::VersionedResource;
+    use crate::stream::SotwOut;
+    use crate::types::CLUSTER;
+    use crate::view::SotwList;
+
+    /// The shared-chunk frame decodes to exactly the message tonic would
+    /// have encoded.
+    #[test]
+    fn sotw_frames_decode_to_the_same_response() {
+        let items = ["a", "b"]
+            .iter()
+            .map(|n| {
+                Arc::new(VersionedResource::new(
+                    *n,
+                    Any {
+                        type_url: CLUSTER.to_string(),
+                        value: n.repeat(300).into_bytes(),
+                    },
+                ))
+            })
+            .collect();
+        let list = Arc::new(SotwList::new(items));
+        let out = || SotwOut {
+            type_url: CLUSTER.to_string(),
+            nonce: "7-3".to_string(),
+            list: list.clone(),
+            control_plane: Arc::from("node-1"),
+        };
+        let bytes: Vec<u8> = out().into_frames().iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(bytes[0], 0, "not compressed");
+        let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - 5);
+        let decoded = DiscoveryResponse::decode(&bytes[5..]).unwrap();
+        assert_eq!(decoded, out().into_response());
+        // The resources are encoded once, then shared.
+        let again = out().into_frames();
+        assert_eq!(again[1].as_ptr(), out().into_frames()[1].as_ptr());
     }
 }

@@ -39,6 +39,30 @@ impl SotwOut {
     }
 }
 
+impl SotwOut {
+    /// The gRPC frame of this response as chunks: a per-stream head and
+    /// tail around the resources, which are encoded once per list and
+    /// shared (no copy per stream).
+    pub fn into_frames(self) -> Vec<bytes::Bytes> {
+        let mut head = Vec::new();
+        prost::encoding::string::encode(1, &self.list.version, &mut head);
+        let resources = self.list.encoded_resources();
+        let mut tail = Vec::new();
+        prost::encoding::string::encode(4, &self.type_url, &mut tail);
+        prost::encoding::string::encode(5, &self.nonce, &mut tail);
+        let cp = ControlPlane {
+            identifier: self.control_plane.to_string(),
+        };
+        prost::encoding::message::encode(6, &cp, &mut tail);
+        let len = head.len() + resources.len() + tail.len();
+        let mut prefix = Vec::with_capacity(5 + head.len());
+        prefix.push(0u8);
+        prefix.extend_from_slice(&(len as u32).to_be_bytes());
+        prefix.extend_from_slice(&head);
+        vec![prefix.into(), resources, tail.into()]
+    }
+}
+
 /// State-of-the-world streams.
 pub(crate) struct Sotw;
 
