@@ -361,19 +361,18 @@ pub(crate) fn stage_view<'a>(
         (Some(c), Some(old)) => c.base == old.serial,
         _ => false,
     };
-    for (t, sub) in st.delta.iter_mut() {
+    let mark = |pending: &mut Pending, t: &str| {
         if step {
-            sub.pending.extend(view.changed(t));
+            pending.extend(view.changed(t));
         } else {
-            sub.pending = Pending::All;
+            *pending = Pending::All;
         }
+    };
+    for (t, sub) in st.delta.iter_mut() {
+        mark(&mut sub.pending, t);
     }
     for (t, sub) in st.sotw.iter_mut() {
-        if step {
-            sub.pending.extend(view.changed(t));
-        } else {
-            sub.pending = Pending::All;
-        }
+        mark(&mut sub.pending, t);
     }
     st.view = Some(view.clone());
     Some((st, view))
