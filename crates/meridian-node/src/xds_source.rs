@@ -12,7 +12,7 @@ use meridian_model::reported::{
     KIND_LEASE,
 };
 use meridian_model::{ConfigSet, EndpointSet, Object};
-use meridian_store::StateMachineStore;
+use meridian_store::{ObjectKey, StateMachineStore};
 use meridian_translate::{translate, TranslateOptions};
 use meridian_xds::{SnapshotSource, ViewSnapshot, Viewer};
 use tokio::sync::watch;
@@ -26,14 +26,83 @@ pub(crate) struct StoreSource {
 
 #[derive(Default)]
 struct Cache {
-    /// Revision the config below was built from; `None` before the first build.
+    /// Revision the state below was built from; `None` before the first build.
     revision: Option<u64>,
+    /// The store's objects, parsed, kept between rebuilds so that a rebuild
+    /// re-reads only the objects changed since (agents' churn touches a few
+    /// endpoint objects among thousands).
+    parsed: Parsed,
     config: Arc<ConfigSet>,
     endpoints: Arc<EndpointSet>,
     views: HashMap<Viewer, Arc<ViewSnapshot>>,
     committed_at_ms: u64,
     /// Last good view per viewer, served when a translation fails.
     last_good: HashMap<Viewer, Arc<ViewSnapshot>>,
+    /// Rebuilds that read the whole store (the rest caught up on changes).
+    full_reads: u64,
+}
+
+#[derive(Default)]
+struct Parsed {
+    config: ConfigSet,
+    leases: BTreeMap<String, Lease>,
+    reports: BTreeMap<(String, String), Vec<ReportedEndpoint>>,
+    /// Config objects are cloned into a new `ConfigSet` only when one of
+    /// them changed; endpoint churn reuses the last one.
+    config_changed: bool,
+}
+
+impl Parsed {
+    /// Applies one stored object (`None`: deleted).
+    fn apply(&mut self, key: &ObjectKey, value: Option<&[u8]>) {
+        match key.kind.as_str() {
+            KIND_LEASE => {
+                self.leases.remove(&key.name);
+                if let Some(v) = value {
+                    match serde_json::from_slice::<Lease>(v) {
+                        Ok(l) => {
+                            self.leases.insert(key.name.clone(), l);
+                        }
+                        Err(e) => warn!(object = %key, error = %e, "stored lease does not parse"),
+                    }
+                }
+            }
+            KIND_ENDPOINTS => {
+                let Some((cluster, service)) = split_endpoints_name(&key.name) else {
+                    warn!(object = %key, "stored endpoints name does not parse");
+                    return;
+                };
+                let id = (cluster.to_string(), service.to_string());
+                self.reports.remove(&id);
+                if let Some(v) = value {
+                    match serde_json::from_slice::<Vec<ReportedEndpoint>>(v) {
+                        Ok(eps) => {
+                            self.reports.insert(id, eps);
+                        }
+                        Err(e) => warn!(object = %key, error = %e, "stored endpoints do not parse"),
+                    }
+                }
+            }
+            KIND_CLAIM => {}
+            kind => {
+                self.config_changed = true;
+                if let Ok(k) = kind.parse() {
+                    self.config.remove_unchecked(k, &key.name);
+                }
+                let Some(v) = value else { return };
+                match Object::from_stored(kind, &key.name, v) {
+                    Ok(o) => {
+                        self.config.insert(o);
+                    }
+                    // Only objects written by another build can fail here:
+                    // the leader validated everything else.
+                    Err(e) => {
+                        warn!(object = %key, error = %e, "stored object does not parse; not served")
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl StoreSource {
@@ -47,53 +116,47 @@ impl StoreSource {
     }
 
     fn rebuild(&self, cache: &mut Cache) {
-        let (objects, revision) = self.sm.list_at(None);
-        // The commit time of this revision: the leader's clock, carried in
-        // the entry, so every replica reports the same start for the
-        // push-to-ACK latency.
-        cache.committed_at_ms = objects
-            .iter()
-            .filter(|(_, o)| o.revision == revision)
-            .map(|(_, o)| o.updated_at_ms)
-            .max()
-            .unwrap_or(0);
-        let mut config = ConfigSet::default();
-        let mut leases = BTreeMap::new();
-        let mut reports = BTreeMap::new();
-        for (key, obj) in objects {
-            match key.kind.as_str() {
-                KIND_LEASE => match serde_json::from_slice::<Lease>(&obj.value) {
-                    Ok(l) => {
-                        leases.insert(key.name, l);
-                    }
-                    Err(e) => warn!(object = %key, error = %e, "stored lease does not parse"),
-                },
-                KIND_ENDPOINTS => {
-                    let parsed = serde_json::from_slice::<Vec<ReportedEndpoint>>(&obj.value);
-                    match (split_endpoints_name(&key.name), parsed) {
-                        (Some((cluster, service)), Ok(eps)) => {
-                            reports.insert((cluster.to_string(), service.to_string()), eps);
-                        }
-                        _ => warn!(object = %key, "stored endpoints do not parse"),
-                    }
+        // Catch up from the last build when the store's history reaches
+        // back to it; otherwise (first build, or a long gap) read everything.
+        let caught_up = cache
+            .revision
+            .and_then(|from| self.sm.changes_since(from).ok());
+        let revision = match caught_up {
+            Some((changes, revision, committed_at_ms)) => {
+                for (key, obj) in &changes {
+                    cache
+                        .parsed
+                        .apply(key, obj.as_ref().map(|o| o.value.as_slice()));
                 }
-                KIND_CLAIM => {}
-                _ => match Object::from_stored(&key.kind, &key.name, &obj.value) {
-                    Ok(o) => {
-                        config.insert(o);
-                    }
-                    // Only objects written by another build can fail here:
-                    // the leader validated everything else.
-                    Err(e) => {
-                        warn!(object = %key, error = %e, "stored object does not parse; not served")
-                    }
-                },
+                // The commit time of this revision: the leader's clock,
+                // carried in the entry, so every replica reports the same
+                // start for the push-to-ACK latency.
+                cache.committed_at_ms = committed_at_ms;
+                revision
             }
+            None => {
+                cache.full_reads += 1;
+                let (objects, revision) = self.sm.list_at(None);
+                cache.committed_at_ms = objects
+                    .iter()
+                    .filter(|(_, o)| o.revision == revision)
+                    .map(|(_, o)| o.updated_at_ms)
+                    .max()
+                    .unwrap_or(0);
+                cache.parsed = Parsed::default();
+                for (key, obj) in &objects {
+                    cache.parsed.apply(key, Some(&obj.value));
+                }
+                cache.parsed.config_changed = true;
+                revision
+            }
+        };
+        let p = &mut cache.parsed;
+        if std::mem::take(&mut p.config_changed) {
+            cache.config = Arc::new(p.config.clone());
         }
-        let endpoints = endpoint_set(&config, &leases, &reports);
+        cache.endpoints = Arc::new(endpoint_set(&cache.config, &p.leases, &p.reports));
         cache.revision = Some(revision);
-        cache.config = Arc::new(config);
-        cache.endpoints = Arc::new(endpoints);
         cache.views.clear();
     }
 }
@@ -156,5 +219,170 @@ impl SnapshotSource for StoreSource {
     /// reports and lease expiries do not.
     fn config_generation(&self) -> u64 {
         self.sm.config_seq()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use meridian_model::reported::{endpoints_name, ReportedHealth};
+    use meridian_model::LeaseExpiry;
+    use meridian_store::{Batch, Request, Txn, TxnOp};
+    use openraft::storage::RaftStateMachine;
+    use openraft::testing::log_id;
+    use openraft::EntryPayload;
+
+    use super::*;
+
+    fn put(kind: &str, name: &str, value: serde_json::Value) -> TxnOp {
+        TxnOp::Put {
+            key: ObjectKey::new(kind, name),
+            value: serde_json::to_vec(&value).unwrap(),
+            expected_revision: None,
+        }
+    }
+
+    fn del(kind: &str, name: &str) -> TxnOp {
+        TxnOp::Delete {
+            key: ObjectKey::new(kind, name),
+            expected_revision: None,
+        }
+    }
+
+    fn eps(addrs: &[&str]) -> serde_json::Value {
+        let list: Vec<ReportedEndpoint> = addrs
+            .iter()
+            .map(|a| ReportedEndpoint {
+                address: a.to_string(),
+                port: 0,
+                zone: String::new(),
+                weight: 1,
+                health: ReportedHealth::Healthy,
+            })
+            .collect();
+        serde_json::to_value(list).unwrap()
+    }
+
+    async fn apply(sm: &mut StateMachineStore, index: u64, config: bool, ops: Vec<TxnOp>) {
+        let req = Request::Batch(Batch {
+            base_config_seq: config.then(|| sm.config_seq()),
+            proposed_at_ms: 1000 + index,
+            txns: vec![Txn {
+                request_id: String::new(),
+                ops,
+            }],
+        });
+        let entry = openraft::Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Normal(req),
+        };
+        sm.apply([entry]).await.unwrap();
+    }
+
+    fn view_of(src: &StoreSource) -> Vec<(String, String, String)> {
+        let viewer = Viewer {
+            region: "us-east".to_string(),
+            proxy_group: "default".to_string(),
+        };
+        let snap = src.snapshot(&viewer);
+        snap.by_type
+            .iter()
+            .flat_map(|(t, rs)| {
+                rs.values()
+                    .map(move |r| (t.clone(), r.name.to_string(), r.version.clone()))
+            })
+            .collect()
+    }
+
+    /// A source that caught up change by change serves exactly what one
+    /// that read the whole store serves.
+    #[tokio::test]
+    async fn catching_up_from_changes_equals_reading_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachineStore::open(&dir.path().join("snapshots"))
+            .await
+            .unwrap();
+        let lease = |expired: bool| {
+            serde_json::to_value(Lease {
+                session: "s1".into(),
+                ttl_ms: 30_000,
+                on_expiry: LeaseExpiry::Drop,
+                expired,
+                controller: 1,
+            })
+            .unwrap()
+        };
+        apply(
+            &mut sm,
+            1,
+            true,
+            vec![
+                put(
+                    "cluster",
+                    "c1",
+                    serde_json::json!({"region": "us-east", "tokenSha256": "00"}),
+                ),
+                put("service", "web", serde_json::json!({"port": 8080})),
+                put("service", "api", serde_json::json!({"port": 9090})),
+            ],
+        )
+        .await;
+        apply(
+            &mut sm,
+            2,
+            false,
+            vec![
+                put(KIND_LEASE, "c1", lease(false)),
+                put(
+                    KIND_ENDPOINTS,
+                    &endpoints_name("c1", "web"),
+                    eps(&["10.0.0.1", "10.0.0.2"]),
+                ),
+            ],
+        )
+        .await;
+        let live = StoreSource::new(sm.clone());
+        let first = view_of(&live);
+        assert!(first.iter().any(|(_, n, _)| n == "web"));
+        let steps: Vec<(bool, Vec<TxnOp>)> = vec![
+            // Endpoint churn only.
+            (
+                false,
+                vec![put(
+                    KIND_ENDPOINTS,
+                    &endpoints_name("c1", "web"),
+                    eps(&["10.0.0.3"]),
+                )],
+            ),
+            (
+                false,
+                vec![put(
+                    KIND_ENDPOINTS,
+                    &endpoints_name("c1", "api"),
+                    eps(&["10.0.1.1"]),
+                )],
+            ),
+            // A config change, a delete, a lease expiry, a config delete.
+            (
+                true,
+                vec![put("service", "web", serde_json::json!({"port": 8081}))],
+            ),
+            (
+                false,
+                vec![del(KIND_ENDPOINTS, &endpoints_name("c1", "api"))],
+            ),
+            (false, vec![put(KIND_LEASE, "c1", lease(true))]),
+            (true, vec![del("service", "api")]),
+        ];
+        let mut prev = first;
+        for (i, (config, ops)) in steps.into_iter().enumerate() {
+            apply(&mut sm, 3 + i as u64, config, ops).await;
+            let caught_up = view_of(&live);
+            let fresh = view_of(&StoreSource::new(sm.clone()));
+            assert_eq!(caught_up, fresh, "step {i}");
+            assert_ne!(caught_up, prev, "step {i} changed what Envoys get");
+            prev = caught_up;
+        }
+        let full_reads = live.cache.lock().unwrap().full_reads;
+        assert_eq!(full_reads, 1, "only the first build reads everything");
     }
 }

@@ -559,11 +559,77 @@ async fn a_corrupt_snapshot_is_refused() {
 #[tokio::test]
 async fn endpoint_lane_batches_do_not_move_the_config_guard() {
     let (_d, mut sm) = fresh().await;
-    let r = must_apply(&mut sm, 1, batch(None, vec![txn("e1", vec![put("eps", "v1", None)])])).await;
+    let r = must_apply(
+        &mut sm,
+        1,
+        batch(None, vec![txn("e1", vec![put("eps", "v1", None)])]),
+    )
+    .await;
     assert_eq!(r.outcomes, vec![TxnOutcome::Committed { revision: 1 }]);
     assert_eq!((sm.revision(), sm.config_seq()), (1, 0));
     // A config batch validated before the endpoint write still applies.
-    let r = must_apply(&mut sm, 2, batch(Some(0), vec![txn("c1", vec![put("web", "v1", None)])])).await;
+    let r = must_apply(
+        &mut sm,
+        2,
+        batch(Some(0), vec![txn("c1", vec![put("web", "v1", None)])]),
+    )
+    .await;
     assert_eq!(r.outcomes, vec![TxnOutcome::Committed { revision: 2 }]);
     assert_eq!((sm.revision(), sm.config_seq()), (2, 1));
+}
+
+#[tokio::test]
+async fn changes_since_lists_each_changed_key_once_with_its_current_value() {
+    let (_d, mut sm) = fresh().await;
+    must_apply(
+        &mut sm,
+        1,
+        batch(
+            None,
+            vec![txn("", vec![put("a", "1", None), put("b", "1", None)])],
+        ),
+    )
+    .await;
+    must_apply(
+        &mut sm,
+        2,
+        batch(None, vec![txn("", vec![put("a", "2", None)])]),
+    )
+    .await;
+    must_apply(
+        &mut sm,
+        3,
+        batch(
+            None,
+            vec![txn(
+                "",
+                vec![put("a", "3", None), del("b", None), put("c", "1", None)],
+            )],
+        ),
+    )
+    .await;
+    let (changes, revision, committed_at_ms) = sm.changes_since(1).unwrap();
+    assert_eq!((revision, committed_at_ms), (3, 1000));
+    let got: Vec<(String, Option<Vec<u8>>)> = changes
+        .into_iter()
+        .map(|(k, o)| (k.name, o.map(|o| o.value)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("a".to_string(), Some(b"3".to_vec())),
+            ("b".to_string(), None),
+            ("c".to_string(), Some(b"1".to_vec())),
+        ]
+    );
+    assert!(sm.changes_since(3).unwrap().0.is_empty());
+    // Once the history no longer reaches back, the reader must list again.
+    let many = (0..EVENT_HISTORY + 1)
+        .map(|j| put(&format!("k{j}"), "v", None))
+        .collect();
+    must_apply(&mut sm, 4, batch(None, vec![txn("", many)])).await;
+    assert!(matches!(
+        sm.changes_since(3),
+        Err(WatchError::Compacted { .. })
+    ));
 }
