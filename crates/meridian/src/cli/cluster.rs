@@ -167,6 +167,8 @@ fn print_status(r: &pb::ClusterStatusResponse, envoys: &BTreeMap<u64, usize>, fo
                 "admin_addr": n.admin_addr,
                 "voter": m.voter,
                 "role": s.as_ref().map(|s| s.role.clone()),
+                "ready": s.as_ref().map(|s| s.ready),
+                "not_ready_reason": s.as_ref().map(|s| s.not_ready_reason.clone()).filter(|r| !r.is_empty()),
                 "term": s.as_ref().map(|s| s.term),
                 "leader_id": s.as_ref().map(|s| s.leader_id),
                 "last_log_index": s.as_ref().map(|s| s.last_log_index),
@@ -190,6 +192,11 @@ fn print_status(r: &pb::ClusterStatusResponse, envoys: &BTreeMap<u64, usize>, fo
                 .iter()
                 .map(|m| {
                     let n = m.node.clone().unwrap_or_default();
+                    let ready = match &m.status {
+                        Some(s) if s.ready => "yes".to_string(),
+                        Some(_) => "no".to_string(),
+                        None => "-".to_string(),
+                    };
                     let (role, term, commit, applied, lag) = match &m.status {
                         Some(s) => {
                             let lag = r
@@ -220,6 +227,7 @@ fn print_status(r: &pb::ClusterStatusResponse, envoys: &BTreeMap<u64, usize>, fo
                         n.id.to_string(),
                         n.region.clone(),
                         role,
+                        ready,
                         if m.voter {
                             "voter".into()
                         } else {
@@ -237,14 +245,18 @@ fn print_status(r: &pb::ClusterStatusResponse, envoys: &BTreeMap<u64, usize>, fo
                     if format == Format::Wide {
                         row.push(n.peer_addr.clone());
                         row.push(n.admin_addr.clone());
-                        row.push(m.error.clone());
+                        let reason = m.status.as_ref().map(|s| s.not_ready_reason.as_str()).unwrap_or("");
+                        row.push(if m.error.is_empty() { reason.to_string() } else { m.error.clone() });
                     }
                     row
                 })
                 .collect();
             let mut headers = vec![
-                "ID", "REGION", "ROLE", "MEMBER", "TERM", "COMMIT", "APPLIED", "LAG", "API",
+                "ID", "REGION", "ROLE", "READY", "MEMBER", "TERM", "COMMIT", "APPLIED", "LAG", "API",
             ];
+            if show_envoys {
+                headers.push("ENVOYS");
+            }
             if format == Format::Wide {
                 headers.extend(["PEER", "ADMIN", "ERROR"]);
             }
