@@ -51,7 +51,8 @@ pub struct XdsOptions {
     pub debounce_max_ms: u64,
     /// The same bound while only endpoints changed (agents' reports, lease
     /// expiries): endpoint churn never goes quiet, and failover needs it
-    /// in Envoy well within a second.
+    /// in Envoy well within a second. The smaller of this and
+    /// `debounce_max_ms` applies.
     pub debounce_max_endpoints_ms: u64,
     /// Streams computing a push at the same time.
     pub push_concurrency: usize,
@@ -170,13 +171,11 @@ impl NodeConfig {
         if self.xds.debounce_max_ms < self.xds.debounce_ms {
             return Err("xds.debounce_max_ms: must be at least xds.debounce_ms".into());
         }
-        if self.xds.debounce_max_endpoints_ms < self.xds.debounce_ms
-            || self.xds.debounce_max_endpoints_ms > self.xds.debounce_max_ms
-        {
-            return Err(
-                "xds.debounce_max_endpoints_ms: must be between xds.debounce_ms and xds.debounce_max_ms"
-                    .into(),
-            );
+        // Not tied to debounce_ms/debounce_max_ms: the debouncer uses the
+        // smaller of it and debounce_max, so raising debounce_ms alone never
+        // turns a working config into a refused one.
+        if self.xds.debounce_max_endpoints_ms == 0 {
+            return Err("xds.debounce_max_endpoints_ms: must be at least 1 ms".into());
         }
         if self.xds.push_concurrency == 0 {
             return Err("xds.push_concurrency: must be at least 1".into());

@@ -221,6 +221,7 @@ fn bad_server_settings_name_the_field() {
         (&["--region", "Bad_Region"], "region"),
         (&["--region", "us-east", "--raft-profile", "moon"], "--raft-profile"),
         (&["--region", "us-east", "--xds-debounce", "500ms", "--xds-debounce-max", "100ms"], "xds.debounce_max_ms"),
+        (&["--region", "us-east", "--xds-debounce-max-endpoints", "0s"], "xds.debounce_max_endpoints_ms"),
         (&["--region", "us-east", "--snapshot-logs", "3"], "snapshot_logs"),
     ];
     for (extra, field) in cases {
