@@ -613,17 +613,9 @@ async fn bench(a: EndpointsArgs, timeout: Duration) -> Result<Report> {
     let sample_every = a.sample_every.max(1);
     eprintln!("starting a 3-node loopback cluster (fsync on) ...");
     let cluster = local::LocalCluster::start(3, a.data_root.as_deref()).await?;
-    eprintln!(
-        "ready, data and logs in {}, pids {:?}",
-        cluster.dir().display(),
-        cluster.pids()
-    );
+    cluster.announce();
     let apis = cluster.api_addrs();
-    let xds: Vec<SocketAddr> = cluster
-        .xds_addrs()
-        .iter()
-        .map(|s| s.parse().context("xds address"))
-        .collect::<Result<_>>()?;
+    let xds: Vec<SocketAddr> = cluster.xds_socket_addrs()?;
     let sut = meridian_sut(&apis, timeout).await?;
     let leader_admin = sut.leader_metrics.as_ref().map(|m| m.0.clone());
 

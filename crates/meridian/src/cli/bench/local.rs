@@ -123,6 +123,23 @@ impl LocalCluster {
         self.nodes.iter().map(|n| n.xds.clone()).collect()
     }
 
+    /// The xDS listeners, parsed, for the simulated Envoys to dial.
+    pub fn xds_socket_addrs(&self) -> Result<Vec<std::net::SocketAddr>> {
+        self.nodes
+            .iter()
+            .map(|n| n.xds.parse().context("xds address"))
+            .collect()
+    }
+
+    /// Tells the operator where the data, logs and processes are.
+    pub fn announce(&self) {
+        eprintln!(
+            "ready, data and logs in {}, pids {:?}",
+            self.dir().display(),
+            self.pids()
+        );
+    }
+
     pub fn admin_addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.admin.clone()).collect()
     }

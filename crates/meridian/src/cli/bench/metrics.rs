@@ -8,15 +8,21 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The value of the unlabelled sample `name` at `http://addr/metrics`.
-pub async fn scrape(addr: &str, name: &str) -> Result<u64> {
+/// The text of `http://addr/metrics` (the scheme and a trailing slash are
+/// optional).
+async fn metrics_text(addr: &str) -> Result<String> {
     let addr = addr
         .trim()
         .trim_start_matches("http://")
         .trim_end_matches('/');
-    let body = tokio::time::timeout(Duration::from_secs(5), get(addr, "/metrics"))
+    tokio::time::timeout(Duration::from_secs(5), get(addr, "/metrics"))
         .await
-        .context("timed out")??;
+        .context("timed out")?
+}
+
+/// The value of the unlabelled sample `name` at `http://addr/metrics`.
+pub async fn scrape(addr: &str, name: &str) -> Result<u64> {
+    let body = metrics_text(addr).await?;
     for line in body.lines() {
         let mut parts = line.split_whitespace();
         if parts.next() == Some(name) {
@@ -77,13 +83,7 @@ fn dechunk(mut body: &str) -> String {
 /// The sum over every sample (any labels) of each of `names`, in order; a
 /// name with no sample reads 0.
 pub async fn scrape_sums(addr: &str, names: &[&str]) -> Result<Vec<f64>> {
-    let addr = addr
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    let body = tokio::time::timeout(Duration::from_secs(5), get(addr, "/metrics"))
-        .await
-        .context("timed out")??;
+    let body = metrics_text(addr).await?;
     let mut out = vec![0.0; names.len()];
     for line in body.lines() {
         if line.starts_with('#') {

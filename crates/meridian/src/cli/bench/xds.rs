@@ -153,17 +153,9 @@ async fn bench(a: XdsArgs, timeout: Duration) -> Result<XdsReport> {
     }
     eprintln!("starting {} controller(s) ...", a.nodes);
     let cluster = local::LocalCluster::start(a.nodes, a.data_root.as_deref()).await?;
-    eprintln!(
-        "ready, data and logs in {}, pids {:?}",
-        cluster.dir().display(),
-        cluster.pids()
-    );
+    cluster.announce();
     let apis = cluster.api_addrs();
-    let xds: Vec<SocketAddr> = cluster
-        .xds_addrs()
-        .iter()
-        .map(|s| s.parse().context("xds address"))
-        .collect::<Result<_>>()?;
+    let xds: Vec<SocketAddr> = cluster.xds_socket_addrs()?;
     let admins = cluster.admin_addrs();
 
     let mut api = ConfigServiceClient::new(channel(&apis[0], timeout).await?);
