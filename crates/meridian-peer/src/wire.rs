@@ -1,6 +1,11 @@
 //! Encoding of openraft messages for the peer transport: one format-version
 //! byte, then bincode. A peer that speaks another version gets a clear error
 //! instead of a garbled message.
+//!
+//! Decoding goes through the store's input-bounded decoder: a length prefix
+//! that claims more bytes than the message holds is refused before anything
+//! is allocated, so a short malformed message (or a bad reply to a leader)
+//! cannot make a node try to allocate exabytes and abort.
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -34,7 +39,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
             supported: WIRE_VERSION,
         });
     }
-    let (msg, _) = bincode::serde::decode_from_slice(body, bincode::config::standard())
-        .map_err(|e| WireError::Malformed(e.to_string()))?;
-    Ok(msg)
+    meridian_store::codec::decode_bounded(body).map_err(|e| WireError::Malformed(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,7 +4,7 @@
 //! Every blob is `[FORMAT_VERSION][bincode 2 (serde, standard config)]`;
 //! snapshots additionally start with [`SNAPSHOT_MAGIC`]. Decoding never panics
 //! on arbitrary input: a length prefix is never trusted beyond what the input
-//! could hold (see [`decode_body`]).
+//! could hold (see [`decode_bounded`]).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -108,17 +108,19 @@ fn decode_versioned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> 
             supported: FORMAT_VERSION,
         });
     }
-    decode_body(body)
+    decode_bounded(body)
 }
 
-/// Decodes with a bincode byte limit chosen from the input size.
+/// Decodes one bincode value that must fill `body` exactly, with a byte
+/// limit chosen from the input size. Every decoder of untrusted bytes (disk,
+/// peers) goes through here.
 ///
 /// bincode allocates a byte buffer or string as soon as it reads its length
 /// prefix; without a limit a corrupt prefix asks for exabytes and aborts the
 /// process. Every such byte must come from the input, so a limit a little
 /// above the input size rejects the lie before the allocation. The limit is a
 /// type parameter in bincode, hence the tiers.
-fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
+pub fn decode_bounded<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     const KIB: usize = 1 << 10;
     const MIB: usize = 1 << 20;
     const GIB: usize = 1 << 30;
