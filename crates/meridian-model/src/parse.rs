@@ -16,37 +16,52 @@ use crate::{
 /// error messages. JSON is recognised by a leading `{` or `[`; anything else
 /// is YAML. Either all objects are returned or all errors found.
 pub fn parse_documents(text: &str, source: &str) -> Result<Vec<Object>, Vec<ModelError>> {
+    let (located, mut errors) = parse_documents_located(text, source);
+    let mut objects = Vec::with_capacity(located.len());
+    let mut seen = BTreeSet::new();
+    for (obj, line) in located {
+        if !seen.insert((obj.kind, obj.name.clone())) {
+            let e = ModelError::new(obj.kind, &obj.name, "", "defined twice in this file");
+            errors.push(e.at(source, line));
+        } else {
+            objects.push(obj);
+        }
+    }
+    if errors.is_empty() {
+        Ok(objects)
+    } else {
+        errors.sort_by_key(|e| e.location.as_ref().and_then(|l| l.line));
+        Err(errors)
+    }
+}
+
+/// Parses every document of `text` on its own, so that an error in one does
+/// not hide the errors of the others: the objects that parsed, each with the
+/// 1-based line of its first meaningful line, and the errors.
+/// Objects defined twice are left to the caller, which may check across files.
+pub fn parse_documents_located(
+    text: &str,
+    source: &str,
+) -> (Vec<(Object, Option<usize>)>, Vec<ModelError>) {
     let docs = match split(text) {
         Ok(d) => d,
         Err(e) => {
             let line = e.location.as_ref().and_then(|l| l.line);
-            return Err(vec![e.at(source, line)]);
+            return (Vec::new(), vec![e.at(source, line)]);
         }
     };
     let mut objects = Vec::new();
     let mut errors = Vec::new();
-    let mut seen = BTreeSet::new();
     for doc in docs {
         match parse_one(&doc) {
-            Ok(obj) => {
-                if !seen.insert((obj.kind, obj.name.clone())) {
-                    let e = ModelError::new(obj.kind, &obj.name, "", "defined twice in this file");
-                    errors.push(e.at(source, Some(doc.first_line)));
-                } else {
-                    objects.push(obj);
-                }
-            }
+            Ok(obj) => objects.push((obj, Some(doc.content_line()))),
             Err(mut e) => {
                 let line = e.location.take().and_then(|l| l.line);
                 errors.push(e.at(source, line));
             }
         }
     }
-    if errors.is_empty() {
-        Ok(objects)
-    } else {
-        Err(errors)
-    }
+    (objects, errors)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +75,22 @@ struct Doc<'a> {
     /// 1-based line of the document's first line in the file.
     first_line: usize,
     format: Format,
+}
+
+impl Doc<'_> {
+    /// The line of the document's first line that is neither blank nor a
+    /// comment: where a reader looks for the object.
+    fn content_line(&self) -> usize {
+        if self.format == Format::Json {
+            return self.first_line;
+        }
+        let padding = self
+            .text
+            .lines()
+            .take_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+            .count();
+        self.first_line + padding
+    }
 }
 
 fn line_of(text: &str, byte: usize) -> usize {

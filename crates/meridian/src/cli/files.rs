@@ -8,7 +8,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use meridian_model::{parse_documents, Kind, Location, ModelError, Object};
+use meridian_model::{parse_documents_located, Kind, Location, ModelError, Object};
 
 use crate::exit::{CodedError, FAILURE, INVALID};
 
@@ -206,103 +206,20 @@ fn expand(path: &Path, recursive: bool, top: bool, out: &mut Vec<PathBuf>) -> Re
     Ok(())
 }
 
-/// Parses one file. YAML files are parsed document by document, so an error
+/// Parses one file document by document (the model's parser), so an error
 /// in one document does not hide the errors of the others, and each object
 /// knows its line. Returns the objects that parsed and the errors.
 fn parse_file(text: &str, source: &str) -> (Vec<FileObject>, Vec<ModelError>) {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let first_line = line_of(text, text.len() - trimmed.len());
-        let single = trimmed.starts_with('{');
-        return match parse_documents(text, source) {
-            Ok(objs) => (
-                objs.into_iter()
-                    .map(|object| FileObject {
-                        object,
-                        source: source.to_string(),
-                        line: single.then_some(first_line),
-                    })
-                    .collect(),
-                Vec::new(),
-            ),
-            Err(errs) => (Vec::new(), errs),
-        };
-    }
-    let mut objects = Vec::new();
-    let mut errors = Vec::new();
-    for (first_line, doc) in yaml_documents(text) {
-        // The parser numbers lines from the document's start: shift them to
-        // the file's.
-        match parse_documents(doc, source) {
-            Ok(objs) => objects.extend(objs.into_iter().map(|object| FileObject {
-                object,
-                source: source.to_string(),
-                line: Some(first_line),
-            })),
-            Err(errs) => errors.extend(errs.into_iter().map(|mut e| {
-                if let Some(loc) = &mut e.location {
-                    loc.line = Some(loc.line.unwrap_or(1) + first_line - 1);
-                }
-                e
-            })),
-        }
-    }
-    (objects, errors)
-}
-
-fn line_of(text: &str, byte: usize) -> usize {
-    text.as_bytes()[..byte.min(text.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
-}
-
-/// The non-empty YAML documents of `text` (separated by `---` lines, as the
-/// model's parser splits them), each with the line of its first meaningful
-/// line.
-fn yaml_documents(text: &str) -> Vec<(usize, &str)> {
-    let mut docs = Vec::new();
-    let mut start = 0;
-    let mut offset = 0;
-    let mut first_content: Option<usize> = None;
-    for (line_no, line) in (1..).zip(text.split_inclusive('\n')) {
-        let bare = line.trim_end();
-        if bare == "---" || bare.starts_with("--- #") || bare == "..." {
-            if let Some(l) = first_content.take() {
-                docs.push((l, &text[start..offset]));
-            }
-            start = offset + line.len();
-        } else if first_content.is_none()
-            && !bare.trim().is_empty()
-            && !bare.trim_start().starts_with('#')
-        {
-            first_content = Some(line_no);
-        }
-        offset += line.len();
-    }
-    if let Some(l) = first_content {
-        docs.push((l, &text[start..]));
-    }
-    // Each document's text starts at its own first line (after the
-    // separator); trim what precedes the first meaningful line so padding
-    // puts it on the right line.
-    docs.into_iter()
-        .map(|(l, d)| {
-            let mut rest = d;
-            let mut skipped = 0;
-            for line in d.split_inclusive('\n') {
-                let t = line.trim();
-                if t.is_empty() || t.starts_with('#') {
-                    skipped += line.len();
-                } else {
-                    break;
-                }
-            }
-            rest = &rest[skipped..];
-            (l, rest)
+    let (located, errors) = parse_documents_located(text, source);
+    let objects = located
+        .into_iter()
+        .map(|(object, line)| FileObject {
+            object,
+            source: source.to_string(),
+            line,
         })
-        .collect()
+        .collect();
+    (objects, errors)
 }
 
 #[cfg(test)]
@@ -312,12 +229,10 @@ mod tests {
     #[test]
     fn yaml_documents_keep_lines() {
         let text = "# c\nkind: region\nname: a\nspec: {}\n---\n\n# x\nkind: region\nname: b\nspec: {}\n---\n";
-        let docs = yaml_documents(text);
-        assert_eq!(docs.len(), 2);
-        assert_eq!(docs[0].0, 2);
-        assert!(docs[0].1.starts_with("kind: region\nname: a"));
-        assert_eq!(docs[1].0, 8);
-        assert!(docs[1].1.starts_with("kind: region\nname: b"));
+        let (objs, errs) = parse_file(text, "f.yaml");
+        assert!(errs.is_empty(), "{errs:?}");
+        let lines: Vec<_> = objs.iter().map(|o| (o.object.name.as_str(), o.line)).collect();
+        assert_eq!(lines, [("a", Some(2)), ("b", Some(8))]);
     }
 
     #[test]
