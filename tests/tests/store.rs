@@ -12,6 +12,7 @@ mod store {
     mod failover;
     mod init;
     mod membership;
+    mod peer_input;
     mod quorum;
     mod secrets;
 }
