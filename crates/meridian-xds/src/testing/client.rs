@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -55,7 +56,7 @@ pub struct Client<W: Wire> {
     node: Option<Node>,
 }
 
-async fn channel(addr: SocketAddr) -> Result<Channel, tonic::Status> {
+pub(crate) async fn channel(addr: SocketAddr) -> Result<Channel, tonic::Status> {
     Channel::from_shared(format!("http://{addr}"))
         .expect("valid uri")
         .connect()
@@ -63,10 +64,19 @@ async fn channel(addr: SocketAddr) -> Result<Channel, tonic::Status> {
         .map_err(|e| tonic::Status::unavailable(e.to_string()))
 }
 
+/// A NACK's `error_detail` as Envoy fills it (INVALID_ARGUMENT).
+fn rejection(message: &str) -> RpcStatus {
+    RpcStatus {
+        code: 3,
+        message: message.to_string(),
+        details: vec![],
+    }
+}
+
 impl<W: Wire> Client<W> {
     /// ADS: one stream for all types.
     pub async fn ads(addr: SocketAddr, node: Node) -> Result<Client<W>, tonic::Status> {
-        Self::open_on(channel(addr).await?, None, node).await
+        Self::ads_on(channel(addr).await?, node).await
     }
 
     /// The per-type service of `type_url`.

@@ -14,6 +14,7 @@ use prost::Message;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
+use super::client::channel;
 use super::fixtures::{eds_name, rds_names, resource_name};
 use super::{Client, DeltaClient, DeltaWire, SotwClient, SotwWire, Wire};
 use crate::source::content_version;
@@ -100,8 +101,7 @@ pub async fn run_sotw(
     held: Arc<Mutex<Held>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::Status> {
-    let c = SotwClient::ads(addr, node).await?;
-    follow(SotwEnvoy::new(c), held, stop).await
+    run_sotw_on(channel(addr).await?, node, held, stop).await
 }
 
 /// [`run_sotw`] on an existing channel (streams share its connection).
@@ -122,8 +122,7 @@ pub async fn run_delta(
     held: Arc<Mutex<Held>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::Status> {
-    let c = DeltaClient::ads(addr, node).await?;
-    follow(c, held, stop).await
+    run_delta_on(channel(addr).await?, node, held, stop).await
 }
 
 /// [`run_delta`] on an existing channel (streams share its connection).

@@ -7,9 +7,8 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
-use envoy_types::pb::google::rpc::Status as RpcStatus;
 
-use super::{open_rpc, Client, Wire};
+use super::{open_rpc, rejection, Client, Wire};
 
 /// Incremental messages and methods.
 pub struct DeltaWire;
@@ -84,11 +83,7 @@ impl Client<DeltaWire> {
         self.send(DeltaDiscoveryRequest {
             type_url: resp.type_url.clone(),
             response_nonce: resp.nonce.clone(),
-            error_detail: Some(RpcStatus {
-                code: 3,
-                message: message.to_string(),
-                details: vec![],
-            }),
+            error_detail: Some(rejection(message)),
             ..Default::default()
         })
         .await

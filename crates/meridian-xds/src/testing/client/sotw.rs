@@ -3,9 +3,8 @@
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::rpc::Status as RpcStatus;
 
-use super::{open_rpc, Client, Wire};
+use super::{open_rpc, rejection, Client, Wire};
 use crate::testing::fixtures::resource_name;
 
 /// State-of-the-world messages and methods.
@@ -66,11 +65,7 @@ impl Client<SotwWire> {
             resource_names: names.iter().map(|s| s.to_string()).collect(),
             version_info: accepted.to_string(),
             response_nonce: resp.nonce.clone(),
-            error_detail: Some(RpcStatus {
-                code: 3,
-                message: message.to_string(),
-                details: vec![],
-            }),
+            error_detail: Some(rejection(message)),
             ..Default::default()
         })
         .await
