@@ -16,7 +16,7 @@ use crate::config::XdsConfig;
 use crate::metrics::XdsMetrics;
 use crate::source::SnapshotSource;
 use crate::status::{self, ProxyStatus};
-use crate::stream::StreamState;
+use crate::stream::Tracked;
 use crate::subscription::NackRecord;
 use crate::view::{View, Views};
 
@@ -34,7 +34,7 @@ pub(crate) struct Inner {
     pub config: XdsConfig,
     pub identifier: Arc<str>,
     pub metrics: Arc<XdsMetrics>,
-    pub registry: Mutex<BTreeMap<u64, Arc<Mutex<StreamState>>>>,
+    pub registry: Mutex<BTreeMap<u64, Arc<dyn Tracked>>>,
     /// Debounced revisions: every stream follows this, never the raw source.
     pub push: watch::Receiver<u64>,
     pub drain: watch::Sender<bool>,

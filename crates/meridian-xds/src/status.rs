@@ -6,9 +6,9 @@ use std::time::SystemTime;
 
 use crate::metrics::Variant;
 use crate::server::Inner;
-use crate::source::{version_string, Viewer};
-use crate::stream::lock;
-use crate::subscription::{NackRecord, ResourceState, SyncState};
+use crate::source::{Resources, Viewer};
+use crate::stream::StreamState;
+use crate::subscription::{NackRecord, ResourceState, SubscriptionState, SyncState};
 
 /// One connected stream.
 #[derive(Clone, Debug)]
@@ -63,96 +63,56 @@ pub(crate) fn collect(inner: &Inner) -> Vec<ProxyStatus> {
         .values()
         .cloned()
         .collect();
-    let mut out = Vec::with_capacity(streams.len());
-    for s in streams {
-        let st = lock(&s);
-        let view = st.view.as_ref().map(|v| v.snap.clone()).unwrap_or_default();
-        let view_revision = view.revision;
-        let mut types = BTreeMap::new();
-        for (t, sub) in &st.sotw {
-            let all = view.resources(t);
-            let mut names: BTreeSet<&str> = sub.names.iter().map(|n| &**n).collect();
-            if sub.wildcard {
-                names.extend(all.keys().map(String::as_str));
-                names.extend(
-                    sub.sent
-                        .iter()
-                        .flat_map(|l| l.items.iter())
-                        .map(|r| &*r.name),
-                );
-            }
-            let resources = names
-                .into_iter()
-                .map(|n| ResourceStatus {
-                    name: n.to_string(),
-                    version: sub
-                        .sent
-                        .as_ref()
-                        .and_then(|l| l.get(n))
-                        .map(|r| r.version.clone()),
-                    state: sub.resource_state(n, all.contains_key(n)),
-                })
-                .collect();
-            types.insert(
-                t.clone(),
-                TypeStatus {
-                    type_url: t.clone(),
-                    state: sub.sync_state(),
-                    wildcard: sub.wildcard,
-                    requested: sub.names.iter().map(|n| n.to_string()).collect(),
-                    sent_version: sub.sent_version().map(str::to_string),
-                    sent_nonce: sub.last_nonce_sent.clone(),
-                    acked_version: sub.acked_version().map(str::to_string),
-                    acked_nonce: sub.acked_nonce.clone(),
-                    last_ack: sub.last_ack,
-                    last_nack: sub.last_nack.clone(),
-                    resources,
-                },
-            );
-        }
-        for (t, sub) in &st.delta {
-            let all = view.resources(t);
-            let mut names: BTreeSet<&str> = sub.names.iter().map(|n| &**n).collect();
-            if sub.wildcard {
-                names.extend(all.keys().map(String::as_str));
-                names.extend(sub.client_has.keys().map(|n| &**n));
-            }
-            let resources = names
-                .into_iter()
-                .map(|n| ResourceStatus {
-                    name: n.to_string(),
-                    version: sub.client_has.get(n).map(|k| version_string(*k)),
-                    state: sub.resource_state(n, all.contains_key(n)),
-                })
-                .collect();
-            types.insert(
-                t.clone(),
-                TypeStatus {
-                    type_url: t.clone(),
-                    state: sub.sync_state(),
-                    wildcard: sub.wildcard,
-                    requested: sub.names.iter().map(|n| n.to_string()).collect(),
-                    sent_version: None,
-                    sent_nonce: sub.last_nonce_sent.clone(),
-                    acked_version: None,
-                    acked_nonce: sub.acked_nonce.clone(),
-                    last_ack: sub.last_ack,
-                    last_nack: sub.last_nack.clone(),
-                    resources,
-                },
-            );
-        }
-        out.push(ProxyStatus {
-            stream_id: st.id,
-            node_id: st.node.id.clone(),
-            node: st.node.clone(),
-            viewer: st.viewer.clone(),
-            variant: st.variant,
-            connected_at: st.connected_at,
-            view_revision,
-            types,
-        });
-    }
+    let mut out: Vec<ProxyStatus> = streams.iter().map(|s| s.status()).collect();
     out.sort_by_key(|p| p.stream_id);
     out
+}
+
+pub(crate) fn of_stream<S: SubscriptionState>(st: &StreamState<S>) -> ProxyStatus {
+    let view = st.view.as_ref().map(|v| v.snap.clone()).unwrap_or_default();
+    let types = st
+        .subs
+        .iter()
+        .map(|(t, sub)| (t.clone(), of_type(t, sub, view.resources(t))))
+        .collect();
+    ProxyStatus {
+        stream_id: st.id,
+        node_id: st.node.id.clone(),
+        node: st.node.clone(),
+        viewer: st.viewer.clone(),
+        variant: st.variant,
+        connected_at: st.connected_at,
+        view_revision: view.revision,
+        types,
+    }
+}
+
+fn of_type<S: SubscriptionState>(t: &str, sub: &S, all: &Resources) -> TypeStatus {
+    let mut names: BTreeSet<&str> = sub.names().iter().map(|n| &**n).collect();
+    if sub.wildcard() {
+        names.extend(all.keys().map(String::as_str));
+        sub.held_names(&mut names);
+    }
+    let resources = names
+        .into_iter()
+        .map(|n| ResourceStatus {
+            name: n.to_string(),
+            version: sub.held_version(n),
+            state: sub.resource_state(n, all.contains_key(n)),
+        })
+        .collect();
+    let ledger = sub.ledger();
+    TypeStatus {
+        type_url: t.to_string(),
+        state: sub.sync_state(),
+        wildcard: sub.wildcard(),
+        requested: sub.names().iter().map(|n| n.to_string()).collect(),
+        sent_version: sub.sent_version().map(str::to_string),
+        sent_nonce: ledger.last_nonce_sent.clone(),
+        acked_version: sub.acked_version().map(str::to_string),
+        acked_nonce: ledger.acked_nonce.clone(),
+        last_ack: ledger.last_ack,
+        last_nack: ledger.last_nack.clone(),
+        resources,
+    }
 }

@@ -1,10 +1,20 @@
-//! One xDS stream: its state, and the loop that reads requests, follows
-//! pushes and writes responses.
+//! One xDS stream: its state, and the core that reads requests, follows
+//! pushes and writes responses, shared by SotW and delta.
+//!
+//! The seam is [`Protocol`]: the core (`request.rs`, `push.rs`, `run.rs`)
+//! does the bookkeeping both variants share (registering a type, ACK/NACK
+//! metrics and timing, nonces, pending names, sync status, push stages),
+//! over a per-variant [`SubscriptionState`]; `sotw.rs` and `delta.rs` keep
+//! only how a request changes a subscription and what a response carries.
 
 mod delta;
+mod push;
+mod request;
+mod run;
 mod sotw;
 
 pub(crate) use delta::Delta;
+pub(crate) use run::{run, Stage};
 pub(crate) use sotw::{Sotw, SotwOut};
 
 use std::collections::BTreeMap;
@@ -12,28 +22,26 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
-use tonic::Status;
 
-use crate::metrics::{Variant, XdsMetrics};
+use crate::metrics::Variant;
 use crate::server::Inner;
 use crate::source::Viewer;
-use crate::subscription::{DeltaSubscription, SotwSubscription};
+use crate::status::ProxyStatus;
+use crate::subscription::{Pending, RequestKind, SubscriptionState};
 use crate::view::View;
 
 /// Everything the server knows about one stream. Shared with the status
 /// registry behind a `std` mutex that is only held for bookkeeping, never
 /// across an await.
 #[derive(Debug)]
-pub(crate) struct StreamState {
+pub(crate) struct StreamState<S> {
     pub id: u64,
     pub node: Node,
     pub viewer: Viewer,
     pub variant: Variant,
     pub connected_at: SystemTime,
-    pub sotw: BTreeMap<String, SotwSubscription>,
-    pub delta: BTreeMap<String, DeltaSubscription>,
+    /// By type URL.
+    pub subs: BTreeMap<String, S>,
     /// The snapshot this stream serves. Requests are answered from it and
     /// only a push moves it forward, so a request arriving during a debounce
     /// cannot send part of a change out of push order.
@@ -43,16 +51,15 @@ pub(crate) struct StreamState {
     nonce: u64,
 }
 
-impl StreamState {
-    pub fn new(id: u64, node: Node, viewer: Viewer, variant: Variant) -> StreamState {
+impl<S> StreamState<S> {
+    pub fn new(id: u64, node: Node, viewer: Viewer, variant: Variant) -> StreamState<S> {
         StreamState {
             id,
             node,
             viewer,
             variant,
             connected_at: SystemTime::now(),
-            sotw: BTreeMap::new(),
-            delta: BTreeMap::new(),
+            subs: BTreeMap::new(),
             view: None,
             timed_ack: BTreeMap::new(),
             nonce: 0,
@@ -67,25 +74,112 @@ impl StreamState {
     }
 }
 
-/// The registration of a stream; unregisters and fixes gauges when dropped,
-/// whichever way the stream ends.
-pub(crate) struct Registration {
-    pub inner: Arc<Inner>,
-    pub state: Arc<Mutex<StreamState>>,
+/// A registered stream as the status registry sees it, whichever the variant.
+pub(crate) trait Tracked: Send + Sync {
+    fn status(&self) -> ProxyStatus;
 }
 
-impl Drop for Registration {
+impl<S: SubscriptionState> Tracked for Mutex<StreamState<S>> {
+    fn status(&self) -> ProxyStatus {
+        crate::status::of_stream(&lock(self))
+    }
+}
+
+/// The wire difference between SotW and delta: how a request is read and
+/// what a response is built from. Everything else is the core's.
+pub(crate) trait Protocol: Send + 'static {
+    type Req: Send + 'static;
+    type Out: Send + 'static;
+    type Sub: SubscriptionState;
+    /// What one response carries, before it gets its nonce.
+    type Plan;
+    /// On ADS, the types whose removals wait for the last push stage.
+    const REMOVE_LAST: &'static [&'static str];
+
+    fn type_url(req: &Self::Req) -> &str;
+    fn node(req: &Self::Req) -> Option<&Node>;
+
+    /// Applies a request to its type's subscription; what it was, and the
+    /// answer if one is due.
+    fn on_request(
+        sub: &mut Self::Sub,
+        req: &Self::Req,
+        cx: &RequestCx<'_>,
+    ) -> (RequestKind, Option<Self::Plan>);
+
+    /// Plans one type of a push stage over the names in `scope`; `forced`
+    /// resends endpoints after a CDS change so clusters leave warming.
+    fn plan_push(
+        sub: &mut Self::Sub,
+        view: &View,
+        type_url: &str,
+        scope: Pending,
+        ads: bool,
+        forced: bool,
+    ) -> Step<Self::Plan>;
+
+    /// Whether a type skipped after CDS still leaves removals for the last
+    /// stage.
+    fn removals_after_cds(sub: &Self::Sub, view: &View, type_url: &str) -> bool;
+
+    /// Whether removals are left for the last stage once a stage planned
+    /// every type.
+    fn removals_left(subs: &BTreeMap<String, Self::Sub>) -> bool;
+
+    /// The last stage's answer for one of [`Protocol::REMOVE_LAST`].
+    fn plan_removals(sub: &mut Self::Sub, view: &View, type_url: &str) -> Option<Self::Plan>;
+
+    fn record_sent(sub: &mut Self::Sub, plan: &Self::Plan, nonce: &str);
+
+    fn out(type_url: &str, nonce: String, plan: Self::Plan, control_plane: Arc<str>) -> Self::Out;
+}
+
+/// What a request is applied with.
+pub(crate) struct RequestCx<'a> {
+    pub view: &'a View,
+    pub type_url: &'a str,
+    pub node_id: &'a str,
+    pub now: SystemTime,
+}
+
+/// One type's part of a push stage.
+pub(crate) struct Step<P> {
+    pub plan: Option<P>,
+    /// CDS added clusters the client did not have: on ADS, the push waits.
+    pub adds: bool,
+    /// Something is left to remove in the last stage.
+    pub removals: bool,
+}
+
+impl<P> Step<P> {
+    pub fn skip() -> Step<P> {
+        Step::send(None)
+    }
+
+    pub fn send(plan: Option<P>) -> Step<P> {
+        Step {
+            plan,
+            adds: false,
+            removals: false,
+        }
+    }
+}
+
+/// The registration of a stream; unregisters and fixes gauges when dropped,
+/// whichever way the stream ends.
+pub(crate) struct Registration<S> {
+    pub inner: Arc<Inner>,
+    pub state: Arc<Mutex<StreamState<S>>>,
+}
+
+impl<S> Drop for Registration<S> {
     fn drop(&mut self) {
         let (id, variant, types) = {
             let st = lock(&self.state);
             (
                 st.id,
                 st.variant,
-                st.sotw
-                    .keys()
-                    .chain(st.delta.keys())
-                    .cloned()
-                    .collect::<Vec<_>>(),
+                st.subs.keys().cloned().collect::<Vec<_>>(),
             )
         };
         self.inner
@@ -99,31 +193,18 @@ impl Drop for Registration {
     }
 }
 
-pub(crate) fn lock(state: &Mutex<StreamState>) -> std::sync::MutexGuard<'_, StreamState> {
+pub(crate) fn lock<S>(state: &Mutex<StreamState<S>>) -> std::sync::MutexGuard<'_, StreamState<S>> {
     // A panic while holding the lock leaves plain bookkeeping data behind;
     // keep serving rather than poisoning every later reader.
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Ends a stream when the server drains or the stream reached its max age.
-pub(crate) async fn stream_end(
-    mut drain: watch::Receiver<bool>,
-    max_age: Option<std::time::Duration>,
-) {
-    let age = async {
-        match max_age {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = drain.wait_for(|d| *d) => {}
-        _ = age => {}
-    }
-}
-
 /// Registers a stream on its first request.
-pub(crate) fn register(inner: &Arc<Inner>, node: Option<&Node>, variant: Variant) -> Registration {
+pub(crate) fn register<S: SubscriptionState>(
+    inner: &Arc<Inner>,
+    node: Option<&Node>,
+    variant: Variant,
+) -> Registration<S> {
     let id = inner.next_stream_id();
     let mut node = node.cloned().unwrap_or_default();
     // Envoy lists every extension it was built with (hundreds of entries,
@@ -136,222 +217,9 @@ pub(crate) fn register(inner: &Arc<Inner>, node: Option<&Node>, variant: Variant
         .registry
         .lock()
         .expect("registry lock")
-        .insert(id, state.clone());
+        .insert(id, state.clone() as Arc<dyn Tracked>);
     Registration {
         inner: inner.clone(),
         state,
     }
-}
-
-/// Counts a stream's first interest in a type.
-pub(crate) fn note_type(metrics: &XdsMetrics, variant: Variant, type_url: &str, new: bool) {
-    if new {
-        metrics.type_subscribed(type_url, variant, 1);
-    }
-}
-
-/// Sends planned responses; the channel is bounded, so this waits for a slow
-/// client, but no lock is held here. False when the client went away.
-pub(crate) async fn send_all<T>(tx: &mpsc::Sender<Result<T, tonic::Status>>, outs: Vec<T>) -> bool {
-    for out in outs {
-        if tx.send(Ok(out)).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-/// Which part of a push to plan. On ADS a push can stop after a part and
-/// wait for the client to be in sync (every latest response answered):
-///
-/// 1. `New`: move to the newest snapshot; send SDS and CDS. If CDS added
-///    clusters, stop: Envoy asks for a new cluster's endpoints only once it
-///    has the cluster, and nothing may name a cluster that is still warming.
-/// 2. `AfterCds`: EDS (re-sent after any CDS change so clusters warm), LDS,
-///    RDS. If anything is left to remove and a referrer changed, stop: a new
-///    listener asks for its routes only once it has the listener, and the old
-///    listener keeps routing to the old clusters until then.
-/// 3. `Removals`: clusters, endpoints and secrets that are gone.
-///
-/// A stage that has nothing to wait for runs straight into the next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Stage {
-    New,
-    AfterCds,
-    Removals,
-}
-
-/// What differs between SotW and delta streams; the loop in [`run`] is shared.
-pub(crate) trait Flavor: Send + 'static {
-    type Req: Send + 'static;
-    type Out: Send + 'static;
-
-    /// Applies a request and plans its answer.
-    fn on_request(
-        inner: &Arc<Inner>,
-        reg: &mut Option<Registration>,
-        req: Self::Req,
-        variant: Variant,
-        fixed: Option<&'static str>,
-    ) -> Result<Vec<Self::Out>, Status>;
-
-    /// Plans `stage` of a push; returns the responses and the stage to run
-    /// once the client is in sync, if the push must wait.
-    fn push(
-        inner: &Inner,
-        state: &Mutex<StreamState>,
-        ads: bool,
-        stage: Stage,
-    ) -> (Vec<Self::Out>, Option<Stage>);
-
-    /// True when every type's latest response was acknowledged or rejected.
-    fn synced(st: &StreamState) -> bool;
-}
-
-/// Longest wait for a client to get in sync before the next stage goes
-/// anyway (a client that never ACKs must still get its config).
-pub(crate) const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Runs one stream until the client leaves, the server drains, or the
-/// stream reaches its max age.
-pub(crate) async fn run<F: Flavor>(
-    inner: Arc<Inner>,
-    mut inbound: tonic::Streaming<F::Req>,
-    variant: Variant,
-    fixed: Option<&'static str>,
-    tx: mpsc::Sender<Result<F::Out, Status>>,
-) where
-    tonic::Streaming<F::Req>: Send,
-{
-    let mut push = inner.push.clone();
-    push.borrow_and_update();
-    let end = stream_end(inner.drain.subscribe(), inner.config.max_connection_age);
-    tokio::pin!(end);
-    let mut reg: Option<Registration> = None;
-    // The stage a push waits to run, and until when; plus whether a newer
-    // push arrived meanwhile (it runs once the current one is done).
-    let mut gate: Option<(Stage, Instant)> = None;
-    let mut pending = false;
-    loop {
-        let deadline = gate
-            .map(|g| g.1)
-            .unwrap_or_else(|| Instant::now() + GATE_WAIT);
-        let mut next: Option<Stage> = None;
-        tokio::select! {
-            _ = &mut end => break,
-            msg = inbound.message() => {
-                let req = match msg {
-                    Ok(Some(req)) => req,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(%status, "stream read failed");
-                        break;
-                    }
-                };
-                match F::on_request(&inner, &mut reg, req, variant, fixed) {
-                    Ok(outs) => {
-                        if !send_all(&tx, outs).await {
-                            break;
-                        }
-                    }
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        break;
-                    }
-                }
-                if let (Some((stage, until)), Some(r)) = (gate, &reg) {
-                    if F::synced(&lock(&r.state)) {
-                        let grace = inner.config.removal_grace;
-                        if stage == Stage::Removals && !grace.is_zero() {
-                            // In sync means Envoy took the new listeners and
-                            // routes; its workers switch over a moment later.
-                            gate = Some((stage, until.min(Instant::now() + grace)));
-                        } else {
-                            next = Some(stage);
-                        }
-                    }
-                }
-            }
-            changed = push.changed(), if reg.is_some() => {
-                if changed.is_err() {
-                    break;
-                }
-                if gate.is_some() {
-                    pending = true;
-                } else {
-                    next = Some(Stage::New);
-                }
-            }
-            _ = tokio::time::sleep_until(deadline), if gate.is_some() => {
-                tracing::debug!("client not in sync in time; sending the rest of the push");
-                next = gate.map(|g| g.0);
-            }
-        }
-        let Some(r) = &reg else { continue };
-        let mut ok = true;
-        while let Some(stage) = next.take() {
-            gate = None;
-            let (outs, wait) = plan_push::<F>(&inner, &r.state, variant, stage).await;
-            if !send_all(&tx, outs).await {
-                ok = false;
-                break;
-            }
-            match wait {
-                Some(w) => gate = Some((w, Instant::now() + GATE_WAIT)),
-                None if std::mem::take(&mut pending) => next = Some(Stage::New),
-                None => {}
-            }
-        }
-        if !ok {
-            break;
-        }
-    }
-}
-
-/// Plans under a permit: it bounds the CPU work of planning; sending only
-/// waits on this client, so it happens after the permit is returned.
-async fn plan_push<F: Flavor>(
-    inner: &Inner,
-    state: &Mutex<StreamState>,
-    variant: Variant,
-    stage: Stage,
-) -> (Vec<F::Out>, Option<Stage>) {
-    let _permit = inner.permits.acquire().await;
-    inner.metrics.push_started();
-    let planned = F::push(inner, state, variant.is_ads(), stage);
-    inner.metrics.push_finished();
-    if !planned.0.is_empty() {
-        XdsMetrics::inc(&inner.metrics.pushes);
-    }
-    planned
-}
-
-/// Times the first ACK of a type after the stream moved to a new revision:
-/// the push latency, from commit to ACK.
-pub(crate) fn time_ack(
-    inner: &crate::server::Inner,
-    view: &Option<Arc<View>>,
-    timed_ack: &mut BTreeMap<String, u64>,
-    type_url: &str,
-) {
-    let Some(view) = view else { return };
-    let view = &view.snap;
-    if view.committed_at_ms == 0 {
-        return;
-    }
-    let timed = timed_ack.entry(type_url.to_string()).or_insert(0);
-    if *timed >= view.revision {
-        return;
-    }
-    *timed = view.revision;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    inner
-        .metrics
-        .push_to_ack
-        .observe(std::time::Duration::from_millis(
-            now.saturating_sub(view.committed_at_ms),
-        ));
 }

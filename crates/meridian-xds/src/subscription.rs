@@ -69,6 +69,88 @@ pub enum ResourceState {
     Nacked,
 }
 
+/// The bookkeeping both variants keep per (stream, type): nonces, the last
+/// ACK and NACK, and what the next push must look at. One struct so the
+/// stream core reads it the same way whichever the variant.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    pub last_nonce_sent: Option<String>,
+    pub acked_nonce: Option<String>,
+    pub last_ack: Option<SystemTime>,
+    pub nacked_nonce: Option<String>,
+    pub last_nack: Option<NackRecord>,
+    /// Names that may need sending on the next push (see [`Pending`]).
+    pub pending: Pending,
+}
+
+impl Ledger {
+    pub fn sync_state(&self) -> SyncState {
+        sync_state(
+            self.last_nonce_sent.as_deref(),
+            self.acked_nonce.as_deref(),
+            self.nacked_nonce.as_deref(),
+        )
+    }
+
+    pub(crate) fn note_ack(&mut self, nonce: String, now: SystemTime) {
+        self.acked_nonce = Some(nonce);
+        self.last_ack = Some(now);
+    }
+
+    pub(crate) fn note_nack(&mut self, record: NackRecord) {
+        self.nacked_nonce = Some(record.nonce.clone());
+        self.last_nack = Some(record);
+    }
+}
+
+/// What the stream core and status need from a subscription, whichever the
+/// variant; everything else (how a request changes it, what a response
+/// carries) stays with the variant.
+pub trait SubscriptionState: Default + Send + 'static {
+    fn ledger(&self) -> &Ledger;
+    fn ledger_mut(&mut self) -> &mut Ledger;
+    /// Names asked for explicitly (never `*`).
+    fn names(&self) -> &BTreeSet<Arc<str>>;
+    fn wildcard(&self) -> bool;
+    /// Adds the names the client was sent or holds (status lists them under
+    /// wildcard even once they left the view).
+    fn held_names<'a>(&'a self, into: &mut BTreeSet<&'a str>);
+    /// The version of `name` the client was sent or holds, for status.
+    fn held_version(&self, name: &str) -> Option<String>;
+    /// CSDS view of one resource in scope.
+    fn resource_state(&self, name: &str, exists: bool) -> ResourceState;
+    /// SotW `version_info` of the latest response sent; delta has none.
+    fn sent_version(&self) -> Option<&str> {
+        None
+    }
+    fn acked_version(&self) -> Option<&str> {
+        None
+    }
+    fn sync_state(&self) -> SyncState {
+        self.ledger().sync_state()
+    }
+}
+
+/// The accessors every subscription implements the same way: both keep a
+/// `ledger`, `names` and `wildcard` field.
+macro_rules! shared_fields {
+    () => {
+        fn ledger(&self) -> &Ledger {
+            &self.ledger
+        }
+        fn ledger_mut(&mut self) -> &mut Ledger {
+            &mut self.ledger
+        }
+        fn names(&self) -> &BTreeSet<Arc<str>> {
+            &self.names
+        }
+        fn wildcard(&self) -> bool {
+            self.wildcard
+        }
+    };
+}
+use shared_fields;
+
 pub(crate) fn sync_state(
     sent: Option<&str>,
     acked: Option<&str>,

@@ -7,7 +7,7 @@ mod client;
 pub mod envoy;
 pub mod fixtures;
 
-pub use client::{delta_names, names, DeltaClient, SotwClient};
+pub use client::{delta_names, names, Client, DeltaClient, DeltaWire, SotwClient, SotwWire, Wire};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,8 +2,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{sync_state, NackRecord, Pending, RequestKind, ResourceState, SyncState};
-use crate::source::{version_key, Resources, VersionedResource};
+use super::{Ledger, NackRecord, Pending, RequestKind, ResourceState, SubscriptionState};
+use crate::source::{version_key, version_string, Resources, VersionedResource};
 
 /// Responses remembered for ACK/NACK correlation; older nonces count as unknown.
 const IN_FLIGHT: usize = 32;
@@ -27,16 +27,10 @@ pub struct DeltaSubscription {
     pub force: BTreeSet<Arc<str>>,
     /// Subscribed names already answered as absent in `removed_resources`.
     pub reported_absent: BTreeSet<Arc<str>>,
-    pub last_nonce_sent: Option<String>,
     /// Version key the client acknowledged last, by name.
     pub acked: BTreeMap<Arc<str>, u64>,
     pub nacked: BTreeSet<Arc<str>>,
-    pub acked_nonce: Option<String>,
-    pub last_ack: Option<SystemTime>,
-    pub nacked_nonce: Option<String>,
-    pub last_nack: Option<NackRecord>,
-    /// Names that may need sending on the next push (see [`Pending`]).
-    pub pending: Pending,
+    pub ledger: Ledger,
     in_flight: VecDeque<(String, Vec<(Arc<str>, u64)>)>,
 }
 
@@ -125,8 +119,7 @@ impl DeltaSubscription {
         if let Some(message) = req.error {
             let names: Vec<String> = carried.iter().map(|(n, _)| n.to_string()).collect();
             self.nacked.extend(carried.into_iter().map(|(n, _)| n));
-            self.nacked_nonce = Some(nonce.clone());
-            self.last_nack = Some(NackRecord {
+            self.ledger.note_nack(NackRecord {
                 node_id: node_id.to_string(),
                 type_url: type_url.to_string(),
                 resource_names: names,
@@ -141,8 +134,7 @@ impl DeltaSubscription {
             self.nacked.remove(&name);
             self.acked.insert(name, version);
         }
-        self.acked_nonce = Some(nonce);
-        self.last_ack = Some(now);
+        self.ledger.note_ack(nonce, now);
         RequestKind::Ack
     }
 
@@ -252,20 +244,12 @@ impl DeltaSubscription {
         if self.in_flight.len() > IN_FLIGHT {
             self.in_flight.pop_front();
         }
-        self.last_nonce_sent = Some(nonce.to_string());
+        self.ledger.last_nonce_sent = Some(nonce.to_string());
     }
 
     /// True while `nonce` is a response awaiting its ACK or NACK.
     pub fn in_flight(&self, nonce: &str) -> bool {
         self.in_flight.iter().any(|(n, _)| n == nonce)
-    }
-
-    pub fn sync_state(&self) -> SyncState {
-        sync_state(
-            self.last_nonce_sent.as_deref(),
-            self.acked_nonce.as_deref(),
-            self.nacked_nonce.as_deref(),
-        )
     }
 
     /// CSDS view of one resource in scope.
@@ -280,5 +264,19 @@ impl DeltaSubscription {
             (Some(has), Some(acked)) if has == acked => ResourceState::Acked,
             _ => ResourceState::Requested,
         }
+    }
+}
+
+impl SubscriptionState for DeltaSubscription {
+    super::shared_fields!();
+
+    fn held_names<'a>(&'a self, into: &mut BTreeSet<&'a str>) {
+        into.extend(self.client_has.keys().map(|n| &**n));
+    }
+    fn held_version(&self, name: &str) -> Option<String> {
+        self.client_has.get(name).map(|k| version_string(*k))
+    }
+    fn resource_state(&self, name: &str, exists: bool) -> ResourceState {
+        DeltaSubscription::resource_state(self, name, exists)
     }
 }

@@ -4,7 +4,10 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use super::{parse_names, sync_state, NackRecord, Pending, RequestKind, ResourceState, SyncState};
+use super::{
+    parse_names, Ledger, NackRecord, Pending, RequestKind, ResourceState, SubscriptionState,
+    SyncState,
+};
 use crate::source::{Resources, VersionedResource};
 use crate::types;
 use crate::view::{names_key, SotwList};
@@ -23,15 +26,9 @@ pub struct SotwSubscription {
     pub named_ever: bool,
     /// The latest response sent.
     pub sent: Option<Arc<SotwList>>,
-    pub last_nonce_sent: Option<String>,
     /// The response the client acknowledged last.
     pub acked: Option<Arc<SotwList>>,
-    pub acked_nonce: Option<String>,
-    pub last_ack: Option<SystemTime>,
-    pub nacked_nonce: Option<String>,
-    pub last_nack: Option<NackRecord>,
-    /// Names that may need sending on the next push (see [`Pending`]).
-    pub pending: Pending,
+    pub ledger: Ledger,
     /// [`names_key`] of `names`, or 0 under wildcard: streams with equal
     /// keys share one response list per view.
     pub key: u64,
@@ -60,8 +57,8 @@ impl SotwSubscription {
         // A nonce we could not have sent (a previous stream's) is treated as a
         // fresh request: nonces do not survive a stream restart.
         if !nonce.is_empty()
-            && self.last_nonce_sent.is_some()
-            && self.last_nonce_sent.as_deref() != Some(nonce)
+            && self.ledger.last_nonce_sent.is_some()
+            && self.ledger.last_nonce_sent.as_deref() != Some(nonce)
         {
             return SotwDecision {
                 kind: RequestKind::Stale,
@@ -69,7 +66,7 @@ impl SotwSubscription {
             };
         }
         let added = self.set_names(names, intern);
-        let ours = !nonce.is_empty() && self.last_nonce_sent.as_deref() == Some(nonce);
+        let ours = !nonce.is_empty() && self.ledger.last_nonce_sent.as_deref() == Some(nonce);
         if let Some(message) = error {
             let rejected = self
                 .sent
@@ -78,8 +75,7 @@ impl SotwSubscription {
                 .filter(|r| self.acked_key(&r.name) != Some(r.key))
                 .map(|r| r.name.to_string())
                 .collect();
-            self.nacked_nonce = Some(nonce.to_string());
-            self.last_nack = Some(NackRecord {
+            self.ledger.note_nack(NackRecord {
                 node_id: node_id.to_string(),
                 type_url: type_url.to_string(),
                 resource_names: rejected,
@@ -97,9 +93,9 @@ impl SotwSubscription {
         }
         if ours {
             self.acked = self.sent.clone();
-            self.acked_nonce = Some(nonce.to_string());
-            self.last_ack = Some(now);
-            self.nacked_nonce = None;
+            self.ledger.note_ack(nonce.to_string(), now);
+            // A later ACK supersedes a NACK of the same stream and type.
+            self.ledger.nacked_nonce = None;
             return SotwDecision {
                 kind: RequestKind::Ack,
                 respond: added,
@@ -128,7 +124,7 @@ impl SotwSubscription {
             self.key = if wildcard { 0 } else { names_key(&self.names) };
             // A narrower scope changes the next response even when no
             // resource changed (full-state types drop the names).
-            self.pending = Pending::All;
+            self.ledger.pending = Pending::All;
         }
         self.wildcard = wildcard;
         added
@@ -184,15 +180,7 @@ impl SotwSubscription {
     /// Records a response as sent.
     pub fn record_sent(&mut self, list: Arc<SotwList>, nonce: &str) {
         self.sent = Some(list);
-        self.last_nonce_sent = Some(nonce.to_string());
-    }
-
-    pub fn sync_state(&self) -> SyncState {
-        sync_state(
-            self.last_nonce_sent.as_deref(),
-            self.acked_nonce.as_deref(),
-            self.nacked_nonce.as_deref(),
-        )
+        self.ledger.last_nonce_sent = Some(nonce.to_string());
     }
 
     /// CSDS view of one resource in scope.
@@ -206,8 +194,9 @@ impl SotwSubscription {
         if self.acked_key(name) == Some(sent.key) {
             return ResourceState::Acked;
         }
-        let nacked = self.sync_state() == SyncState::Nacked
+        let nacked = self.ledger.sync_state() == SyncState::Nacked
             && self
+                .ledger
                 .last_nack
                 .as_ref()
                 .is_some_and(|n| n.resource_names.iter().any(|r| r == name));
@@ -216,6 +205,34 @@ impl SotwSubscription {
         } else {
             ResourceState::Requested
         }
+    }
+}
+
+impl SubscriptionState for SotwSubscription {
+    super::shared_fields!();
+
+    fn held_names<'a>(&'a self, into: &mut BTreeSet<&'a str>) {
+        into.extend(
+            self.sent
+                .iter()
+                .flat_map(|l| l.items.iter())
+                .map(|r| &*r.name),
+        );
+    }
+    fn held_version(&self, name: &str) -> Option<String> {
+        self.sent
+            .as_ref()
+            .and_then(|l| l.get(name))
+            .map(|r| r.version.clone())
+    }
+    fn resource_state(&self, name: &str, exists: bool) -> ResourceState {
+        SotwSubscription::resource_state(self, name, exists)
+    }
+    fn sent_version(&self) -> Option<&str> {
+        SotwSubscription::sent_version(self)
+    }
+    fn acked_version(&self) -> Option<&str> {
+        SotwSubscription::acked_version(self)
     }
 }
 

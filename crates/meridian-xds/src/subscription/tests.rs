@@ -108,7 +108,7 @@ fn sotw_stale_nonce_changes_nothing() {
         }
     );
     assert!(sub.wildcard && sub.names.is_empty());
-    assert_eq!(sub.acked_nonce, None);
+    assert_eq!(sub.ledger.acked_nonce, None);
 }
 
 #[test]
@@ -121,9 +121,9 @@ fn sotw_ack_records_version_nonce_and_time() {
     let d = sotw_req(&mut sub, &[], "n1", None);
     assert_eq!(d.kind, RequestKind::Ack);
     assert!(!d.respond);
-    assert_eq!(sub.acked_nonce.as_deref(), Some("n1"));
+    assert_eq!(sub.ledger.acked_nonce.as_deref(), Some("n1"));
     assert_eq!(sub.acked_version(), sub.sent_version());
-    assert!(sub.last_ack.is_some());
+    assert!(sub.ledger.last_ack.is_some());
     assert_eq!(sub.sync_state(), SyncState::Synced);
     assert_eq!(sub.resource_state("a", true), ResourceState::Acked);
 }
@@ -154,7 +154,7 @@ fn sotw_nack_is_detected_by_error_detail_and_records_rejected_names() {
             respond: false
         }
     );
-    let n = sub.last_nack.clone().expect("nack recorded");
+    let n = sub.ledger.last_nack.clone().expect("nack recorded");
     assert_eq!(n.resource_names, vec!["b"]);
     assert_eq!(n.message, "bad cluster b");
     assert_eq!(n.node_id, "node-1");
@@ -300,7 +300,7 @@ fn delta_nack_backs_off_until_the_config_changes() {
         delta_req(&mut sub, &[], &[], &none, "n1", Some("bad")),
         RequestKind::Nack
     );
-    let n = sub.last_nack.clone().expect("nack recorded");
+    let n = sub.ledger.last_nack.clone().expect("nack recorded");
     assert_eq!(
         (n.resource_names, n.message.as_str()),
         (vec!["a".to_string()], "bad")

@@ -8,13 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
+use super::client::channel;
 use super::fixtures::{eds_name, rds_names, resource_name};
-use super::{DeltaClient, SotwClient};
+use super::{Client, DeltaClient, DeltaWire, SotwClient, SotwWire, Wire};
 use crate::source::content_version;
 use crate::types::{self, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
@@ -99,8 +101,7 @@ pub async fn run_sotw(
     held: Arc<Mutex<Held>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::Status> {
-    let c = SotwClient::ads(addr, node).await?;
-    sotw_loop(c, held, stop).await
+    run_sotw_on(channel(addr).await?, node, held, stop).await
 }
 
 /// [`run_sotw`] on an existing channel (streams share its connection).
@@ -111,17 +112,64 @@ pub async fn run_sotw_on(
     stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::Status> {
     let c = SotwClient::ads_on(ch, node).await?;
-    sotw_loop(c, held, stop).await
+    follow(SotwEnvoy::new(c), held, stop).await
 }
 
-async fn sotw_loop(
-    mut c: SotwClient,
+/// Runs a delta ADS Envoy until `stop` turns true or the stream ends.
+pub async fn run_delta(
+    addr: SocketAddr,
+    node: Node,
+    held: Arc<Mutex<Held>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), tonic::Status> {
+    run_delta_on(channel(addr).await?, node, held, stop).await
+}
+
+/// [`run_delta`] on an existing channel (streams share its connection).
+pub async fn run_delta_on(
+    ch: Channel,
+    node: Node,
+    held: Arc<Mutex<Held>>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), tonic::Status> {
+    let c = DeltaClient::ads_on(ch, node).await?;
+    follow(c, held, stop).await
+}
+
+/// What a simulated Envoy does differently per variant: how it asks, how a
+/// response changes what it holds, and how it ACKs.
+trait Follower: Send {
+    type W: Wire<Resp = Self::Resp>;
+    type Resp: Message + Send;
+
+    fn client(&mut self) -> &mut Client<Self::W>;
+    fn type_url(resp: &Self::Resp) -> &str;
+    /// Subscribes to everything of a type.
+    async fn wildcard(&mut self, type_url: &str);
+    /// Applies a response to what is held of its type (`watched`: the
+    /// names subscribed, for types that follow others), noting the content
+    /// versions of what changed in `vs`.
+    fn absorb(
+        &mut self,
+        resp: &Self::Resp,
+        state: &mut BTreeMap<String, Any>,
+        vs: &mut BTreeMap<String, String>,
+        watched: Option<&BTreeSet<String>>,
+    );
+    async fn ack(&mut self, resp: &Self::Resp, watched: Option<&BTreeSet<String>>);
+    /// Moves a following type's subscription from `old` to `new`.
+    async fn watch(&mut self, type_url: &str, old: &BTreeSet<String>, new: &BTreeSet<String>);
+}
+
+/// The Envoy loop both variants share: wildcard CDS and LDS, then follow
+/// clusters to EDS names and listeners to RDS names.
+async fn follow<F: Follower>(
+    mut f: F,
     held: Arc<Mutex<Held>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::Status> {
-    c.request(CLUSTER, &[], "", "").await;
-    c.request(LISTENER, &[], "", "").await;
-    let mut accepted: BTreeMap<String, (String, String)> = BTreeMap::new();
+    f.wildcard(CLUSTER).await;
+    f.wildcard(LISTENER).await;
     let mut full: BTreeMap<String, BTreeMap<String, Any>> = BTreeMap::new();
     // Content versions of `full`, kept incrementally: hashing every held
     // resource on every response would make the load generator, not the
@@ -131,33 +179,14 @@ async fn sotw_loop(
     loop {
         let resp = tokio::select! {
             _ = stop.wait_for(|s| *s) => return Ok(()),
-            r = c.next() => match r? { Some(r) => r, None => return Ok(()) },
+            r = f.client().next() => match r? { Some(r) => r, None => return Ok(()) },
         };
-        let t = resp.type_url.clone();
+        let t = F::type_url(&resp).to_string();
         let size = resp.encoded_len();
-        let got: BTreeMap<String, Any> = resp
-            .resources
-            .iter()
-            .map(|a| (resource_name(a), a.clone()))
-            .collect();
         let state = full.entry(t.clone()).or_default();
         let vs = vers.entry(t.clone()).or_default();
-        note_versions(vs, state, got.iter());
-        if types::is_full_state(&t) {
-            *state = got;
-        } else {
-            state.extend(got);
-            if let Some(names) = subs.get(t.as_str()) {
-                state.retain(|n, _| names.contains(n));
-            }
-        }
-        accepted.insert(t.clone(), (resp.version_info.clone(), resp.nonce.clone()));
-        let names: Vec<String> = subs
-            .get(t.as_str())
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        c.ack(&resp, &names).await;
+        f.absorb(&resp, state, vs, subs.get(t.as_str()));
+        f.ack(&resp, subs.get(t.as_str())).await;
         let follow = dependents(&t, state);
         {
             let mut h = held.lock().expect("held lock");
@@ -169,11 +198,9 @@ async fn sotw_loop(
             h.note(&t, size);
         }
         if let Some((dt, names)) = follow {
-            if subs.get(dt) != Some(&names) {
-                subs.insert(dt, names.clone());
-                let (v, n) = accepted.get(dt).cloned().unwrap_or_default();
-                let list: Vec<&str> = names.iter().map(String::as_str).collect();
-                c.request(dt, &list, &v, &n).await;
+            let old = subs.get(dt).cloned().unwrap_or_default();
+            if old != names {
+                f.watch(dt, &old, &names).await;
                 if let Some(s) = full.get_mut(dt) {
                     // Envoy drops what it no longer watches.
                     s.retain(|k, _| names.contains(k));
@@ -185,55 +212,110 @@ async fn sotw_loop(
                         .by_type
                         .insert(dt.to_string(), versions);
                 }
+                subs.insert(dt, names);
             }
         }
     }
 }
 
-/// Runs a delta ADS Envoy until `stop` turns true or the stream ends.
-pub async fn run_delta(
-    addr: SocketAddr,
-    node: Node,
-    held: Arc<Mutex<Held>>,
-    stop: watch::Receiver<bool>,
-) -> Result<(), tonic::Status> {
-    let c = DeltaClient::ads(addr, node).await?;
-    delta_loop(c, held, stop).await
+/// A SotW Envoy also remembers, per type, the version and nonce it
+/// accepted last: it sends them when it changes a subscription.
+struct SotwEnvoy {
+    c: SotwClient,
+    accepted: BTreeMap<String, (String, String)>,
 }
 
-/// [`run_delta`] on an existing channel (streams share its connection).
-pub async fn run_delta_on(
-    ch: Channel,
-    node: Node,
-    held: Arc<Mutex<Held>>,
-    stop: watch::Receiver<bool>,
-) -> Result<(), tonic::Status> {
-    let c = DeltaClient::ads_on(ch, node).await?;
-    delta_loop(c, held, stop).await
+impl SotwEnvoy {
+    fn new(c: SotwClient) -> SotwEnvoy {
+        SotwEnvoy {
+            c,
+            accepted: BTreeMap::new(),
+        }
+    }
 }
 
-async fn delta_loop(
-    mut c: DeltaClient,
-    held: Arc<Mutex<Held>>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), tonic::Status> {
-    c.subscribe(CLUSTER, &[], &[], "").await;
-    c.subscribe(LISTENER, &[], &[], "").await;
-    let mut full: BTreeMap<String, BTreeMap<String, Any>> = BTreeMap::new();
-    // Content versions of `full`, kept incrementally: hashing every held
-    // resource on every response would make the load generator, not the
-    // server, the bottleneck of a 10k-stream push.
-    let mut vers: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut subs: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
-    loop {
-        let resp = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return Ok(()),
-            r = c.next() => match r? { Some(r) => r, None => return Ok(()) },
-        };
-        let t = resp.type_url.clone();
-        let size = resp.encoded_len();
-        let state = full.entry(t.clone()).or_default();
-        let vs = vers.entry(t.clone()).or_default();
+fn listed(names: Option<&BTreeSet<String>>) -> Vec<&str> {
+    names
+        .map(|s| s.iter().map(String::as_str).collect())
+        .unwrap_or_default()
+}
+
+impl Follower for SotwEnvoy {
+    type W = SotwWire;
+    type Resp = DiscoveryResponse;
+
+    fn client(&mut self) -> &mut SotwClient {
+        &mut self.c
+    }
+
+    fn type_url(resp: &DiscoveryResponse) -> &str {
+        &resp.type_url
+    }
+
+    async fn wildcard(&mut self, type_url: &str) {
+        self.c.request(type_url, &[], "", "").await;
+    }
+
+    fn absorb(
+        &mut self,
+        resp: &DiscoveryResponse,
+        state: &mut BTreeMap<String, Any>,
+        vs: &mut BTreeMap<String, String>,
+        watched: Option<&BTreeSet<String>>,
+    ) {
+        let got: BTreeMap<String, Any> = resp
+            .resources
+            .iter()
+            .map(|a| (resource_name(a), a.clone()))
+            .collect();
+        note_versions(vs, state, got.iter());
+        if types::is_full_state(&resp.type_url) {
+            *state = got;
+        } else {
+            state.extend(got);
+            if let Some(names) = watched {
+                state.retain(|n, _| names.contains(n));
+            }
+        }
+        self.accepted.insert(
+            resp.type_url.clone(),
+            (resp.version_info.clone(), resp.nonce.clone()),
+        );
+    }
+
+    async fn ack(&mut self, resp: &DiscoveryResponse, watched: Option<&BTreeSet<String>>) {
+        self.c.ack(resp, &listed(watched)).await;
+    }
+
+    async fn watch(&mut self, type_url: &str, _old: &BTreeSet<String>, new: &BTreeSet<String>) {
+        let (v, n) = self.accepted.get(type_url).cloned().unwrap_or_default();
+        self.c.request(type_url, &listed(Some(new)), &v, &n).await;
+    }
+}
+
+impl Follower for DeltaClient {
+    type W = DeltaWire;
+    type Resp = DeltaDiscoveryResponse;
+
+    fn client(&mut self) -> &mut DeltaClient {
+        self
+    }
+
+    fn type_url(resp: &DeltaDiscoveryResponse) -> &str {
+        &resp.type_url
+    }
+
+    async fn wildcard(&mut self, type_url: &str) {
+        self.subscribe(type_url, &[], &[], "").await;
+    }
+
+    fn absorb(
+        &mut self,
+        resp: &DeltaDiscoveryResponse,
+        state: &mut BTreeMap<String, Any>,
+        vs: &mut BTreeMap<String, String>,
+        _watched: Option<&BTreeSet<String>>,
+    ) {
         note_versions(
             vs,
             state,
@@ -249,36 +331,15 @@ async fn delta_loop(
         for n in &resp.removed_resources {
             state.remove(n);
         }
-        c.ack(&resp).await;
-        let follow = dependents(&t, state);
-        {
-            let mut h = held.lock().expect("held lock");
-            vs.retain(|n, _| state.contains_key(n));
-            h.by_type.insert(t.clone(), vs.clone());
-            if let Some((dt, names)) = &follow {
-                h.subscribed.insert(dt.to_string(), names.clone());
-            }
-            h.note(&t, size);
-        }
-        if let Some((dt, names)) = follow {
-            let old = subs.get(dt).cloned().unwrap_or_default();
-            if old != names {
-                let add: Vec<&str> = names.difference(&old).map(String::as_str).collect();
-                let del: Vec<&str> = old.difference(&names).map(String::as_str).collect();
-                c.subscribe(dt, &add, &del, "").await;
-                if let Some(s) = full.get_mut(dt) {
-                    // Envoy drops what it no longer watches.
-                    s.retain(|k, _| names.contains(k));
-                    let vs = vers.entry(dt.to_string()).or_default();
-                    vs.retain(|k, _| names.contains(k));
-                    let versions = vs.clone();
-                    held.lock()
-                        .expect("held lock")
-                        .by_type
-                        .insert(dt.to_string(), versions);
-                }
-                subs.insert(dt, names);
-            }
-        }
+    }
+
+    async fn ack(&mut self, resp: &DeltaDiscoveryResponse, _watched: Option<&BTreeSet<String>>) {
+        DeltaClient::ack(self, resp).await;
+    }
+
+    async fn watch(&mut self, type_url: &str, old: &BTreeSet<String>, new: &BTreeSet<String>) {
+        let add: Vec<&str> = new.difference(old).map(String::as_str).collect();
+        let del: Vec<&str> = old.difference(new).map(String::as_str).collect();
+        self.subscribe(type_url, &add, &del, "").await;
     }
 }

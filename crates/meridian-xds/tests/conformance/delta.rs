@@ -4,10 +4,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use meridian_xds::testing::fixtures::{cluster, endpoints};
-use meridian_xds::testing::{delta_names, names, DeltaClient, SotwClient};
+use meridian_xds::testing::{delta_names, DeltaClient};
 use meridian_xds::types::{CLUSTER, ENDPOINT};
 
-use super::support::{envoy, start, QUIET};
+use super::support::{both, envoy, start, Flavor, Stream, QUIET};
+
+both!(every_response_path_rearms_the_watch);
 
 #[tokio::test]
 async fn delta_subscription_change_with_a_stale_nonce_counts() {
@@ -104,46 +106,39 @@ async fn delta_unsubscribing_an_unknown_name_is_a_noop() {
     assert_eq!(srv.server.status()[0].types[ENDPOINT].requested, vec!["c1"]);
 }
 
-#[tokio::test]
-async fn every_response_path_rearms_the_watch_sotw() {
+async fn every_response_path_rearms_the_watch(f: Flavor) {
     let (src, srv) = start().await;
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.request(CLUSTER, &[], "", "").await;
-    let r = c.expect_response().await; // immediate reply path
+    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    c.ask(CLUSTER, &[]).await;
+    let r = c.expect().await; // immediate reply path
     src.upsert("c3", cluster("c3", "v1")); // no ACK yet
-    let r2 = c.expect_response().await;
-    assert_eq!(names(&r2).len(), 3);
-    c.nack(&r2, &[], &r.version_info, "no").await; // NACK path
+    let r2 = c.expect().await;
+    if f == Flavor::Sotw {
+        assert_eq!(r2.names.len(), 3);
+    }
+    c.nack(&r2, r.version(), "no").await; // NACK path
     src.upsert("c4", cluster("c4", "v1"));
-    let r3 = c.expect_response().await;
-    c.ack(&r3, &[]).await; // ACK path
+    let r3 = c.expect().await;
+    if f == Flavor::Delta {
+        assert_eq!(r3.names, vec!["c4"]);
+    }
+    c.ack(&r3).await; // ACK path
     src.upsert("c5", cluster("c5", "v1"));
-    assert_eq!(names(&c.expect_response().await).len(), 5);
-}
-
-#[tokio::test]
-async fn every_response_path_rearms_the_watch_delta() {
-    let (src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(CLUSTER, &[], &[], "").await;
-    let _ = c.expect_response().await;
-    src.upsert("c3", cluster("c3", "v1"));
-    let r2 = c.expect_response().await;
-    c.nack(&r2, "no").await;
-    src.upsert("c4", cluster("c4", "v1"));
-    let r3 = c.expect_response().await;
-    assert_eq!(delta_names(&r3), vec!["c4"]);
-    c.ack(&r3).await;
-    src.upsert("c5", cluster("c5", "v1"));
-    let r5 = c.expect_response().await;
-    assert_eq!(delta_names(&r5), vec!["c5"]);
+    let r5 = c.expect().await;
+    match f {
+        Flavor::Sotw => {
+            assert_eq!(r5.names.len(), 5);
+            return;
+        }
+        Flavor::Delta => assert_eq!(r5.names, vec!["c5"]),
+    }
     c.ack(&r5).await;
     // A response to a subscription (the immediate path) also keeps the watch.
-    c.subscribe(ENDPOINT, &["c1"], &[], "").await;
-    let _ = c.expect_response().await;
+    c.ask(ENDPOINT, &["c1"]).await;
+    let _ = c.expect().await;
     src.upsert("c1", endpoints("c1", "v9"));
-    let r = tokio::time::timeout(Duration::from_secs(5), c.expect_response())
+    let r = tokio::time::timeout(Duration::from_secs(5), c.expect())
         .await
         .unwrap();
-    assert_eq!(delta_names(&r), vec!["c1"]);
+    assert_eq!(r.names, vec!["c1"]);
 }

@@ -13,7 +13,7 @@ use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use meridian_xds::{MemorySource, Variant, ViewSnapshot};
 use tokio::sync::watch;
 
-use super::support::{envoy, eventually, fast};
+use super::support::{both, envoy, eventually, fast, Flavor};
 
 fn generation(v: &mut ViewSnapshot, g: u32) {
     v.by_type.clear();
@@ -49,16 +49,17 @@ fn expected(src: &MemorySource) -> BTreeMap<String, BTreeMap<String, String>> {
         .collect()
 }
 
-async fn converge(delta: bool) {
+both!(generations_of_config_converge);
+
+async fn generations_of_config_converge(f: Flavor) {
     let src = Arc::new(MemorySource::new());
     src.update(|v| generation(v, 0));
     let srv = TestServer::start(src.clone(), fast()).await;
     let held = Arc::new(Mutex::new(Held::default()));
     let (stop_tx, stop) = watch::channel(false);
-    let task = if delta {
-        tokio::spawn(run_delta(srv.addr, envoy("gen"), held.clone(), stop))
-    } else {
-        tokio::spawn(run_sotw(srv.addr, envoy("gen"), held.clone(), stop))
+    let task = match f {
+        Flavor::Delta => tokio::spawn(run_delta(srv.addr, envoy("gen"), held.clone(), stop)),
+        Flavor::Sotw => tokio::spawn(run_sotw(srv.addr, envoy("gen"), held.clone(), stop)),
     };
     for g in 0..5 {
         if g > 0 {
@@ -83,17 +84,13 @@ async fn converge(delta: bool) {
     assert_eq!(srv.server.recent_nacks().len(), 0);
 }
 
-#[tokio::test]
-async fn generations_of_config_converge_sotw() {
-    converge(false).await;
-}
+both!(bench_200_streams);
 
-#[tokio::test]
-async fn generations_of_config_converge_delta() {
-    converge(true).await;
-}
-
-async fn bench_run(variant: Variant) {
+async fn bench_200_streams(f: Flavor) {
+    let variant = match f {
+        Flavor::Sotw => Variant::SotwAds,
+        Flavor::Delta => Variant::DeltaAds,
+    };
     let src = Arc::new(MemorySource::new());
     src.update(|v| generation(v, 0));
     let srv = TestServer::start(src.clone(), fast()).await;
@@ -102,14 +99,4 @@ async fn bench_run(variant: Variant) {
     // CDS, EDS, LDS, RDS each answered and acknowledged at least once.
     assert!(report.acks >= 800, "{report:?}");
     assert!(report.sync_max >= report.sync_p50);
-}
-
-#[tokio::test]
-async fn bench_200_streams_sotw() {
-    bench_run(Variant::SotwAds).await;
-}
-
-#[tokio::test]
-async fn bench_200_streams_delta() {
-    bench_run(Variant::DeltaAds).await;
 }

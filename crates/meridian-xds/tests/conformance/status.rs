@@ -11,36 +11,34 @@ use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service
 use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
 use futures::StreamExt;
 use meridian_xds::testing::fixtures::cluster;
-use meridian_xds::testing::{names, DeltaClient, SotwClient, TestServer};
+use meridian_xds::testing::TestServer;
 use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use meridian_xds::{MemorySource, SnapshotSource, SyncState, Viewer, XdsConfig};
 
-use super::support::{envoy, fast, source, start, QUIET};
+use super::support::{both, envoy, fast, source, start, Flavor, Stream, QUIET};
 
-/// CDS acked, EDS sent but not acked plus a missing name, LDS nacked,
-/// RDS asked for a name that does not exist.
-async fn sotw_mixed(c: &mut SotwClient) {
-    c.request(CLUSTER, &[], "", "").await;
-    let r = c.expect_response().await;
-    c.ack(&r, &[]).await;
-    c.request(ENDPOINT, &["c1", "missing"], "", "").await;
-    let _ = c.expect_response().await;
-    c.request(LISTENER, &[], "", "").await;
-    let r = c.expect_response().await;
-    c.nack(&r, &[], "", "listener l1: bad filter").await;
-    c.request(ROUTE, &["nope"], "", "").await;
-    c.expect_silence(QUIET).await;
-}
+both!(
+    csds_reports_per_resource_status,
+    proxy_status_synced_stale_nacked_not_sent,
+    no_ttl_and_drain_leaves_envoy_its_config,
+    initial_request_is_answered_at_once,
+    stalled_stream_does_not_block_others,
+);
 
-async fn delta_mixed(c: &mut DeltaClient) {
-    c.subscribe(CLUSTER, &[], &[], "").await;
-    let r = c.expect_response().await;
+/// CDS acked, EDS sent but not acked plus a missing name, LDS nacked;
+/// SotW also asks RDS for a name that does not exist.
+async fn mixed(c: &mut Stream) {
+    c.ask(CLUSTER, &[]).await;
+    let r = c.expect().await;
     c.ack(&r).await;
-    c.subscribe(ENDPOINT, &["c1", "missing"], &[], "").await;
-    let _ = c.expect_response().await;
-    c.subscribe(LISTENER, &[], &[], "").await;
-    let r = c.expect_response().await;
-    c.nack(&r, "listener l1: bad filter").await;
+    c.ask(ENDPOINT, &["c1", "missing"]).await;
+    let _ = c.expect().await;
+    c.ask(LISTENER, &[]).await;
+    let r = c.expect().await;
+    c.nack(&r, "", "listener l1: bad filter").await;
+    if c.flavor() == Flavor::Sotw {
+        c.ask(ROUTE, &["nope"]).await;
+    }
     c.expect_silence(QUIET).await;
 }
 
@@ -113,31 +111,34 @@ async fn check_csds(srv: &TestServer, node_id: &str) {
     assert_eq!(out.next().await.unwrap().unwrap().config.len(), 1);
 }
 
-#[tokio::test]
-async fn csds_reports_per_resource_status_sotw() {
-    let (_src, srv) = start().await;
-    let mut c = SotwClient::ads(srv.addr, envoy("envoy-sotw"))
-        .await
-        .unwrap();
-    sotw_mixed(&mut c).await;
-    check_csds(&srv, "envoy-sotw").await;
+fn node_id(f: Flavor) -> &'static str {
+    match f {
+        Flavor::Sotw => "envoy-sotw",
+        Flavor::Delta => "envoy-delta",
+    }
 }
 
-#[tokio::test]
-async fn csds_reports_per_resource_status_delta() {
+async fn csds_reports_per_resource_status(f: Flavor) {
     let (_src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("envoy-delta"))
-        .await
-        .unwrap();
-    delta_mixed(&mut c).await;
-    check_csds(&srv, "envoy-delta").await;
+    let mut c = Stream::ads(f, srv.addr, envoy(node_id(f))).await;
+    mixed(&mut c).await;
+    check_csds(&srv, node_id(f)).await;
 }
 
-#[tokio::test]
-async fn proxy_status_synced_stale_nacked_not_sent_sotw() {
+async fn proxy_status_synced_stale_nacked_not_sent(f: Flavor) {
     let (_src, srv) = start().await;
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    sotw_mixed(&mut c).await;
+    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    mixed(&mut c).await;
+    // SotW: RDS asked for a name that does not exist; delta: wildcard over
+    // a type with no resources. Either way nothing to send yet.
+    let unsent = match f {
+        Flavor::Sotw => ROUTE,
+        Flavor::Delta => {
+            c.ask(SCOPED, &[]).await;
+            c.expect_silence(QUIET).await;
+            SCOPED
+        }
+    };
     let st = srv.server.status();
     let t = &st[0].types;
     assert_eq!(
@@ -145,7 +146,7 @@ async fn proxy_status_synced_stale_nacked_not_sent_sotw() {
             t[CLUSTER].state,
             t[ENDPOINT].state,
             t[LISTENER].state,
-            t[ROUTE].state
+            t[unsent].state
         ],
         [
             SyncState::Synced,
@@ -154,70 +155,42 @@ async fn proxy_status_synced_stale_nacked_not_sent_sotw() {
             SyncState::NotSent
         ]
     );
-    assert!(t[CLUSTER].last_ack.is_some());
-    assert_eq!(t[CLUSTER].acked_version, t[CLUSTER].sent_version);
+    if f == Flavor::Sotw {
+        assert!(t[CLUSTER].last_ack.is_some());
+        assert_eq!(t[CLUSTER].acked_version, t[CLUSTER].sent_version);
+    }
 }
 
-#[tokio::test]
-async fn proxy_status_synced_stale_nacked_not_sent_delta() {
+async fn no_ttl_and_drain_leaves_envoy_its_config(f: Flavor) {
     let (_src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    delta_mixed(&mut c).await;
-    // Wildcard over a type with no resources: nothing to send yet.
-    c.subscribe(SCOPED, &[], &[], "").await;
-    c.expect_silence(QUIET).await;
-    let st = srv.server.status();
-    let t = &st[0].types;
-    assert_eq!(
-        [
-            t[CLUSTER].state,
-            t[ENDPOINT].state,
-            t[LISTENER].state,
-            t[SCOPED].state
-        ],
-        [
-            SyncState::Synced,
-            SyncState::Stale,
-            SyncState::Nacked,
-            SyncState::NotSent
-        ]
-    );
+    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    c.ask(CLUSTER, &[]).await;
+    let r = c.expect().await;
+    match f {
+        Flavor::Sotw => {
+            c.ack(&r).await;
+            srv.server.drain();
+            // The stream ends without any "empty config" response before it.
+            let next = c.sotw().next_raw().await;
+            assert!(
+                matches!(next, Ok(None) | Err(_)),
+                "no response after drain: {next:?}"
+            );
+        }
+        Flavor::Delta => {
+            assert!(
+                r.delta().resources.iter().all(|x| x.ttl.is_none()),
+                "resources carry no TTL"
+            );
+            c.ack(&r).await;
+            let shutdown = tokio::spawn(srv.shutdown());
+            assert!(c.delta().ended_within(Duration::from_secs(5)).await);
+            shutdown.await.unwrap().unwrap();
+        }
+    }
 }
 
-#[tokio::test]
-async fn no_ttl_and_drain_leaves_envoy_its_config_sotw() {
-    let (_src, srv) = start().await;
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.request(CLUSTER, &[], "", "").await;
-    let r = c.expect_response().await;
-    c.ack(&r, &[]).await;
-    srv.server.drain();
-    // The stream ends without any "empty config" response before it.
-    let next = c.next_raw().await;
-    assert!(
-        matches!(next, Ok(None) | Err(_)),
-        "no response after drain: {next:?}"
-    );
-}
-
-#[tokio::test]
-async fn no_ttl_and_drain_leaves_envoy_its_config_delta() {
-    let (_src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(CLUSTER, &[], &[], "").await;
-    let r = c.expect_response().await;
-    assert!(
-        r.resources.iter().all(|x| x.ttl.is_none()),
-        "resources carry no TTL"
-    );
-    c.ack(&r).await;
-    let shutdown = tokio::spawn(srv.shutdown());
-    assert!(c.ended_within(Duration::from_secs(5)).await);
-    shutdown.await.unwrap().unwrap();
-}
-
-#[tokio::test]
-async fn initial_request_is_answered_at_once_sotw() {
+async fn initial_request_is_answered_at_once(f: Flavor) {
     let slow = XdsConfig {
         debounce_quiet: Duration::from_secs(5),
         debounce_max: Duration::from_secs(10),
@@ -225,28 +198,17 @@ async fn initial_request_is_answered_at_once_sotw() {
     };
     let srv = TestServer::start(source(), slow).await;
     let t = Instant::now();
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.request(CLUSTER, &[], "", "").await;
-    assert_eq!(names(&c.expect_response().await), vec!["c1", "c2"]);
+    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    c.ask(CLUSTER, &[]).await;
+    let r = c.expect().await;
+    match f {
+        Flavor::Sotw => assert_eq!(r.names, vec!["c1", "c2"]),
+        Flavor::Delta => assert_eq!(r.delta().resources.len(), 2),
+    }
     assert!(
         t.elapsed() < Duration::from_secs(1),
         "well inside Envoy's 15 s initial fetch timeout"
     );
-}
-
-#[tokio::test]
-async fn initial_request_is_answered_at_once_delta() {
-    let slow = XdsConfig {
-        debounce_quiet: Duration::from_secs(5),
-        debounce_max: Duration::from_secs(10),
-        ..fast()
-    };
-    let srv = TestServer::start(source(), slow).await;
-    let t = Instant::now();
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(CLUSTER, &[], &[], "").await;
-    assert_eq!(c.expect_response().await.resources.len(), 2);
-    assert!(t.elapsed() < Duration::from_secs(1));
 }
 
 #[tokio::test]
@@ -288,39 +250,14 @@ fn big_source() -> Arc<MemorySource> {
     src
 }
 
-#[tokio::test]
-async fn stalled_stream_does_not_block_others_sotw() {
+async fn stalled_stream_does_not_block_others(f: Flavor) {
     let src = big_source();
     let srv = TestServer::start(src.clone(), fast()).await;
-    let mut stalled = SotwClient::ads(srv.addr, envoy("stalled")).await.unwrap();
-    stalled.request(CLUSTER, &[], "", "").await; // and never reads again
-    let mut live = SotwClient::ads(srv.addr, envoy("live")).await.unwrap();
-    live.request(CLUSTER, &[], "", "").await;
-    let mut r = live.expect_response().await;
-    for gen in 0..30 {
-        live.ack(&r, &[]).await;
-        src.update(|v| {
-            for i in 0..200 {
-                v.insert(
-                    format!("big{i}"),
-                    cluster(&format!("big{i}"), &format!("{gen}{}", "y".repeat(2_000))),
-                );
-            }
-        });
-        r = live.expect_response().await;
-    }
-    let _ = srv.server.status(); // status never waits on a stream either
-}
-
-#[tokio::test]
-async fn stalled_stream_does_not_block_others_delta() {
-    let src = big_source();
-    let srv = TestServer::start(src.clone(), fast()).await;
-    let mut stalled = DeltaClient::ads(srv.addr, envoy("stalled")).await.unwrap();
-    stalled.subscribe(CLUSTER, &[], &[], "").await;
-    let mut live = DeltaClient::ads(srv.addr, envoy("live")).await.unwrap();
-    live.subscribe(CLUSTER, &[], &[], "").await;
-    let mut r = live.expect_response().await;
+    let mut stalled = Stream::ads(f, srv.addr, envoy("stalled")).await;
+    stalled.ask(CLUSTER, &[]).await; // and never reads again
+    let mut live = Stream::ads(f, srv.addr, envoy("live")).await;
+    live.ask(CLUSTER, &[]).await;
+    let mut r = live.expect().await;
     for gen in 0..30 {
         live.ack(&r).await;
         src.update(|v| {
@@ -331,6 +268,9 @@ async fn stalled_stream_does_not_block_others_delta() {
                 );
             }
         });
-        r = live.expect_response().await;
+        r = live.expect().await;
+    }
+    if f == Flavor::Sotw {
+        let _ = srv.server.status(); // status never waits on a stream either
     }
 }

@@ -5,117 +5,104 @@ use meridian_xds::testing::fixtures::{cluster, endpoints, listener};
 use meridian_xds::testing::{delta_names, names, DeltaClient, SotwClient};
 use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER};
 
-use super::support::{envoy, start, QUIET};
+use super::support::{both, envoy, s, start, Flavor, Stream, QUIET};
 
-#[tokio::test]
-async fn requested_name_is_sent_when_it_appears_sotw() {
-    let (src, srv) = start().await;
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.request(ENDPOINT, &["c1", "c9"], "", "").await;
-    let r = c.expect_response().await;
-    assert_eq!(names(&r), vec!["c1"]);
-    c.ack(&r, &["c1", "c9"]).await;
-    src.upsert("c9", endpoints("c9", "v1"));
-    assert_eq!(names(&c.expect_response().await), vec!["c1", "c9"]);
-    let _ = srv;
-}
+both!(
+    requested_name_is_sent_when_it_appears,
+    newly_requested_names_are_sent_even_if_unchanged,
+    wildcard_explicit_and_legacy,
+    no_resource_is_named_twice_in_a_response,
+);
 
-#[tokio::test]
-async fn requested_name_is_sent_when_it_appears_delta() {
+async fn requested_name_is_sent_when_it_appears(f: Flavor) {
     let (src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(ENDPOINT, &["c1", "c9"], &[], "").await;
-    let r = c.expect_response().await;
-    assert_eq!(
-        (delta_names(&r), r.removed_resources.clone()),
-        (vec!["c1".to_string()], vec!["c9".to_string()])
-    );
+    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    c.ask(ENDPOINT, &["c1", "c9"]).await;
+    let r = c.expect().await;
+    match f {
+        Flavor::Sotw => assert_eq!(r.names, vec!["c1"]),
+        Flavor::Delta => assert_eq!(
+            (r.names.clone(), r.removed.clone()),
+            (s(&["c1"]), s(&["c9"]))
+        ),
+    }
     c.ack(&r).await;
     src.upsert("c9", endpoints("c9", "v1"));
-    let r = c.expect_response().await;
-    assert_eq!(
-        (delta_names(&r), r.removed_resources.len()),
-        (vec!["c9".to_string()], 0)
-    );
+    let r = c.expect().await;
+    match f {
+        Flavor::Sotw => assert_eq!(r.names, vec!["c1", "c9"]),
+        Flavor::Delta => assert_eq!((r.names, r.removed.len()), (s(&["c9"]), 0)),
+    }
     let _ = srv;
 }
 
-#[tokio::test]
-async fn newly_requested_names_are_sent_even_if_unchanged_sotw() {
+async fn newly_requested_names_are_sent_even_if_unchanged(f: Flavor) {
     let (_src, srv) = start().await;
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.request(ENDPOINT, &["c1", "c2"], "", "").await;
-    let r = c.expect_response().await;
-    c.ack(&r, &["c1", "c2"]).await;
+    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    c.ask(ENDPOINT, &["c1", "c2"]).await;
+    let r = c.expect().await;
+    c.ack(&r).await;
     // Envoy drops cluster c2, then adds it back (go-control-plane #399/#583).
-    c.ack(&r, &["c1"]).await;
+    c.watch(&r, &["c1"]).await;
     c.expect_silence(QUIET).await;
-    c.ack(&r, &["c1", "c2"]).await;
-    let again = c.expect_response().await;
-    assert_eq!(names(&again), vec!["c1", "c2"]);
+    c.watch(&r, &["c1", "c2"]).await;
+    let again = c.expect().await;
+    match f {
+        Flavor::Sotw => assert_eq!(again.names, vec!["c1", "c2"]),
+        Flavor::Delta => assert_eq!(again.names, vec!["c2"]),
+    }
 }
 
-#[tokio::test]
-async fn newly_requested_names_are_sent_even_if_unchanged_delta() {
+async fn wildcard_explicit_and_legacy(f: Flavor) {
+    let (src, srv) = start().await;
+    let mut legacy = Stream::ads(f, srv.addr, envoy("legacy")).await;
+    legacy.ask(CLUSTER, &[]).await;
+    let lr = legacy.expect().await;
+    assert_eq!(lr.names, vec!["c1", "c2"]);
+    match f {
+        Flavor::Sotw => {
+            legacy.ack(&lr).await;
+            let mut star = Stream::ads(f, srv.addr, envoy("star")).await;
+            star.ask(CLUSTER, &["*"]).await;
+            assert_eq!(star.expect().await.names, vec!["c1", "c2"]);
+            // After naming something, an empty list means nothing.
+            let mut named = Stream::ads(f, srv.addr, envoy("named")).await;
+            named.ask(CLUSTER, &["c1"]).await;
+            let r = named.expect().await;
+            assert_eq!(r.names, vec!["c1"]);
+            named.watch(&r, &[]).await;
+            src.upsert("c3", cluster("c3", "v1"));
+            let r = named.expect().await;
+            assert!(r.names.is_empty(), "subscribed to nothing: {:?}", r.names);
+            assert_eq!(legacy.expect().await.names, vec!["c1", "c2", "c3"]);
+        }
+        Flavor::Delta => {
+            let mut star = Stream::ads(f, srv.addr, envoy("star")).await;
+            star.ask(CLUSTER, &["c1"]).await;
+            assert_eq!(star.expect().await.names, vec!["c1"]);
+            star.delta().subscribe(CLUSTER, &["*"], &[], "").await;
+            assert_eq!(star.expect().await.names, vec!["c2"]);
+            // Leaving the wildcard: later clusters are not sent.
+            legacy.ack(&lr).await;
+            legacy.delta().subscribe(CLUSTER, &[], &["*"], "").await;
+            src.upsert("c3", cluster("c3", "v1"));
+            assert_eq!(star.expect().await.names, vec!["c3"]);
+            legacy.expect_silence(QUIET).await;
+        }
+    }
+}
+
+async fn no_resource_is_named_twice_in_a_response(f: Flavor) {
     let (_src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(ENDPOINT, &["c1", "c2"], &[], "").await;
-    let r = c.expect_response().await;
-    c.ack(&r).await;
-    c.subscribe(ENDPOINT, &[], &["c2"], "").await;
-    c.expect_silence(QUIET).await;
-    c.subscribe(ENDPOINT, &["c2"], &[], "").await;
-    assert_eq!(delta_names(&c.expect_response().await), vec!["c2"]);
-}
-
-#[tokio::test]
-async fn wildcard_explicit_and_legacy_sotw() {
-    let (src, srv) = start().await;
-    let mut legacy = SotwClient::ads(srv.addr, envoy("legacy")).await.unwrap();
-    legacy.request(CLUSTER, &[], "", "").await;
-    let lr = legacy.expect_response().await;
-    assert_eq!(names(&lr), vec!["c1", "c2"]);
-    legacy.ack(&lr, &[]).await;
-    let mut star = SotwClient::ads(srv.addr, envoy("star")).await.unwrap();
-    star.request(CLUSTER, &["*"], "", "").await;
-    assert_eq!(names(&star.expect_response().await), vec!["c1", "c2"]);
-    // After naming something, an empty list means nothing.
-    let mut named = SotwClient::ads(srv.addr, envoy("named")).await.unwrap();
-    named.request(CLUSTER, &["c1"], "", "").await;
-    let r = named.expect_response().await;
-    assert_eq!(names(&r), vec!["c1"]);
-    named.ack(&r, &[]).await;
-    src.upsert("c3", cluster("c3", "v1"));
-    let r = named.expect_response().await;
-    assert!(
-        names(&r).is_empty(),
-        "subscribed to nothing: {:?}",
-        names(&r)
-    );
-    assert_eq!(
-        names(&legacy.expect_response().await),
-        vec!["c1", "c2", "c3"]
-    );
-}
-
-#[tokio::test]
-async fn wildcard_explicit_and_legacy_delta() {
-    let (src, srv) = start().await;
-    let mut legacy = DeltaClient::ads(srv.addr, envoy("legacy")).await.unwrap();
-    legacy.subscribe(CLUSTER, &[], &[], "").await;
-    let r = legacy.expect_response().await;
-    assert_eq!(delta_names(&r), vec!["c1", "c2"]);
-    let mut star = DeltaClient::ads(srv.addr, envoy("star")).await.unwrap();
-    star.subscribe(CLUSTER, &["c1"], &[], "").await;
-    assert_eq!(delta_names(&star.expect_response().await), vec!["c1"]);
-    star.subscribe(CLUSTER, &["*"], &[], "").await;
-    assert_eq!(delta_names(&star.expect_response().await), vec!["c2"]);
-    // Leaving the wildcard: later clusters are not sent.
-    legacy.ack(&r).await;
-    legacy.subscribe(CLUSTER, &[], &["*"], "").await;
-    src.upsert("c3", cluster("c3", "v1"));
-    assert_eq!(delta_names(&star.expect_response().await), vec!["c3"]);
-    legacy.expect_silence(QUIET).await;
+    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let asked: &[&str] = match f {
+        Flavor::Sotw => &["c1", "c1", "c2", "c1"],
+        Flavor::Delta => &["c1", "c1", "c2"],
+    };
+    c.ask(ENDPOINT, asked).await;
+    assert_eq!(c.expect().await.names, vec!["c1", "c2"]);
+    c.ask(CLUSTER, &["*", "c1", "c1"]).await;
+    assert_eq!(c.expect().await.names, vec!["c1", "c2"]);
 }
 
 #[tokio::test]
@@ -178,24 +165,4 @@ async fn removals_are_explicit_and_updates_partial_delta() {
         (0, vec!["l1".to_string()])
     );
     let _ = srv;
-}
-
-#[tokio::test]
-async fn no_resource_is_named_twice_in_a_response_sotw() {
-    let (_src, srv) = start().await;
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.request(ENDPOINT, &["c1", "c1", "c2", "c1"], "", "").await;
-    assert_eq!(names(&c.expect_response().await), vec!["c1", "c2"]);
-    c.request(CLUSTER, &["*", "c1", "c1"], "", "").await;
-    assert_eq!(names(&c.expect_response().await), vec!["c1", "c2"]);
-}
-
-#[tokio::test]
-async fn no_resource_is_named_twice_in_a_response_delta() {
-    let (_src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(ENDPOINT, &["c1", "c1", "c2"], &[], "").await;
-    assert_eq!(delta_names(&c.expect_response().await), vec!["c1", "c2"]);
-    c.subscribe(CLUSTER, &["*", "c1", "c1"], &[], "").await;
-    assert_eq!(delta_names(&c.expect_response().await), vec!["c1", "c2"]);
 }

@@ -55,3 +55,7 @@ pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+mod xds;
+pub(crate) use xds::both;
+pub use xds::{s, Flavor, Stream};

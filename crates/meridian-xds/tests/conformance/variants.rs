@@ -1,11 +1,17 @@
 //! [Four Variants], node on the first request, per-type and per-stream nonces.
 
 use meridian_xds::testing::fixtures::cluster;
-use meridian_xds::testing::{delta_names, names, node, DeltaClient, SotwClient};
+use meridian_xds::testing::{names, node, SotwClient};
 use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 use meridian_xds::{SyncState, Viewer};
 
-use super::support::{envoy, eventually, start, QUIET};
+use super::support::{both, envoy, eventually, start, Flavor, Stream, QUIET};
+
+both!(
+    all_four_variants,
+    node_arrives_on_the_first_request_only,
+    nonces_are_per_type_and_per_stream,
+);
 
 /// What each type serves in the base source, and the names a client asks for.
 const CASES: [(&str, &[&str], &[&str]); 5] = [
@@ -16,51 +22,29 @@ const CASES: [(&str, &[&str], &[&str]); 5] = [
     (SECRET, &["s1"], &["s1"]),
 ];
 
-#[tokio::test]
-async fn all_four_variants_sotw() {
+async fn all_four_variants(f: Flavor) {
     let (_src, srv) = start().await;
-    let mut ads = SotwClient::ads(srv.addr, envoy("ads")).await.unwrap();
+    let mut ads = Stream::ads(f, srv.addr, envoy("ads")).await;
     for (t, ask, want) in CASES {
-        ads.request(t, ask, "", "").await;
-        let r = ads.expect_response().await;
+        ads.ask(t, ask).await;
+        let r = ads.expect().await;
         assert_eq!(
-            (r.type_url.as_str(), names(&r)),
+            (r.type_url.as_str(), r.names),
             (t, want.iter().map(|s| s.to_string()).collect())
         );
-        let mut one = SotwClient::per_type(srv.addr, t, envoy("per-type"))
-            .await
-            .unwrap();
-        one.request(t, ask, "", "").await;
-        let r = one.expect_response().await;
+        let mut one = Stream::per_type(f, srv.addr, t, envoy("per-type")).await;
+        one.ask(t, ask).await;
+        let r = one.expect().await;
         assert_eq!(
-            (r.type_url.as_str(), names(&r)),
+            (r.type_url.as_str(), r.names.clone()),
             (t, want.iter().map(|s| s.to_string()).collect())
         );
-        assert!(!r.nonce.is_empty() && !r.version_info.is_empty());
-    }
-}
-
-#[tokio::test]
-async fn all_four_variants_delta() {
-    let (_src, srv) = start().await;
-    let mut ads = DeltaClient::ads(srv.addr, envoy("ads")).await.unwrap();
-    for (t, ask, want) in CASES {
-        ads.subscribe(t, ask, &[], "").await;
-        let r = ads.expect_response().await;
-        assert_eq!(
-            (r.type_url.as_str(), delta_names(&r)),
-            (t, want.iter().map(|s| s.to_string()).collect())
-        );
-        let mut one = DeltaClient::per_type(srv.addr, t, envoy("per-type"))
-            .await
-            .unwrap();
-        one.subscribe(t, ask, &[], "").await;
-        let r = one.expect_response().await;
-        assert_eq!(
-            (r.type_url.as_str(), delta_names(&r)),
-            (t, want.iter().map(|s| s.to_string()).collect())
-        );
-        assert!(!r.nonce.is_empty() && r.resources.iter().all(|x| !x.version.is_empty()));
+        match f {
+            Flavor::Sotw => assert!(!r.nonce.is_empty() && !r.version().is_empty()),
+            Flavor::Delta => assert!(
+                !r.nonce.is_empty() && r.delta().resources.iter().all(|x| !x.version.is_empty())
+            ),
+        }
     }
 }
 
@@ -84,24 +68,27 @@ fn eu() -> Viewer {
     }
 }
 
-#[tokio::test]
-async fn node_arrives_on_the_first_request_only_sotw() {
+async fn node_arrives_on_the_first_request_only(f: Flavor) {
     let (src, srv) = start().await;
     src.update_view(&eu(), |v| v.insert("eu-only", cluster("eu-only", "v1")));
-    let mut c = SotwClient::ads(srv.addr, node("n1", "edge", "eu"))
-        .await
-        .unwrap();
-    c.request(CLUSTER, &[], "", "").await; // carries the node
-    let r = c.expect_response().await;
-    assert!(names(&r).contains(&"eu-only".to_string()));
-    c.request(ENDPOINT, &["c1"], "", "").await; // no node: the stream's viewer holds
-    assert_eq!(names(&c.expect_response().await), vec!["c1"]);
+    let mut c = Stream::ads(f, srv.addr, node("n1", "edge", "eu")).await;
+    c.ask(CLUSTER, &[]).await; // carries the node
+    let r = c.expect().await;
+    assert!(r.names.contains(&"eu-only".to_string()));
+    c.ask(ENDPOINT, &["c1"]).await; // no node: the stream's viewer holds
+    assert_eq!(c.expect().await.names, vec!["c1"]);
     let st = srv.server.status();
-    assert_eq!((st[0].node_id.as_str(), &st[0].viewer), ("n1", &eu()));
+    match f {
+        Flavor::Sotw => assert_eq!((st[0].node_id.as_str(), &st[0].viewer), ("n1", &eu())),
+        Flavor::Delta => assert_eq!(st[0].viewer, eu()),
+    }
+    if f == Flavor::Delta {
+        return;
+    }
     // Absent locality and cluster: the server's region and the default group.
-    let mut d = SotwClient::ads(srv.addr, node("n2", "", "")).await.unwrap();
-    d.request(CLUSTER, &[], "", "").await;
-    assert_eq!(names(&d.expect_response().await), vec!["c1", "c2"]);
+    let mut d = Stream::ads(f, srv.addr, node("n2", "", "")).await;
+    d.ask(CLUSTER, &[]).await;
+    assert_eq!(d.expect().await.names, vec!["c1", "c2"]);
     let st = srv.server.status();
     assert_eq!(
         st[1].viewer,
@@ -112,71 +99,48 @@ async fn node_arrives_on_the_first_request_only_sotw() {
     );
 }
 
-#[tokio::test]
-async fn node_arrives_on_the_first_request_only_delta() {
-    let (src, srv) = start().await;
-    src.update_view(&eu(), |v| v.insert("eu-only", cluster("eu-only", "v1")));
-    let mut c = DeltaClient::ads(srv.addr, node("n1", "edge", "eu"))
-        .await
-        .unwrap();
-    c.subscribe(CLUSTER, &[], &[], "").await;
-    assert!(delta_names(&c.expect_response().await).contains(&"eu-only".to_string()));
-    c.subscribe(ENDPOINT, &["c1"], &[], "").await;
-    assert_eq!(delta_names(&c.expect_response().await), vec!["c1"]);
-    assert_eq!(srv.server.status()[0].viewer, eu());
-}
-
-#[tokio::test]
-async fn nonces_are_per_type_and_per_stream_sotw() {
+async fn nonces_are_per_type_and_per_stream(f: Flavor) {
     let (_src, srv) = start().await;
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.request(CLUSTER, &[], "", "").await;
-    let cds = c.expect_response().await;
-    c.request(LISTENER, &[], "", "").await;
-    let lds = c.expect_response().await;
+    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    c.ask(CLUSTER, &[]).await;
+    let cds = c.expect().await;
+    c.ask(LISTENER, &[]).await;
+    let lds = c.expect().await;
     assert_ne!(cds.nonce, lds.nonce);
     // The CDS nonce does not acknowledge LDS: for LDS it is stale.
-    c.request(LISTENER, &[], &lds.version_info, &cds.nonce)
-        .await;
+    match f {
+        Flavor::Sotw => {
+            c.sotw()
+                .request(LISTENER, &[], lds.version(), &cds.nonce)
+                .await
+        }
+        Flavor::Delta => c.delta().subscribe(LISTENER, &[], &[], &cds.nonce).await,
+    }
     c.expect_silence(QUIET).await;
     let st = srv.server.status();
     assert_eq!(st[0].types[LISTENER].state, SyncState::Stale);
     drop(c);
     // A new stream does not know the old stream's nonces: answered as new.
-    let mut again = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    again
-        .request(CLUSTER, &[], &cds.version_info, &cds.nonce)
-        .await;
-    let r = again.expect_response().await;
-    assert_eq!(
-        r.version_info, cds.version_info,
-        "content-hash versions are stable"
-    );
-}
-
-#[tokio::test]
-async fn nonces_are_per_type_and_per_stream_delta() {
-    let (_src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(CLUSTER, &[], &[], "").await;
-    let cds = c.expect_response().await;
-    c.subscribe(LISTENER, &[], &[], "").await;
-    let lds = c.expect_response().await;
-    assert_ne!(cds.nonce, lds.nonce);
-    c.subscribe(LISTENER, &[], &[], &cds.nonce).await;
-    c.expect_silence(QUIET).await;
-    assert_eq!(
-        srv.server.status()[0].types[LISTENER].state,
-        SyncState::Stale
-    );
-    drop(c);
-    let mut again = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    again.subscribe(CLUSTER, &[], &[], &cds.nonce).await;
-    assert_eq!(
-        delta_names(&again.expect_response().await),
-        vec!["c1", "c2"]
-    );
-    assert!(eventually(|| srv.server.status().len() == 1).await);
+    let mut again = Stream::ads(f, srv.addr, envoy("n")).await;
+    match f {
+        Flavor::Sotw => {
+            again
+                .sotw()
+                .request(CLUSTER, &[], cds.version(), &cds.nonce)
+                .await;
+            let r = again.expect().await;
+            assert_eq!(
+                r.version(),
+                cds.version(),
+                "content-hash versions are stable"
+            );
+        }
+        Flavor::Delta => {
+            again.delta().subscribe(CLUSTER, &[], &[], &cds.nonce).await;
+            assert_eq!(again.expect().await.names, vec!["c1", "c2"]);
+            assert!(eventually(|| srv.server.status().len() == 1).await);
+        }
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,141 @@
+//! Answering a request, whichever the variant: the type, the registration,
+//! the view, ACK/NACK metrics and timing; the variant applies the request
+//! to its subscription.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tonic::Status;
+
+use super::push::emit;
+use super::{lock, register, Protocol, Registration, RequestCx, StreamState};
+use crate::metrics::{Variant, XdsMetrics};
+use crate::server::Inner;
+use crate::subscription::{NackRecord, RequestKind, SubscriptionState};
+use crate::types;
+use crate::view::View;
+
+pub(crate) fn on_request<P: Protocol>(
+    inner: &Arc<Inner>,
+    reg: &mut Option<Registration<P::Sub>>,
+    req: P::Req,
+    variant: Variant,
+    fixed: Option<&'static str>,
+) -> Result<Vec<P::Out>, Status> {
+    let type_url = resolve_type(P::type_url(&req), fixed)?;
+    let reg = reg.get_or_insert_with(|| register(inner, P::node(&req), variant));
+    let view = current_view(inner, &reg.state);
+    let mut nack: Option<NackRecord> = None;
+    let outs = {
+        let mut guard = lock(&reg.state);
+        // Plain field borrows (not through the guard) let the ACK timing
+        // touch other fields while the subscription is borrowed.
+        let st = &mut *guard;
+        let node_id = st.node.id.clone();
+        if !st.subs.contains_key(&type_url) {
+            inner.metrics.type_subscribed(&type_url, variant, 1);
+        }
+        let sub = st.subs.entry(type_url.clone()).or_default();
+        let cx = RequestCx {
+            view: &view,
+            type_url: &type_url,
+            node_id: &node_id,
+            now: SystemTime::now(),
+        };
+        let (kind, plan) = P::on_request(sub, &req, &cx);
+        match kind {
+            RequestKind::Ack => {
+                XdsMetrics::inc(&inner.metrics.acks);
+                time_ack(inner, &st.view, &mut st.timed_ack, &type_url);
+            }
+            RequestKind::Nack => {
+                XdsMetrics::inc(&inner.metrics.nacks);
+                nack = sub.ledger().last_nack.clone();
+            }
+            // SotW's ignored stale nonce and delta's unknown one.
+            RequestKind::Stale | RequestKind::Unknown => {
+                XdsMetrics::inc(&inner.metrics.stale_requests)
+            }
+            RequestKind::Initial => {}
+        }
+        match plan {
+            Some(plan) => vec![emit::<P>(st, &inner.identifier, &type_url, plan)],
+            None => Vec::new(),
+        }
+    };
+    if let Some(n) = nack {
+        inner.record_nack(n);
+    }
+    XdsMetrics::add(&inner.metrics.responses, outs.len());
+    Ok(outs)
+}
+
+/// Resolves the type of a request: fixed on per-type services, required on ADS.
+fn resolve_type(type_url: &str, fixed: Option<&'static str>) -> Result<String, Status> {
+    match (fixed, type_url) {
+        (Some(f), "") => Ok(f.to_string()),
+        (Some(f), t) if t == f => Ok(f.to_string()),
+        (Some(f), t) => Err(Status::invalid_argument(format!(
+            "type {t} sent to the {} service",
+            types::short_name(f)
+        ))),
+        (None, "") => Err(Status::invalid_argument(
+            "ADS request without type_url; set type_url on every request",
+        )),
+        (None, t) => Ok(t.to_string()),
+    }
+}
+
+/// The view a stream serves; fixed on first use, moved by pushes.
+fn current_view<S>(inner: &Inner, state: &Mutex<StreamState<S>>) -> Arc<View> {
+    let viewer = {
+        let st = lock(state);
+        if let Some(v) = &st.view {
+            return v.clone();
+        }
+        st.viewer.clone()
+    };
+    let view = inner.view(&viewer);
+    lock(state).view.get_or_insert(view).clone()
+}
+
+/// The view's name for `name` when it has one (shared, no allocation),
+/// else a new one.
+pub(crate) fn intern(view: &View, type_url: &str, name: &str) -> Arc<str> {
+    view.snap
+        .resources(type_url)
+        .get(name)
+        .map(|r| r.name.clone())
+        .unwrap_or_else(|| Arc::from(name))
+}
+
+/// Times the first ACK of a type after the stream moved to a new revision:
+/// the push latency, from commit to ACK.
+fn time_ack(
+    inner: &Inner,
+    view: &Option<Arc<View>>,
+    timed_ack: &mut BTreeMap<String, u64>,
+    type_url: &str,
+) {
+    let Some(view) = view else { return };
+    let view = &view.snap;
+    if view.committed_at_ms == 0 {
+        return;
+    }
+    let timed = timed_ack.entry(type_url.to_string()).or_insert(0);
+    if *timed >= view.revision {
+        return;
+    }
+    *timed = view.revision;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    inner
+        .metrics
+        .push_to_ack
+        .observe(std::time::Duration::from_millis(
+            now.saturating_sub(view.committed_at_ms),
+        ));
+}
