@@ -7,7 +7,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use crate::activity::Activity;
-use crate::faults::{Faults, Verdict};
+use crate::faults::Faults;
 use crate::wire;
 
 pub struct PeerService {
@@ -32,10 +32,7 @@ impl PeerService {
     }
 
     fn admit(&self, from: NodeId) -> Result<(), Status> {
-        match self.faults.verdict(from) {
-            Verdict::Drop => Err(Status::unavailable("dropped by fault injection")),
-            Verdict::Pass { .. } => Ok(()),
-        }
+        Ok(self.faults.admit(from)?)
     }
 }
 
