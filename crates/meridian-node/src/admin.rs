@@ -168,36 +168,40 @@ fn render_xds(s: &Admin, out: &mut String) {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
     };
-    counter(
-        "meridian_xds_pushes_total",
-        "Pushes computed for a stream after a change.",
-        XdsMetrics::get(&m.pushes),
-    );
-    counter(
-        "meridian_xds_responses_total",
-        "Discovery responses sent.",
-        XdsMetrics::get(&m.responses),
-    );
-    counter(
-        "meridian_xds_acks_total",
-        "ACKs received.",
-        XdsMetrics::get(&m.acks),
-    );
-    counter(
-        "meridian_xds_nacks_total",
-        "NACKs received (requests with error_detail).",
-        XdsMetrics::get(&m.nacks),
-    );
-    counter(
-        "meridian_xds_stale_requests_total",
-        "SotW requests with a stale nonce, ignored.",
-        XdsMetrics::get(&m.stale_requests),
-    );
-    counter(
-        "meridian_xds_debounce_merges_total",
-        "Changes merged into a pending push by the debouncer.",
-        XdsMetrics::get(&m.debounce_merges),
-    );
+    for (name, help, v) in [
+        (
+            "meridian_xds_pushes_total",
+            "Pushes computed for a stream after a change.",
+            XdsMetrics::get(&m.pushes),
+        ),
+        (
+            "meridian_xds_responses_total",
+            "Discovery responses sent.",
+            XdsMetrics::get(&m.responses),
+        ),
+        (
+            "meridian_xds_acks_total",
+            "ACKs received.",
+            XdsMetrics::get(&m.acks),
+        ),
+        (
+            "meridian_xds_nacks_total",
+            "NACKs received (requests with error_detail).",
+            XdsMetrics::get(&m.nacks),
+        ),
+        (
+            "meridian_xds_stale_requests_total",
+            "SotW requests with a stale nonce, ignored.",
+            XdsMetrics::get(&m.stale_requests),
+        ),
+        (
+            "meridian_xds_debounce_merges_total",
+            "Changes merged into a pending push by the debouncer.",
+            XdsMetrics::get(&m.debounce_merges),
+        ),
+    ] {
+        counter(name, help, v);
+    }
     m.push_to_ack.render(
         out,
         "meridian_xds_push_to_ack_seconds",

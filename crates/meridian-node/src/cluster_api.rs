@@ -148,7 +148,7 @@ impl ClusterApi {
                     Target::Leader(_, leader) => {
                         let r = self
                             .client(&leader)?
-                            .remove_node(mark_forwarded(msg.clone()))
+                            .remove_node(mark_forwarded(*msg))
                             .await?;
                         Ok(r.into_inner())
                     }

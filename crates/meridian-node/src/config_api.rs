@@ -7,6 +7,7 @@ mod convert;
 mod rollback;
 mod watch;
 
+use std::future::Future;
 use std::time::Instant;
 
 use meridian_proto::v1 as pb;
@@ -59,6 +60,38 @@ impl ConfigApi {
             .await
     }
 
+    /// Answers `msg` on the leader: `here` when this node leads, the same
+    /// call forwarded (`remote`) otherwise.
+    async fn on_leader<M, T, H, HF, R, RF>(
+        &self,
+        forwarded: bool,
+        msg: &M,
+        here: H,
+        remote: R,
+    ) -> Result<T, ApiError>
+    where
+        M: Clone,
+        H: Fn(Instant) -> HF,
+        HF: Future<Output = Result<T, ApiError>>,
+        R: Fn(ConfigServiceClient<Channel>, Request<M>) -> RF,
+        RF: Future<Output = Result<Response<T>, Status>>,
+    {
+        let (here, remote) = (&here, &remote);
+        self.router
+            .route(forwarded, |target, deadline| async move {
+                match target {
+                    Target::Here => here(deadline).await,
+                    Target::Leader(_, info) => {
+                        let client = self.leader(&info)?;
+                        Ok(remote(client, mark_forwarded(msg.clone()))
+                            .await?
+                            .into_inner())
+                    }
+                }
+            })
+            .await
+    }
+
     fn get_here(&self, key: &ObjectKey) -> Result<pb::GetResponse, ApiError> {
         let obj = self
             .sm
@@ -92,20 +125,16 @@ impl ConfigApi {
             return self.get_here(key);
         }
         let msg = &msg;
-        self.router
-            .route(forwarded, |target, deadline| async move {
-                match target {
-                    Target::Here => {
-                        self.confirm_leadership(deadline).await?;
-                        self.get_here(key)
-                    }
-                    Target::Leader(_, info) => {
-                        let r = self.leader(&info)?.get(mark_forwarded(msg.clone())).await?;
-                        Ok(r.into_inner())
-                    }
-                }
-            })
-            .await
+        self.on_leader(
+            forwarded,
+            msg,
+            |deadline| async move {
+                self.confirm_leadership(deadline).await?;
+                self.get_here(key)
+            },
+            |mut c, r| async move { c.get(r).await },
+        )
+        .await
     }
 
     async fn list(&self, req: Request<pb::ListRequest>) -> Result<pb::ListResponse, ApiError> {
@@ -115,23 +144,16 @@ impl ConfigApi {
             return Ok(self.list_here(&msg.kind));
         }
         let msg = &msg;
-        self.router
-            .route(forwarded, |target, deadline| async move {
-                match target {
-                    Target::Here => {
-                        self.confirm_leadership(deadline).await?;
-                        Ok(self.list_here(&msg.kind))
-                    }
-                    Target::Leader(_, info) => {
-                        let r = self
-                            .leader(&info)?
-                            .list(mark_forwarded(msg.clone()))
-                            .await?;
-                        Ok(r.into_inner())
-                    }
-                }
-            })
-            .await
+        self.on_leader(
+            forwarded,
+            msg,
+            |deadline| async move {
+                self.confirm_leadership(deadline).await?;
+                Ok(self.list_here(&msg.kind))
+            },
+            |mut c, r| async move { c.list(r).await },
+        )
+        .await
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<pb::TxnResponse, ApiError> {
@@ -142,26 +164,22 @@ impl ConfigApi {
         // applied once.
         msg.request_id = txn.request_id.clone();
         let msg = &msg;
-        self.router
-            .route(forwarded, |target, deadline| async move {
-                match target {
-                    Target::Here => {
-                        let w = self.writes.submit(txn.clone(), msg.dry_run, deadline).await?;
-                        if !msg.dry_run && !w.duplicate {
-                            info!(request_id = %txn.request_id, revision = w.revision, ops = txn.ops.len(), "write committed");
-                        }
-                        Ok(pb::TxnResponse {
-                            revision: w.revision,
-                            duplicate: w.duplicate,
-                        })
-                    }
-                    Target::Leader(_, info) => {
-                        let r = self.leader(&info)?.txn(mark_forwarded(msg.clone())).await?;
-                        Ok(r.into_inner())
-                    }
+        self.on_leader(
+            forwarded,
+            msg,
+            |deadline| async move {
+                let w = self.writes.submit(txn.clone(), msg.dry_run, deadline).await?;
+                if !msg.dry_run && !w.duplicate {
+                    info!(request_id = %txn.request_id, revision = w.revision, ops = txn.ops.len(), "write committed");
                 }
-            })
-            .await
+                Ok(pb::TxnResponse {
+                    revision: w.revision,
+                    duplicate: w.duplicate,
+                })
+            },
+            |mut c, r| async move { c.txn(r).await },
+        )
+        .await
     }
 
     async fn get_history(
@@ -174,23 +192,16 @@ impl ConfigApi {
             return Err(ApiError::Invalid("name given without kind".into()));
         }
         let msg = &msg;
-        self.router
-            .route(forwarded, |target, deadline| async move {
-                match target {
-                    Target::Here => {
-                        self.confirm_leadership(deadline).await?;
-                        Ok(self.history_here(msg))
-                    }
-                    Target::Leader(_, info) => {
-                        let r = self
-                            .leader(&info)?
-                            .get_history(mark_forwarded(msg.clone()))
-                            .await?;
-                        Ok(r.into_inner())
-                    }
-                }
-            })
-            .await
+        self.on_leader(
+            forwarded,
+            msg,
+            |deadline| async move {
+                self.confirm_leadership(deadline).await?;
+                Ok(self.history_here(msg))
+            },
+            |mut c, r| async move { c.get_history(r).await },
+        )
+        .await
     }
 
     fn history_here(&self, msg: &pb::HistoryRequest) -> pb::HistoryResponse {
@@ -246,20 +257,13 @@ impl ConfigApi {
             msg.request_id = convert::new_request_id();
         }
         let msg = &msg;
-        self.router
-            .route(forwarded, |target, deadline| async move {
-                match target {
-                    Target::Here => self.rollback_here(msg, key.as_ref(), deadline).await,
-                    Target::Leader(_, info) => {
-                        let r = self
-                            .leader(&info)?
-                            .rollback(mark_forwarded(msg.clone()))
-                            .await?;
-                        Ok(r.into_inner())
-                    }
-                }
-            })
-            .await
+        self.on_leader(
+            forwarded,
+            msg,
+            |deadline| async move { self.rollback_here(msg, key.as_ref(), deadline).await },
+            |mut c, r| async move { c.rollback(r).await },
+        )
+        .await
     }
 }
 

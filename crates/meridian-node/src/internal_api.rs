@@ -8,7 +8,6 @@ use meridian_proto::v1::{RaftMessage, RaftReply};
 use meridian_store::{Txn, TxnOutcome};
 use tonic::{Request, Response, Status};
 
-use crate::error::ApiError;
 use crate::retry::request_deadline;
 use crate::write::EndpointWrites;
 
@@ -31,10 +30,8 @@ impl InternalApi {
 #[tonic::async_trait]
 impl InternalService for InternalApi {
     async fn agent_txn(&self, req: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
-        let msg = req.into_inner();
-        // Like every RPC on the peer listener.
-        self.faults.admit(msg.from)?;
-        let txn: Txn = wire::decode(&msg.payload).map_err(|e| ApiError::Invalid(e.to_string()))?;
+        // Like every RPC on the peer listener: through the faults first.
+        let txn: Txn = meridian_peer::accept(&self.faults, req)?;
         let outcome = self
             .lane
             .submit(txn, request_deadline(self.write_timeout))

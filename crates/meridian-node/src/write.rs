@@ -2,7 +2,7 @@
 //! ([`group_commit`]). [`ConfigWrites`] admits a batch after validating it
 //! against the whole config; [`EndpointWrites`] admits agents' writes
 //! without config validation. Both are only ever called on the leader
-//! (through [`crate::routing::Router::route`]); a lane on a follower answers
+//! (writes are routed there first); a lane on a follower answers
 //! "not the leader".
 
 mod conflict;

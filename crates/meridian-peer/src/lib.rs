@@ -15,5 +15,5 @@ pub mod wire;
 pub use activity::Activity;
 pub use client::PeerNetworkFactory;
 pub use faults::{Dropped, FaultConfig, Faults};
-pub use server::PeerService;
+pub use server::{accept, PeerService};
 pub use wire::WireError;

@@ -21,8 +21,10 @@ use crate::agent_writes::AgentWrites;
 use crate::error::ApiError;
 use crate::metrics::WriteMetrics;
 
-/// Endpoints of one session, by service then (address, port).
-type Sets = BTreeMap<String, BTreeMap<(String, u16), ReportedEndpoint>>;
+/// One service's endpoints, by (address, port).
+type Set = BTreeMap<(String, u16), ReportedEndpoint>;
+/// Endpoints of one session, by service.
+type Sets = BTreeMap<String, Set>;
 
 pub(super) struct Session {
     pub writes: AgentWrites,
@@ -129,8 +131,7 @@ impl Session {
         // The new contents of each service the update touches (None: no
         // endpoints left). Only those services are copied and rewritten: a
         // delta costs what it changes, not the size of the cluster.
-        let mut changed: BTreeMap<String, Option<BTreeMap<(String, u16), ReportedEndpoint>>> =
-            BTreeMap::new();
+        let mut changed: BTreeMap<String, Option<Set>> = BTreeMap::new();
         if u.replace {
             let mut fresh = Sets::new();
             for (svc, ep) in upserts {

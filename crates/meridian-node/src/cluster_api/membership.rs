@@ -109,9 +109,11 @@ impl ClusterApi {
                     format!("removing node {id} failed: could not record its id as retired"),
                 ))
             }
-            Err(_) => return Err(ApiError::MembershipChange(format!(
+            Err(_) => {
+                return Err(ApiError::MembershipChange(format!(
                 "removing node {id} failed: recording its id as retired timed out after {left:?}"
-            ))),
+            )))
+            }
         }
         let change = if voters.contains(&id) {
             ChangeMembers::RemoveVoters(BTreeSet::from([id]))
