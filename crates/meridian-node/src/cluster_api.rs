@@ -1,7 +1,6 @@
 //! The cluster admin API: bootstrap, membership changes, status and backups.
 
 mod fanout;
-mod membership;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -15,6 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::error::ApiError;
+use crate::membership::Membership;
 use crate::proxy_status::Proxies;
 use crate::routing::{forwarded, mark_forwarded, Router, Target};
 use crate::status::LocalStatus;
@@ -24,6 +24,7 @@ const CHUNK: usize = 1024 * 1024;
 
 pub(crate) struct ClusterApi {
     router: Router,
+    membership: Membership,
     status: LocalStatus,
     proxies: Proxies,
     sm: StateMachineStore,
@@ -61,12 +62,14 @@ fn info_from_pb(n: &pb::NodeInfo, field: &str) -> Result<(NodeId, NodeInfo), Api
 impl ClusterApi {
     pub(crate) fn new(
         router: Router,
+        membership: Membership,
         status: LocalStatus,
         proxies: Proxies,
         sm: StateMachineStore,
     ) -> Self {
         ClusterApi {
             router,
+            membership,
             status,
             proxies,
             sm,
@@ -97,15 +100,8 @@ impl ClusterApi {
                 "members: must include the node receiving the request (node {me})"
             )));
         }
-        match self.router.leadership().raft().initialize(members.clone()).await {
-            Ok(()) => {
-                info!(members = ?members.keys().collect::<Vec<_>>(), "cluster initialized");
-                Ok(pb::InitResponse {})
-            }
-            Err(e) => Err(ApiError::Conflict(format!(
-                "cannot initialize: {e} (a node that is already part of a cluster cannot be initialized again)"
-            ))),
-        }
+        self.membership.initialize(members).await?;
+        Ok(pb::InitResponse {})
     }
 
     async fn add_node(
@@ -122,7 +118,7 @@ impl ClusterApi {
         self.router
             .route(forwarded, |target, _| async move {
                 match target {
-                    Target::Here => self.add_here(*id, info, msg.learner_only).await,
+                    Target::Here => self.membership.add(*id, info, msg.learner_only).await,
                     Target::Leader(_, leader) => {
                         let r = self
                             .client(&leader)?
@@ -144,7 +140,7 @@ impl ClusterApi {
         self.router
             .route(forwarded, |target, _| async move {
                 match target {
-                    Target::Here => self.remove_here(msg.node_id).await,
+                    Target::Here => self.membership.remove(msg.node_id).await,
                     Target::Leader(_, leader) => {
                         let r = self
                             .client(&leader)?

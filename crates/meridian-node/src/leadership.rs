@@ -47,16 +47,6 @@ impl Leadership {
         self.contact_limit_ms
     }
 
-    /// The membership as this node last saw it.
-    pub(crate) fn membership(&self) -> openraft::Membership<NodeId, NodeInfo> {
-        self.raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone()
-    }
-
     pub(crate) fn leader(&self) -> LeaderIs {
         let m = self.raft.metrics().borrow().clone();
         let mem = m.membership_config.membership();

@@ -8,7 +8,7 @@
 //! - services: `config_api`, `cluster_api`, `agent_api`, `internal_api`,
 //!   `admin`, `leases` (a task of the leader);
 //! - seams: `routing` (to the leader, under the one retry policy), `write`
-//!   (the lanes), `agent_writes`, `status`, `proxy_status`;
+//!   (the lanes), `agent_writes`, `membership`, `status`, `proxy_status`;
 //! - core: `leadership`, `retry`, `error`, `metrics`, `config`, `identity`,
 //!   `xds_source`.
 //!
@@ -27,6 +27,7 @@ mod identity;
 mod internal_api;
 mod leadership;
 mod leases;
+mod membership;
 mod metrics;
 mod node;
 mod proxy_status;

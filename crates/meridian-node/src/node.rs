@@ -27,6 +27,7 @@ use crate::config_api::ConfigApi;
 use crate::error::NodeError;
 use crate::internal_api::InternalApi;
 use crate::leadership::Leadership;
+use crate::membership::Membership;
 use crate::metrics::WriteMetrics;
 use crate::proxy_status::Proxies;
 use crate::routing::Router;
@@ -169,9 +170,14 @@ impl Node {
         ))
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(256 * 1024 * 1024);
-        let cluster_svc =
-            ClusterServiceServer::new(ClusterApi::new(router, status.clone(), proxies, sm.clone()))
-                .max_encoding_message_size(256 * 1024 * 1024);
+        let cluster_svc = ClusterServiceServer::new(ClusterApi::new(
+            router,
+            Membership::new(raft.clone(), sm.clone(), write_timeout),
+            status.clone(),
+            proxies,
+            sm.clone(),
+        ))
+        .max_encoding_message_size(256 * 1024 * 1024);
         let agent_svc = AgentServiceServer::new(AgentApi::new(
             agent_writes.clone(),
             sm.clone(),

@@ -122,7 +122,8 @@ mod tests {
             took >= Duration::from_millis(300),
             "gave up early: {took:?}"
         );
-        assert!(took < Duration::from_millis(400), "overran: {took:?}");
+        // Generous: the machine running the tests may be busy.
+        assert!(took < Duration::from_millis(550), "overran: {took:?}");
         // 50, 100, 150 (cut to the deadline): backoff, not a busy loop.
         assert!((2..=5).contains(&tries), "{tries} tries");
     }

@@ -16,9 +16,8 @@ impl ClusterApi {
     /// The other members, as this node sees the membership.
     fn others(&self) -> Vec<(NodeId, NodeInfo)> {
         let me = self.status.id();
-        self.router
-            .leadership()
-            .membership()
+        self.membership
+            .current()
             .nodes()
             .filter(|(id, _)| **id != me)
             .map(|(id, n)| (*id, n.clone()))
@@ -27,8 +26,7 @@ impl ClusterApi {
 
     pub(super) async fn cluster_status(&self) -> pb::ClusterStatusResponse {
         let me = self.status.status();
-        let m = self.router.leadership().raft().metrics().borrow().clone();
-        let mem = m.membership_config.membership().clone();
+        let mem = self.membership.current();
         let voters: BTreeSet<u64> = mem.voter_ids().collect();
         let mut asks = Vec::new();
         for (id, info) in mem.nodes() {
@@ -72,8 +70,8 @@ impl ClusterApi {
         }
         let members = futures::future::join_all(asks).await;
         pb::ClusterStatusResponse {
-            leader_id: m.current_leader.unwrap_or(0),
-            term: m.current_term,
+            leader_id: me.leader_id,
+            term: me.term,
             members,
             answered_by: self.status.id(),
         }

@@ -1,16 +1,16 @@
-//! Membership changes on the leader: adding a node (as a learner that
-//! catches up, then a voter) and removing one (its id retired for good).
+//! The membership, and changes to it on the leader: bootstrapping, adding
+//! a node (as a learner that catches up, then a voter) and removing one (its
+//! id retired for good).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use meridian_proto::v1 as pb;
-use meridian_store::{NodeId, NodeInfo, Request as Cmd};
+use meridian_store::{NodeId, NodeInfo, Raft, Request as Cmd, StateMachineStore};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tracing::info;
 
-use super::ClusterApi;
 use crate::error::ApiError;
 
 /// How long adding a learner may take to catch up before the call gives up
@@ -29,13 +29,52 @@ fn change_failed(
     ApiError::MembershipChange(format!("{what}: {e}"))
 }
 
-impl ClusterApi {
-    fn membership_reply(&self) -> (Vec<u64>, Vec<u64>) {
-        let mem = self.router.leadership().membership();
+#[derive(Clone)]
+pub(crate) struct Membership {
+    raft: Raft,
+    sm: StateMachineStore,
+    write_timeout: Duration,
+}
+
+impl Membership {
+    pub(crate) fn new(raft: Raft, sm: StateMachineStore, write_timeout: Duration) -> Self {
+        Membership {
+            raft,
+            sm,
+            write_timeout,
+        }
+    }
+
+    /// The membership as this node last saw it.
+    pub(crate) fn current(&self) -> openraft::Membership<NodeId, NodeInfo> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
+    }
+
+    fn reply(&self) -> (Vec<u64>, Vec<u64>) {
+        let mem = self.current();
         (mem.voter_ids().collect(), mem.learner_ids().collect())
     }
 
-    pub(super) async fn add_here(
+    /// Makes `members` a new cluster; this node must be one of them.
+    pub(crate) async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, NodeInfo>,
+    ) -> Result<(), ApiError> {
+        self.raft.initialize(members.clone()).await.map_err(|e| {
+            ApiError::Conflict(format!(
+                "cannot initialize: {e} (a node that is already part of a cluster cannot be initialized again)"
+            ))
+        })?;
+        info!(members = ?members.keys().collect::<Vec<_>>(), "cluster initialized");
+        Ok(())
+    }
+
+    pub(crate) async fn add(
         &self,
         id: NodeId,
         info: &NodeInfo,
@@ -46,8 +85,8 @@ impl ClusterApi {
                 "node id {id} was removed from this cluster before; ids are never reused, start the node with a new --node-id"
             )));
         }
-        let raft = self.router.leadership().raft();
-        let mem = self.router.leadership().membership();
+        let raft = &self.raft;
+        let mem = self.current();
         if let Some(existing) = mem.get_node(&id) {
             if existing != info {
                 return Err(ApiError::AlreadyExists(format!(
@@ -78,13 +117,13 @@ impl ClusterApi {
                 .await
                 .map_err(|e| change_failed(e, format!("promoting node {id} to voter failed")))?;
         }
-        let (voters, learners) = self.membership_reply();
+        let (voters, learners) = self.reply();
         Ok(pb::AddNodeResponse { voters, learners })
     }
 
-    pub(super) async fn remove_here(&self, id: NodeId) -> Result<pb::RemoveNodeResponse, ApiError> {
-        let raft = self.router.leadership().raft();
-        let mem = self.router.leadership().membership();
+    pub(crate) async fn remove(&self, id: NodeId) -> Result<pb::RemoveNodeResponse, ApiError> {
+        let raft = &self.raft;
+        let mem = self.current();
         if mem.get_node(&id).is_none() {
             return Err(ApiError::NotFound(format!("node {id} is not a member")));
         }
@@ -100,7 +139,7 @@ impl ClusterApi {
         // commits and a write proposed afterwards may never be answered.
         // A retired id that is still a member (the change below failed)
         // keeps working; retrying the removal finishes the job.
-        let left = self.router.write_timeout();
+        let left = self.write_timeout;
         match tokio::time::timeout(left, raft.client_write(Cmd::RetireNode { node_id: id })).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -130,7 +169,7 @@ impl ClusterApi {
                 )))
             }
         }
-        let (voters, learners) = self.membership_reply();
+        let (voters, learners) = self.reply();
         Ok(pb::RemoveNodeResponse { voters, learners })
     }
 }
