@@ -11,59 +11,32 @@ use axum::routing::get;
 use axum::{Json, Router};
 use meridian_peer::FaultConfig;
 
-use crate::cluster_api::local_status;
-use crate::node::Shared;
+use crate::metrics::WriteMetrics;
+use crate::status::LocalStatus;
 
-pub(crate) fn router(s: Arc<Shared>) -> Router {
+/// What the admin listener reads, and the faults it may change.
+pub(crate) struct Admin {
+    pub status: LocalStatus,
+    pub faults: meridian_peer::Faults,
+    pub fault_injection: bool,
+    pub write_metrics: Arc<WriteMetrics>,
+    pub xds: meridian_xds::XdsServer,
+    pub sm: meridian_store::StateMachineStore,
+}
+
+pub(crate) fn router(s: Arc<Admin>) -> Router {
     let mut r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
-    if s.config.enable_fault_injection {
+    if s.fault_injection {
         r = r.route("/debug/faults", get(get_faults).put(put_faults));
     }
     r.with_state(s)
 }
 
-/// Ready when this node is a member, knows a leader that heard from a quorum
-/// recently, and has applied what it received.
-pub(crate) fn readiness(s: &Shared) -> Result<(), String> {
-    let m = s.raft.metrics().borrow().clone();
-    let mem = m.membership_config.membership();
-    if mem.get_node(&s.id).is_none() {
-        return Err("not a member of a cluster (not initialized, or not yet added)".into());
-    }
-    match m.current_leader {
-        None => {
-            return Err(format!(
-                "no leader known (term {}, state {:?})",
-                m.current_term, m.state
-            ))
-        }
-        Some(l) if l == s.id => {
-            let limit = s.config.raft.election_max_ms;
-            let voters = mem.voter_ids().count();
-            if voters > 1 {
-                match m.millis_since_quorum_ack {
-                    Some(ms) if ms <= limit => {}
-                    Some(ms) => {
-                        return Err(format!("leader has not heard from a quorum for {ms} ms"))
-                    }
-                    None => return Err("leader has not heard from a quorum yet".into()),
-                }
-            }
-        }
-        Some(_) => {
-            if !s.leader_contact_recent() {
-                return Err("no contact with the leader recently".into());
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    match readiness(&s) {
+async fn readyz(State(s): State<Arc<Admin>>) -> impl IntoResponse {
+    match s.status.readiness() {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -72,9 +45,8 @@ async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let st = local_status(&s);
-    let m = s.raft.metrics().borrow().clone();
+async fn metrics(State(s): State<Arc<Admin>>) -> impl IntoResponse {
+    let st = s.status.status();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, v: f64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -133,14 +105,15 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     gauge(
         "meridian_ready",
         "1 if /readyz answers ready.",
-        readiness(&s).is_ok() as u8 as f64,
+        st.ready as u8 as f64,
     );
     gauge(
         "meridian_uptime_seconds",
         "Seconds since the process started.",
         st.uptime_ms as f64 / 1000.0,
     );
-    if let Some(ms) = m.millis_since_quorum_ack {
+    let quorum_ack = s.status.millis_since_quorum_ack();
+    if let Some(ms) = quorum_ack {
         gauge(
             "meridian_raft_millis_since_quorum_ack",
             "On the leader: ms since a quorum acknowledged it.",
@@ -173,12 +146,12 @@ fn resident_memory_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
-async fn get_faults(State(s): State<Arc<Shared>>) -> Json<FaultConfig> {
+async fn get_faults(State(s): State<Arc<Admin>>) -> Json<FaultConfig> {
     Json(s.faults.get())
 }
 
 async fn put_faults(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Admin>>,
     Json(cfg): Json<FaultConfig>,
 ) -> impl IntoResponse {
     tracing::warn!(faults = ?cfg, "fault injection changed");
@@ -186,7 +159,7 @@ async fn put_faults(
     Json(cfg)
 }
 
-fn render_xds(s: &Shared, out: &mut String) {
+fn render_xds(s: &Admin, out: &mut String) {
     use meridian_xds::{Variant, XdsMetrics};
     let m = s.xds.metrics();
     let mut counter = |name: &str, help: &str, v: u64| {
@@ -195,36 +168,40 @@ fn render_xds(s: &Shared, out: &mut String) {
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
     };
-    counter(
-        "meridian_xds_pushes_total",
-        "Pushes computed for a stream after a change.",
-        XdsMetrics::get(&m.pushes),
-    );
-    counter(
-        "meridian_xds_responses_total",
-        "Discovery responses sent.",
-        XdsMetrics::get(&m.responses),
-    );
-    counter(
-        "meridian_xds_acks_total",
-        "ACKs received.",
-        XdsMetrics::get(&m.acks),
-    );
-    counter(
-        "meridian_xds_nacks_total",
-        "NACKs received (requests with error_detail).",
-        XdsMetrics::get(&m.nacks),
-    );
-    counter(
-        "meridian_xds_stale_requests_total",
-        "SotW requests with a stale nonce, ignored.",
-        XdsMetrics::get(&m.stale_requests),
-    );
-    counter(
-        "meridian_xds_debounce_merges_total",
-        "Changes merged into a pending push by the debouncer.",
-        XdsMetrics::get(&m.debounce_merges),
-    );
+    for (name, help, v) in [
+        (
+            "meridian_xds_pushes_total",
+            "Pushes computed for a stream after a change.",
+            XdsMetrics::get(&m.pushes),
+        ),
+        (
+            "meridian_xds_responses_total",
+            "Discovery responses sent.",
+            XdsMetrics::get(&m.responses),
+        ),
+        (
+            "meridian_xds_acks_total",
+            "ACKs received.",
+            XdsMetrics::get(&m.acks),
+        ),
+        (
+            "meridian_xds_nacks_total",
+            "NACKs received (requests with error_detail).",
+            XdsMetrics::get(&m.nacks),
+        ),
+        (
+            "meridian_xds_stale_requests_total",
+            "SotW requests with a stale nonce, ignored.",
+            XdsMetrics::get(&m.stale_requests),
+        ),
+        (
+            "meridian_xds_debounce_merges_total",
+            "Changes merged into a pending push by the debouncer.",
+            XdsMetrics::get(&m.debounce_merges),
+        ),
+    ] {
+        counter(name, help, v);
+    }
     m.push_to_ack.render(
         out,
         "meridian_xds_push_to_ack_seconds",
@@ -268,7 +245,7 @@ fn render_xds(s: &Shared, out: &mut String) {
     }
 }
 
-fn render_agents(s: &Shared, out: &mut String) {
+fn render_agents(s: &Admin, out: &mut String) {
     use meridian_model::reported::{Lease, ReportedEndpoint, KIND_ENDPOINTS, KIND_LEASE};
     let (mut active, mut expired) = (0u64, 0u64);
     for (_, o) in s.sm.list(Some(KIND_LEASE)) {

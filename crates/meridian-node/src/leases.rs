@@ -17,10 +17,19 @@ use meridian_store::{ObjectKey, Txn, TxnOp, TxnOutcome};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::leader::{self, LeaderIs};
-use crate::node::Shared;
+use meridian_store::StateMachineStore;
 
-pub(crate) async fn run(s: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+use crate::agent_writes::AgentWrites;
+use crate::leadership::{LeaderIs, Leadership};
+use crate::metrics::WriteMetrics;
+
+pub(crate) async fn run(
+    leadership: Leadership,
+    sm: StateMachineStore,
+    writes: AgentWrites,
+    metrics: Arc<WriteMetrics>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
     // cluster -> (lease revision, when this leader saw it change)
     let mut seen: HashMap<String, (u64, Instant)> = HashMap::new();
     let mut was_leader = false;
@@ -30,7 +39,7 @@ pub(crate) async fn run(s: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Resu
             _ = tick.tick() => {}
             _ = stop.wait_for(|v| *v) => return Ok(()),
         }
-        let is_leader = matches!(leader::leader(&s.raft, s.id), LeaderIs::Me);
+        let is_leader = matches!(leadership.leader(), LeaderIs::Me);
         if !is_leader {
             was_leader = false;
             continue;
@@ -41,7 +50,7 @@ pub(crate) async fn run(s: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Resu
             was_leader = true;
         }
         let now = Instant::now();
-        for (key, obj) in s.sm.list(Some(KIND_LEASE)) {
+        for (key, obj) in sm.list(Some(KIND_LEASE)) {
             let Ok(lease) = serde_json::from_slice::<Lease>(&obj.value) else {
                 continue;
             };
@@ -64,22 +73,17 @@ pub(crate) async fn run(s: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Resu
                     expected_revision: Some(obj.revision),
                 }],
             };
-            match s.submit_agent_txn(txn).await {
+            match writes.commit(txn).await {
                 Ok(TxnOutcome::Committed { .. }) => {
-                    s.write_metrics
-                        .lease_expiries
-                        .fetch_add(1, Ordering::Relaxed);
+                    metrics.lease_expiries.fetch_add(1, Ordering::Relaxed);
                     info!(cluster = %key.name, session = %lease.session, policy = ?lease.on_expiry, ttl_ms = lease.ttl_ms, "agent lease expired");
                 }
                 Ok(_) => {} // renewed meanwhile, or already expired
                 Err(e) => {
-                    warn!(cluster = %key.name, error = %e.message(), "could not expire lease")
+                    warn!(cluster = %key.name, error = %e, "could not expire lease")
                 }
             }
         }
-        seen.retain(|name, _| {
-            s.sm.get(&ObjectKey::new(KIND_LEASE, name.clone()))
-                .is_some()
-        });
+        seen.retain(|name, _| sm.get(&ObjectKey::new(KIND_LEASE, name.clone())).is_some());
     }
 }

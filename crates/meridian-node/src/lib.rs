@@ -1,27 +1,40 @@
 //! A Meridian controller node: joins the replicated store (Raft over the peer
-//! transport), the client API (config and cluster admin, with forwarding to the
-//! leader), the leader's group-commit proposer with whole-set validation, and
-//! the admin HTTP listener. `main` in the `meridian` binary only parses flags
-//! and calls [`Node::start`].
+//! transport), the client API (config and cluster admin, with routing to the
+//! leader), the leader's write lanes with whole-set validation, and the admin
+//! HTTP listener. `main` in the `meridian` binary only parses flags and calls
+//! [`Node::start`].
+//!
+//! Modules form layers, each using only those below it:
+//! - services: `config_api`, `cluster_api`, `agent_api`, `internal_api`,
+//!   `admin`, `leases` (a task of the leader);
+//! - seams: `routing` (to the leader, under the one retry policy), `write`
+//!   (the lanes), `agent_writes`, `membership`, `status`, `proxy_status`;
+//! - core: `leadership`, `retry`, `error`, `metrics`, `config`, `identity`,
+//!   `xds_source`.
+//!
+//! `node` is the composition root that wires them.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 mod admin;
-mod agents;
-mod api;
+mod agent_api;
+mod agent_writes;
 mod cluster_api;
 pub mod config;
+mod config_api;
 mod error;
 mod identity;
-mod internal;
-mod lane;
-mod leader;
+mod internal_api;
+mod leadership;
 mod leases;
+mod membership;
 mod metrics;
 mod node;
-mod proposer;
 mod proxy_status;
-mod validate;
+mod retry;
+mod routing;
+mod status;
+mod write;
 mod xds_source;
 
 pub use config::{Listeners, NodeConfig, RaftTimings, XdsOptions};

@@ -21,7 +21,55 @@ pub(crate) struct WriteMetrics {
     pub purges: AtomicU64,
 }
 
+/// The two lanes of the write path, counted apart.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lane {
+    Config,
+    Endpoint,
+}
+
+impl Lane {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Lane::Config => "config",
+            Lane::Endpoint => "endpoint",
+        }
+    }
+}
+
+/// One lane's counters.
+pub(crate) struct LaneCounters<'a> {
+    pub batches: &'a AtomicU64,
+    pub txns: &'a AtomicU64,
+    /// The endpoint lane's failures were never counted: the series means
+    /// config batches.
+    pub failures: Option<&'a AtomicU64>,
+}
+
+impl LaneCounters<'_> {
+    pub(crate) fn failed(&self) {
+        if let Some(f) = self.failures {
+            f.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl WriteMetrics {
+    pub(crate) fn lane(&self, lane: Lane) -> LaneCounters<'_> {
+        match lane {
+            Lane::Config => LaneCounters {
+                batches: &self.proposals,
+                txns: &self.txns_committed,
+                failures: Some(&self.proposal_failures),
+            },
+            Lane::Endpoint => LaneCounters {
+                batches: &self.endpoint_batches,
+                txns: &self.endpoint_txns,
+                failures: None,
+            },
+        }
+    }
+
     pub(crate) fn render(&self, out: &mut String) {
         self.proposal_latency.render(
             out,

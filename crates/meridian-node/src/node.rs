@@ -1,11 +1,15 @@
-//! Starting and stopping a node.
+//! The composition root: binds the listeners, opens the store, starts Raft,
+//! builds the seams (leadership, routing, the write lanes) and hands each
+//! service only the seams it uses.
+
+mod tasks;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meridian_peer::{Activity, Faults, PeerNetworkFactory, PeerService};
-use meridian_proto::v1 as pb;
-use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
+use meridian_proto::v1::agent_service_server::AgentServiceServer;
+use meridian_proto::v1::internal_service_server::InternalServiceServer;
 use meridian_proto::v1::{
     cluster_service_server::ClusterServiceServer, config_service_server::ConfigServiceServer,
 };
@@ -13,53 +17,48 @@ use meridian_store::{NodeId, NodeInfo, Raft, StateMachineStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::api::ConfigApi;
-use crate::cluster_api::{info_to_pb, ClusterApi};
+use crate::agent_api::AgentApi;
+use crate::agent_writes::AgentWrites;
+use crate::cluster_api::ClusterApi;
 use crate::config::NodeConfig;
+use crate::config_api::ConfigApi;
 use crate::error::NodeError;
-use crate::leader::ApiChannels;
+use crate::internal_api::InternalApi;
+use crate::leadership::Leadership;
+use crate::membership::Membership;
 use crate::metrics::WriteMetrics;
-use crate::proposer::Proposer;
-
-/// State shared by the node's services.
-pub(crate) struct Shared {
-    pub id: NodeId,
-    pub info: NodeInfo,
-    pub config: NodeConfig,
-    pub raft: Raft,
-    pub sm: StateMachineStore,
-    pub proposer: Proposer,
-    pub channels: ApiChannels,
-    pub write_timeout: Duration,
-    pub started: Instant,
-    pub faults: Faults,
-    pub activity: Activity,
-    pub write_metrics: Arc<WriteMetrics>,
-    pub shutdown: watch::Receiver<bool>,
-    pub xds: meridian_xds::XdsServer,
-    pub xds_source: Arc<crate::xds_source::StoreSource>,
-    pub lane: crate::lane::EndpointLane,
-    pub peer_channels: ApiChannels,
-}
-
-impl Shared {
-    pub(crate) fn leader_contact_recent(&self) -> bool {
-        let limit = self.config.raft.election_max_ms;
-        self.activity
-            .millis_since_append()
-            .is_some_and(|ms| ms <= limit)
-    }
-}
+use crate::proxy_status::Proxies;
+use crate::routing::Router;
+use crate::status::{info_to_pb, LocalStatus};
+use crate::write::{ConfigWrites, EndpointWrites};
+use crate::xds_source::StoreSource;
+use tasks::{count_snapshots, incoming, join_cluster};
 
 pub struct Node;
 
 /// A running node. Dropping it does not stop it: call [`NodeHandle::shutdown`].
 pub struct NodeHandle {
-    shared: Arc<Shared>,
+    id: NodeId,
+    raft: Raft,
+    sm: StateMachineStore,
     stop: watch::Sender<bool>,
     tasks: JoinSet<Result<(), String>>,
+}
+
+fn xds_config(config: &NodeConfig) -> meridian_xds::XdsConfig {
+    meridian_xds::XdsConfig {
+        identifier: format!("meridian-{}-{}", config.region, config.node_id),
+        region: config.region.clone(),
+        debounce_quiet: Duration::from_millis(config.xds.debounce_ms),
+        debounce_max: Duration::from_millis(config.xds.debounce_max_ms),
+        debounce_max_endpoints: Duration::from_millis(config.xds.debounce_max_endpoints_ms),
+        push_concurrency: config.xds.push_concurrency,
+        max_connection_age: (config.xds.max_connection_age_s > 0)
+            .then(|| Duration::from_secs(config.xds.max_connection_age_s)),
+        ..Default::default()
+    }
 }
 
 impl Node {
@@ -108,63 +107,50 @@ impl Node {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
 
-        let xds_source = Arc::new(crate::xds_source::StoreSource::new(sm.clone()));
-        let xds = meridian_xds::XdsServer::new(
-            xds_source.clone(),
-            meridian_xds::XdsConfig {
-                identifier: format!("meridian-{}-{}", config.region, config.node_id),
-                region: config.region.clone(),
-                debounce_quiet: Duration::from_millis(config.xds.debounce_ms),
-                debounce_max: Duration::from_millis(config.xds.debounce_max_ms),
-                debounce_max_endpoints: Duration::from_millis(config.xds.debounce_max_endpoints_ms),
-                push_concurrency: config.xds.push_concurrency,
-                max_connection_age: (config.xds.max_connection_age_s > 0)
-                    .then(|| Duration::from_secs(config.xds.max_connection_age_s)),
-                ..Default::default()
-            },
-        );
+        let xds_source = Arc::new(StoreSource::new(sm.clone()));
+        let xds = meridian_xds::XdsServer::new(xds_source.clone(), xds_config(&config));
         let (stop, shutdown) = watch::channel(false);
+
+        // The seams.
+        let write_timeout = config.write_timeout();
         let write_metrics = Arc::new(WriteMetrics::default());
-        let lane = crate::lane::EndpointLane::start(
+        let leadership = Leadership::new(
+            config.node_id,
             raft.clone(),
-            config.write_timeout(),
-            write_metrics.clone(),
+            activity.clone(),
+            config.raft.election_max_ms,
         );
-        let proposer = Proposer::start(
+        let router = Router::new(leadership.clone(), write_timeout);
+        let config_writes = ConfigWrites::start(
             raft.clone(),
             sm.clone(),
-            config.write_timeout(),
+            write_timeout,
             write_metrics.clone(),
         );
-        let shared = Arc::new(Shared {
-            id: config.node_id,
-            info: info.clone(),
-            write_timeout: config.write_timeout(),
-            config: config.clone(),
-            raft: raft.clone(),
-            sm,
-            proposer,
-            channels: ApiChannels::default(),
-            started: Instant::now(),
-            faults: faults.clone(),
-            activity: activity.clone(),
-            write_metrics,
-            shutdown: shutdown.clone(),
-            xds: xds.clone(),
+        let endpoint_writes =
+            EndpointWrites::start(raft.clone(), write_timeout, write_metrics.clone());
+        let agent_writes =
+            AgentWrites::new(router.clone(), endpoint_writes.clone(), faults.clone());
+        let status = LocalStatus::new(leadership.clone(), info.clone(), sm.clone());
+        let proxies = Proxies::new(
+            config.node_id,
+            config.region.clone(),
+            xds.clone(),
             xds_source,
-            lane,
-            peer_channels: ApiChannels::default(),
-        });
+        );
 
         let mut tasks = JoinSet::new();
         let until_stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
 
-        let peer_svc = PeerService::new(raft.clone(), faults, activity).into_server();
-        let internal_svc = meridian_proto::v1::internal_service_server::InternalServiceServer::new(
-            crate::internal::InternalApi::new(shared.clone()),
-        );
+        // Peer listener: Raft and the peer-only writes, both through `faults`.
+        let peer_svc = PeerService::new(raft.clone(), faults.clone(), activity).into_server();
+        let internal_svc = InternalServiceServer::new(InternalApi::new(
+            endpoint_writes,
+            faults.clone(),
+            write_timeout,
+        ));
         let rx = shutdown.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
@@ -176,20 +162,42 @@ impl Node {
                 .map_err(|e| format!("peer listener: {e}"))
         });
 
-        let config_svc = ConfigServiceServer::new(ConfigApi::new(shared.clone()))
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(256 * 1024 * 1024);
-        let cluster_svc = ClusterServiceServer::new(ClusterApi::new(shared.clone()))
-            .max_encoding_message_size(256 * 1024 * 1024);
-        let agent_svc = meridian_proto::v1::agent_service_server::AgentServiceServer::new(
-            crate::agents::AgentApi::new(shared.clone()),
-        );
+        let config_svc = ConfigServiceServer::new(ConfigApi::new(
+            router.clone(),
+            config_writes,
+            sm.clone(),
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(256 * 1024 * 1024);
+        let cluster_svc = ClusterServiceServer::new(ClusterApi::new(
+            router,
+            Membership::new(raft.clone(), sm.clone(), write_timeout),
+            status.clone(),
+            proxies,
+            sm.clone(),
+        ))
+        .max_encoding_message_size(256 * 1024 * 1024);
+        let agent_svc = AgentServiceServer::new(AgentApi::new(
+            agent_writes.clone(),
+            sm.clone(),
+            write_metrics.clone(),
+            config.node_id,
+            config.region.clone(),
+            shutdown.clone(),
+        ));
         // CSDS on the API port too, where operators' tools look for it.
-        let csds_svc = envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer::new(shared.xds.clone());
-        tasks.spawn(crate::leases::run(shared.clone(), shutdown.clone()));
+        let csds_svc = envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer::new(xds.clone());
+        tasks.spawn(crate::leases::run(
+            leadership,
+            sm.clone(),
+            agent_writes,
+            write_metrics.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(count_snapshots(
             raft.clone(),
-            shared.write_metrics.clone(),
+            write_metrics.clone(),
             shutdown.clone(),
         ));
         let rx = shutdown.clone();
@@ -206,6 +214,14 @@ impl Node {
                 .map_err(|e| format!("api listener: {e}"))
         });
 
+        let admin = Arc::new(crate::admin::Admin {
+            status,
+            faults,
+            fault_injection: config.enable_fault_injection,
+            write_metrics,
+            xds: xds.clone(),
+            sm: sm.clone(),
+        });
         let rx = shutdown.clone();
         tasks.spawn(async move {
             meridian_xds::serve(xds_l, xds, until_stop(rx))
@@ -213,7 +229,7 @@ impl Node {
                 .map_err(|e| format!("xds listener: {e}"))
         });
 
-        let router = crate::admin::router(shared.clone());
+        let router = crate::admin::router(admin);
         let rx = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(admin_l, router)
@@ -254,110 +270,26 @@ impl Node {
             "node started"
         );
         Ok(NodeHandle {
-            shared,
+            id: config.node_id,
+            raft,
+            sm,
             stop,
             tasks,
         })
     }
 }
 
-/// Accepted connections with Nagle's algorithm off: tonic ignores its own
-/// `tcp_nodelay` for a caller-supplied listener, and Nagle plus delayed ACKs
-/// put 40 ms stalls into Raft round trips and forwarded writes.
-fn incoming(l: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(l).map(|s| {
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
-        }
-        s
-    })
-}
-
-/// Counts snapshots and purges as openraft's metrics report them, for
-/// `/metrics` (openraft only exposes the latest log ids).
-async fn count_snapshots(
-    raft: Raft,
-    m: Arc<WriteMetrics>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    use std::sync::atomic::Ordering;
-    let mut rx = raft.metrics();
-    let (mut snap, mut purged) = {
-        let cur = rx.borrow();
-        (cur.snapshot, cur.purged)
-    };
-    loop {
-        tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return Ok(()) },
-            _ = stop.wait_for(|v| *v) => return Ok(()),
-        }
-        let cur = rx.borrow().clone();
-        if cur.snapshot != snap {
-            snap = cur.snapshot;
-            m.snapshots.fetch_add(1, Ordering::Relaxed);
-        }
-        if cur.purged != purged {
-            purged = cur.purged;
-            m.purges.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Asks the given members to admit this node until one does.
-async fn join_cluster(
-    addrs: Vec<String>,
-    me: pb::NodeInfo,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        for addr in &addrs {
-            let ep = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-                Ok(ep) => ep.connect_timeout(Duration::from_secs(2)),
-                Err(e) => return Err(format!("--join {addr:?}: {e}")),
-            };
-            let Ok(ch) = ep.connect().await else { continue };
-            let req = pb::AddNodeRequest {
-                node: Some(me.clone()),
-                learner_only: false,
-            };
-            match ClusterServiceClient::new(ch).add_node(req).await {
-                Ok(_) => {
-                    info!(via = %addr, "joined the cluster");
-                    return Ok(());
-                }
-                Err(st)
-                    if st.code() == tonic::Code::FailedPrecondition
-                        || st.code() == tonic::Code::AlreadyExists =>
-                {
-                    error!(via = %addr, error = %st.message(), "the cluster refused this node");
-                    return Err(st.message().to_string());
-                }
-                Err(st) => {
-                    warn!(via = %addr, error = %st.message(), "join attempt failed; retrying")
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.wait_for(|v| *v) => return Ok(()),
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
 impl NodeHandle {
     pub fn node_id(&self) -> NodeId {
-        self.shared.id
+        self.id
     }
 
     pub fn raft(&self) -> &Raft {
-        &self.shared.raft
+        &self.raft
     }
 
     pub fn state_machine(&self) -> &StateMachineStore {
-        &self.shared.sm
+        &self.sm
     }
 
     /// Waits until a listener fails; returns its error.
@@ -387,8 +319,7 @@ impl NodeHandle {
                 }
             }
         }
-        self.shared
-            .raft
+        self.raft
             .shutdown()
             .await
             .map_err(|e| NodeError::Raft(format!("shutdown: {e}")))?;

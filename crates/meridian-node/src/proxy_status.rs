@@ -7,7 +7,16 @@ use meridian_proto::v1 as pb;
 use meridian_xds::{ProxyStatus, ResourceState, SnapshotSource, SyncState, Variant};
 use prost::Message;
 
-use crate::node::Shared;
+use crate::xds_source::StoreSource;
+
+/// The Envoys connected to this node, as the xDS server tracks them.
+#[derive(Clone)]
+pub(crate) struct Proxies {
+    controller_id: u64,
+    controller_region: String,
+    xds: meridian_xds::XdsServer,
+    source: std::sync::Arc<StoreSource>,
+}
 
 pub(crate) fn short_type(type_url: &str) -> String {
     match type_url.rsplit('.').next().unwrap_or(type_url) {
@@ -46,78 +55,102 @@ fn age_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn convert(s: &Shared, p: ProxyStatus) -> pb::ProxyInfo {
-    let types = p
-        .types
-        .values()
-        .map(|t| {
-            let nack = if t.state == SyncState::Nacked {
-                t.last_nack.clone()
-            } else {
-                None
-            };
-            pb::ProxyTypeStatus {
-                r#type: short_type(&t.type_url),
-                state: state_name(t.state).into(),
-                sent_version: t.sent_version.clone().unwrap_or_default(),
-                acked_version: t.acked_version.clone().unwrap_or_default(),
-                last_ack_age_ms: t.last_ack.map(age_ms).unwrap_or(0),
-                acked: t.last_ack.is_some(),
-                nack_message: nack.as_ref().map(|n| n.message.clone()).unwrap_or_default(),
-                nack_resources: nack.map(|n| n.resource_names).unwrap_or_default(),
-                resources: t.resources.len() as u64,
-            }
-        })
-        .collect();
-    pb::ProxyInfo {
-        node_id: p.node_id,
-        controller_id: s.id,
-        controller_region: s.info.region.clone(),
-        region: p.viewer.region,
-        proxy_group: p.viewer.proxy_group,
-        variant: variant_name(p.variant).into(),
-        types,
-        connected_ms: age_ms(p.connected_at),
-        view_revision: p.view_revision,
-    }
-}
-
-pub(crate) fn local(s: &Shared) -> Vec<pb::ProxyInfo> {
-    s.xds.status().into_iter().map(|p| convert(s, p)).collect()
-}
-
-/// The resources this node serves to the Envoy `node_id`, decoded for
-/// people; `None` when that Envoy is not connected here.
-pub(crate) fn config(s: &Shared, node_id: &str) -> Option<pb::ProxyConfigResponse> {
-    let p = s.xds.status().into_iter().find(|p| p.node_id == node_id)?;
-    let view = s.xds_source.snapshot(&p.viewer);
-    let mut resources = Vec::new();
-    for t in p.types.values() {
-        let all = view.resources(&t.type_url);
-        for r in &t.resources {
-            let text = all
-                .get(&r.name)
-                .map(|v| decode_text(&t.type_url, &v.resource.value))
-                .unwrap_or_default();
-            resources.push(pb::ProxyResource {
-                r#type: short_type(&t.type_url),
-                name: r.name.clone(),
-                version: r.version.clone().unwrap_or_default(),
-                text,
-                state: match r.state {
-                    ResourceState::Requested => "REQUESTED",
-                    ResourceState::DoesNotExist => "DOES_NOT_EXIST",
-                    ResourceState::Acked => "ACKED",
-                    ResourceState::Nacked => "NACKED",
-                }
-                .into(),
-            });
+impl Proxies {
+    pub(crate) fn new(
+        controller_id: u64,
+        controller_region: String,
+        xds: meridian_xds::XdsServer,
+        source: std::sync::Arc<StoreSource>,
+    ) -> Self {
+        Proxies {
+            controller_id,
+            controller_region,
+            xds,
+            source,
         }
     }
-    Some(pb::ProxyConfigResponse {
-        proxy: Some(convert(s, p)),
-        resources,
-    })
+
+    pub(crate) fn local(&self) -> Vec<pb::ProxyInfo> {
+        self.xds
+            .status()
+            .into_iter()
+            .map(|p| self.convert(p))
+            .collect()
+    }
+
+    /// The resources this node serves to the Envoy `node_id`, decoded for
+    /// people; `None` when that Envoy is not connected here.
+    pub(crate) fn config(&self, node_id: &str) -> Option<pb::ProxyConfigResponse> {
+        let p = self
+            .xds
+            .status()
+            .into_iter()
+            .find(|p| p.node_id == node_id)?;
+        let view = self.source.snapshot(&p.viewer);
+        let mut resources = Vec::new();
+        for t in p.types.values() {
+            let all = view.resources(&t.type_url);
+            for r in &t.resources {
+                let text = all
+                    .get(&r.name)
+                    .map(|v| decode_text(&t.type_url, &v.resource.value))
+                    .unwrap_or_default();
+                resources.push(pb::ProxyResource {
+                    r#type: short_type(&t.type_url),
+                    name: r.name.clone(),
+                    version: r.version.clone().unwrap_or_default(),
+                    text,
+                    state: match r.state {
+                        ResourceState::Requested => "REQUESTED",
+                        ResourceState::DoesNotExist => "DOES_NOT_EXIST",
+                        ResourceState::Acked => "ACKED",
+                        ResourceState::Nacked => "NACKED",
+                    }
+                    .into(),
+                });
+            }
+        }
+        Some(pb::ProxyConfigResponse {
+            proxy: Some(self.convert(p)),
+            resources,
+        })
+    }
+
+    fn convert(&self, p: ProxyStatus) -> pb::ProxyInfo {
+        let types = p
+            .types
+            .values()
+            .map(|t| {
+                let nack = if t.state == SyncState::Nacked {
+                    t.last_nack.clone()
+                } else {
+                    None
+                };
+                pb::ProxyTypeStatus {
+                    r#type: short_type(&t.type_url),
+                    state: state_name(t.state).into(),
+                    sent_version: t.sent_version.clone().unwrap_or_default(),
+                    acked_version: t.acked_version.clone().unwrap_or_default(),
+                    last_ack_age_ms: t.last_ack.map(age_ms).unwrap_or(0),
+                    acked: t.last_ack.is_some(),
+                    nack_message: nack.as_ref().map(|n| n.message.clone()).unwrap_or_default(),
+                    nack_resources: nack.map(|n| n.resource_names).unwrap_or_default(),
+                    resources: t.resources.len() as u64,
+                }
+            })
+            .collect();
+        pb::ProxyInfo {
+            node_id: p.node_id,
+            controller_id: self.controller_id,
+            controller_region: self.controller_region.clone(),
+            region: p.viewer.region,
+            proxy_group: p.viewer.proxy_group,
+            variant: variant_name(p.variant).into(),
+            types,
+            connected_ms: age_ms(p.connected_at),
+            view_revision: p.view_revision,
+        }
+    }
 }
 
 /// Envoy's v3 resources have no serde; their `Debug` form is the readable one.

@@ -18,7 +18,7 @@ use openraft::raft::{
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::faults::{Faults, Verdict};
+use crate::faults::Faults;
 use crate::wire;
 
 /// Creates clients for peers. Channels are cached per address and shared by
@@ -107,15 +107,10 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        match self.faults.verdict(self.target) {
-            Verdict::Drop => {
-                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
-                    "dropped by fault injection".into(),
-                ))))
-            }
-            Verdict::Pass { delay: Some(d) } => tokio::time::sleep(d).await,
-            Verdict::Pass { delay: None } => {}
-        }
+        self.faults
+            .send(self.target)
+            .await
+            .map_err(|d| RPCError::Unreachable(Unreachable::new(&d)))?;
         let channel = self
             .channel
             .clone()

@@ -36,6 +36,18 @@ pub(crate) enum Verdict {
     Drop,
 }
 
+/// An RPC the injected faults dropped. Callers on the peer listener answer it
+/// as UNAVAILABLE, like a lost packet would look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("dropped by fault injection")]
+pub struct Dropped;
+
+impl From<Dropped> for tonic::Status {
+    fn from(d: Dropped) -> tonic::Status {
+        tonic::Status::unavailable(d.to_string())
+    }
+}
+
 impl Faults {
     pub fn set(&self, config: FaultConfig) {
         *self.inner.write().unwrap_or_else(|e| e.into_inner()) = config;
@@ -49,7 +61,29 @@ impl Faults {
         self.set(FaultConfig::default());
     }
 
-    pub(crate) fn verdict(&self, peer: NodeId) -> Verdict {
+    /// The faults applied to an RPC that arrived from `from`, on every
+    /// service of the peer listener.
+    pub fn admit(&self, from: NodeId) -> Result<(), Dropped> {
+        match self.verdict(from) {
+            Verdict::Drop => Err(Dropped),
+            Verdict::Pass { .. } => Ok(()),
+        }
+    }
+
+    /// The faults applied to an RPC about to go to `to`: waits the injected
+    /// delay, or drops it.
+    pub async fn send(&self, to: NodeId) -> Result<(), Dropped> {
+        match self.verdict(to) {
+            Verdict::Drop => Err(Dropped),
+            Verdict::Pass { delay: Some(d) } => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            Verdict::Pass { delay: None } => Ok(()),
+        }
+    }
+
+    fn verdict(&self, peer: NodeId) -> Verdict {
         let cfg = self.inner.read().unwrap_or_else(|e| e.into_inner());
         if cfg.isolate_all || cfg.isolated_from.contains(&peer) {
             return Verdict::Drop;
@@ -59,5 +93,26 @@ impl Faults {
         }
         let delay = (cfg.delay_ms > 0).then(|| Duration::from_millis(cfg.delay_ms));
         Verdict::Pass { delay }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn isolation_drops_both_directions() {
+        let f = Faults::default();
+        assert_eq!(f.admit(2), Ok(()));
+        assert_eq!(f.send(2).await, Ok(()));
+        f.set(FaultConfig {
+            isolated_from: BTreeSet::from([2]),
+            ..Default::default()
+        });
+        assert_eq!(f.admit(2), Err(Dropped));
+        assert_eq!(f.send(2).await, Err(Dropped));
+        assert_eq!(f.admit(3), Ok(()));
+        let st = tonic::Status::from(Dropped);
+        assert_eq!(st.code(), tonic::Code::Unavailable);
     }
 }

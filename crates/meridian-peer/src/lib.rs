@@ -14,6 +14,6 @@ pub mod wire;
 
 pub use activity::Activity;
 pub use client::PeerNetworkFactory;
-pub use faults::{FaultConfig, Faults};
-pub use server::PeerService;
+pub use faults::{Dropped, FaultConfig, Faults};
+pub use server::{accept, PeerService};
 pub use wire::WireError;

@@ -2,12 +2,12 @@
 
 use meridian_proto::v1::raft_service_server::RaftService;
 use meridian_proto::v1::{RaftMessage, RaftReply};
-use meridian_store::{NodeId, Raft};
-use serde::Serialize;
+use meridian_store::Raft;
+use serde::{de::DeserializeOwned, Serialize};
 use tonic::{Request, Response, Status};
 
 use crate::activity::Activity;
-use crate::faults::{Faults, Verdict};
+use crate::faults::Faults;
 use crate::wire;
 
 pub struct PeerService {
@@ -30,13 +30,17 @@ impl PeerService {
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024)
     }
+}
 
-    fn admit(&self, from: NodeId) -> Result<(), Status> {
-        match self.faults.verdict(from) {
-            Verdict::Drop => Err(Status::unavailable("dropped by fault injection")),
-            Verdict::Pass { .. } => Ok(()),
-        }
-    }
+/// Takes an RPC on the peer listener, for every service there: the faults
+/// for its sender first (a partition drops it), then its payload decoded.
+pub fn accept<T: DeserializeOwned>(
+    faults: &Faults,
+    req: Request<RaftMessage>,
+) -> Result<T, Status> {
+    let msg = req.into_inner();
+    faults.admit(msg.from)?;
+    wire::decode(&msg.payload).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn reply<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<Response<RaftReply>, Status> {
@@ -52,19 +56,13 @@ fn reply<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<Response<Ra
     }))
 }
 
-fn bad(e: wire::WireError) -> Status {
-    Status::invalid_argument(e.to_string())
-}
-
 #[tonic::async_trait]
 impl RaftService for PeerService {
     async fn append_entries(
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftReply>, Status> {
-        let msg = req.into_inner();
-        self.admit(msg.from)?;
-        let rpc = wire::decode(&msg.payload).map_err(bad)?;
+        let rpc = accept(&self.faults, req)?;
         let result = self.raft.append_entries(rpc).await;
         if matches!(&result, Ok(r) if r.is_success()) {
             self.activity.touch();
@@ -73,9 +71,7 @@ impl RaftService for PeerService {
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
-        let msg = req.into_inner();
-        self.admit(msg.from)?;
-        let rpc = wire::decode(&msg.payload).map_err(bad)?;
+        let rpc = accept(&self.faults, req)?;
         reply(self.raft.vote(rpc).await)
     }
 
@@ -83,9 +79,7 @@ impl RaftService for PeerService {
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftReply>, Status> {
-        let msg = req.into_inner();
-        self.admit(msg.from)?;
-        let rpc = wire::decode(&msg.payload).map_err(bad)?;
+        let rpc = accept(&self.faults, req)?;
         reply(self.raft.install_snapshot(rpc).await)
     }
 }

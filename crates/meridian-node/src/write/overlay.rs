@@ -91,7 +91,7 @@ impl Overlay {
     }
 
     /// Marks a committed batch: its objects now have `revision`.
-    pub(crate) fn committed(&mut self, txns: &[Txn], revision: u64) {
+    pub(crate) fn committed<'a>(&mut self, txns: impl IntoIterator<Item = &'a Txn>, revision: u64) {
         for txn in txns {
             for op in &txn.ops {
                 match op {

@@ -1,0 +1,102 @@
+//! The node's background tasks that are not services: accepting
+//! connections, counting snapshots, joining a cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_proto::v1 as pb;
+use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
+use meridian_store::Raft;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::metrics::WriteMetrics;
+
+/// Accepted connections with Nagle's algorithm off: tonic ignores its own
+/// `tcp_nodelay` for a caller-supplied listener, and Nagle plus delayed ACKs
+/// put 40 ms stalls into Raft round trips and forwarded writes.
+pub(super) fn incoming(
+    l: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(l).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    })
+}
+
+/// Counts snapshots and purges as openraft's metrics report them, for
+/// `/metrics` (openraft only exposes the latest log ids).
+pub(super) async fn count_snapshots(
+    raft: Raft,
+    m: Arc<WriteMetrics>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    let mut rx = raft.metrics();
+    let (mut snap, mut purged) = {
+        let cur = rx.borrow();
+        (cur.snapshot, cur.purged)
+    };
+    loop {
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        }
+        let cur = rx.borrow().clone();
+        if cur.snapshot != snap {
+            snap = cur.snapshot;
+            m.snapshots.fetch_add(1, Ordering::Relaxed);
+        }
+        if cur.purged != purged {
+            purged = cur.purged;
+            m.purges.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Asks the given members to admit this node until one does.
+pub(super) async fn join_cluster(
+    addrs: Vec<String>,
+    me: pb::NodeInfo,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        for addr in &addrs {
+            let ep = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+                Ok(ep) => ep.connect_timeout(Duration::from_secs(2)),
+                Err(e) => return Err(format!("--join {addr:?}: {e}")),
+            };
+            let Ok(ch) = ep.connect().await else { continue };
+            let req = pb::AddNodeRequest {
+                node: Some(me.clone()),
+                learner_only: false,
+            };
+            match ClusterServiceClient::new(ch).add_node(req).await {
+                Ok(_) => {
+                    info!(via = %addr, "joined the cluster");
+                    return Ok(());
+                }
+                Err(st)
+                    if st.code() == tonic::Code::FailedPrecondition
+                        || st.code() == tonic::Code::AlreadyExists =>
+                {
+                    error!(via = %addr, error = %st.message(), "the cluster refused this node");
+                    return Err(st.message().to_string());
+                }
+                Err(st) => {
+                    warn!(via = %addr, error = %st.message(), "join attempt failed; retrying")
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,133 @@
+//! The one place a leader-only request is routed: answered here when this
+//! node leads, sent to the leader otherwise, under the one retry policy
+//! ([`crate::retry`]). A request that arrives forwarded is tried once and
+//! never forwarded again: the node it came from owns the retries, and a
+//! second hop could loop while leadership moves.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meridian_store::{NodeId, NodeInfo};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::ApiError;
+use crate::leadership::{LeaderIs, Leadership};
+use crate::retry::{request_deadline, Retry};
+
+/// Set on a request a node forwards, so the receiver never forwards it again.
+const FORWARDED: &str = "x-meridian-forwarded";
+
+pub(crate) fn forwarded<T>(req: &tonic::Request<T>) -> bool {
+    req.metadata().get(FORWARDED).is_some()
+}
+
+pub(crate) fn mark_forwarded<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    req
+}
+
+/// Where one try of a request goes.
+pub(crate) enum Target {
+    Here,
+    Leader(NodeId, NodeInfo),
+}
+
+#[derive(Clone)]
+pub(crate) struct Router {
+    leadership: Leadership,
+    write_timeout: Duration,
+    /// To other nodes' API listeners, kept apart from the Raft peer
+    /// connections so client traffic never queues behind replication.
+    api: Channels,
+    /// To other nodes' peer listeners, for the peer-only writes.
+    peer: Channels,
+}
+
+impl Router {
+    pub(crate) fn new(leadership: Leadership, write_timeout: Duration) -> Self {
+        Router {
+            leadership,
+            write_timeout,
+            api: Channels::default(),
+            peer: Channels::default(),
+        }
+    }
+
+    pub(crate) fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
+    pub(crate) fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+
+    /// Runs `attempt` where the leader is, again while it fails with a
+    /// retryable error, until the request's deadline (which each try gets,
+    /// to bound its own waits).
+    pub(crate) async fn route<T, F, Fut>(
+        &self,
+        forwarded: bool,
+        mut attempt: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnMut(Target, Instant) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let deadline = request_deadline(self.write_timeout);
+        let mut retry = Retry::until(deadline);
+        loop {
+            let target = match self.leadership.await_leader(deadline).await {
+                Ok(LeaderIs::Me) => Ok(Target::Here),
+                Ok(LeaderIs::Other(..)) if forwarded => Err(ApiError::NotLeader),
+                Ok(LeaderIs::Other(id, info)) => Ok(Target::Leader(id, info)),
+                Ok(LeaderIs::Unknown | LeaderIs::Removed) => {
+                    unreachable!("await_leader returns a known leader")
+                }
+                Err(e) => Err(e),
+            };
+            let result = match target {
+                Ok(t) => attempt(t, deadline).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) if forwarded => return Err(e),
+                Err(e) => retry.again(e).await?,
+            }
+        }
+    }
+
+    pub(crate) fn api_channel(&self, node: &NodeInfo) -> Result<Channel, ApiError> {
+        self.api.get(&node.api_addr)
+    }
+
+    pub(crate) fn peer_channel(&self, node: &NodeInfo) -> Result<Channel, ApiError> {
+        self.peer.get(&node.peer_addr)
+    }
+}
+
+/// Lazily connected channels by address.
+#[derive(Clone, Default)]
+struct Channels {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    fn get(&self, addr: &str) -> Result<Channel, ApiError> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ApiError::Internal(format!("bad node address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}

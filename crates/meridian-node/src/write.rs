@@ -1,0 +1,99 @@
+//! The write path on the leader: two lanes over one group-commit loop
+//! ([`group_commit`]). [`ConfigWrites`] admits a batch after validating it
+//! against the whole config; [`EndpointWrites`] admits agents' writes
+//! without config validation. Both are only ever called on the leader
+//! (writes are routed there first); a lane on a follower answers
+//! "not the leader".
+
+mod conflict;
+mod endpoints;
+mod group_commit;
+mod overlay;
+mod validation;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meridian_store::{Raft, StateMachineStore, Txn, TxnOutcome};
+
+use crate::error::ApiError;
+use crate::metrics::WriteMetrics;
+use group_commit::GroupCommit;
+
+#[derive(Debug)]
+pub(crate) struct WriteResult {
+    pub revision: u64,
+    pub duplicate: bool,
+}
+
+/// Config writes: validated, guarded by the config they were validated against.
+#[derive(Clone)]
+pub(crate) struct ConfigWrites {
+    lane: GroupCommit,
+    sm: StateMachineStore,
+}
+
+impl ConfigWrites {
+    pub(crate) fn start(
+        raft: Raft,
+        sm: StateMachineStore,
+        write_timeout: Duration,
+        metrics: Arc<WriteMetrics>,
+    ) -> Self {
+        let admission = validation::Validation::new(sm.clone(), metrics.clone());
+        ConfigWrites {
+            lane: GroupCommit::start(admission, raft, write_timeout, metrics),
+            sm,
+        }
+    }
+
+    /// Commits (or, dry, only validates) `txn`; waits at most until `deadline`.
+    pub(crate) async fn submit(
+        &self,
+        txn: Txn,
+        dry_run: bool,
+        deadline: Instant,
+    ) -> Result<WriteResult, ApiError> {
+        match self.lane.submit(txn, dry_run, deadline).await? {
+            TxnOutcome::Committed { revision } => Ok(WriteResult {
+                revision,
+                duplicate: false,
+            }),
+            TxnOutcome::Duplicate { revision } => Ok(WriteResult {
+                revision,
+                duplicate: true,
+            }),
+            TxnOutcome::Conflict(c) => Err(ApiError::Conflict(conflict::conflict_message(
+                &self.sm,
+                &c.key,
+                c.expected_revision,
+                c.actual_revision,
+            ))),
+            // The loop carries retries into its next round; should one slip
+            // through, the writer's retry policy tries again.
+            TxnOutcome::Retry => Err(ApiError::Unavailable(
+                "the config changed while the write was validated; retry".into(),
+            )),
+        }
+    }
+}
+
+/// Agents' endpoint reports and leases: not validated, not config-guarded.
+#[derive(Clone)]
+pub(crate) struct EndpointWrites {
+    lane: GroupCommit,
+}
+
+impl EndpointWrites {
+    pub(crate) fn start(raft: Raft, write_timeout: Duration, metrics: Arc<WriteMetrics>) -> Self {
+        EndpointWrites {
+            lane: GroupCommit::start(endpoints::Unvalidated, raft, write_timeout, metrics),
+        }
+    }
+
+    /// Commits `txn`; a failed precondition is an outcome, not an error,
+    /// because agents act on whose claim it was.
+    pub(crate) async fn submit(&self, txn: Txn, deadline: Instant) -> Result<TxnOutcome, ApiError> {
+        self.lane.submit(txn, false, deadline).await
+    }
+}
