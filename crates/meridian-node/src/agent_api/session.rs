@@ -227,15 +227,7 @@ impl Session {
                     version: u.version,
                     revision,
                 };
-                if self
-                    .out
-                    .send(Ok(msg(pb::controller_message::Msg::Ack(ack))))
-                    .await
-                    .is_err()
-                {
-                    return Fate::End(None);
-                }
-                Fate::Continue
+                self.tell(pb::controller_message::Msg::Ack(ack)).await
             }
             Err(f) => f,
         }
@@ -245,15 +237,15 @@ impl Session {
         warn!(cluster = %self.cluster, version, reason = %reason, "endpoint update refused");
         self.metrics.agent_nacks.fetch_add(1, Ordering::Relaxed);
         let nack = pb::AgentNack { version, reason };
-        if self
-            .out
-            .send(Ok(msg(pb::controller_message::Msg::Nack(nack))))
-            .await
-            .is_err()
-        {
-            return Fate::End(None);
+        self.tell(pb::controller_message::Msg::Nack(nack)).await
+    }
+
+    /// Sends the agent a message; a stream the agent closed ends the session.
+    async fn tell(&self, m: pb::controller_message::Msg) -> Fate {
+        match self.out.send(Ok(msg(m))).await {
+            Ok(()) => Fate::Continue,
+            Err(_) => Fate::End(None),
         }
-        Fate::Continue
     }
 
     pub(super) async fn renew(&mut self) -> Fate {
