@@ -1,5 +1,8 @@
 //! How long a certificate is valid.
 
+#[cfg(test)]
+mod tests;
+
 use std::time::{Duration, SystemTime};
 
 const DAY: u64 = 24 * 3600;
