@@ -32,6 +32,8 @@ pub enum Error {
     NoIdentity,
     #[error("the certificate has {} URI SANs ({}); a Meridian certificate carries exactly one", .0.len(), .0.join(", "))]
     ManyIdentities(Vec<String>),
+    #[error("not a Meridian CA certificate: {0}")]
+    NotCa(String),
     #[error("the certificate was not issued by this CA: {0}")]
     NotIssuedBy(String),
     #[error("{path}: {reason}")]
@@ -41,7 +43,7 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} already exists; refusing to overwrite it (remove it, or replace it on purpose with force)")]
+    #[error("{path} already exists; refusing to overwrite it (remove it first, or pass --force to `meridian certs`)")]
     Exists { path: PathBuf },
     #[error("issuing a certificate: {0}")]
     Issue(String),

@@ -55,13 +55,11 @@ pub fn inspect(der: &[u8], domain: &TrustDomain) -> Result<CertInfo, Error> {
 pub fn ca_trust_domain(ca_der: &[u8]) -> Result<TrustDomain, Error> {
     let cert = parse(ca_der)?;
     if !cert.is_ca() {
-        return Err(Error::Der(
-            "this is not a CA certificate (no basicConstraints CA:true)".into(),
-        ));
+        return Err(Error::NotCa("basicConstraints does not say CA:true".into()));
     }
     let uris = uri_sans(&cert)?;
     let [uri] = uris.as_slice() else {
-        return Err(Error::Der(
+        return Err(Error::NotCa(
             "a Meridian CA carries one URI SAN, spiffe://TRUST_DOMAIN; create one with `meridian certs init-ca`".into(),
         ));
     };
