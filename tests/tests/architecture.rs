@@ -39,6 +39,10 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ),
     ("meridian-peer", &["meridian-model", "envoy-types"]),
     (
+        "meridian-pki",
+        &["tokio", "tonic", "sled", "openraft", "envoy-types", "meridian-store", "meridian-model", "meridian-proto"],
+    ),
+    (
         "meridian-agent",
         &["openraft", "sled", "meridian-store", "meridian-model", "envoy-types", "meridian-translate", "meridian-xds", "meridian-node"],
     ),
