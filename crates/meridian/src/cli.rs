@@ -134,6 +134,13 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Processes that run until stopped and write logs rather than output.
+    pub fn is_long_running(&self) -> bool {
+        matches!(self, Command::Server(_) | Command::Dev(_) | Command::Agent(_))
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<()> {
     let g = cli.global;
     match cli.command {

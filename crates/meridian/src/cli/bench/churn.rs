@@ -156,20 +156,9 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
-    let boot_args = crate::cli::bootstrap::BootstrapArgs {
-        node_id: "bench-envoy".into(),
-        region: "us-east".into(),
-        zone: String::new(),
-        group: "default".into(),
-        delta: true,
-        sotw: false,
-        admin_port: admin,
-        admin_address: "127.0.0.1".into(),
-        controllers: vec![],
-        out: None,
-    };
     let controllers: Vec<(String, String)> = lc.xds_addrs().into_iter().map(|x| ("us-east".to_string(), x)).collect();
-    let boot = crate::cli::bootstrap::bootstrap(&boot_args, &controllers, &[])?;
+    let spec = meridian_translate::bootstrap::BootstrapSpec::new("bench-envoy", "us-east", admin, controllers);
+    let boot = meridian_translate::bootstrap::bootstrap(&spec)?;
     let boot_file = lc.dir().join("envoy.yaml");
     std::fs::write(&boot_file, serde_yaml_ng::to_string(&boot)?)?;
     let _envoy = EnvoyProc(
