@@ -2,8 +2,7 @@
 
 mod agent;
 mod apply;
-mod bench;
-pub(crate) mod bootstrap;
+mod bootstrap;
 mod cluster;
 mod clusters;
 mod context;
@@ -109,9 +108,6 @@ pub enum Command {
     /// Back up and restore the replicated state.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
-    /// Benchmarks: `bench store` (this store), `bench etcd` (etcd, same load).
-    #[command(subcommand)]
-    Bench(bench::BenchCmd),
     /// Print an Envoy bootstrap that points at this cluster's controllers.
     Bootstrap(bootstrap::BootstrapArgs),
     /// Every connected Envoy and its per-type sync state.
@@ -156,7 +152,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::History(a) => history::history(a, &g).await,
         Command::Rollback(a) => history::rollback(a, &g).await,
         Command::Snapshot(c) => snapshot::run(c, &g).await,
-        Command::Bench(c) => bench::run(c, &g).await,
         Command::Bootstrap(a) => bootstrap::run(a, &g).await,
         Command::ProxyStatus(a) => proxy::run(a, &g).await,
         Command::ProxyConfig(a) => proxy::config(a, &g).await,

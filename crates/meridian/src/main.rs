@@ -1,5 +1,5 @@
-//! The `meridian` binary: the controller node (`server`, `dev`), the operator
-//! CLI and the benchmarks. Each subcommand lives in its own module under
+//! The `meridian` binary: the controller node (`server`, `dev`), the agent
+//! and the operator CLI (the benchmarks are `meridian-bench`). Each subcommand lives in its own module under
 //! `cli/`; this file only parses flags and dispatches.
 
 mod cli;
