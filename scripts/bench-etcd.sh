@@ -2,8 +2,8 @@
 # etcd side of docs/BENCHMARKS.md "Store writes: meridian vs etcd 3.4":
 # installs Debian's etcd 3.4 if missing, starts a 3-member etcd cluster on
 # loopback (fsync on, etcd's default) in a temp dir, and runs the same write
-# load as `meridian bench store` through `meridian bench etcd` (KV.Put over
-# gRPC, one connection per client). Extra arguments go to `meridian bench
+# load as `meridian-bench store` through `meridian-bench etcd` (KV.Put over
+# gRPC, one connection per client). Extra arguments go to `meridian-bench
 # etcd`, e.g. `scripts/bench-etcd.sh --clients 1,16,64 --duration 10s -o json`.
 # BASE_PORT (default 22379): member i listens for clients on BASE_PORT+10*i
 # and for peers on BASE_PORT+10*i+1. DATA_ROOT: where the temp dir goes.
@@ -16,9 +16,9 @@ if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
 fi
 echo "etcd: $(etcd --version | head -1)" >&2
 
-MERIDIAN="${MERIDIAN:-target/release/meridian}"
-if [ ! -x "$MERIDIAN" ]; then
-  cargo build --release --bin meridian
+BENCH="${MERIDIAN_BENCH:-target/release/meridian-bench}"
+if [ ! -x "$BENCH" ]; then
+  cargo build --release -p meridian-bench
 fi
 
 base="${BASE_PORT:-22379}"
@@ -65,4 +65,4 @@ if [ "$healthy" != yes ]; then
 fi
 ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint status -w table >&2
 
-"$MERIDIAN" bench etcd --endpoints "$endpoints" "$@"
+"$BENCH" etcd --endpoints "$endpoints" "$@"

@@ -199,11 +199,7 @@ async fn lease_policy(policy: &str) {
     let mut a = TestAgent::connect(&c, 1, "east-1", "us-east", &token, "s1").await.unwrap();
     assert!(matches!(a.send(true, vec![ep("web", up.port)], vec![]).await, pb::controller_message::Msg::Ack(_)));
 
-    let admin = Envoy::free_admin_port();
-    let file = c.dir().join("envoy.yaml");
-    let out = c.cli(&["bootstrap", "--node-id", "e1", "--region", "us-east", "--admin-port", &admin.to_string(), "-O", file.to_str().unwrap()]);
-    assert!(out.status.success());
-    let _envoy = Envoy::start(&file, admin, c.dir().join("envoy.log"));
+    let _envoy = Envoy::from_cli(&c, "e1", &["--region", "us-east"]);
     wait_all_ok(port, "/", 10, Duration::from_secs(30), |b| b == "from-agent").await;
 
     // Heartbeats keep the lease alive past its TTL.

@@ -38,6 +38,12 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
         ],
     ),
     ("meridian-peer", &["meridian-model", "envoy-types"]),
+    // The product binary carries neither the benchmarks nor the test kit
+    // (whose clusters and Envoy launchers are for tests and meridian-bench).
+    ("meridian", &["meridian-testkit", "meridian-bench"]),
+    // meridian-xds dev-depends on the test kit: an edge back would build
+    // two copies of the xDS types.
+    ("meridian-testkit", &["meridian-xds"]),
     (
         "meridian-pki",
         &["tokio", "tonic", "sled", "openraft", "envoy-types", "meridian-store", "meridian-model", "meridian-proto"],

@@ -1,17 +1,32 @@
-//! `meridian bench xds`, black-box and small: it starts its own controller,
+//! `meridian-bench xds`, black-box and small: it starts its own controller,
 //! connects 200 simulated Envoys, makes one route change, and reports every
 //! stream synced and ACKing the change.
 
 use std::process::Command;
 
-use meridian_tests::meridian_bin;
+use meridian_tests::workspace_root;
+
+/// `meridian-bench`, built next to the `meridian` it starts.
+fn bench_bin() -> std::path::PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    let bin = target.join("debug").join("meridian-bench");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first with `cargo build -p meridian-bench` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
 
 #[test]
 fn bench_xds_200_streams_one_change() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = Command::new(meridian_bin())
+    let out = Command::new(bench_bin())
+        // The cluster it starts runs the `meridian` under test.
+        .env("MERIDIAN_BIN", meridian_tests::meridian_bin())
         .args([
-            "bench",
             "xds",
             "--streams",
             "200",
@@ -25,7 +40,7 @@ fn bench_xds_200_streams_one_change() {
         .arg("--data-root")
         .arg(dir.path())
         .output()
-        .expect("run meridian bench xds");
+        .expect("run meridian-bench xds");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -525,3 +525,97 @@ async fn apply_from_stdin_and_directories() {
     let names: Vec<&str> = objects.iter().map(|o| o.1.as_str()).collect();
     assert_eq!(names, vec!["edge", "web"]);
 }
+
+/// Property: printing into a pipe whose reader is gone ends the CLI quietly
+/// (like any Unix tool: status 0 or killed by SIGPIPE), never with a panic.
+#[test]
+fn closed_stdout_pipe_is_a_quiet_exit() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    // The reader is closed before the child starts, so its first write
+    // already meets a closed pipe, whatever the output's size.
+    drop(reader);
+    let o = Command::new(meridian_bin())
+        .args(["completion", "bash"])
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run meridian completion");
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{}", show(&o));
+    assert!(
+        o.status.code() == Some(0) || o.status.signal() == Some(SIGPIPE),
+        "{:?}: {}",
+        o.status,
+        show(&o)
+    );
+}
+
+/// SIGPIPE's number on Linux and the BSDs.
+const SIGPIPE: i32 = 13;
+
+/// Property: logs that go to a file or a pipe carry no ANSI colour codes.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_to_files_and_pipes_have_no_colour_codes() {
+    let c = Cluster::start(1, ClusterOpts::default()).await;
+    let log = c.log_of(1);
+    assert!(log.contains("INFO"), "the node logged at info: {log}");
+    assert!(!log.contains("\x1b["), "colour codes in a log file: {log:?}");
+
+    // An agent whose controller is not there logs its start and its retries.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "eps.yaml", "endpoints: []\n");
+    let mut child = Command::new(meridian_bin())
+        .args(["agent", "--cluster", "c1", "--region", "us-east", "--controllers", "127.0.0.1:1"])
+        .arg("--source")
+        .arg(format!("file:{}", s(&file)))
+        .env("MERIDIAN_AGENT_TOKEN", "t")
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start meridian agent");
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while lines.len() < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!lines.is_empty(), "the agent logged nothing within 20s");
+    for l in &lines {
+        assert!(!l.contains("\x1b["), "colour codes in piped logs: {l:?}");
+    }
+}
+
+/// Property: the agent's `--controllers` help names what it takes: the
+/// controllers' API addresses.
+#[test]
+fn agent_help_describes_controllers_as_their_api_addresses() {
+    let o = Command::new(meridian_bin())
+        .args(["agent", "--help"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run meridian agent --help");
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("The controllers' API addresses"), "{out}");
+    assert!(!out.contains("agent-API"), "{out}");
+}

@@ -1,7 +1,6 @@
 //! Real Envoy 1.40 against real controllers, with bootstraps made by
 //! `meridian bootstrap`, over delta-ADS and SotW-ADS.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use meridian_proto::v1 as pb;
@@ -60,20 +59,8 @@ fn generation(g: usize, up: &Upstream, ports: (u16, u16), prev: Option<usize>) -
     ops
 }
 
-fn bootstrap(c: &Cluster, node_id: &str, sotw: bool, admin_port: u16) -> PathBuf {
-    let file = c.dir().join(format!("{node_id}.yaml"));
-    let admin = admin_port.to_string();
-    let mut args = vec!["bootstrap", "--node-id", node_id, "--region", "us-east", "--admin-port", &admin, "-O", file.to_str().unwrap()];
-    args.push(if sotw { "--sotw" } else { "--delta" });
-    let out = c.cli(&args);
-    assert!(out.status.success(), "bootstrap: {}", String::from_utf8_lossy(&out.stderr));
-    file
-}
-
 fn start_envoy(c: &Cluster, node_id: &str, sotw: bool) -> Envoy {
-    let admin = Envoy::free_admin_port();
-    let file = bootstrap(c, node_id, sotw, admin);
-    Envoy::start(&file, admin, c.dir().join(format!("{node_id}.envoy.log")))
+    Envoy::from_cli(c, node_id, &["--region", "us-east", if sotw { "--sotw" } else { "--delta" }])
 }
 
 async fn proxy_status(c: &Cluster) -> Value {

@@ -109,11 +109,7 @@ async fn three_regions_locality_failover_outliers_leases_and_region_loss() {
 
     let mut envoys = Vec::new();
     for (i, r) in REGIONS.iter().enumerate() {
-        let admin = Envoy::free_admin_port();
-        let file = c.dir().join(format!("envoy-{r}.yaml"));
-        let out = c.cli(&["bootstrap", "--node-id", &format!("envoy-{r}"), "--region", r, "--group", GROUPS[i], "--admin-port", &admin.to_string(), "-O", file.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        envoys.push(Envoy::start(&file, admin, c.dir().join(format!("envoy-{r}.log"))));
+        envoys.push(Envoy::from_cli(&c, &format!("envoy-{r}"), &["--region", r, "--group", GROUPS[i]]));
     }
 
     // (a) Each Envoy sends its requests to its own region's upstreams.

@@ -379,23 +379,7 @@ async fn rollback_before_compacted_history_is_refused() {
 // ---- with a real Envoy ----
 
 fn start_envoy(c: &Cluster, node_id: &str) -> Envoy {
-    let admin = Envoy::free_admin_port();
-    let file = c.dir().join(format!("{node_id}.yaml"));
-    let admin_s = admin.to_string();
-    let out = c.cli(&[
-        "bootstrap",
-        "--node-id",
-        node_id,
-        "--region",
-        "us-east",
-        "--admin-port",
-        &admin_s,
-        "-O",
-        file.to_str().unwrap(),
-        "--delta",
-    ]);
-    assert!(out.status.success(), "bootstrap: {}", show(&out));
-    Envoy::start(&file, admin, c.dir().join(format!("{node_id}.envoy.log")))
+    Envoy::from_cli(c, node_id, &["--region", "us-east", "--delta"])
 }
 
 fn service(name: &str, up: &Upstream) -> String {
@@ -524,28 +508,8 @@ async fn apply_wait_and_rollback_through_envoy() {
 }
 
 fn start_envoy_on(c: &Cluster, node_id: &str, group: &str, controller: u64) -> Envoy {
-    let admin = Envoy::free_admin_port();
-    let file = c.dir().join(format!("{node_id}.yaml"));
-    let admin_s = admin.to_string();
     let ctl = format!("us-east=127.0.0.1:{}", c.node(controller).ports.xds);
-    let out = c.cli(&[
-        "bootstrap",
-        "--node-id",
-        node_id,
-        "--region",
-        "us-east",
-        "--group",
-        group,
-        "--admin-port",
-        &admin_s,
-        "--controllers",
-        &ctl,
-        "-O",
-        file.to_str().unwrap(),
-        "--delta",
-    ]);
-    assert!(out.status.success(), "bootstrap: {}", show(&out));
-    Envoy::start(&file, admin, c.dir().join(format!("{node_id}.envoy.log")))
+    Envoy::from_cli(c, node_id, &["--region", "us-east", "--group", group, "--controllers", &ctl, "--delta"])
 }
 
 async fn set_faults(c: &Cluster, id: u64, body: &str) {

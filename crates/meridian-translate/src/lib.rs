@@ -1,6 +1,6 @@
 //! Translates Meridian's object model into the Envoy v3 resources one proxy
 //! should see: Listener, RouteConfiguration, Cluster, ClusterLoadAssignment
-//! and Secret.
+//! and Secret; and the ADS bootstrap such a proxy starts with (`bootstrap`).
 //!
 //! Architecture invariant: [`translate`] is a pure function of the config
 //! set, the endpoints, the viewer and the options. It does no I/O, reads no
@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod bootstrap;
 mod cluster;
 mod config_source;
 mod endpoints;

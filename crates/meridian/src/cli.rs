@@ -2,8 +2,8 @@
 
 mod agent;
 mod apply;
-mod bench;
-pub(crate) mod bootstrap;
+mod certs;
+mod bootstrap;
 mod cluster;
 mod clusters;
 mod context;
@@ -109,9 +109,9 @@ pub enum Command {
     /// Back up and restore the replicated state.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCmd),
-    /// Benchmarks: `bench store` (this store), `bench etcd` (etcd, same load).
+    /// Development CA and certificates for nodes, agents, Envoys and operators.
     #[command(subcommand)]
-    Bench(bench::BenchCmd),
+    Certs(certs::CertsCommand),
     /// Print an Envoy bootstrap that points at this cluster's controllers.
     Bootstrap(bootstrap::BootstrapArgs),
     /// Every connected Envoy and its per-type sync state.
@@ -134,6 +134,13 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Processes that run until stopped and write logs rather than output.
+    pub fn is_long_running(&self) -> bool {
+        matches!(self, Command::Server(_) | Command::Dev(_) | Command::Agent(_))
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<()> {
     let g = cli.global;
     match cli.command {
@@ -149,7 +156,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::History(a) => history::history(a, &g).await,
         Command::Rollback(a) => history::rollback(a, &g).await,
         Command::Snapshot(c) => snapshot::run(c, &g).await,
-        Command::Bench(c) => bench::run(c, &g).await,
+        Command::Certs(c) => certs::run(c, &g),
         Command::Bootstrap(a) => bootstrap::run(a, &g).await,
         Command::ProxyStatus(a) => proxy::run(a, &g).await,
         Command::ProxyConfig(a) => proxy::config(a, &g).await,

@@ -2,27 +2,11 @@
 //! every region, folded into a static bootstrap and checked with
 //! `envoy --mode validate`.
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use meridian_translate::{translate, TranslateOptions, Viewer};
 
 use crate::{endpoints_for, example, must_parse, REGIONS};
-
-fn envoy_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("MERIDIAN_ENVOY") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../.cache/envoy/envoy/_bin/envoy"
-    ));
-    assert!(
-        p.exists(),
-        "Envoy binary not found at {}; run scripts/install-envoy.sh (or set MERIDIAN_ENVOY)",
-        p.display()
-    );
-    p
-}
 
 fn run_validate(envoy: &std::path::Path, file: &std::path::Path) -> (bool, String) {
     let out = Command::new(envoy)
@@ -46,7 +30,7 @@ fn run_validate(envoy: &std::path::Path, file: &std::path::Path) -> (bool, Strin
 }
 
 fn must_validate_with_envoy(yaml: &str, services: &[&str], group: Option<&str>) {
-    let envoy = envoy_binary();
+    let envoy = meridian_testkit::envoy::envoy_bin();
     let config = must_parse(yaml);
     let endpoints = endpoints_for(services);
     let dir = tempfile::tempdir().unwrap();
@@ -184,7 +168,7 @@ spec:
 #[test]
 fn broken_bootstrap_is_rejected() {
     use prost::Message;
-    let envoy = envoy_binary();
+    let envoy = meridian_testkit::envoy::envoy_bin();
     let config = must_parse(&example());
     let endpoints = endpoints_for(&["storefront"]);
     let res = translate(

@@ -7,8 +7,6 @@
 //! fails, never skips, without it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +21,8 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpConnectionManager, HttpFilter, Rds};
 use envoy_types::util::pack_any;
+use meridian_testkit::envoy::{write_bootstrap, Envoy};
+use meridian_testkit::bootstrap::{AdsVariant, BootstrapSpec};
 use meridian_xds::testing::TestServer;
 use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use meridian_xds::{MemorySource, SyncState, ViewSnapshot, XdsConfig};
@@ -30,22 +30,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::support::fast;
-
-fn envoy_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("MERIDIAN_ENVOY") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../.cache/envoy/envoy/_bin/envoy"
-    ));
-    assert!(
-        p.exists(),
-        "no Envoy at {}: run scripts/install-envoy.sh or set MERIDIAN_ENVOY",
-        p.display()
-    );
-    p
-}
 
 fn ads() -> ConfigSource {
     ConfigSource {
@@ -155,23 +139,10 @@ fn generation(v: &mut ViewSnapshot, g: u32, backend: SocketAddr, listen: SocketA
     );
 }
 
-/// A port below the kernel's ephemeral range (32768-60999): a port from that
-/// range can be taken by an outgoing connection before Envoy binds it.
-async fn free_port() -> SocketAddr {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        30_000 + (std::process::id() % 20) as u16 * 100,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    loop {
-        let p = NEXT.fetch_add(1, Ordering::SeqCst);
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", p)).await {
-            return l.local_addr().unwrap();
-        }
-    }
+/// The test kit's free port (below the ephemeral range, per-process), as
+/// a loopback address.
+fn free_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], meridian_testkit::ports::free_port()))
 }
 
 /// A backend answering every request with `body`.
@@ -241,42 +212,19 @@ fn stat(stats: &str, name: &str) -> Option<u64> {
     })
 }
 
-fn bootstrap(delta: bool, xds: SocketAddr, admin: SocketAddr) -> String {
-    format!(
-        r#"node: {{id: real-envoy, cluster: edge, locality: {{region: home}}}}
-admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}
-dynamic_resources:
-  ads_config:
-    api_type: {api}
-    transport_api_version: V3
-    set_node_on_first_message_only: true
-    grpc_services: [{{envoy_grpc: {{cluster_name: xds}}}}]
-  cds_config: {{ads: {{}}, resource_api_version: V3}}
-  lds_config: {{ads: {{}}, resource_api_version: V3}}
-static_resources:
-  clusters:
-  - name: xds
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: xds
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {xds}}}}}}}}}]}}]
-"#,
-        api = if delta { "DELTA_GRPC" } else { "GRPC" },
-        admin = admin.port(),
-        xds = xds.port(),
-    )
+/// Meridian's own bootstrap (what `meridian bootstrap` prints) for one
+/// Envoy on ADS to the test server.
+fn bootstrap(delta: bool, xds: SocketAddr, admin: SocketAddr) -> BootstrapSpec {
+    let mut spec = BootstrapSpec::new("real-envoy", "home", admin.port(), vec![("home".into(), xds.to_string())]);
+    spec.group = "edge".into();
+    spec.variant = if delta { AdsVariant::Delta } else { AdsVariant::Sotw };
+    spec
 }
 
 async fn follow_generations(delta: bool) {
-    let binary = envoy_binary();
     let (a, b) = (backend("a").await, backend("b").await);
-    let listen = free_port().await;
-    let admin = free_port().await;
+    let listen = free_port();
+    let admin = free_port();
     let src = Arc::new(MemorySource::new());
     src.update(|v| generation(v, 0, a, listen));
     // The production removal grace: Envoy's workers switch listeners after
@@ -293,24 +241,9 @@ async fn follow_generations(delta: bool) {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("envoy.yaml");
-    std::fs::write(&config, bootstrap(delta, srv.addr, admin)).unwrap();
-    let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
-    let mut envoy = tokio::process::Command::new(binary)
-        .arg("-c")
-        .arg(&config)
-        .args([
-            "--disable-hot-restart",
-            "-l",
-            "warning",
-            "--concurrency",
-            "1",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start envoy");
-    let logs = || std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default();
+    write_bootstrap(&bootstrap(delta, srv.addr, admin), &config).unwrap();
+    let mut envoy = Envoy::try_start(&config, admin.port(), dir.join("envoy.log"), "warning").expect("start envoy");
+    let logs = || envoy.log_text();
 
     // Generation 0 serves.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -399,7 +332,7 @@ async fn follow_generations(delta: bool) {
         "{:?}",
         srv.server.recent_nacks()
     );
-    envoy.kill().await.ok();
+    envoy.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

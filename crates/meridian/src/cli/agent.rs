@@ -21,7 +21,7 @@ pub struct AgentArgs {
     /// Zone of endpoints that do not name one.
     #[arg(long, default_value = "")]
     pub zone: String,
-    /// Controller agent-API addresses (host:port, comma-separated), own region first.
+    /// The controllers' API addresses (host:port, comma-separated), own region first.
     #[arg(long, value_delimiter = ',', required = true)]
     pub controllers: Vec<String>,
     /// The cluster's token (prefer --token-file or MERIDIAN_AGENT_TOKEN: flags show in `ps`).

@@ -1,19 +1,16 @@
-//! `meridian bootstrap`: an Envoy bootstrap whose xDS cluster lists the
-//! controllers of the Envoy's region first and those of the other regions as
-//! lower priorities, with active health checks so Envoy moves off a dead
-//! controller (and off a dead region) on its own.
+//! `meridian bootstrap`: the flags and the cluster's answers (controllers,
+//! the region's failover order) become a `BootstrapSpec`; the bootstrap
+//! itself is `meridian_translate::bootstrap`, which tests and benchmarks use
+//! too.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use meridian_proto::v1 as pb;
-use serde_json::{json, Value};
+use meridian_translate::bootstrap::{bootstrap, AdsVariant, BootstrapSpec};
+use serde_json::Value;
 
 use super::Global;
-
-/// Name of the static cluster Envoy reaches the controllers through.
-pub const XDS_CLUSTER: &str = "meridian_xds";
 
 #[derive(clap::Args, Debug)]
 pub struct BootstrapArgs {
@@ -78,7 +75,7 @@ pub async fn run(a: BootstrapArgs, g: &Global) -> Result<()> {
         bail!("no controllers with an xDS address are known; pass --controllers REGION=HOST:PORT");
     }
     let failover = if a.controllers.is_empty() { region_failover(g, &a.region).await } else { Vec::new() };
-    let yaml = serde_yaml_ng::to_string(&bootstrap(&a, &controllers, &failover)?)?;
+    let yaml = serde_yaml_ng::to_string(&bootstrap(&spec(&a, &controllers, &failover))?)?;
     match &a.out {
         Some(p) => std::fs::write(p, yaml).with_context(|| format!("writing {}", p.display()))?,
         None => print!("{yaml}"),
@@ -104,86 +101,17 @@ async fn region_failover(g: &Global, region: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Priority of each region: own first, then its failover order, then the
-/// rest by name.
-fn priorities(own: &str, failover: &[String], regions: impl Iterator<Item = String>) -> BTreeMap<String, u32> {
-    let mut order: Vec<String> = vec![own.to_string()];
-    order.extend(failover.iter().cloned());
-    let mut rest: Vec<String> = regions.collect();
-    rest.sort();
-    rest.dedup();
-    for r in rest {
-        if !order.contains(&r) {
-            order.push(r);
-        }
+/// The typed input of the generator, from the flags.
+fn spec(a: &BootstrapArgs, controllers: &[(String, String)], failover: &[String]) -> BootstrapSpec {
+    BootstrapSpec {
+        node_id: a.node_id.clone(),
+        region: a.region.clone(),
+        zone: a.zone.clone(),
+        group: a.group.clone(),
+        variant: if a.sotw { AdsVariant::Sotw } else { AdsVariant::Delta },
+        admin_address: a.admin_address.clone(),
+        admin_port: a.admin_port,
+        controllers: controllers.to_vec(),
+        failover: failover.to_vec(),
     }
-    order.into_iter().enumerate().map(|(i, r)| (r, i as u32)).collect()
-}
-
-pub fn bootstrap(a: &BootstrapArgs, controllers: &[(String, String)], failover: &[String]) -> Result<Value> {
-    let prio = priorities(&a.region, failover, controllers.iter().map(|(r, _)| r.clone()));
-    let mut by_prio: BTreeMap<u32, (String, Vec<Value>)> = BTreeMap::new();
-    let mut all_ips = true;
-    for (region, addr) in controllers {
-        let (host, port) = addr.rsplit_once(':').with_context(|| format!("controller address {addr:?} has no port"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port: u16 = port.parse().with_context(|| format!("controller address {addr:?}: bad port"))?;
-        all_ips &= host.parse::<std::net::IpAddr>().is_ok();
-        let p = prio[region];
-        by_prio.entry(p).or_insert_with(|| (region.clone(), Vec::new())).1.push(json!({
-            "endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}
-        }));
-    }
-    // Priorities must be contiguous from 0 (Envoy rejects gaps): renumber.
-    let endpoints: Vec<Value> = by_prio
-        .into_values()
-        .enumerate()
-        .map(|(i, (region, lb))| json!({"priority": i, "locality": {"region": region}, "lb_endpoints": lb}))
-        .collect();
-    let api_type = if a.sotw { "GRPC" } else { "DELTA_GRPC" };
-    let mut locality = json!({"region": a.region});
-    if !a.zone.is_empty() {
-        locality["zone"] = json!(a.zone);
-    }
-    Ok(json!({
-        "node": {"id": a.node_id, "cluster": a.group, "locality": locality},
-        "admin": {"address": {"socket_address": {"address": a.admin_address, "port_value": a.admin_port}}},
-        "dynamic_resources": {
-            "ads_config": {
-                "api_type": api_type,
-                "transport_api_version": "V3",
-                "set_node_on_first_message_only": true,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
-            },
-            "cds_config": {"ads": {}, "resource_api_version": "V3"},
-            "lds_config": {"ads": {}, "resource_api_version": "V3"},
-        },
-        "static_resources": {
-            "clusters": [{
-                "name": XDS_CLUSTER,
-                "type": if all_ips { "STATIC" } else { "STRICT_DNS" },
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {
-                            // gRPC keepalive: a silently dead controller is noticed in seconds.
-                            "connection_keepalive": {"interval": "10s", "timeout": "5s"}
-                        }}
-                    }
-                },
-                // Active checks move Envoy off a dead controller, and off a
-                // whole dead region to the next priority.
-                "health_checks": [{
-                    "timeout": "1s",
-                    "interval": "2s",
-                    "no_traffic_interval": "2s",
-                    "unhealthy_threshold": 2,
-                    "healthy_threshold": 1,
-                    "tcp_health_check": {},
-                }],
-                "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": endpoints},
-            }],
-        },
-    }))
 }

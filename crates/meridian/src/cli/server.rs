@@ -101,11 +101,21 @@ pub fn init_logging(format: LogFormat) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_logs())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Colour codes only help a person at a terminal; in a log file or a pipe
+/// they are noise. `NO_COLOR` (set and not empty, per no-color.org) turns
+/// them off even there.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 fn advertise(addr: SocketAddr, host: &Option<String>) -> Result<SocketAddr> {

@@ -1,53 +1,24 @@
-//! `meridian bench ...`: write-load benchmarks of the replicated store, and of
-//! etcd under the same load so the two can be read side by side; and the xDS
-//! fan-out benchmark (`bench xds`, in `bench/xds.rs`).
-//!
-//! The load is closed-loop: each client sends one single-put write, waits for
-//! the answer, and sends the next. Every write creates a new object (unique
-//! name, unique request id), so nothing is de-duplicated or conflicts.
-//! Latencies are kept in full and sorted at the end: a run is at most a few
-//! hundred thousand samples, so a histogram would buy nothing.
-
-mod churn;
-mod endpoints;
-mod etcd;
-mod local;
-mod metrics;
-mod xds;
+//! The closed-loop write load of `store` and `etcd`: each client sends one
+//! single-put write, waits for the answer, and sends the next. Every write
+//! creates a new object (unique name, unique request id), so nothing is
+//! de-duplicated or conflicts. Latencies are kept in full and sorted at the
+//! end: a run is at most a few hundred thousand samples, so a histogram
+//! would buy nothing.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
 use meridian_proto::v1 as pb;
-use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
 use meridian_proto::v1::config_service_client::ConfigServiceClient;
+use meridian_testkit::percentile;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use super::Global;
+use crate::etcd;
+use crate::metrics;
 use crate::output::{table, Format};
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCmd {
-    /// Write throughput and latency of the replicated store. Starts its own
-    /// 3-node loopback cluster unless --cluster names one.
-    Store(StoreArgs),
-    /// The same write load against an etcd v3 cluster (KV.Put over gRPC).
-    Etcd(EtcdArgs),
-    /// xDS fan-out: starts its own controller(s), connects many simulated
-    /// Envoys, measures memory per idle stream and the time until a route
-    /// change is ACKed by every stream.
-    Xds(xds::XdsArgs),
-    /// Endpoint churn: agents report endpoint changes at a fixed rate; measures
-    /// committed changes per second, Raft entries, and visibility in a real Envoy.
-    EndpointChurn(churn::ChurnArgs),
-    /// Endpoint churn seen by simulated Envoys: in-process agents report
-    /// changes at a fixed rate; measures commits, Raft entries, and the time
-    /// until each sampled change's CLA reaches every simulated Envoy.
-    Endpoints(endpoints::EndpointsArgs),
-}
+use crate::setup::channel;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LoadArgs {
@@ -70,32 +41,9 @@ pub enum Target {
     Leader,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct StoreArgs {
-    #[command(flatten)]
-    pub load: LoadArgs,
-    /// API addresses of an existing cluster (comma-separated); its members'
-    /// admin addresses are read from the cluster status.
-    #[arg(long, value_delimiter = ',')]
-    pub cluster: Vec<String>,
-    /// Where the local cluster keeps its data (a temp dir inside it, removed
-    /// at the end). Must be a real disk for fsync to mean anything.
-    #[arg(long)]
-    pub data_root: Option<std::path::PathBuf>,
-}
-
-#[derive(clap::Args, Debug)]
-pub struct EtcdArgs {
-    #[command(flatten)]
-    pub load: LoadArgs,
-    /// etcd client URLs or host:port (comma-separated).
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub endpoints: Vec<String>,
-}
-
 /// One run's outcome.
 #[derive(Serialize, Debug)]
-struct RunResult {
+pub(crate) struct RunResult {
     clients: usize,
     writes: u64,
     errors: u64,
@@ -112,7 +60,7 @@ struct RunResult {
 }
 
 #[derive(Serialize, Debug)]
-struct Report {
+pub(crate) struct Report {
     system: &'static str,
     target: Target,
     /// How clients map to nodes, in words.
@@ -125,28 +73,8 @@ struct Report {
     runs: Vec<RunResult>,
 }
 
-pub async fn run(cmd: BenchCmd, g: &Global) -> Result<()> {
-    // The local cluster lives inside the future: on Ctrl-C the future is
-    // dropped, and with it the guard that kills the children.
-    tokio::select! {
-        r = bench(cmd, g) => r,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted; cluster stopped"),
-    }
-}
-
-async fn bench(cmd: BenchCmd, g: &Global) -> Result<()> {
-    let report = match cmd {
-        BenchCmd::Store(a) => store(a, g).await?,
-        BenchCmd::Etcd(a) => etcd_bench(a, g).await?,
-        BenchCmd::Xds(a) => return xds::run(a, g).await,
-        BenchCmd::Endpoints(a) => return endpoints::run(a, g).await,
-        BenchCmd::EndpointChurn(a) => return churn::run(a, g).await,
-    };
-    print_report(&report, g.output)
-}
-
 /// A client's connection to one node, for one system.
-enum Writer {
+pub(crate) enum Writer {
     Meridian(ConfigServiceClient<Channel>),
     Etcd(etcd::KvClient),
 }
@@ -182,30 +110,15 @@ impl Writer {
     }
 }
 
-async fn channel(addr: &str, timeout: Duration) -> Result<Channel> {
-    let addr = addr
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches('/');
-    Endpoint::from_shared(format!("http://{addr}"))
-        .with_context(|| format!("{addr:?} is not an address"))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(timeout)
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {addr}"))
-}
-
 /// What a run needs to know about the system under test.
-struct Sut {
-    system: &'static str,
-    nodes: Vec<String>,
-    leader_index: usize,
+pub(crate) struct Sut {
+    pub system: &'static str,
+    pub nodes: Vec<String>,
+    pub leader_index: usize,
     /// The leader, in words.
-    leader: String,
+    pub leader: String,
     /// Where and what to scrape for the leader's batch counter.
-    leader_metrics: Option<(String, &'static str)>,
+    pub leader_metrics: Option<(String, &'static str)>,
 }
 
 impl Sut {
@@ -217,110 +130,7 @@ impl Sut {
     }
 }
 
-async fn store(a: StoreArgs, g: &Global) -> Result<Report> {
-    check_load(&a.load)?;
-    // Owned here so that it dies when this function returns or is dropped.
-    let mut local = None;
-    let seeds = if a.cluster.is_empty() {
-        eprintln!("starting a 3-node loopback cluster (fsync on) ...");
-        let c = local::LocalCluster::start(3, a.data_root.as_deref()).await?;
-        eprintln!("cluster ready, data in {}", c.dir().display());
-        let seeds = c.api_addrs();
-        local = Some(c);
-        seeds
-    } else {
-        a.cluster.clone()
-    };
-    let sut = meridian_sut(&seeds, g.timeout).await?;
-    let report = drive("meridian", &sut, &a.load, g.timeout, |ch| {
-        Writer::Meridian(ConfigServiceClient::new(ch))
-    })
-    .await;
-    drop(local);
-    report
-}
-
-/// Members, leader and the leader's admin address, from the cluster status.
-async fn meridian_sut(seeds: &[String], timeout: Duration) -> Result<Sut> {
-    let mut last = None;
-    for seed in seeds {
-        let ch = match channel(seed, timeout).await {
-            Ok(ch) => ch,
-            Err(e) => {
-                last = Some(e);
-                continue;
-            }
-        };
-        let st = match ClusterServiceClient::new(ch)
-            .get_cluster_status(pb::ClusterStatusRequest {})
-            .await
-        {
-            Ok(r) => r.into_inner(),
-            Err(e) => {
-                last = Some(anyhow::anyhow!("{seed}: {}", e.message()));
-                continue;
-            }
-        };
-        let mut voters: Vec<pb::NodeInfo> = st
-            .members
-            .into_iter()
-            .filter(|m| m.voter)
-            .filter_map(|m| m.node)
-            .collect();
-        voters.sort_by_key(|n| n.id);
-        let Some(leader_index) = voters.iter().position(|n| n.id == st.leader_id) else {
-            bail!("the cluster has no leader among its voters; try again once it has one");
-        };
-        let leader = &voters[leader_index];
-        let leader_metrics = (!leader.admin_addr.is_empty())
-            .then(|| (leader.admin_addr.clone(), "meridian_raft_proposals_total"));
-        return Ok(Sut {
-            system: "meridian",
-            leader: format!("node {} ({})", leader.id, leader.api_addr),
-            nodes: voters.iter().map(|n| n.api_addr.clone()).collect(),
-            leader_index,
-            leader_metrics,
-        });
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no --cluster address given")))
-        .context("reading the cluster status")
-}
-
-async fn etcd_bench(a: EtcdArgs, g: &Global) -> Result<Report> {
-    check_load(&a.load)?;
-    let mut members = Vec::new();
-    for ep in &a.endpoints {
-        let ch = channel(ep, g.timeout).await?;
-        let st = etcd::status(ch)
-            .await
-            .map_err(|e| anyhow::anyhow!("{ep}: Maintenance.Status: {}", e.message()))?;
-        let id = st.header.map(|h| h.member_id).unwrap_or(0);
-        members.push((
-            ep.trim().trim_start_matches("http://").to_string(),
-            id,
-            st.leader,
-        ));
-    }
-    let Some(leader_index) = members.iter().position(|(_, id, leader)| id == leader) else {
-        bail!("none of --endpoints is the etcd leader; name every member");
-    };
-    let leader_ep = members[leader_index].0.clone();
-    let sut = Sut {
-        system: "etcd",
-        leader: format!("member {:x} ({leader_ep})", members[leader_index].1),
-        nodes: members.iter().map(|m| m.0.clone()).collect(),
-        leader_index,
-        // etcd serves /metrics on its client port; one WAL fsync per raft
-        // Ready is its unit of batching, as a proposal batch is ours.
-        leader_metrics: Some((leader_ep, "etcd_disk_wal_fsync_duration_seconds_count")),
-    };
-    drive("etcd", &sut, &a.load, g.timeout, |ch| {
-        Writer::Etcd(etcd::KvClient::new(ch))
-    })
-    .await
-}
-
-fn check_load(l: &LoadArgs) -> Result<()> {
+pub(crate) fn check_load(l: &LoadArgs) -> Result<()> {
     if l.clients.is_empty() || l.clients.contains(&0) {
         bail!("--clients: give one or more positive counts, e.g. 1,16,64");
     }
@@ -331,7 +141,7 @@ fn check_load(l: &LoadArgs) -> Result<()> {
 }
 
 /// Runs the load once per client count.
-async fn drive(
+pub(crate) async fn drive(
     system: &'static str,
     sut: &Sut,
     load: &LoadArgs,
@@ -486,15 +296,10 @@ async fn leader_counter(sut: &Sut) -> Option<u64> {
 
 /// Nearest-rank percentile of sorted microseconds, in milliseconds.
 fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
-    if sorted_us.is_empty() {
-        return 0.0;
-    }
-    let rank = (p * sorted_us.len() as f64).ceil() as usize;
-    let i = rank.clamp(1, sorted_us.len()) - 1;
-    sorted_us[i] as f64 / 1000.0
+    percentile(sorted_us, p).map(|us| us as f64 / 1000.0).unwrap_or(0.0)
 }
 
-fn print_report(r: &Report, format: Format) -> Result<()> {
+pub(crate) fn print_report(r: &Report, format: Format) -> Result<()> {
     match format {
         Format::Json | Format::Yaml => {
             crate::output::print_value(&serde_json::to_value(r)?, format)
@@ -557,6 +362,7 @@ fn print_report(r: &Report, format: Format) -> Result<()> {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::percentile_ms;
@@ -570,31 +376,4 @@ mod tests {
         assert_eq!(percentile_ms(&[7000], 0.999), 7.0);
         assert_eq!(percentile_ms(&[], 0.5), 0.0);
     }
-}
-
-/// One put of a benchmark's setup transaction.
-pub(super) fn put(kind: &str, name: &str, spec: &serde_json::Value) -> pb::TxnOp {
-    pb::TxnOp {
-        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-            key: Some(pb::ObjectKey {
-                kind: kind.into(),
-                name: name.into(),
-            }),
-            value: serde_json::to_vec(spec).expect("json"),
-            expected_revision: None,
-        })),
-    }
-}
-
-/// Commits a benchmark's setup transaction; returns its revision.
-pub(super) async fn txn(api: &mut ConfigServiceClient<Channel>, id: &str, ops: Vec<pb::TxnOp>) -> Result<u64> {
-    let r = api
-        .txn(pb::TxnRequest {
-            request_id: id.into(),
-            ops,
-            dry_run: false,
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("Txn: {:?}: {}", e.code(), e.message()))?;
-    Ok(r.into_inner().revision)
 }

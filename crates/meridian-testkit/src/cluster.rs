@@ -1,15 +1,18 @@
-//! A cluster of real `meridian server` processes on loopback.
+//! A cluster of real `meridian server` processes on loopback, for the
+//! black-box tests and for `meridian-bench`. The children live in a guard
+//! that kills them on drop, so an error, a panic or Ctrl-C never leaves
+//! servers behind.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use meridian_proto::v1 as pb;
-use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
-use meridian_proto::v1::config_service_client::ConfigServiceClient;
-use tonic::transport::Channel;
+use anyhow::{bail, Context, Result};
 
-use crate::{eventually, meridian_bin, ports::free_port};
+pub use crate::http::{http_get, http_request};
+
+mod api;
+use crate::{meridian_bin, ports::free_port, try_eventually};
 
 #[derive(Clone, Debug)]
 pub struct ClusterOpts {
@@ -20,6 +23,14 @@ pub struct ClusterOpts {
     /// Bootstrap node 1 and join the others to it; otherwise leave them uninitialized.
     pub auto_join: bool,
     pub write_timeout: Duration,
+    /// `--enable-fault-injection` (the fault API of `/debug/faults`).
+    pub fault_injection: bool,
+    /// `RUST_LOG` of the servers.
+    pub log_filter: String,
+    /// Where the cluster's temp dir is made (default: the system's temp dir).
+    pub data_root: Option<PathBuf>,
+    /// Prefix of the temp dir's name.
+    pub dir_prefix: String,
 }
 
 impl Default for ClusterOpts {
@@ -29,6 +40,26 @@ impl Default for ClusterOpts {
             snapshot_logs: 10_000,
             auto_join: true,
             write_timeout: Duration::from_secs(3),
+            fault_injection: true,
+            log_filter: "info,openraft=warn".into(),
+            data_root: None,
+            dir_prefix: "meridian-test-".into(),
+        }
+    }
+}
+
+impl ClusterOpts {
+    /// A cluster to measure: the server's own defaults, no fault API, and
+    /// logs at `warn` (at info, log formatting would share the cores with
+    /// the load; warnings still reach the log files).
+    pub fn bench(data_root: Option<&Path>) -> ClusterOpts {
+        ClusterOpts {
+            write_timeout: Duration::from_secs(5),
+            fault_injection: false,
+            log_filter: "warn".into(),
+            data_root: data_root.map(Path::to_path_buf),
+            dir_prefix: "meridian-bench-".into(),
+            ..ClusterOpts::default()
         }
     }
 }
@@ -74,10 +105,17 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes; with `auto_join`, waits until all are voters.
     pub async fn start(n: usize, opts: ClusterOpts) -> Cluster {
+        Self::try_start(n, opts).await.unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// As [`Cluster::start`], with failures as errors (a node that exits
+    /// while starting, or no leader in time) that carry the nodes' log tails.
+    pub async fn try_start(n: usize, opts: ClusterOpts) -> Result<Cluster> {
+        let root = opts.data_root.clone().unwrap_or_else(std::env::temp_dir);
         let dir = tempfile::Builder::new()
-            .prefix("meridian-test-")
-            .tempdir()
-            .expect("tempdir");
+            .prefix(&opts.dir_prefix)
+            .tempdir_in(&root)
+            .with_context(|| format!("creating a temp dir in {}", root.display()))?;
         let mut c = Cluster {
             nodes: Vec::new(),
             opts,
@@ -91,19 +129,86 @@ impl Cluster {
             } else {
                 vec![]
             };
-            c.spawn_new(bootstrap, join);
+            c.try_spawn_new(bootstrap, join)?;
             if i == 0 && c.opts.auto_join {
-                c.wait_ready(c.nodes[0].id).await;
+                // The others join through node 1: it must lead first.
+                let url = c.nodes[0].admin_url("/readyz");
+                c.starting("node 1 ready", Duration::from_secs(30), || {
+                    let url = url.clone();
+                    async move { (http_get(&url).await.ok()?.0 == 200).then_some(()) }
+                })
+                .await?;
             }
         }
         if c.opts.auto_join {
             let want: Vec<u64> = c.nodes.iter().map(|n| n.id).collect();
-            c.wait_voters(&want).await;
+            c.starting(&format!("voters {want:?}"), Duration::from_secs(60), || c.has_voters(&want))
+                .await?;
         }
-        c
+        Ok(c)
+    }
+
+    /// Waits for `f` while the cluster starts; a node that exits meanwhile
+    /// fails the start at once.
+    async fn starting<T, F, Fut>(&self, what: &str, timeout: Duration, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let r = try_eventually(what, timeout, || {
+            let dead = self.exited();
+            let ready = f();
+            async move {
+                match dead {
+                    Some(_) => Some(None),
+                    None => ready.await.map(Some),
+                }
+            }
+        })
+        .await;
+        match r {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => bail!(
+                "{} while starting\n{}",
+                self.exited().unwrap_or_else(|| "a node exited".into()),
+                self.log_tails(20)
+            ),
+            Err(e) => Err(e.context(format!("the cluster in {} did not start\n{}", self.dir().display(), self.log_tails(40)))),
+        }
+    }
+
+    /// The first node whose process has ended, in words.
+    fn exited(&self) -> Option<String> {
+        self.nodes.iter().find_map(|n| {
+            let pid = n.child.as_ref()?.id();
+            // Reaping here would lose the status for `stop`; /proc tells
+            // whether the process still runs without waiting on it.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            let zombie = stat.as_deref().is_none_or(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')));
+            zombie.then(|| format!("node {} (pid {pid}) exited", n.id))
+        })
+    }
+
+    /// The last `lines` lines of every node's log, for error messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+            out.push_str(&format!("---- node {} log {} (last {lines} lines) ----\n", n.id, n.log.display()));
+            for l in tail.iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     fn spawn_new(&mut self, bootstrap: bool, join: Vec<String>) -> u64 {
+        self.try_spawn_new(bootstrap, join).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn try_spawn_new(&mut self, bootstrap: bool, join: Vec<String>) -> Result<u64> {
         let id = self.next_id;
         self.next_id += 1;
         let region = self
@@ -131,8 +236,8 @@ impl Cluster {
             join,
             bootstrap,
         });
-        self.spawn(id);
-        id
+        self.try_spawn(id)?;
+        Ok(id)
     }
 
     /// Adds a node that joins through the existing members; returns its id.
@@ -163,16 +268,20 @@ impl Cluster {
 
     /// Starts (or restarts) the process of node `id` on its data dir.
     pub fn spawn(&mut self, id: u64) {
-        let snapshot_logs = self.opts.snapshot_logs;
-        let write_timeout = self.opts.write_timeout;
+        self.try_spawn(id).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn try_spawn(&mut self, id: u64) -> Result<()> {
+        let bin = crate::try_meridian_bin()?;
+        let opts = self.opts.clone();
         let n = self.node_mut(id);
         assert!(n.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&n.log)
-            .expect("log file");
-        let mut cmd = Command::new(meridian_bin());
+            .with_context(|| format!("creating {}", n.log.display()))?;
+        let mut cmd = Command::new(&bin);
         cmd.arg("server")
             .args(["--node-id", &id.to_string(), "--region", &n.region])
             .arg("--data-dir")
@@ -181,23 +290,26 @@ impl Cluster {
             .args(["--peer-listen", &format!("127.0.0.1:{}", n.ports.peer)])
             .args(["--xds-listen", &format!("127.0.0.1:{}", n.ports.xds)])
             .args(["--admin-listen", &format!("127.0.0.1:{}", n.ports.admin)])
-            .args(["--snapshot-logs", &snapshot_logs.to_string()])
+            .args(["--snapshot-logs", &opts.snapshot_logs.to_string()])
             .args([
                 "--write-timeout",
-                &format!("{}ms", write_timeout.as_millis()),
+                &format!("{}ms", opts.write_timeout.as_millis()),
             ])
-            .arg("--enable-fault-injection")
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", &opts.log_filter)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
+            .stdout(log.try_clone()?)
             .stderr(log);
+        if opts.fault_injection {
+            cmd.arg("--enable-fault-injection");
+        }
         if n.bootstrap {
             cmd.arg("--bootstrap");
         }
         if !n.join.is_empty() {
             cmd.arg("--join").arg(n.join.join(","));
         }
-        n.child = Some(cmd.spawn().expect("spawn meridian"));
+        n.child = Some(cmd.spawn().with_context(|| format!("starting {} server", bin.display()))?);
+        Ok(())
     }
 
     /// SIGKILL: no shutdown, no flush beyond what was already durable.
@@ -260,120 +372,6 @@ impl Cluster {
             .join(",")
     }
 
-    pub async fn channel(&self, id: u64) -> Channel {
-        let addr = self.node(id).api_addr();
-        eventually(
-            &format!("node {id} API at {addr}"),
-            Duration::from_secs(20),
-            || {
-                let addr = addr.clone();
-                async move {
-                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                        .ok()?
-                        .connect_timeout(Duration::from_secs(1))
-                        .connect()
-                        .await
-                        .ok()
-                }
-            },
-        )
-        .await
-    }
-
-    pub async fn config(&self, id: u64) -> ConfigServiceClient<Channel> {
-        ConfigServiceClient::new(self.channel(id).await)
-            .max_decoding_message_size(256 * 1024 * 1024)
-    }
-
-    pub async fn cluster(&self, id: u64) -> ClusterServiceClient<Channel> {
-        ClusterServiceClient::new(self.channel(id).await)
-    }
-
-    pub async fn status(&self, id: u64) -> Option<pb::NodeStatus> {
-        let ep =
-            tonic::transport::Endpoint::from_shared(format!("http://{}", self.node(id).api_addr()))
-                .ok()?
-                .connect_timeout(Duration::from_millis(500))
-                .timeout(Duration::from_secs(2));
-        let ch = ep.connect().await.ok()?;
-        ClusterServiceClient::new(ch)
-            .get_node_status(pb::NodeStatusRequest {})
-            .await
-            .ok()
-            .map(|r| r.into_inner())
-    }
-
-    /// Waits until a running node leads and the running nodes agree on it.
-    pub async fn wait_leader(&self) -> u64 {
-        let ids = self.running_ids();
-        eventually(
-            "a leader the running nodes agree on",
-            Duration::from_secs(30),
-            || {
-                let ids = ids.clone();
-                async move {
-                    let mut leader = None;
-                    for id in &ids {
-                        let st = self.status(*id).await?;
-                        if !st.has_leader || !ids.contains(&st.leader_id) {
-                            return None;
-                        }
-                        match leader {
-                            None => leader = Some(st.leader_id),
-                            Some(l) if l != st.leader_id => return None,
-                            _ => {}
-                        }
-                    }
-                    leader
-                }
-            },
-        )
-        .await
-    }
-
-    pub async fn wait_ready(&self, id: u64) {
-        let url = self.node(id).admin_url("/readyz");
-        eventually(&format!("node {id} ready"), Duration::from_secs(30), || {
-            let url = url.clone();
-            async move { (http_get(&url).await.ok()?.0 == 200).then_some(()) }
-        })
-        .await
-    }
-
-    /// Waits until the membership (as the leader sees it) has exactly these voters.
-    pub async fn wait_voters(&self, want: &[u64]) {
-        let mut want = want.to_vec();
-        want.sort_unstable();
-        eventually(&format!("voters {want:?}"), Duration::from_secs(60), || {
-            let want = want.clone();
-            async move {
-                for id in self.running_ids() {
-                    let st = self.status(id).await?;
-                    if st.role == "leader" {
-                        let mut v = st.voters.clone();
-                        v.sort_unstable();
-                        return (v == want && st.learners.is_empty()).then_some(());
-                    }
-                }
-                None
-            }
-        })
-        .await
-    }
-
-    /// Waits until node `id` has applied at least `index`.
-    pub async fn wait_applied(&self, id: u64, index: u64) -> pb::NodeStatus {
-        eventually(
-            &format!("node {id} applied index {index}"),
-            Duration::from_secs(60),
-            || async move {
-                let st = self.status(id).await?;
-                (st.applied_index >= index).then_some(st)
-            },
-        )
-        .await
-    }
-
     /// Runs the CLI against this cluster.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(meridian_bin())
@@ -390,6 +388,41 @@ impl Cluster {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Every node's API address, in node order.
+    pub fn api_addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.api_addr()).collect()
+    }
+
+    /// Every node's xDS address, in node order.
+    pub fn xds_addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.ports.xds)).collect()
+    }
+
+    /// The xDS listeners, as socket addresses, for simulated Envoys to dial.
+    pub fn xds_socket_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.nodes.iter().map(|n| std::net::SocketAddr::from(([127, 0, 0, 1], n.ports.xds))).collect()
+    }
+
+    /// Every node's admin address (host:port), in node order.
+    pub fn admin_addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.ports.admin)).collect()
+    }
+
+    /// `(region, xds address)` of every node: the controllers of a bootstrap.
+    pub fn controllers(&self) -> Vec<(String, String)> {
+        self.nodes.iter().map(|n| (n.region.clone(), format!("127.0.0.1:{}", n.ports.xds))).collect()
+    }
+
+    /// The running children's process ids, in node order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(|n| n.child.as_ref().map(Child::id)).collect()
+    }
+
+    /// Tells the operator where the data, logs and processes are.
+    pub fn announce(&self) {
+        eprintln!("ready, data and logs in {}, pids {:?}", self.dir().display(), self.pids());
     }
 }
 
@@ -426,48 +459,4 @@ impl Drop for Cluster {
             }
         }
     }
-}
-
-/// A minimal HTTP/1.1 GET over a raw socket: status code and body.
-pub async fn http_get(url: &str) -> std::io::Result<(u16, String)> {
-    http_request("GET", url, None).await
-}
-
-pub async fn http_request(
-    method: &str,
-    url: &str,
-    body: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| std::io::Error::other("only http:// urls"))?;
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(host))
-        .await
-        .map_err(|_| std::io::Error::other("connect timeout"))??;
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| std::io::Error::other("read timeout"))??;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
 }

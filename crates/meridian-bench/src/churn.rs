@@ -1,4 +1,4 @@
-//! `meridian bench endpoint-churn`: endpoint changes reported by agents (the
+//! `meridian-bench endpoint-churn`: endpoint changes reported by agents (the
 //! real upward protocol, in process) at a fixed rate, against a 3-node
 //! loopback cluster, with a real Envoy watching EDS. Measures committed
 //! changes per second, agent-side ACK latency, Raft entries per second, and
@@ -6,21 +6,22 @@
 //! `membership_healthy` gauge for the changed service).
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::agent_service_client::AgentServiceClient;
 use meridian_proto::v1::config_service_client::ConfigServiceClient;
+use meridian_testkit::envoy::Envoy;
+use meridian_testkit::{percentile, Cluster, ClusterOpts};
+use meridian_translate::bootstrap::BootstrapSpec;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::local::LocalCluster;
-use super::metrics::{get, scrape};
-use crate::cli::Global;
+use crate::metrics::{get, scrape};
 use crate::output::{print_value, table, Format};
+use crate::Global;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ChurnArgs {
@@ -35,7 +36,7 @@ pub struct ChurnArgs {
     /// Endpoint changes per second offered by all agents together.
     #[arg(long, default_value_t = 10_000)]
     pub rate: usize,
-    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::output::parse_duration)]
     pub duration: Duration,
 }
 
@@ -45,20 +46,9 @@ const SAMPLED: usize = 10;
 /// Index of the sampler's endpoint (outside the load's indexes).
 const SAMPLE_EP: usize = 199;
 
-struct EnvoyProc(Child);
-
-impl Drop for EnvoyProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+/// The test kit's nearest rank, NaN (JSON null) when nothing was measured.
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    percentile(sorted, p).unwrap_or(f64::NAN)
 }
 
 fn endpoint(svc: usize, i: usize, weight: u32, healthy: bool) -> pb::AgentEndpoint {
@@ -78,12 +68,10 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
     if a.services == 0 || a.endpoints < clusters {
         bail!("--services must be positive and --endpoints at least --clusters");
     }
-    let envoy_bin = std::env::var("MERIDIAN_ENVOY").unwrap_or_else(|_| ".cache/envoy/envoy/_bin/envoy".into());
-    if !std::path::Path::new(&envoy_bin).exists() {
-        bail!("no Envoy at {envoy_bin}: run scripts/install-envoy.sh or set MERIDIAN_ENVOY");
-    }
+    // Before the cluster: a missing Envoy should not cost a cluster start.
+    meridian_testkit::envoy::try_envoy_bin()?;
     eprintln!("starting a 3-node loopback cluster ...");
-    let lc = LocalCluster::start(3, None).await?;
+    let lc = Cluster::try_start(3, ClusterOpts::bench(None)).await?;
     let api = lc.api_addrs();
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", api[0]))?.connect().await?;
     let mut cfg = ConfigServiceClient::new(ch).max_encoding_message_size(64 << 20);
@@ -94,14 +82,14 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
     for s in 0..a.services {
-        ops.push(super::put("service", &format!("svc-{s}"), &json!({"port": 8080})));
+        ops.push(crate::setup::put("service", &format!("svc-{s}"), &json!({"port": 8080})));
     }
     for (c, region) in REGIONS.iter().enumerate().take(clusters) {
-        ops.push(super::put("cluster", &format!("bench-{c}"), &json!({"region": region, "tokenSha256": digest})));
+        ops.push(crate::setup::put("cluster", &format!("bench-{c}"), &json!({"region": region, "tokenSha256": digest})));
     }
     // A fourth cluster whose only job is the timed samples, so they travel
     // the same path as the load while it runs.
-    ops.push(super::put("cluster", "bench-sample", &json!({"region": "us-east", "tokenSha256": digest})));
+    ops.push(crate::setup::put("cluster", "bench-sample", &json!({"region": "us-east", "tokenSha256": digest})));
     cfg.txn(pb::TxnRequest { request_id: "bench-churn-setup".into(), ops, dry_run: false }).await?;
 
     // Agents: hello, welcome, full set. The last one is the sampler.
@@ -152,37 +140,9 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
     eprintln!("{} services x {} endpoints reported by {clusters} agents", a.services, a.endpoints);
 
     // A real Envoy in us-east watching everything.
-    let admin = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let boot_args = crate::cli::bootstrap::BootstrapArgs {
-        node_id: "bench-envoy".into(),
-        region: "us-east".into(),
-        zone: String::new(),
-        group: "default".into(),
-        delta: true,
-        sotw: false,
-        admin_port: admin,
-        admin_address: "127.0.0.1".into(),
-        controllers: vec![],
-        out: None,
-    };
-    let controllers: Vec<(String, String)> = lc.xds_addrs().into_iter().map(|x| ("us-east".to_string(), x)).collect();
-    let boot = crate::cli::bootstrap::bootstrap(&boot_args, &controllers, &[])?;
-    let boot_file = lc.dir().join("envoy.yaml");
-    std::fs::write(&boot_file, serde_yaml_ng::to_string(&boot)?)?;
-    let _envoy = EnvoyProc(
-        Command::new(&envoy_bin)
-            .arg("-c")
-            .arg(&boot_file)
-            .args(["--base-id", &(40_000 + std::process::id() % 10_000).to_string(), "-l", "error", "--concurrency", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting Envoy")?,
-    );
-    let admin_addr = format!("127.0.0.1:{admin}");
+    let spec = BootstrapSpec::new("bench-envoy", "us-east", Envoy::free_admin_port(), lc.controllers());
+    let envoy = Envoy::from_spec(&spec, lc.dir(), "error")?;
+    let admin_addr = envoy.admin_addr();
     let healthy_of = |svc: usize| {
         let admin_addr = admin_addr.clone();
         async move {
@@ -313,10 +273,10 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
         "services": a.services, "endpoints_per_service": a.endpoints, "agents": clusters,
         "offered_changes_per_s": a.rate,
         "committed_changes_per_s": committed as f64 / elapsed,
-        "agent_ack_ms": {"p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99)},
+        "agent_ack_ms": {"p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99)},
         "raft_entries_per_s": entries as f64 / elapsed,
         "changes_per_entry": if entries > 0 { committed as f64 / entries as f64 } else { 0.0 },
-        "envoy_visible_ms": {"p50": percentile(&vis, 0.5), "p99": percentile(&vis, 0.99), "max": vis.last().copied().unwrap_or(f64::NAN), "samples": vis.len()},
+        "envoy_visible_ms": {"p50": pct(&vis, 0.5), "p99": pct(&vis, 0.99), "max": vis.last().copied().unwrap_or(f64::NAN), "samples": vis.len()},
     });
     match g.output {
         Format::Json | Format::Yaml => print_value(&report, g.output)?,

@@ -1,4 +1,4 @@
-//! `meridian bench xds`: xDS fan-out of a route change to many idle Envoys.
+//! `meridian-bench xds`: xDS fan-out of a route change to many idle Envoys.
 //!
 //! Starts its own controller(s), writes a config (services with static
 //! endpoints, one route per service, one listener per ten routes) in one
@@ -8,20 +8,24 @@
 //! changes one at a time and measures, per stream, the time from the
 //! transaction's answer to the stream's ACK of the push.
 
-use super::{put, txn};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::config_service_client::ConfigServiceClient;
+use meridian_testkit::{percentile, Cluster, ClusterOpts};
 use meridian_xds::testing::bench::{Fleet, FleetConfig, Mark};
 use meridian_xds::Variant;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{channel, local, metrics};
-use crate::output::{table, Format};
+use crate::metrics;
+use crate::setup::{channel, put, txn};
+
+mod report;
+
+use report::{print, ChangeResult, NodeMemory, XdsReport};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,84 +56,17 @@ pub struct XdsArgs {
     #[arg(long, default_value_t = 5)]
     pub changes: usize,
     /// Give up waiting for the initial sync after this long.
-    #[arg(long, default_value = "300s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "300s", value_parser = crate::output::parse_duration)]
     pub sync_timeout: Duration,
     /// Give up waiting for one change's ACKs after this long.
-    #[arg(long, default_value = "60s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::output::parse_duration)]
     pub change_timeout: Duration,
     /// Where the controllers keep their data (a temp dir inside it).
     #[arg(long)]
     pub data_root: Option<std::path::PathBuf>,
 }
 
-#[derive(Serialize, Debug)]
-struct NodeMemory {
-    node: usize,
-    xds: String,
-    streams: f64,
-    rss_before_bytes: u64,
-    rss_after_bytes: u64,
-}
-
-#[derive(Serialize, Debug)]
-struct ChangeResult {
-    change: usize,
-    route: String,
-    what: String,
-    /// Txn sent → answered.
-    commit_ms: f64,
-    /// Streams that ACKed a push after the commit.
-    acked: usize,
-    /// Per stream: Txn answered → ACK of the last response of the push.
-    /// `min_ms` is the first stream's.
-    min_ms: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    /// Responses received by the clients for this change (all streams).
-    responses: u64,
-    /// Protobuf bytes of those responses (no gRPC/HTTP/2 framing).
-    bytes: u64,
-    bytes_per_stream: f64,
-    /// The controllers' own count (meridian_xds_responses_total, summed).
-    server_responses: Option<u64>,
-}
-
-#[derive(Serialize, Debug)]
-struct XdsReport {
-    nodes: usize,
-    variant: XdsVariant,
-    services: usize,
-    routes: usize,
-    listeners: usize,
-    /// Resources one Envoy holds once synced (all types).
-    resources_per_envoy: usize,
-    streams: usize,
-    connections: usize,
-    streams_per_connection: usize,
-    nofile_limit: u64,
-    synced: usize,
-    sync_p50_ms: f64,
-    sync_p99_ms: f64,
-    sync_max_ms: f64,
-    /// Bytes received by all clients for the initial sync.
-    sync_bytes: u64,
-    memory: Vec<NodeMemory>,
-    rss_before_bytes: u64,
-    rss_after_bytes: u64,
-    /// (after - before) summed over nodes / streams.
-    bytes_per_idle_stream: f64,
-    /// This process (the simulated Envoys), for scale.
-    loadgen_rss_bytes: Option<u64>,
-    changes: Vec<ChangeResult>,
-    /// Median over changes of each change's p99 / max.
-    median_p99_ms: f64,
-    median_max_ms: f64,
-    failed_streams: usize,
-    first_error: Option<String>,
-}
-
-pub async fn run(a: XdsArgs, g: &crate::cli::Global) -> Result<()> {
+pub async fn run(a: XdsArgs, g: &crate::Global) -> Result<()> {
     let r = bench(a, g.timeout).await?;
     print(&r, g.output)
 }
@@ -152,10 +89,10 @@ async fn bench(a: XdsArgs, timeout: Duration) -> Result<XdsReport> {
         );
     }
     eprintln!("starting {} controller(s) ...", a.nodes);
-    let cluster = local::LocalCluster::start(a.nodes, a.data_root.as_deref()).await?;
+    let cluster = Cluster::try_start(a.nodes, ClusterOpts::bench(a.data_root.as_deref())).await?;
     cluster.announce();
     let apis = cluster.api_addrs();
-    let xds: Vec<SocketAddr> = cluster.xds_socket_addrs()?;
+    let xds: Vec<SocketAddr> = cluster.xds_socket_addrs();
     let admins = cluster.admin_addrs();
 
     let mut api = ConfigServiceClient::new(channel(&apis[0], timeout).await?);
@@ -306,13 +243,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Nearest rank.
+/// The test kit's nearest rank; zero when nothing was measured.
 fn pick_q(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    percentile(sorted, q).unwrap_or(Duration::ZERO)
 }
 
 fn change_result(
@@ -507,124 +440,6 @@ fn self_rss() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
-}
-
-fn mib(b: u64) -> String {
-    format!("{:.1}", b as f64 / (1024.0 * 1024.0))
-}
-
-fn print(r: &XdsReport, format: Format) -> Result<()> {
-    if matches!(format, Format::Json | Format::Yaml) {
-        return crate::output::print_value(&serde_json::to_value(r)?, format);
-    }
-    println!(
-        "xds: {} node(s), {:?}, {} streams on {} connections ({} per connection), \
-         {} services / {} routes / {} listeners = {} resources per Envoy",
-        r.nodes,
-        r.variant,
-        r.streams,
-        r.connections,
-        r.streams_per_connection,
-        r.services,
-        r.routes,
-        r.listeners,
-        r.resources_per_envoy
-    );
-    println!(
-        "synced {}/{}: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} MiB received",
-        r.synced,
-        r.streams,
-        r.sync_p50_ms,
-        r.sync_p99_ms,
-        r.sync_max_ms,
-        mib(r.sync_bytes)
-    );
-    let rows: Vec<Vec<String>> = r
-        .memory
-        .iter()
-        .map(|m| {
-            vec![
-                m.node.to_string(),
-                format!("{:.0}", m.streams),
-                mib(m.rss_before_bytes),
-                mib(m.rss_after_bytes),
-                format!(
-                    "{:.1}",
-                    (m.rss_after_bytes as f64 - m.rss_before_bytes as f64)
-                        / m.streams.max(1.0)
-                        / 1024.0
-                ),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(
-            &[
-                "NODE",
-                "STREAMS",
-                "RSS BEFORE MIB",
-                "RSS SYNCED MIB",
-                "KIB/STREAM"
-            ],
-            &rows
-        )
-    );
-    println!(
-        "controller memory per idle stream: {:.1} KiB (all nodes); load generator RSS {} MiB",
-        r.bytes_per_idle_stream / 1024.0,
-        r.loadgen_rss_bytes.map(mib).unwrap_or_else(|| "-".into())
-    );
-    let rows: Vec<Vec<String>> = r
-        .changes
-        .iter()
-        .map(|c| {
-            vec![
-                c.change.to_string(),
-                format!("{} {}", c.route, c.what),
-                format!("{:.1}", c.commit_ms),
-                c.acked.to_string(),
-                format!("{:.0}", c.min_ms),
-                format!("{:.0}", c.p50_ms),
-                format!("{:.0}", c.p99_ms),
-                format!("{:.0}", c.max_ms),
-                c.responses.to_string(),
-                format!("{:.0}", c.bytes_per_stream),
-                format!("{:.1}", c.bytes as f64 / (1024.0 * 1024.0)),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(
-            &[
-                "CHANGE",
-                "WHAT",
-                "COMMIT MS",
-                "ACKED",
-                "MIN MS",
-                "P50 MS",
-                "P99 MS",
-                "MAX MS",
-                "RESPONSES",
-                "B/STREAM",
-                "MIB TOTAL",
-            ],
-            &rows
-        )
-    );
-    println!(
-        "median over changes: p99 {:.0} ms, max {:.0} ms (commit answered -> ACK by each stream)",
-        r.median_p99_ms, r.median_max_ms
-    );
-    if r.failed_streams > 0 {
-        println!(
-            "failed streams: {} (first error: {})",
-            r.failed_streams,
-            r.first_error.as_deref().unwrap_or("-")
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

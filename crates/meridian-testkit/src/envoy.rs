@@ -1,26 +1,45 @@
-//! Real Envoy processes for tests. The binary comes from `$MERIDIAN_ENVOY`
-//! or `.cache/envoy` (installed by scripts/install-envoy.sh); a missing
-//! binary fails the test, it never skips.
+//! Real Envoy processes for tests and benchmarks, started from Meridian's
+//! own bootstrap (`meridian_translate::bootstrap`, or `meridian bootstrap`
+//! when the CLI is what a test exercises). The binary comes from
+//! `$MERIDIAN_ENVOY` or `.cache/envoy` (installed by
+//! scripts/install-envoy.sh); a missing binary fails the test, it never
+//! skips.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::cluster::http_get;
+use anyhow::Context as _;
+use meridian_translate::bootstrap::{bootstrap, BootstrapSpec};
+
+use crate::cluster::Cluster;
+use crate::http::http_get;
 use crate::ports::free_port;
 use crate::workspace_root;
 
-pub fn envoy_bin() -> PathBuf {
+/// The Envoy binary, or why there is none.
+pub fn try_envoy_bin() -> anyhow::Result<PathBuf> {
     let p = std::env::var("MERIDIAN_ENVOY")
         .map(PathBuf::from)
         .unwrap_or_else(|_| workspace_root().join(".cache/envoy/envoy/_bin/envoy"));
-    assert!(
+    anyhow::ensure!(
         p.exists(),
         "Envoy binary {} is missing: run scripts/install-envoy.sh (scripts/test.sh does) or set MERIDIAN_ENVOY",
         p.display()
     );
-    p
+    Ok(p)
+}
+
+pub fn envoy_bin() -> PathBuf {
+    try_envoy_bin().unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Writes the bootstrap of `spec` to `file` (YAML, as `meridian bootstrap`
+/// does).
+pub fn write_bootstrap(spec: &BootstrapSpec, file: &Path) -> anyhow::Result<()> {
+    let yaml = serde_yaml_ng::to_string(&bootstrap(spec)?)?;
+    std::fs::write(file, yaml).with_context(|| format!("writing {}", file.display()))
 }
 
 pub struct Envoy {
@@ -38,18 +57,56 @@ fn base_id() -> u32 {
 impl Envoy {
     /// Starts Envoy with `bootstrap` (whose admin port must be `admin_port`).
     pub fn start(bootstrap: &Path, admin_port: u16, log: PathBuf) -> Envoy {
-        let out = std::fs::File::create(&log).expect("envoy log");
-        let child = Command::new(envoy_bin())
+        Self::try_start(bootstrap, admin_port, log, "info").unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// As [`Envoy::start`], logging at `log_level`, with failures as errors.
+    pub fn try_start(bootstrap: &Path, admin_port: u16, log: PathBuf, log_level: &str) -> anyhow::Result<Envoy> {
+        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new(try_envoy_bin()?)
             .arg("-c")
             .arg(bootstrap)
-            .args(["--base-id", &base_id().to_string(), "--log-level", "info", "--concurrency", "1"])
+            .args(["--base-id", &base_id().to_string(), "--log-level", log_level, "--concurrency", "1"])
             .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "2"])
             .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
+            .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .expect("start envoy");
-        Envoy { admin_port, log, child }
+            .context("starting Envoy")?;
+        Ok(Envoy { admin_port, log, child })
+    }
+
+    /// Starts an Envoy from `spec` (its admin port is the spec's), with its
+    /// bootstrap and log in `dir`, named after the node id.
+    pub fn from_spec(spec: &BootstrapSpec, dir: &Path, log_level: &str) -> anyhow::Result<Envoy> {
+        let file = dir.join(format!("{}.yaml", spec.node_id));
+        write_bootstrap(spec, &file)?;
+        Self::try_start(&file, spec.admin_port, dir.join(format!("{}.envoy.log", spec.node_id)), log_level)
+    }
+
+    /// Starts an Envoy from a bootstrap made by `meridian bootstrap --node-id
+    /// NODE_ID --admin-port (free) -O FILE EXTRA...` against `c`, so the test
+    /// exercises the CLI's bootstrap as operators run it.
+    pub fn from_cli(c: &Cluster, node_id: &str, extra: &[&str]) -> Envoy {
+        let admin = Self::free_admin_port();
+        let file = c.dir().join(format!("{node_id}.yaml"));
+        let admin_s = admin.to_string();
+        let mut args = vec!["bootstrap", "--node-id", node_id, "--admin-port", &admin_s, "-O", file.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        let out = c.cli(&args);
+        assert!(
+            out.status.success(),
+            "bootstrap: exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Envoy::start(&file, admin, c.dir().join(format!("{node_id}.envoy.log")))
+    }
+
+    /// The admin listener, as host:port.
+    pub fn admin_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
     }
 
     pub fn free_admin_port() -> u16 {

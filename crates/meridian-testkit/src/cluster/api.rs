@@ -1,0 +1,127 @@
+//! A running cluster's APIs: gRPC clients per node, node status, and the
+//! waits tests build on (leader, readiness, membership, applied index).
+
+use std::time::Duration;
+
+use meridian_proto::v1 as pb;
+use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
+use meridian_proto::v1::config_service_client::ConfigServiceClient;
+use tonic::transport::Channel;
+
+use super::{http_get, Cluster};
+use crate::eventually;
+
+impl Cluster {
+    pub async fn channel(&self, id: u64) -> Channel {
+        let addr = self.node(id).api_addr();
+        eventually(
+            &format!("node {id} API at {addr}"),
+            Duration::from_secs(20),
+            || {
+                let addr = addr.clone();
+                async move {
+                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                        .ok()?
+                        .connect_timeout(Duration::from_secs(1))
+                        .connect()
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await
+    }
+
+    pub async fn config(&self, id: u64) -> ConfigServiceClient<Channel> {
+        ConfigServiceClient::new(self.channel(id).await)
+            .max_decoding_message_size(256 * 1024 * 1024)
+    }
+
+    pub async fn cluster(&self, id: u64) -> ClusterServiceClient<Channel> {
+        ClusterServiceClient::new(self.channel(id).await)
+    }
+
+    pub async fn status(&self, id: u64) -> Option<pb::NodeStatus> {
+        let ep =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.node(id).api_addr()))
+                .ok()?
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(2));
+        let ch = ep.connect().await.ok()?;
+        ClusterServiceClient::new(ch)
+            .get_node_status(pb::NodeStatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    /// Waits until a running node leads and the running nodes agree on it.
+    pub async fn wait_leader(&self) -> u64 {
+        let ids = self.running_ids();
+        eventually(
+            "a leader the running nodes agree on",
+            Duration::from_secs(30),
+            || {
+                let ids = ids.clone();
+                async move {
+                    let mut leader = None;
+                    for id in &ids {
+                        let st = self.status(*id).await?;
+                        if !st.has_leader || !ids.contains(&st.leader_id) {
+                            return None;
+                        }
+                        match leader {
+                            None => leader = Some(st.leader_id),
+                            Some(l) if l != st.leader_id => return None,
+                            _ => {}
+                        }
+                    }
+                    leader
+                }
+            },
+        )
+        .await
+    }
+
+    pub async fn wait_ready(&self, id: u64) {
+        let url = self.node(id).admin_url("/readyz");
+        eventually(&format!("node {id} ready"), Duration::from_secs(30), || {
+            let url = url.clone();
+            async move { (http_get(&url).await.ok()?.0 == 200).then_some(()) }
+        })
+        .await
+    }
+
+    /// Waits until the membership (as the leader sees it) has exactly these voters.
+    pub async fn wait_voters(&self, want: &[u64]) {
+        eventually(&format!("voters {want:?}"), Duration::from_secs(60), || self.has_voters(want)).await
+    }
+
+    /// Whether the leader's membership is exactly `want`, all voters.
+    pub(super) async fn has_voters(&self, want: &[u64]) -> Option<()> {
+        let mut want = want.to_vec();
+        want.sort_unstable();
+        for id in self.running_ids() {
+            let st = self.status(id).await?;
+            if st.role == "leader" {
+                let mut v = st.voters.clone();
+                v.sort_unstable();
+                return (v == want && st.learners.is_empty()).then_some(());
+            }
+        }
+        None
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64) -> pb::NodeStatus {
+        eventually(
+            &format!("node {id} applied index {index}"),
+            Duration::from_secs(60),
+            || async move {
+                let st = self.status(id).await?;
+                (st.applied_index >= index).then_some(st)
+            },
+        )
+        .await
+    }
+}

@@ -1,0 +1,197 @@
+//! The bootstrap of an Envoy that gets everything over ADS from Meridian's
+//! controllers: its xDS cluster lists the controllers of the Envoy's region
+//! first and those of the other regions as lower priorities, with active
+//! health checks so Envoy moves off a dead controller (and off a dead region)
+//! on its own. `meridian bootstrap` prints it; tests and benchmarks start
+//! their Envoys with it, so they run the configuration operators get.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+/// Name of the static cluster Envoy reaches the controllers through.
+pub const XDS_CLUSTER: &str = "meridian_xds";
+
+/// Which flavour of ADS the Envoy speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AdsVariant {
+    /// Incremental xDS (`DELTA_GRPC`).
+    #[default]
+    Delta,
+    /// State of the world (`GRPC`).
+    Sotw,
+}
+
+/// Everything a bootstrap says about one Envoy.
+#[derive(Clone, Debug)]
+pub struct BootstrapSpec {
+    /// Envoy's `node.id`, unique per Envoy.
+    pub node_id: String,
+    /// The Envoy's region: its own region's controllers come first.
+    pub region: String,
+    /// Empty for none (the locality then has no `zone`).
+    pub zone: String,
+    /// Proxy group (Envoy `node.cluster`): selects which listeners it gets.
+    pub group: String,
+    pub variant: AdsVariant,
+    /// Host of Envoy's admin listener. A string, not an address, so that the
+    /// bootstrap repeats exactly what the operator wrote.
+    pub admin_address: String,
+    pub admin_port: u16,
+    /// `(region, "HOST:PORT")` of each controller's xDS listener.
+    pub controllers: Vec<(String, String)>,
+    /// The region's failover order (its Region object), after itself.
+    pub failover: Vec<String>,
+}
+
+impl BootstrapSpec {
+    /// A delta-ADS Envoy in `region`, group `default`, admin on loopback,
+    /// talking to `controllers`.
+    pub fn new(node_id: &str, region: &str, admin_port: u16, controllers: Vec<(String, String)>) -> Self {
+        BootstrapSpec {
+            node_id: node_id.into(),
+            region: region.into(),
+            zone: String::new(),
+            group: "default".into(),
+            variant: AdsVariant::Delta,
+            admin_address: "127.0.0.1".into(),
+            admin_port,
+            controllers,
+            failover: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("controller address {0:?} has no port")]
+    NoPort(String),
+    #[error("controller address {0:?}: bad port")]
+    BadPort(String, #[source] std::num::ParseIntError),
+}
+
+/// Priority of each region: own first, then its failover order, then the
+/// rest by name.
+fn priorities(own: &str, failover: &[String], regions: impl Iterator<Item = String>) -> BTreeMap<String, u32> {
+    let mut order: Vec<String> = vec![own.to_string()];
+    order.extend(failover.iter().cloned());
+    let mut rest: Vec<String> = regions.collect();
+    rest.sort();
+    rest.dedup();
+    for r in rest {
+        if !order.contains(&r) {
+            order.push(r);
+        }
+    }
+    order.into_iter().enumerate().map(|(i, r)| (r, i as u32)).collect()
+}
+
+/// The bootstrap, as JSON (Envoy reads it as JSON or YAML).
+pub fn bootstrap(s: &BootstrapSpec) -> Result<Value, BootstrapError> {
+    let prio = priorities(&s.region, &s.failover, s.controllers.iter().map(|(r, _)| r.clone()));
+    let mut by_prio: BTreeMap<u32, (String, Vec<Value>)> = BTreeMap::new();
+    let mut all_ips = true;
+    for (region, addr) in &s.controllers {
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| BootstrapError::NoPort(addr.clone()))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().map_err(|e| BootstrapError::BadPort(addr.clone(), e))?;
+        all_ips &= host.parse::<std::net::IpAddr>().is_ok();
+        let p = prio[region];
+        by_prio.entry(p).or_insert_with(|| (region.clone(), Vec::new())).1.push(json!({
+            "endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}
+        }));
+    }
+    // Priorities must be contiguous from 0 (Envoy rejects gaps): renumber.
+    let endpoints: Vec<Value> = by_prio
+        .into_values()
+        .enumerate()
+        .map(|(i, (region, lb))| json!({"priority": i, "locality": {"region": region}, "lb_endpoints": lb}))
+        .collect();
+    let api_type = match s.variant {
+        AdsVariant::Sotw => "GRPC",
+        AdsVariant::Delta => "DELTA_GRPC",
+    };
+    let mut locality = json!({"region": s.region});
+    if !s.zone.is_empty() {
+        locality["zone"] = json!(s.zone);
+    }
+    Ok(json!({
+        "node": {"id": s.node_id, "cluster": s.group, "locality": locality},
+        "admin": {"address": {"socket_address": {"address": s.admin_address, "port_value": s.admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": api_type,
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": true,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": XDS_CLUSTER,
+                "type": if all_ips { "STATIC" } else { "STRICT_DNS" },
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {
+                            // gRPC keepalive: a silently dead controller is noticed in seconds.
+                            "connection_keepalive": {"interval": "10s", "timeout": "5s"}
+                        }}
+                    }
+                },
+                // Active checks move Envoy off a dead controller, and off a
+                // whole dead region to the next priority.
+                "health_checks": [{
+                    "timeout": "1s",
+                    "interval": "2s",
+                    "no_traffic_interval": "2s",
+                    "unhealthy_threshold": 2,
+                    "healthy_threshold": 1,
+                    "tcp_health_check": {},
+                }],
+                "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": endpoints},
+            }],
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctl(r: &str, a: &str) -> (String, String) {
+        (r.into(), a.into())
+    }
+
+    #[test]
+    fn own_region_first_then_failover_then_by_name_without_gaps() {
+        let mut s = BootstrapSpec::new("e", "eu", 9901, vec![ctl("us", "10.0.0.1:1"), ctl("ap", "10.0.0.2:1"), ctl("eu", "10.0.0.3:1")]);
+        s.failover = vec!["us".into()];
+        let b = bootstrap(&s).unwrap();
+        let eps = b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"].as_array().unwrap().clone();
+        let order: Vec<(u64, &str)> =
+            eps.iter().map(|e| (e["priority"].as_u64().unwrap(), e["locality"]["region"].as_str().unwrap())).collect();
+        assert_eq!(order, vec![(0, "eu"), (1, "us"), (2, "ap")]);
+        assert_eq!(b["static_resources"]["clusters"][0]["type"], "STATIC");
+        assert_eq!(b["dynamic_resources"]["ads_config"]["api_type"], "DELTA_GRPC");
+        assert!(b["node"]["locality"].get("zone").is_none());
+    }
+
+    #[test]
+    fn hostnames_resolve_by_dns_and_bad_addresses_are_errors() {
+        let mut s = BootstrapSpec::new("e", "us", 9901, vec![ctl("us", "ctl.example:18000")]);
+        s.variant = AdsVariant::Sotw;
+        s.zone = "a".into();
+        let b = bootstrap(&s).unwrap();
+        assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
+        assert_eq!(b["dynamic_resources"]["ads_config"]["api_type"], "GRPC");
+        assert_eq!(b["node"]["locality"]["zone"], "a");
+        s.controllers = vec![ctl("us", "nohost")];
+        assert!(matches!(bootstrap(&s), Err(BootstrapError::NoPort(_))));
+        s.controllers = vec![ctl("us", "h:x")];
+        assert!(matches!(bootstrap(&s), Err(BootstrapError::BadPort(..))));
+    }
+}
