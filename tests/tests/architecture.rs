@@ -1,27 +1,24 @@
 //! Architecture invariants from docs/ARCHITECTURE.md, checked against the
-//! real dependency graph (`cargo metadata`): a forbidden edge fails the build.
+//! real dependency graph (`cargo metadata`) and the tree: a forbidden edge, a
+//! crate missing from the code map, or a long file without a reason fails.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// crate -> the crates it must never depend on, directly or transitively.
+/// crate -> the crates it must never depend on, directly or transitively
+/// (normal dependencies: what ships).
 const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "meridian-model",
-        &[
-            "tokio",
-            "tonic",
-            "sled",
-            "openraft",
-            "envoy-types",
-            "meridian-store",
-        ],
+        &["tokio", "tonic", "sled", "openraft", "envoy-types", "meridian-store"],
     ),
     // envoy-types carries tonic (and so tokio) for its service traits; the
-    // translation itself must still not reach storage or consensus.
+    // translation itself must still not reach storage, consensus or the
+    // xDS server's streams.
     (
         "meridian-translate",
-        &["sled", "openraft", "meridian-store", "meridian-proto"],
+        &["sled", "openraft", "meridian-store", "meridian-proto", "meridian-xds"],
     ),
     (
         "meridian-store",
@@ -35,98 +32,289 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "meridian-store",
             "meridian-model",
             "meridian-translate",
+            "meridian-node",
+            "meridian-peer",
         ],
     ),
-    ("meridian-peer", &["meridian-model", "envoy-types"]),
-    // The product binary carries neither the benchmarks nor the test kit
-    // (whose clusters and Envoy launchers are for tests and meridian-bench).
-    ("meridian", &["meridian-testkit", "meridian-bench"]),
+    ("meridian-peer", &["meridian-model", "envoy-types", "meridian-translate", "meridian-xds"]),
+    (
+        "meridian-agent",
+        &[
+            "openraft",
+            "sled",
+            "meridian-store",
+            "meridian-model",
+            "envoy-types",
+            "meridian-translate",
+            "meridian-xds",
+            "meridian-node",
+        ],
+    ),
+    (
+        "meridian-pki",
+        &[
+            "tokio",
+            "tonic",
+            "sled",
+            "openraft",
+            "envoy-types",
+            "meridian-store",
+            "meridian-model",
+            "meridian-proto",
+        ],
+    ),
     // meridian-xds dev-depends on the test kit: an edge back would build
     // two copies of the xDS types.
     ("meridian-testkit", &["meridian-xds"]),
-    (
-        "meridian-pki",
-        &["tokio", "tonic", "sled", "openraft", "envoy-types", "meridian-store", "meridian-model", "meridian-proto"],
-    ),
-    (
-        "meridian-agent",
-        &["openraft", "sled", "meridian-store", "meridian-model", "envoy-types", "meridian-translate", "meridian-xds", "meridian-node"],
-    ),
 ];
 
-fn graph() -> BTreeMap<String, BTreeSet<String>> {
+/// crate -> what its own code must not use (direct dependencies: openraft
+/// itself pulls in clap, and prost's derive macro anyhow).
+const FORBIDDEN_DIRECT: &[(&str, &[&str])] = &[
+    // The node takes a `NodeConfig`; flags and files are the binary's job.
+    ("meridian-node", &["clap"]),
+];
+
+/// What ships: the `meridian` binary and every library it is built from.
+const PRODUCT: &[&str] = &[
+    "meridian",
+    "meridian-proto",
+    "meridian-store",
+    "meridian-peer",
+    "meridian-model",
+    "meridian-translate",
+    "meridian-node",
+    "meridian-xds",
+    "meridian-agent",
+    "meridian-pki",
+];
+
+/// Binaries and test-only crates: the only places `anyhow` may live.
+const NOT_LIBRARIES: &[&str] = &["meridian", "meridian-bench", "meridian-testkit", "meridian-tests"];
+
+/// Test and benchmark crates: never a normal dependency of what ships.
+const LAB: &[&str] = &["meridian-bench", "meridian-testkit", "meridian-tests"];
+
+/// Crates that may read both the traffic model and the store's types: the
+/// node (it joins them), and the binary (it decodes snapshot files for
+/// `snapshot inspect|restore` and translates for `apply --dry-run`).
+const MODEL_AND_STORE: &[&str] = &["meridian-node", "meridian"];
+
+struct Workspace {
+    members: BTreeMap<String, PathBuf>,
+    /// package -> its normal dependencies (names).
+    normal: BTreeMap<String, BTreeSet<String>>,
+    /// (package, direct normal dependency) -> the features the package turns on for it.
+    features: BTreeMap<(String, String), Vec<String>>,
+}
+
+fn workspace() -> Workspace {
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(meridian_tests::workspace_root())
         .output()
         .expect("cargo metadata");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: BTreeMap<String, String> = meta["packages"]
+    let packages = meta["packages"].as_array().unwrap();
+    let names: BTreeMap<&str, &str> = packages
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let member_ids: BTreeSet<&str> = meta["workspace_members"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p["id"].as_str().unwrap().to_string(),
-                p["name"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|m| m.as_str().unwrap())
         .collect();
-    let mut g = BTreeMap::new();
+    let mut members = BTreeMap::new();
+    let mut features = BTreeMap::new();
+    for p in packages.iter().filter(|p| member_ids.contains(p["id"].as_str().unwrap())) {
+        let name = p["name"].as_str().unwrap().to_string();
+        let manifest = PathBuf::from(p["manifest_path"].as_str().unwrap());
+        members.insert(name.clone(), manifest.parent().unwrap().to_path_buf());
+        for d in p["dependencies"].as_array().unwrap() {
+            if d["kind"].is_null() {
+                let feats = d["features"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.as_str().unwrap().to_string())
+                    .collect();
+                features.insert((name.clone(), d["name"].as_str().unwrap().to_string()), feats);
+            }
+        }
+    }
+    let mut normal = BTreeMap::new();
     for node in meta["resolve"]["nodes"].as_array().unwrap() {
-        let name = names[node["id"].as_str().unwrap()].clone();
-        // Normal (non-dev, non-build) dependencies only.
+        let name = names[node["id"].as_str().unwrap()].to_string();
         let deps: BTreeSet<String> = node["deps"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|d| {
-                d["dep_kinds"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|k| k["kind"].is_null())
-            })
-            .map(|d| names[d["pkg"].as_str().unwrap()].clone())
+            .filter(|d| d["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null()))
+            .map(|d| names[d["pkg"].as_str().unwrap()].to_string())
             .collect();
-        g.entry(name).or_insert_with(BTreeSet::new).extend(deps);
+        normal.entry(name).or_insert_with(BTreeSet::new).extend(deps);
     }
-    g
+    Workspace { members, normal, features }
 }
 
-fn reachable(g: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![from.to_string()];
-    while let Some(n) = stack.pop() {
-        for d in g.get(&n).into_iter().flatten() {
-            if seen.insert(d.clone()) {
-                stack.push(d.clone());
+impl Workspace {
+    fn uses_directly(&self, krate: &str, dep: &str) -> bool {
+        self.features.contains_key(&(krate.to_string(), dep.to_string()))
+    }
+
+    fn reachable(&self, from: &str) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![from.to_string()];
+        while let Some(n) = stack.pop() {
+            for d in self.normal.get(&n).into_iter().flatten() {
+                if seen.insert(d.clone()) {
+                    stack.push(d.clone());
+                }
             }
         }
+        seen
     }
-    seen
+}
+
+fn check(violations: Vec<String>) {
+    assert!(
+        violations.is_empty(),
+        "architecture invariants broken (see docs/ARCHITECTURE.md):\n  {}",
+        violations.join("\n  ")
+    );
 }
 
 #[test]
 fn crates_do_not_know_what_they_must_not_know() {
-    let g = graph();
+    let ws = workspace();
     let mut violations = Vec::new();
     for (krate, forbidden) in FORBIDDEN {
-        assert!(g.contains_key(*krate), "{krate} is not in the workspace");
-        let deps = reachable(&g, krate);
-        for f in *forbidden {
-            if deps.contains(*f) {
-                violations.push(format!("{krate} depends on {f}"));
+        assert!(ws.members.contains_key(*krate), "{krate} is not in the workspace");
+        let deps = ws.reachable(krate);
+        violations.extend(
+            forbidden
+                .iter()
+                .filter(|f| deps.contains(**f))
+                .map(|f| format!("{krate} depends on {f}")),
+        );
+    }
+    for (krate, forbidden) in FORBIDDEN_DIRECT {
+        violations.extend(
+            forbidden
+                .iter()
+                .filter(|f| ws.uses_directly(krate, f))
+                .map(|f| format!("{krate} uses {f}")),
+        );
+    }
+    check(violations);
+}
+
+#[test]
+fn anyhow_lives_only_in_binaries_and_tests() {
+    let ws = workspace();
+    let violations = ws
+        .members
+        .keys()
+        .filter(|m| !NOT_LIBRARIES.contains(&m.as_str()))
+        .filter(|m| ws.uses_directly(m, "anyhow"))
+        .map(|m| format!("library {m} depends on anyhow (use thiserror)"))
+        .collect();
+    check(violations);
+}
+
+#[test]
+fn the_product_links_no_test_lab() {
+    let ws = workspace();
+    let mut violations = Vec::new();
+    for krate in PRODUCT {
+        assert!(ws.members.contains_key(*krate), "{krate} is not in the workspace");
+        let deps = ws.reachable(krate);
+        violations.extend(
+            LAB.iter()
+                .filter(|l| deps.contains(**l))
+                .map(|l| format!("{krate} depends on {l}")),
+        );
+        // Product crates only reach product crates (checked above), so a
+        // direct edge is the only way to turn the xDS test client on.
+        if let Some(f) = ws.features.get(&(krate.to_string(), "meridian-xds".to_string())) {
+            if f.iter().any(|f| f == "testing") {
+                violations.push(format!("{krate} turns on meridian-xds/testing"));
             }
         }
     }
-    assert!(
-        violations.is_empty(),
-        "architecture invariants broken (see docs/ARCHITECTURE.md): {violations:?}"
-    );
+    check(violations);
+}
+
+#[test]
+fn only_the_node_and_the_binary_read_both_model_and_store() {
+    let ws = workspace();
+    let violations = ws
+        .members
+        .keys()
+        .filter(|m| !MODEL_AND_STORE.contains(&m.as_str()) && !LAB.contains(&m.as_str()))
+        .filter(|m| {
+            let deps = ws.reachable(m);
+            deps.contains("meridian-model") && deps.contains("meridian-store")
+        })
+        .map(|m| format!("{m} depends on both meridian-model and meridian-store"))
+        .collect();
+    check(violations);
+}
+
+#[test]
+fn every_crate_has_a_code_map_entry() {
+    let ws = workspace();
+    let root = meridian_tests::workspace_root();
+    let doc = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
+    let violations = ws
+        .members
+        .values()
+        .map(|dir| dir.strip_prefix(&root).unwrap().display().to_string())
+        .filter(|rel| !doc.contains(&format!("### `{rel}`")) && !doc.contains(&format!("### `{rel}/`")))
+        .map(|rel| format!("docs/ARCHITECTURE.md has no code map heading \"### `{rel}`\""))
+        .collect();
+    check(violations);
+}
+
+/// Files stay small enough to read in one sitting; a longer one says at its
+/// top why it is long (a comment within its first lines that contains
+/// "long because").
+#[test]
+fn long_files_say_why() {
+    const MAX_LINES: usize = 500;
+    let ws = workspace();
+    let root = meridian_tests::workspace_root();
+    let mut violations = Vec::new();
+    for dir in ws.members.values() {
+        let mut files = Vec::new();
+        rust_files(&dir.join("src"), &mut files);
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let lines = text.lines().count();
+            let says_why = text
+                .lines()
+                .take(15)
+                .any(|l| l.trim_start().starts_with("//") && l.to_lowercase().contains("long because"));
+            if lines > MAX_LINES && !says_why {
+                let rel = f.strip_prefix(&root).unwrap_or(&f).display().to_string();
+                violations.push(format!("{rel} has {lines} lines and no \"long because\" at its top"));
+            }
+        }
+    }
+    check(violations);
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
 }

@@ -15,6 +15,7 @@ use meridian_proto::v1::config_service_client::ConfigServiceClient;
 use meridian_testkit::envoy::Envoy;
 use meridian_testkit::{percentile, Cluster, ClusterOpts};
 use meridian_translate::bootstrap::BootstrapSpec;
+use rand::Rng as _;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -188,8 +189,8 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
                 next += tick;
                 let mut upserts = Vec::with_capacity(per_tick);
                 for _ in 0..per_tick {
-                    let s = rand::random_range(0..services);
-                    let i = c + clusters * rand::random_range(0..endpoints.div_ceil(clusters).max(1));
+                    let s = rand::thread_rng().gen_range(0..services);
+                    let i = c + clusters * rand::thread_rng().gen_range(0..endpoints.div_ceil(clusters).max(1));
                     if i >= endpoints || s >= services {
                         continue;
                     }

@@ -1,5 +1,7 @@
 //! `meridian-bench endpoints`: endpoint churn through the agents' upward
-//! protocol, and how soon Envoys see it (issue 5).
+//! protocol, and how soon Envoys see it (issue 5). This file is long because
+//! it is the run's whole timeline (setup, load, measure, teardown) in order;
+//! the agent, the Envoys, the ledger and the report are in `endpoints/`.
 //!
 //! Starts its own 3-node loopback cluster, registers `--clusters` clusters
 //! (one per region, round robin over us-east, eu-west, ap-south) and

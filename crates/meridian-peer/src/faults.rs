@@ -88,7 +88,7 @@ impl Faults {
         if cfg.isolate_all || cfg.isolated_from.contains(&peer) {
             return Verdict::Drop;
         }
-        if cfg.drop_rate > 0.0 && rand::rng().random_bool(cfg.drop_rate.clamp(0.0, 1.0)) {
+        if cfg.drop_rate > 0.0 && rand::thread_rng().gen_bool(cfg.drop_rate.clamp(0.0, 1.0)) {
             return Verdict::Drop;
         }
         let delay = (cfg.delay_ms > 0).then(|| Duration::from_millis(cfg.delay_ms));
