@@ -1,3 +1,5 @@
+// This file is long because it is one table of apply rules, each a short
+// test over the same helpers; splitting it would scatter the helpers.
 use std::collections::BTreeSet;
 
 use openraft::storage::RaftStateMachine;
