@@ -2,10 +2,11 @@
 //! de-duplication, the watch event history, and snapshots as files.
 //!
 //! Apply is deterministic (no clocks, no randomness): every replica that
-//! applies the same log reaches the same [`StateData`]. This file is long
-//! because apply, de-duplication, the event history and the watch hand-off
-//! share one lock and one order of steps, which is easier to check in one
-//! place than across files.
+//! applies the same log reaches the same [`StateData`].
+//!
+//! This file is long because apply, de-duplication, the event history and
+//! the watch hand-off share one lock and one order of steps, which is easier
+//! to check in one place than across files.
 //!
 //! Watching: [`StateMachineStore::subscribe_from`] hands out the retained
 //! events after a revision plus a broadcast receiver of later
