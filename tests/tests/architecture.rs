@@ -318,3 +318,83 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// The node's modules import only downwards (services → seams → core): its
+/// module graph, read from `crate::` paths, has no cycle.
+#[test]
+fn the_nodes_modules_form_no_cycle() {
+    let src = meridian_tests::workspace_root().join("crates/meridian-node/src");
+    let graph = module_graph(&src);
+    assert!(graph.len() > 5, "read the node's modules: {graph:?}");
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("meridian-node modules import each other in a circle: {}", cycle.join(" -> "));
+    }
+    // The check can fail: a graph with a back edge is caught.
+    let mut broken = graph.clone();
+    broken.entry("error".into()).or_default().insert("node".into());
+    broken.entry("node".into()).or_default().insert("error".into());
+    assert!(find_cycle(&broken).is_some());
+}
+
+/// Top-level module -> the other top-level modules its files name as `crate::X`.
+fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for f in files {
+        let rel = f.strip_prefix(src).unwrap();
+        let top = rel.iter().next().unwrap().to_string_lossy();
+        let top = top.trim_end_matches(".rs").to_string();
+        if top == "lib" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut deps = BTreeSet::new();
+        for (i, _) in text.match_indices("crate::") {
+            let rest = &text[i + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let group = &group[..group.find('}').unwrap_or(group.len())];
+                deps.extend(group.split(',').filter_map(|p| first_ident(p.trim())));
+            } else {
+                deps.extend(first_ident(rest));
+            }
+        }
+        deps.remove(&top);
+        graph.entry(top).or_default().extend(deps);
+    }
+    graph
+}
+
+fn first_ident(s: &str) -> Option<String> {
+    let id: String = s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    (!id.is_empty()).then_some(id)
+}
+
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == n) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(n.to_string());
+            return Some(cycle);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for d in graph.get(n).into_iter().flatten() {
+            if let Some(c) = visit(d, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph.keys().find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+}
