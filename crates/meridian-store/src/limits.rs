@@ -13,3 +13,11 @@ pub const DEDUP_CAPACITY: usize = 100_000;
 /// revision) is told "compacted" and lists again; the bound keeps snapshots
 /// small while letting a briefly disconnected watcher resume without a list.
 pub const EVENT_HISTORY: usize = 10_000;
+
+/// The largest transaction either lane proposes, in bytes as
+/// [`crate::Txn::size_bytes`] counts them.
+///
+/// Far below the peer transport's 64 MiB message cap, so that a log entry
+/// holding one such transaction, and an AppendEntries carrying it, always
+/// fit.
+pub const MAX_TXN_BYTES: usize = 8 * 1024 * 1024;

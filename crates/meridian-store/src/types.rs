@@ -123,6 +123,27 @@ pub struct Txn {
     pub ops: Vec<TxnOp>,
 }
 
+impl Txn {
+    /// The bytes of keys, values and the request id: what the transaction
+    /// costs in a log entry, give or take a few bytes of framing per op.
+    pub fn size_bytes(&self) -> usize {
+        const PER_OP: usize = 16;
+        self.request_id.len()
+            + self
+                .ops
+                .iter()
+                .map(|op| {
+                    let key = op.key();
+                    let value = match op {
+                        TxnOp::Put { value, .. } => value.len(),
+                        TxnOp::Delete { .. } | TxnOp::Check { .. } => 0,
+                    };
+                    PER_OP + key.kind.len() + key.name.len() + value
+                })
+                .sum::<usize>()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
     Put {

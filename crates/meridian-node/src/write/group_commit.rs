@@ -26,6 +26,18 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// A write as the lane's queue would hold it, and where its answer goes.
+    #[cfg(test)]
+    pub(crate) fn new(txn: Txn) -> (Pending, oneshot::Receiver<Reply>) {
+        let (reply, rx) = oneshot::channel();
+        let p = Pending {
+            txn,
+            dry_run: false,
+            reply,
+        };
+        (p, rx)
+    }
+
     pub(crate) fn answer(self, r: Reply) {
         // The writer may have given up (its deadline passed): nobody to tell.
         let _ = self.reply.send(r);
