@@ -1,7 +1,11 @@
 //! Properties from hardening the replicated store: nothing but agents'
-//! kinds enters through the agents' peer-port lane, whatever is sent there.
+//! kinds enters through the agents' peer-port lane, whatever is sent there;
+//! agents' reports out of range are refused, not truncated.
+
+use std::time::Duration;
 
 use meridian_proto::v1 as pb;
+use meridian_proto::v1::agent_service_client::AgentServiceClient;
 use meridian_proto::v1::internal_service_client::InternalServiceClient;
 use meridian_tests::{Cluster, ClusterOpts};
 use tonic::transport::Channel;
@@ -114,4 +118,81 @@ async fn agent_txn_on_the_peer_port_refuses_config_kinds_and_oversized_txns() {
         .await
         .unwrap();
     assert_eq!(now, rev, "a refused AgentTxn changed the revision");
+}
+
+/// Sends `hello`, then one update; returns the controller's answer to it.
+async fn agent_update(
+    c: &Cluster,
+    token: &str,
+    update: pb::EndpointUpdate,
+) -> pb::controller_message::Msg {
+    use pb::agent_message::Msg;
+    let hello = pb::AgentHello {
+        cluster: "east-1".into(),
+        region: "us-east".into(),
+        zone: String::new(),
+        token: token.into(),
+        session: "run-1".into(),
+        agent: "test-agent".into(),
+    };
+    let msgs = [Msg::Hello(hello), Msg::Update(update)].map(|m| pb::AgentMessage { msg: Some(m) });
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    for m in msgs {
+        tx.send(m).await.unwrap();
+    }
+    let mut client = AgentServiceClient::new(c.channel(1).await);
+    let mut stream = client
+        .report(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(15), stream.message())
+            .await
+            .expect("an answer")
+            .expect("the stream")
+            .expect("a message");
+        match m.msg {
+            Some(pb::controller_message::Msg::Welcome(_)) | None => continue,
+            Some(msg) => return msg,
+        }
+    }
+}
+
+fn endpoint(port: u32) -> pb::AgentEndpoint {
+    pb::AgentEndpoint {
+        service: "web".into(),
+        address: "127.0.0.1".into(),
+        port,
+        zone: String::new(),
+        weight: 1,
+        health: pb::EndpointHealth::Healthy as i32,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_removal_with_a_port_over_65535_is_refused() {
+    let c = Cluster::start(1, ClusterOpts::default()).await;
+    let out = c.cli(&["clusters", "add", "east-1", "--region", "us-east"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // 70000 truncated to 16 bits is 4464: the removal must not reach it.
+    let update = pb::EndpointUpdate {
+        version: 1,
+        replace: true,
+        upserts: vec![endpoint(4464)],
+        removals: vec![endpoint(70_000)],
+    };
+    match agent_update(&c, &token, update).await {
+        pb::controller_message::Msg::Nack(n) => {
+            assert_eq!(n.version, 1);
+            assert!(n.reason.contains("removals[0].port"), "{}", n.reason);
+            assert!(n.reason.contains("65535"), "{}", n.reason);
+        }
+        other => panic!("a removal of port 70000 was not refused: {other:?}"),
+    }
 }

@@ -126,7 +126,16 @@ impl Session {
                     .nack(u.version, format!("removals[{i}].service: {r}"))
                     .await;
             }
-            removals.push((e.service.clone(), (e.address.clone(), e.port as u16)));
+            // Truncated, 70000 would remove port 4464.
+            let Ok(port) = u16::try_from(e.port) else {
+                return self
+                    .nack(
+                        u.version,
+                        format!("removals[{i}].port: {} is over 65535", e.port),
+                    )
+                    .await;
+            };
+            removals.push((e.service.clone(), (e.address.clone(), port)));
         }
         // The new contents of each service the update touches (None: no
         // endpoints left). Only those services are copied and rewritten: a
