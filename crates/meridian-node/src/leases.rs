@@ -22,6 +22,7 @@ use meridian_store::StateMachineStore;
 use crate::agent_writes::AgentWrites;
 use crate::leadership::{LeaderIs, Leadership};
 use crate::metrics::WriteMetrics;
+use crate::request_ids;
 
 pub(crate) async fn run(
     leadership: Leadership,
@@ -66,7 +67,7 @@ pub(crate) async fn run(
                 ..lease.clone()
             };
             let txn = Txn {
-                request_id: format!("expire-{}-{}", key.name, obj.revision),
+                request_id: format!("{}{}-{}", request_ids::EXPIRY, key.name, obj.revision),
                 ops: vec![TxnOp::Put {
                     key: ObjectKey::new(KIND_LEASE, key.name.clone()),
                     value: serde_json::to_vec(&expired).expect("plain struct"),

@@ -246,13 +246,46 @@ pub struct StateData {
     /// leader-side validation. Batches without one (agents' endpoint
     /// reports) leave it alone.
     pub config_seq: u64,
-    /// Recent request ids and their outcome, oldest first, bounded by
-    /// [`crate::limits::DEDUP_CAPACITY`].
-    pub dedup: Vec<(String, TxnOutcome)>,
-    /// Recent events, oldest first, bounded by [`crate::limits::EVENT_HISTORY`].
-    /// A watch from a revision older than the first kept event is answered
-    /// "compacted"; the watcher lists again.
+    /// Recent request ids of config writes and their outcome, oldest
+    /// first, within the budget of [`crate::limits`].
+    pub dedup: Vec<DedupEntry>,
+    /// Recent events of config writes, oldest first, bounded by
+    /// [`crate::limits::EVENT_HISTORY`]. A watch from a revision older than
+    /// the first kept event is answered "compacted"; the watcher lists again.
     pub events: Vec<Event>,
     /// Every node id that has ever left the cluster.
     pub retired_ids: Vec<NodeId>,
+    /// As `dedup`, for agents' writes (format version 2).
+    pub agent_dedup: Vec<DedupEntry>,
+    /// As `events`, for agents' writes (format version 2).
+    pub agent_events: Vec<Event>,
+}
+
+/// One remembered request id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupEntry {
+    pub request_id: String,
+    pub outcome: TxnOutcome,
+    /// Leader time of the entry that applied it, ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// Whose write a batch is, decided by the batch itself: config batches carry
+/// the config sequence number they were validated against, agents' do not.
+/// Each class has its own de-duplication and history budget, so one class's
+/// traffic cannot push the other's out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteClass {
+    Config,
+    Agent,
+}
+
+impl Batch {
+    pub fn class(&self) -> WriteClass {
+        if self.base_config_seq.is_some() {
+            WriteClass::Config
+        } else {
+            WriteClass::Agent
+        }
+    }
 }

@@ -196,3 +196,45 @@ async fn agent_removal_with_a_port_over_65535_is_refused() {
         other => panic!("a removal of port 70000 was not refused: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_writes_with_reserved_request_ids_are_refused() {
+    let c = Cluster::start(1, ClusterOpts::default()).await;
+    let rev = put_service(&c, 1, "before", 8080).await.unwrap();
+    let mut config = c.config(1).await;
+    for id in ["expire-east-1-7", "agent-east-1-run-1-0-lease"] {
+        let err = config
+            .txn(pb::TxnRequest {
+                request_id: id.into(),
+                ops: vec![put_op("service", "x", service(1), None)],
+                dry_run: false,
+            })
+            .await
+            .expect_err(&format!("a txn with request id {id} must be refused"));
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{id}: {err:?}");
+        assert!(
+            err.message().starts_with("request_id: "),
+            "{id}: {}",
+            err.message()
+        );
+        let err = config
+            .rollback(pb::RollbackRequest {
+                request_id: id.into(),
+                to_revision: rev,
+                ..Default::default()
+            })
+            .await
+            .expect_err(&format!("a rollback with request id {id} must be refused"));
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{id}: {err:?}");
+        assert!(
+            err.message().contains("request_id"),
+            "{id}: {}",
+            err.message()
+        );
+    }
+    let (names, now) = list_names(&c, 1, pb::Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(now, rev, "a refused write changed the revision");
+    assert!(!names.contains("x"), "{names:?}");
+}

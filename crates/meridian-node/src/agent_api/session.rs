@@ -20,6 +20,7 @@ use super::{msg, to_json};
 use crate::agent_writes::AgentWrites;
 use crate::error::ApiError;
 use crate::metrics::WriteMetrics;
+use crate::request_ids;
 
 /// One service's endpoints, by (address, port).
 type Set = BTreeMap<(String, u16), ReportedEndpoint>;
@@ -66,8 +67,11 @@ impl Session {
 
     fn request_id(&self, what: &str) -> String {
         format!(
-            "agent-{}-{}-{:x}-{what}",
-            self.cluster, self.session, self.stream
+            "{}{}-{}-{:x}-{what}",
+            request_ids::AGENT,
+            self.cluster,
+            self.session,
+            self.stream
         )
     }
 
