@@ -238,3 +238,92 @@ async fn public_writes_with_reserved_request_ids_are_refused() {
     assert_eq!(now, rev, "a refused write changed the revision");
     assert!(!names.contains("x"), "{names:?}");
 }
+
+/// Whether `lease/east-1` is expired, as node `id` has it (a local read).
+async fn lease_expired(c: &Cluster, id: u64) -> Option<bool> {
+    let mut config = c.config(id).await;
+    let obj = config
+        .get(pb::GetRequest {
+            key: Some(pb::ObjectKey {
+                kind: "lease".into(),
+                name: "east-1".into(),
+            }),
+            consistency: pb::Consistency::Local as i32,
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .object?;
+    let lease: serde_json::Value = serde_json::from_slice(&obj.value).ok()?;
+    lease["expired"].as_bool()
+}
+
+/// Property: a lease expires within its TTL plus the clock slack (1 s) of
+/// the agent's last renewal, however often the leader changes meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_expire_under_leader_churn() {
+    const TTL: Duration = Duration::from_secs(5);
+    const SLACK: Duration = Duration::from_secs(1);
+    // An election, the leader's 500 ms tick and a commit.
+    const MARGIN: Duration = Duration::from_secs(4);
+    let mut c = Cluster::start(3, ClusterOpts::default()).await;
+    let out = c.cli(&[
+        "clusters",
+        "add",
+        "east-1",
+        "--region",
+        "us-east",
+        "--lease-ttl",
+        "5s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let update = pb::EndpointUpdate {
+        version: 1,
+        replace: true,
+        upserts: vec![endpoint(8080)],
+        removals: vec![],
+    };
+    // The agent reports, then dies: its stream ends with this call.
+    let answer = agent_update(&c, &token, update).await;
+    assert!(
+        matches!(answer, pb::controller_message::Msg::Ack(_)),
+        "{answer:?}"
+    );
+    let died = std::time::Instant::now();
+    assert_eq!(lease_expired(&c, 1).await, Some(false));
+
+    // Each leader leads for less than the TTL.
+    let expired_after = loop {
+        let leader = c.wait_leader().await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let others: Vec<u64> = c
+            .running_ids()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect();
+        let mut expired = false;
+        for id in others {
+            expired |= lease_expired(&c, id).await == Some(true);
+        }
+        if expired {
+            break died.elapsed();
+        }
+        assert!(
+            died.elapsed() < TTL + SLACK + MARGIN,
+            "the lease of a dead agent outlived {:?} of leader churn (TTL {TTL:?})",
+            died.elapsed()
+        );
+        c.kill(leader);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.spawn(leader);
+    };
+    assert!(
+        expired_after > TTL,
+        "expired after {expired_after:?}, before its TTL"
+    );
+}
