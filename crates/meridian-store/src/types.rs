@@ -80,6 +80,7 @@ impl fmt::Display for ObjectKey {
 /// the store never looks inside it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredObject {
+    #[serde(with = "crate::bytes")]
     pub value: Vec<u8>,
     /// Log index of the entry that last changed this object.
     pub revision: u64,
@@ -148,6 +149,7 @@ impl Txn {
 pub enum TxnOp {
     Put {
         key: ObjectKey,
+        #[serde(with = "crate::bytes")]
         value: Vec<u8>,
         expected_revision: Option<u64>,
     },
@@ -227,8 +229,10 @@ pub struct Event {
     pub revision: u64,
     pub updated_at_ms: u64,
     /// The object after the change; `None` for a delete.
+    #[serde(with = "crate::bytes::option")]
     pub value: Option<Vec<u8>>,
     /// The object's value before the change; `None` if it did not exist.
+    #[serde(with = "crate::bytes::option")]
     pub prev_value: Option<Vec<u8>>,
 }
 

@@ -327,3 +327,78 @@ async fn leases_expire_under_leader_churn() {
         "expired after {expired_after:?}, before its TTL"
     );
 }
+
+/// A service whose static endpoints make its stored value about `bytes` long.
+fn big_service(bytes: usize) -> serde_json::Value {
+    let per = r#"{"address":"10.0.0.0","port":8080,"region":"us-east"},"#.len();
+    let endpoints: Vec<serde_json::Value> = (0..bytes / per)
+        .map(|i| {
+            let address = format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255);
+            serde_json::json!({"address": address, "port": 8080, "region": "us-east"})
+        })
+        .collect();
+    serde_json::json!({"port": 80, "endpoints": endpoints})
+}
+
+/// `n` services of about 900 KB each in one transaction.
+fn big_txn(prefix: &str, n: usize) -> pb::TxnRequest {
+    pb::TxnRequest {
+        request_id: format!("big-{prefix}"),
+        ops: (0..n)
+            .map(|i| {
+                put_op(
+                    "service",
+                    &format!("{prefix}-{i}"),
+                    big_service(900_000),
+                    None,
+                )
+            })
+            .collect(),
+        dry_run: false,
+    }
+}
+
+/// Property: transactions up to the documented maximum (8 MiB stored)
+/// commit, concurrently, without disturbing the leader; a larger one is
+/// refused, saying so, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_near_the_size_limit_commit_and_larger_ones_are_refused() {
+    let c = Cluster::start(3, ClusterOpts::default()).await;
+    let leader = c.wait_leader().await;
+    let term = c.status(leader).await.unwrap().term;
+    let (a, b) = (big_txn("a", 8), big_txn("b", 8));
+    let (mut ca, mut cb) = (c.config(leader).await, c.config(leader).await);
+    let (ra, rb) = tokio::join!(ca.txn(a), cb.txn(b));
+    ra.expect("a 7 MB transaction commits");
+    rb.expect("a concurrent 7 MB transaction commits");
+    assert_eq!(
+        c.status(leader).await.unwrap().term,
+        term,
+        "the term changed"
+    );
+    let rev = c.status(leader).await.unwrap().applied_index;
+
+    let err = ca
+        .txn(big_txn("c", 10))
+        .await
+        .expect_err("a 9 MB transaction is over the limit");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("at most 8388608"),
+        "{}",
+        err.message()
+    );
+    let (names, _) = list_names(&c, leader, pb::Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert!(
+        !names.iter().any(|n| n.starts_with("c-")),
+        "a refused write changed something"
+    );
+    assert_eq!(
+        c.status(leader).await.unwrap().term,
+        term,
+        "the term changed"
+    );
+    assert!(c.status(leader).await.unwrap().applied_index >= rev);
+}

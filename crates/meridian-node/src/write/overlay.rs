@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use meridian_model::{ConfigSet, Kind, Object};
+use meridian_store::limits::MAX_TXN_BYTES;
 use meridian_store::{ObjectKey, StoredObject, Txn, TxnOp};
 
 /// Largest object value accepted, in bytes of JSON.
@@ -221,14 +222,19 @@ impl Overlay {
         if !errors.is_empty() {
             return Err(Verdict::Invalid(errors));
         }
-
-        Ok(Prepared {
-            txn: Txn {
-                request_id: txn.request_id.clone(),
-                ops: canonical_ops,
-            },
-            changes,
-        })
+        let txn = Txn {
+            request_id: txn.request_id.clone(),
+            ops: canonical_ops,
+        };
+        // Measured in the stored form, which is what enters the log.
+        let size = txn.size_bytes();
+        if size > MAX_TXN_BYTES {
+            return Err(Verdict::Invalid(vec![format!(
+                "ops: the transaction is {size} bytes stored, at most {MAX_TXN_BYTES}; \
+                 split it into several transactions"
+            )]));
+        }
+        Ok(Prepared { txn, changes })
     }
 
     /// Applies a prepared transaction to the overlay; returns what it

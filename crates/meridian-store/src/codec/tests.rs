@@ -223,3 +223,21 @@ proptest! {
         let _ = decode_snapshot(&bytes);
     }
 }
+#[test]
+fn byte_values_encode_as_a_plain_vec_of_u8_did() {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Fast(#[serde(with = "crate::bytes")] Vec<u8>);
+    let cfg = bincode::config::standard();
+    for v in [vec![], vec![1, 2, 3], vec![7; 70_000]] {
+        let fast = bincode::serde::encode_to_vec(Fast(v.clone()), cfg).unwrap();
+        assert_eq!(fast, bincode::serde::encode_to_vec(&v, cfg).unwrap());
+        assert_eq!(decode_bounded::<Fast>(&fast).unwrap(), Fast(v));
+    }
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct FastOption(#[serde(with = "crate::bytes::option")] Option<Vec<u8>>);
+    for v in [None, Some(vec![]), Some(vec![9; 300])] {
+        let fast = bincode::serde::encode_to_vec(FastOption(v.clone()), cfg).unwrap();
+        assert_eq!(fast, bincode::serde::encode_to_vec(&v, cfg).unwrap());
+        assert_eq!(decode_bounded::<FastOption>(&fast).unwrap(), FastOption(v));
+    }
+}
