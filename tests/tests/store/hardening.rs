@@ -170,23 +170,45 @@ fn endpoint(port: u32) -> pb::AgentEndpoint {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_removal_with_a_port_over_65535_is_refused() {
-    let c = Cluster::start(1, ClusterOpts::default()).await;
-    let out = c.cli(&["clusters", "add", "east-1", "--region", "us-east"]);
+/// Registers cluster `east-1` in `us-east`; returns its agents' token.
+fn register_east_1(c: &Cluster, lease_ttl: &str) -> String {
+    let args = [
+        "clusters",
+        "add",
+        "east-1",
+        "--region",
+        "us-east",
+        "--lease-ttl",
+        lease_ttl,
+    ];
+    let out = c.cli(&args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    // 70000 truncated to 16 bits is 4464: the removal must not reach it.
-    let update = pb::EndpointUpdate {
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The first update of a session: a full set.
+fn full_set(
+    upserts: Vec<pb::AgentEndpoint>,
+    removals: Vec<pb::AgentEndpoint>,
+) -> pb::EndpointUpdate {
+    pb::EndpointUpdate {
         version: 1,
         replace: true,
-        upserts: vec![endpoint(4464)],
-        removals: vec![endpoint(70_000)],
-    };
+        upserts,
+        removals,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_removal_with_a_port_over_65535_is_refused() {
+    let c = Cluster::start(1, ClusterOpts::default()).await;
+    let token = register_east_1(&c, "30s");
+    // 70000 truncated to 16 bits is 4464: the removal must not reach it.
+    let update = full_set(vec![endpoint(4464)], vec![endpoint(70_000)]);
     match agent_update(&c, &token, update).await {
         pb::controller_message::Msg::Nack(n) => {
             assert_eq!(n.version, 1);
@@ -267,27 +289,8 @@ async fn leases_expire_under_leader_churn() {
     // An election, the leader's 500 ms tick and a commit.
     const MARGIN: Duration = Duration::from_secs(4);
     let mut c = Cluster::start(3, ClusterOpts::default()).await;
-    let out = c.cli(&[
-        "clusters",
-        "add",
-        "east-1",
-        "--region",
-        "us-east",
-        "--lease-ttl",
-        "5s",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let update = pb::EndpointUpdate {
-        version: 1,
-        replace: true,
-        upserts: vec![endpoint(8080)],
-        removals: vec![],
-    };
+    let token = register_east_1(&c, "5s");
+    let update = full_set(vec![endpoint(8080)], vec![]);
     // The agent reports, then dies: its stream ends with this call.
     let answer = agent_update(&c, &token, update).await;
     assert!(

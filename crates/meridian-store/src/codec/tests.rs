@@ -36,6 +36,14 @@ fn sample_state() -> StateData {
     s
 }
 
+fn sample_meta() -> SnapshotMeta {
+    SnapshotMeta {
+        last_log_id: Some(log_id(2, 1, 7)),
+        last_membership: StoredMembership::default(),
+        snapshot_id: "2-1-7-0".into(),
+    }
+}
+
 #[test]
 fn entries_round_trip() {
     let batch = Request::Batch(Batch {
@@ -81,11 +89,7 @@ fn vote_and_log_id_round_trip() {
 
 #[test]
 fn snapshot_round_trip() {
-    let meta = SnapshotMeta {
-        last_log_id: Some(log_id(2, 1, 7)),
-        last_membership: StoredMembership::default(),
-        snapshot_id: "2-1-7-0".into(),
-    };
+    let meta = sample_meta();
     let state = sample_state();
     let bytes = encode_snapshot(&meta, &state).unwrap();
     assert_eq!(&bytes[..8], SNAPSHOT_MAGIC);
@@ -126,11 +130,7 @@ struct StateV1 {
 
 #[test]
 fn a_version_1_snapshot_and_entry_still_decode() {
-    let meta = SnapshotMeta {
-        last_log_id: Some(log_id(2, 1, 7)),
-        last_membership: StoredMembership::default(),
-        snapshot_id: "2-1-7-0".into(),
-    };
+    let meta = sample_meta();
     let current = sample_state();
     let event = Event {
         key: ObjectKey::new("cluster", "web"),
