@@ -10,6 +10,7 @@ mod store {
     mod context;
     mod durability;
     mod failover;
+    mod hardening;
     mod init;
     mod membership;
     mod peer_input;

@@ -23,6 +23,7 @@ use tracing::info;
 use crate::agent_writes::AgentWrites;
 use crate::error::ApiError;
 use crate::metrics::WriteMetrics;
+use crate::request_ids;
 use session::{Fate, Session};
 
 pub(crate) struct AgentApi {
@@ -88,7 +89,12 @@ impl AgentApi {
         // The newest session wins: the claim is written unconditionally.
         let stream: u64 = rand::random();
         let txn = Txn {
-            request_id: format!("agent-{}-{}-{stream:x}-claim", hello.cluster, hello.session),
+            request_id: format!(
+                "{}{}-{}-{stream:x}-claim",
+                request_ids::AGENT,
+                hello.cluster,
+                hello.session
+            ),
             ops: vec![
                 TxnOp::Put {
                     key: ObjectKey::new(KIND_CLAIM, hello.cluster.clone()),

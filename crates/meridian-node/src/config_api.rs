@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::config_service_client::ConfigServiceClient;
-use meridian_store::{NodeInfo, ObjectKey, StateMachineStore};
+use meridian_store::{NodeInfo, ObjectKey, StateMachineStore, WriteClass};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -207,7 +207,11 @@ impl ConfigApi {
     fn history_here(&self, msg: &pb::HistoryRequest) -> pb::HistoryResponse {
         let key =
             (!msg.name.is_empty()).then(|| ObjectKey::new(msg.kind.clone(), msg.name.clone()));
-        let (events, floor, revision) = self.sm.history(key.as_ref());
+        // Agents' kinds have a history of their own; the config's is not
+        // shortened by endpoint churn.
+        let config_only = !msg.internal && (msg.kind.is_empty() || is_config_kind(&msg.kind));
+        let class = config_only.then_some(WriteClass::Config);
+        let (events, floor, revision) = self.sm.history(class, key.as_ref());
         let limit = if msg.limit == 0 {
             usize::MAX
         } else {
@@ -253,6 +257,7 @@ impl ConfigApi {
         let forwarded = forwarded(&req);
         let mut msg = req.into_inner();
         let key = &rollback::target(&msg)?;
+        crate::request_ids::check_public(&msg.request_id)?;
         if msg.request_id.is_empty() {
             msg.request_id = convert::new_request_id();
         }

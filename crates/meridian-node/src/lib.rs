@@ -9,7 +9,7 @@
 //!   `admin`, `leases` (a task of the leader);
 //! - seams: `routing` (to the leader, under the one retry policy), `write`
 //!   (the lanes), `agent_writes`, `membership`, `status`, `proxy_status`;
-//! - core: `leadership`, `retry`, `error`, `metrics`, `config`, `identity`,
+//! - core: `leadership`, `retry`, `request_ids`, `error`, `metrics`, `config`, `identity`,
 //!   `xds_source`.
 //!
 //! `node` is the composition root that wires them.
@@ -31,6 +31,7 @@ mod membership;
 mod metrics;
 mod node;
 mod proxy_status;
+mod request_ids;
 mod retry;
 mod routing;
 mod status;

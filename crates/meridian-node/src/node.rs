@@ -150,7 +150,11 @@ impl Node {
             endpoint_writes,
             faults.clone(),
             write_timeout,
-        ));
+        ))
+        // Room for the largest transaction the endpoint lane takes, so that
+        // a bigger one is refused by the lane, which says why, rather than
+        // by tonic's default 4 MiB cap.
+        .max_decoding_message_size(2 * meridian_store::limits::MAX_TXN_BYTES);
         let rx = shutdown.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()

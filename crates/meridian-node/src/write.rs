@@ -87,7 +87,7 @@ pub(crate) struct EndpointWrites {
 impl EndpointWrites {
     pub(crate) fn start(raft: Raft, write_timeout: Duration, metrics: Arc<WriteMetrics>) -> Self {
         EndpointWrites {
-            lane: GroupCommit::start(endpoints::Unvalidated, raft, write_timeout, metrics),
+            lane: GroupCommit::start(endpoints::AgentKindsOnly, raft, write_timeout, metrics),
         }
     }
 

@@ -8,18 +8,24 @@ use meridian_proto::v1::raft_service_client::RaftServiceClient;
 use meridian_proto::v1::RaftMessage;
 use meridian_store::{NodeId, NodeInfo, TypeConfig};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use serde::{de::DeserializeOwned, Serialize};
+use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::faults::Faults;
 use crate::wire;
+
+/// The largest message the peer transport sends or takes, both ways.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Room for the message's own framing around the payload.
+const FRAMING_BYTES: usize = 1024;
 
 /// Creates clients for peers. Channels are cached per address and shared by
 /// the clients openraft creates, so reconnecting replication streams does not
@@ -96,14 +102,13 @@ enum Rpc {
 }
 
 impl PeerClient {
-    async fn call<Req, Resp, E>(
+    async fn call<Resp, E>(
         &self,
         rpc: Rpc,
-        req: &Req,
+        payload: Vec<u8>,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
@@ -116,10 +121,10 @@ impl PeerClient {
             .clone()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&TransportError(e))))?;
         let mut client = RaftServiceClient::new(channel)
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024);
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let msg = RaftMessage {
-            payload: wire::encode(req),
+            payload,
             from: self.self_id,
         };
         let fut = async {
@@ -173,7 +178,22 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::Append, &rpc, &option).await
+        let payload = wire::encode(&rpc);
+        if let Some(hint) = entries_hint(payload.len(), rpc.entries.len()) {
+            // openraft splits the range only on this error; a network error
+            // would resend the same range forever.
+            tracing::debug!(
+                target = self.target,
+                bytes = payload.len(),
+                entries = rpc.entries.len(),
+                hint,
+                "append-entries too large, asking for fewer entries"
+            );
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
+        self.call(Rpc::Append, payload, &option).await
     }
 
     async fn install_snapshot(
@@ -184,7 +204,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(Rpc::Snapshot, &rpc, &option).await
+        self.call(Rpc::Snapshot, wire::encode(&rpc), &option).await
     }
 
     async fn vote(
@@ -192,6 +212,22 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.call(Rpc::Vote, wire::encode(&rpc), &option).await
     }
 }
+
+/// How many entries to send instead, when `bytes` of `entries` entries would
+/// not fit in one message: a share of them sized to fit, fewer than sent.
+/// `None` when the message fits, or is one entry that cannot be split (the
+/// lanes keep entries far smaller than a message).
+fn entries_hint(bytes: usize, entries: usize) -> Option<u64> {
+    let cap = MAX_MESSAGE_BYTES - FRAMING_BYTES;
+    if bytes <= cap || entries <= 1 {
+        return None;
+    }
+    let fitting = (entries as u128 * cap as u128 / bytes as u128) as u64;
+    Some(fitting.clamp(1, entries as u64 - 1))
+}
+
+#[cfg(test)]
+mod tests;

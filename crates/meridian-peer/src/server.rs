@@ -27,8 +27,8 @@ impl PeerService {
 
     pub fn into_server(self) -> meridian_proto::v1::raft_service_server::RaftServiceServer<Self> {
         meridian_proto::v1::raft_service_server::RaftServiceServer::new(self)
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
+            .max_decoding_message_size(crate::client::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::client::MAX_MESSAGE_BYTES)
     }
 }
 

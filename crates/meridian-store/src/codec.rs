@@ -11,15 +11,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{Entry, LogId, SnapshotMeta, StateData, Vote};
 
-/// The version written by this build, and the only one it reads.
-pub const FORMAT_VERSION: u8 = 1;
+mod v1;
+
+/// The version written by this build. It also reads version 1 (see
+/// [`v1`]): version 2 split the de-duplication table and event history of
+/// the snapshot's state per write class.
+pub const FORMAT_VERSION: u8 = 2;
 
 /// First bytes of every snapshot, so that a stray file is never taken for one.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"MRDNSNAP";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
-    #[error("unsupported format version {found} (this build reads version {supported}); upgrade meridian")]
+    #[error("unsupported format version {found} (this build reads versions 1 to {supported}); upgrade meridian")]
     UnknownVersion { found: u8, supported: u8 },
     #[error("corrupt data: {0}")]
     Corrupt(String),
@@ -89,8 +93,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, StateData), CodecE
     let rest = bytes
         .strip_prefix(SNAPSHOT_MAGIC.as_slice())
         .ok_or(CodecError::BadMagic)?;
-    let s: SnapshotOwned = decode_versioned(rest)?;
-    Ok((s.meta, s.state))
+    match rest.first() {
+        Some(&v1::VERSION) => Ok(decode_bounded::<v1::Snapshot>(&rest[1..])?.upgrade()),
+        _ => {
+            let s: SnapshotOwned = decode_versioned(rest)?;
+            Ok((s.meta, s.state))
+        }
+    }
 }
 
 fn encode_versioned<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
@@ -102,7 +111,9 @@ fn encode_versioned<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 fn decode_versioned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != FORMAT_VERSION {
+    // Entries, votes and log ids are the same in version 1; snapshots of
+    // version 1 are read by [`decode_snapshot`] before they get here.
+    if version != FORMAT_VERSION && version != v1::VERSION {
         return Err(CodecError::UnknownVersion {
             found: version,
             supported: FORMAT_VERSION,

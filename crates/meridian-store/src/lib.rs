@@ -11,6 +11,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod backend;
+mod bytes;
 pub mod codec;
 pub mod limits;
 pub mod log_store;

@@ -17,7 +17,9 @@
 //! the watcher subscribes again from its last revision, and lists again if
 //! that answers [`WatchError::Compacted`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod classes;
+
+use std::collections::BTreeMap;
 use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +30,8 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageError, St
 use tokio::sync::{broadcast, watch};
 
 use crate::codec;
-use crate::limits::{DEDUP_CAPACITY, EVENT_HISTORY};
 use crate::types::*;
+use classes::{merged_after, ClassLog};
 
 /// How many applied entries' event batches a watcher may fall behind before
 /// it is told it lagged.
@@ -66,45 +68,52 @@ struct Inner {
     snapshot_counter: AtomicU64,
 }
 
-/// The live form of [`StateData`]: FIFOs as deques and the dedup table indexed.
+/// The live form of [`StateData`]: each class's FIFOs as deques, its dedup
+/// table indexed.
 struct Machine {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     objects: BTreeMap<ObjectKey, StoredObject>,
     revision: u64,
     config_seq: u64,
-    dedup: VecDeque<(String, TxnOutcome)>,
-    dedup_index: HashMap<String, TxnOutcome>,
-    events: VecDeque<Event>,
-    /// Every event with a revision above this is retained.
-    events_floor: u64,
+    config: ClassLog,
+    agent: ClassLog,
     retired_ids: Vec<NodeId>,
     events_tx: broadcast::Sender<EventBatch>,
 }
 
 impl Machine {
     fn from_data(d: StateData) -> Self {
-        let dedup_index = d.dedup.iter().cloned().collect();
-        // A snapshot does not say whether events of its oldest revision were
-        // partly dropped; a full history may have been trimmed, so assume so.
-        let events_floor = if d.events.len() < EVENT_HISTORY {
-            0
-        } else {
-            d.events.first().map_or(d.revision, |e| e.revision)
-        };
         Machine {
             last_applied: d.last_applied,
             last_membership: d.last_membership,
             objects: d.objects,
             revision: d.revision,
             config_seq: d.config_seq,
-            dedup: d.dedup.into(),
-            dedup_index,
-            events: d.events.into(),
-            events_floor,
+            config: ClassLog::from_data(d.dedup, d.events, d.revision),
+            agent: ClassLog::from_data(d.agent_dedup, d.agent_events, d.revision),
             retired_ids: d.retired_ids,
             events_tx: broadcast::channel(WATCH_CHANNEL_CAPACITY).0,
         }
+    }
+
+    fn class(&self, class: WriteClass) -> &ClassLog {
+        match class {
+            WriteClass::Config => &self.config,
+            WriteClass::Agent => &self.agent,
+        }
+    }
+
+    fn class_mut(&mut self, class: WriteClass) -> &mut ClassLog {
+        match class {
+            WriteClass::Config => &mut self.config,
+            WriteClass::Agent => &mut self.agent,
+        }
+    }
+
+    /// Every event of both classes after this is retained.
+    fn floor(&self) -> u64 {
+        self.config.floor().max(self.agent.floor())
     }
 
     fn to_data(&self) -> StateData {
@@ -114,9 +123,11 @@ impl Machine {
             objects: self.objects.clone(),
             revision: self.revision,
             config_seq: self.config_seq,
-            dedup: self.dedup.iter().cloned().collect(),
-            events: self.events.iter().cloned().collect(),
+            dedup: self.config.dedup_data(),
+            events: self.config.events_data(),
             retired_ids: self.retired_ids.clone(),
+            agent_dedup: self.agent.dedup_data(),
+            agent_events: self.agent.events_data(),
         }
     }
 
@@ -124,6 +135,7 @@ impl Machine {
         self.last_applied = Some(entry.log_id);
         let index = entry.log_id.index;
         let mut events = Vec::new();
+        let mut class = WriteClass::Config;
         let outcomes = match entry.payload {
             EntryPayload::Blank | EntryPayload::Normal(Request::Noop) => Vec::new(),
             EntryPayload::Membership(m) => {
@@ -137,11 +149,12 @@ impl Machine {
                 Vec::new()
             }
             EntryPayload::Normal(Request::Batch(batch)) => {
+                class = batch.class();
                 self.apply_batch(index, batch, &mut events)
             }
         };
         if !events.is_empty() {
-            self.record_events(&events);
+            self.class_mut(class).record(&events);
             // No receiver is not an error: nobody watches.
             let _ = self.events_tx.send(Arc::new(events));
         }
@@ -160,10 +173,11 @@ impl Machine {
         if batch.base_config_seq.is_some_and(|s| s != self.config_seq) {
             return batch.txns.iter().map(|_| TxnOutcome::Retry).collect();
         }
+        let class = batch.class();
         let mut changed = false;
         let mut outcomes = Vec::with_capacity(batch.txns.len());
         for txn in batch.txns {
-            if let Some(first) = self.dedup_index.get(&txn.request_id) {
+            if let Some(first) = self.class(class).outcome(&txn.request_id) {
                 outcomes.push(match first {
                     TxnOutcome::Committed { revision } | TxnOutcome::Duplicate { revision } => {
                         TxnOutcome::Duplicate {
@@ -184,7 +198,11 @@ impl Machine {
             // An empty request id opts out of de-duplication: such a write
             // may be applied twice if the client retries it.
             if !txn.request_id.is_empty() {
-                self.remember(txn.request_id, outcome.clone());
+                self.class_mut(class).remember(
+                    txn.request_id,
+                    outcome.clone(),
+                    batch.proposed_at_ms,
+                );
             }
             outcomes.push(outcome);
         }
@@ -263,25 +281,6 @@ impl Machine {
         }
         changed
     }
-
-    fn remember(&mut self, request_id: String, outcome: TxnOutcome) {
-        self.dedup_index.insert(request_id.clone(), outcome.clone());
-        self.dedup.push_back((request_id, outcome));
-        while self.dedup.len() > DEDUP_CAPACITY {
-            if let Some((old, _)) = self.dedup.pop_front() {
-                self.dedup_index.remove(&old);
-            }
-        }
-    }
-
-    fn record_events(&mut self, events: &[Event]) {
-        self.events.extend(events.iter().cloned());
-        while self.events.len() > EVENT_HISTORY {
-            if let Some(dropped) = self.events.pop_front() {
-                self.events_floor = self.events_floor.max(dropped.revision);
-            }
-        }
-    }
 }
 
 impl StateMachineStore {
@@ -359,10 +358,10 @@ impl StateMachineStore {
         self.lock().config_seq
     }
 
-    /// The recorded outcome of an applied request id, if it is still in the
-    /// de-duplication table.
-    pub fn dedup_outcome(&self, request_id: &str) -> Option<TxnOutcome> {
-        self.lock().dedup_index.get(request_id).cloned()
+    /// The recorded outcome of an applied request id of `class`, if it is
+    /// still in that class's de-duplication table.
+    pub fn dedup_outcome(&self, class: WriteClass, request_id: &str) -> Option<TxnOutcome> {
+        self.lock().class(class).outcome(request_id).cloned()
     }
 
     pub fn retired_ids(&self) -> Vec<NodeId> {
@@ -386,17 +385,13 @@ impl StateMachineStore {
         from_revision: u64,
     ) -> Result<(Vec<Event>, broadcast::Receiver<EventBatch>), WatchError> {
         let m = self.lock();
-        if from_revision < m.events_floor {
+        let floor = m.floor();
+        if from_revision < floor {
             return Err(WatchError::Compacted {
-                oldest_available: m.events_floor,
+                oldest_available: floor,
             });
         }
-        let events = m
-            .events
-            .iter()
-            .filter(|e| e.revision > from_revision)
-            .cloned()
-            .collect();
+        let events = merged_after(&m.config, &m.agent, from_revision);
         Ok((events, m.events_tx.subscribe()))
     }
 
@@ -411,19 +406,21 @@ impl StateMachineStore {
         from_revision: u64,
     ) -> Result<(Vec<(ObjectKey, Option<StoredObject>)>, u64, u64), WatchError> {
         let m = self.lock();
-        if from_revision < m.events_floor {
+        let floor = m.floor();
+        if from_revision < floor {
             return Err(WatchError::Compacted {
-                oldest_available: m.events_floor,
+                oldest_available: floor,
             });
         }
         let mut keys = std::collections::BTreeSet::new();
         let mut committed_at_ms = 0;
-        for e in m
-            .events
-            .iter()
-            .rev()
-            .take_while(|e| e.revision > from_revision)
-        {
+        let recent = [&m.config, &m.agent].into_iter().flat_map(|c| {
+            c.events()
+                .iter()
+                .rev()
+                .take_while(|e| e.revision > from_revision)
+        });
+        for e in recent {
             if e.revision == m.revision {
                 committed_at_ms = committed_at_ms.max(e.updated_at_ms);
             }
@@ -436,18 +433,29 @@ impl StateMachineStore {
         Ok((changes, m.revision, committed_at_ms))
     }
 
-    /// The retained events (of one object, or all), oldest first, with the
-    /// revision every later event is retained after (0: nothing compacted)
-    /// and the current revision, read together.
-    pub fn history(&self, key: Option<&ObjectKey>) -> (Vec<Event>, u64, u64) {
+    /// The retained events of `class` (`None`: of both), of one object or
+    /// all, oldest first, with the revision every later such event is
+    /// retained after (0: nothing compacted) and the current revision, read
+    /// together. The config's own history is not shortened by agents'
+    /// traffic.
+    pub fn history(
+        &self,
+        class: Option<WriteClass>,
+        key: Option<&ObjectKey>,
+    ) -> (Vec<Event>, u64, u64) {
         let m = self.lock();
-        let events = m
-            .events
-            .iter()
+        let (events, floor) = match class {
+            Some(c) => {
+                let c = m.class(c);
+                (c.events().iter().cloned().collect(), c.floor())
+            }
+            None => (merged_after(&m.config, &m.agent, 0), m.floor()),
+        };
+        let events = events
+            .into_iter()
             .filter(|e| key.is_none_or(|k| &e.key == k))
-            .cloned()
             .collect();
-        (events, m.events_floor, m.revision)
+        (events, floor, m.revision)
     }
 
     /// The index of the last applied log entry; wait on it for `applied >= x`.

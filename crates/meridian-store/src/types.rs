@@ -80,6 +80,7 @@ impl fmt::Display for ObjectKey {
 /// the store never looks inside it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredObject {
+    #[serde(with = "crate::bytes")]
     pub value: Vec<u8>,
     /// Log index of the entry that last changed this object.
     pub revision: u64,
@@ -123,10 +124,32 @@ pub struct Txn {
     pub ops: Vec<TxnOp>,
 }
 
+impl Txn {
+    /// The bytes of keys, values and the request id: what the transaction
+    /// costs in a log entry, give or take a few bytes of framing per op.
+    pub fn size_bytes(&self) -> usize {
+        const PER_OP: usize = 16;
+        self.request_id.len()
+            + self
+                .ops
+                .iter()
+                .map(|op| {
+                    let key = op.key();
+                    let value = match op {
+                        TxnOp::Put { value, .. } => value.len(),
+                        TxnOp::Delete { .. } | TxnOp::Check { .. } => 0,
+                    };
+                    PER_OP + key.kind.len() + key.name.len() + value
+                })
+                .sum::<usize>()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
     Put {
         key: ObjectKey,
+        #[serde(with = "crate::bytes")]
         value: Vec<u8>,
         expected_revision: Option<u64>,
     },
@@ -206,8 +229,10 @@ pub struct Event {
     pub revision: u64,
     pub updated_at_ms: u64,
     /// The object after the change; `None` for a delete.
+    #[serde(with = "crate::bytes::option")]
     pub value: Option<Vec<u8>>,
     /// The object's value before the change; `None` if it did not exist.
+    #[serde(with = "crate::bytes::option")]
     pub prev_value: Option<Vec<u8>>,
 }
 
@@ -225,13 +250,46 @@ pub struct StateData {
     /// leader-side validation. Batches without one (agents' endpoint
     /// reports) leave it alone.
     pub config_seq: u64,
-    /// Recent request ids and their outcome, oldest first, bounded by
-    /// [`crate::limits::DEDUP_CAPACITY`].
-    pub dedup: Vec<(String, TxnOutcome)>,
-    /// Recent events, oldest first, bounded by [`crate::limits::EVENT_HISTORY`].
-    /// A watch from a revision older than the first kept event is answered
-    /// "compacted"; the watcher lists again.
+    /// Recent request ids of config writes and their outcome, oldest
+    /// first, within the budget of [`crate::limits`].
+    pub dedup: Vec<DedupEntry>,
+    /// Recent events of config writes, oldest first, bounded by
+    /// [`crate::limits::EVENT_HISTORY`]. A watch from a revision older than
+    /// the first kept event is answered "compacted"; the watcher lists again.
     pub events: Vec<Event>,
     /// Every node id that has ever left the cluster.
     pub retired_ids: Vec<NodeId>,
+    /// As `dedup`, for agents' writes (format version 2).
+    pub agent_dedup: Vec<DedupEntry>,
+    /// As `events`, for agents' writes (format version 2).
+    pub agent_events: Vec<Event>,
+}
+
+/// One remembered request id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupEntry {
+    pub request_id: String,
+    pub outcome: TxnOutcome,
+    /// Leader time of the entry that applied it, ms since the epoch.
+    pub at_ms: u64,
+}
+
+/// Whose write a batch is, decided by the batch itself: config batches carry
+/// the config sequence number they were validated against, agents' do not.
+/// Each class has its own de-duplication and history budget, so one class's
+/// traffic cannot push the other's out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteClass {
+    Config,
+    Agent,
+}
+
+impl Batch {
+    pub fn class(&self) -> WriteClass {
+        if self.base_config_seq.is_some() {
+            WriteClass::Config
+        } else {
+            WriteClass::Agent
+        }
+    }
 }

@@ -20,6 +20,7 @@ use super::{msg, to_json};
 use crate::agent_writes::AgentWrites;
 use crate::error::ApiError;
 use crate::metrics::WriteMetrics;
+use crate::request_ids;
 
 /// One service's endpoints, by (address, port).
 type Set = BTreeMap<(String, u16), ReportedEndpoint>;
@@ -66,8 +67,11 @@ impl Session {
 
     fn request_id(&self, what: &str) -> String {
         format!(
-            "agent-{}-{}-{:x}-{what}",
-            self.cluster, self.session, self.stream
+            "{}{}-{}-{:x}-{what}",
+            request_ids::AGENT,
+            self.cluster,
+            self.session,
+            self.stream
         )
     }
 
@@ -126,7 +130,16 @@ impl Session {
                     .nack(u.version, format!("removals[{i}].service: {r}"))
                     .await;
             }
-            removals.push((e.service.clone(), (e.address.clone(), e.port as u16)));
+            // Truncated, 70000 would remove port 4464.
+            let Ok(port) = u16::try_from(e.port) else {
+                return self
+                    .nack(
+                        u.version,
+                        format!("removals[{i}].port: {} is over 65535", e.port),
+                    )
+                    .await;
+            };
+            removals.push((e.service.clone(), (e.address.clone(), port)));
         }
         // The new contents of each service the update touches (None: no
         // endpoints left). Only those services are copied and rewritten: a

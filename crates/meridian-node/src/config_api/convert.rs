@@ -96,6 +96,7 @@ pub(super) fn txn_from_pb(req: &pb::TxnRequest) -> Result<Txn, ApiError> {
             }
         }
     }
+    crate::request_ids::check_public(&req.request_id)?;
     let request_id = if req.request_id.is_empty() {
         new_request_id()
     } else {

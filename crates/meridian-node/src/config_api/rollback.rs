@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use meridian_proto::v1 as pb;
-use meridian_store::{Event, ObjectKey, Txn, TxnOp, TxnOutcome};
+use meridian_store::{Event, ObjectKey, Txn, TxnOp, TxnOutcome, WriteClass};
 use tracing::info;
 
 use super::convert::is_config_kind;
@@ -48,7 +48,7 @@ impl ConfigApi {
         self.confirm_leadership(deadline).await?;
         // A retry of a rollback that was applied: that write's answer.
         if let Some(TxnOutcome::Committed { revision } | TxnOutcome::Duplicate { revision }) =
-            self.sm.dedup_outcome(&msg.request_id)
+            self.sm.dedup_outcome(WriteClass::Config, &msg.request_id)
         {
             return Ok(pb::RollbackResponse {
                 revision,
@@ -57,7 +57,7 @@ impl ConfigApi {
                 base_revision: 0,
             });
         }
-        let (events, floor, revision) = self.sm.history(key);
+        let (events, floor, revision) = self.sm.history(Some(WriteClass::Config), key);
         let what = key.map_or("the config".to_string(), |k| k.to_string());
         if msg.to_revision > revision {
             return Err(ApiError::Invalid(format!(

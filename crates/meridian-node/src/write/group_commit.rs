@@ -15,6 +15,9 @@ use tracing::{debug, warn};
 use crate::error::ApiError;
 use crate::metrics::{Lane, WriteMetrics};
 
+/// Most bytes of transactions in one log entry: two of the largest.
+const MAX_BATCH_BYTES: usize = 2 * meridian_store::limits::MAX_TXN_BYTES;
+
 /// What a write is answered with: its outcome in the log, or why it has none.
 pub(crate) type Reply = Result<TxnOutcome, ApiError>;
 
@@ -26,6 +29,18 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// A write as the lane's queue would hold it, and where its answer goes.
+    #[cfg(test)]
+    pub(crate) fn new(txn: Txn) -> (Pending, oneshot::Receiver<Reply>) {
+        let (reply, rx) = oneshot::channel();
+        let p = Pending {
+            txn,
+            dry_run: false,
+            reply,
+        };
+        (p, rx)
+    }
+
     pub(crate) fn answer(self, r: Reply) {
         // The writer may have given up (its deadline passed): nobody to tell.
         let _ = self.reply.send(r);
@@ -123,8 +138,8 @@ async fn run<A: Admission>(
         if !fill_batch(&mut rx, &mut carry, A::MAX_BATCH).await {
             return;
         }
-        let mut queued = std::mem::take(&mut carry);
-        queued.retain(|p| !p.reply.is_closed());
+        carry.retain(|p| !p.reply.is_closed());
+        let queued = take_within(&mut carry, MAX_BATCH_BYTES);
         if queued.is_empty() {
             continue;
         }
@@ -206,6 +221,25 @@ async fn fill_batch<T>(rx: &mut mpsc::Receiver<T>, carry: &mut Vec<T>, max: usiz
     true
 }
 
+/// Takes writes from the front of `carry` while their sizes add up to at
+/// most `budget` bytes (always at least one): the rest waits for the next
+/// round, so a log entry stays far below the peer transport's message cap
+/// however large the writes queued at once.
+fn take_within(carry: &mut Vec<Pending>, budget: usize) -> Vec<Pending> {
+    let mut used = 0;
+    let n = carry
+        .iter()
+        .position(|p| {
+            used += p.txn.size_bytes();
+            used > budget
+        })
+        .unwrap_or(carry.len())
+        .max(1)
+        .min(carry.len());
+    let rest = carry.split_off(n);
+    std::mem::replace(carry, rest)
+}
+
 /// What a failed `client_write` means for each write of its batch.
 fn proposal_error(
     e: &RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>,
@@ -217,3 +251,6 @@ fn proposal_error(
     warn!(error = %e, lane, "proposal failed");
     ApiError::Unavailable(format!("write failed: {e}"))
 }
+
+#[cfg(test)]
+mod tests;

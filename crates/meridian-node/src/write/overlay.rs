@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use meridian_model::{ConfigSet, Kind, Object};
+use meridian_store::limits::MAX_TXN_BYTES;
 use meridian_store::{ObjectKey, StoredObject, Txn, TxnOp};
 
 /// Largest object value accepted, in bytes of JSON.
@@ -30,8 +31,13 @@ pub(crate) struct Overlay {
 /// object, preconditions), ready to be applied to the overlay.
 pub(crate) struct Prepared {
     pub txn: Txn,
-    puts: Vec<Object>,
-    deletes: Vec<(Kind, String)>,
+    /// In op order, as apply will make them.
+    changes: Vec<Change>,
+}
+
+enum Change {
+    Put(Object),
+    Delete(Kind, String),
 }
 
 /// What applying a [`Prepared`] replaced, to take it back.
@@ -128,31 +134,36 @@ impl Overlay {
                 "request_id: at most 128 bytes".into()
             ]));
         }
+        // Duplicates and preconditions are decided on the canonical key
+        // (`Route/r` is `route/r`): the store and apply see only that form.
         let mut seen = HashSet::new();
         let mut canonical_ops = Vec::with_capacity(txn.ops.len());
-        let mut puts = Vec::new();
-        let mut deletes = Vec::new();
+        let mut changes = Vec::new();
         for (i, op) in txn.ops.iter().enumerate() {
-            let key = op.key();
-            if !seen.insert(key.clone()) {
-                errors.push(format!("ops[{i}]: {key} appears twice in one transaction"));
-                continue;
-            }
-            let kind = match key.kind.parse::<Kind>() {
+            let raw = op.key();
+            let kind = match raw.kind.parse::<Kind>() {
                 Ok(k) => k,
                 Err(e) => {
                     errors.push(format!("ops[{i}].kind: {e}"));
                     continue;
                 }
             };
+            let key = ObjectKey::new(kind.as_str(), raw.name.clone());
+            if !seen.insert(key.clone()) {
+                errors.push(format!(
+                    "ops[{i}]: {key} appears twice in one transaction (kinds are case-insensitive); \
+                     put each object at most once"
+                ));
+                continue;
+            }
             if let Some(expected) = op.expected_revision() {
-                if self.touched.contains(key) {
+                if self.touched.contains(&key) {
                     return Err(Verdict::Defer);
                 }
-                let actual = self.revisions.get(key).copied().unwrap_or(0);
+                let actual = self.revisions.get(&key).copied().unwrap_or(0);
                 if expected != actual {
                     return Err(Verdict::Conflict {
-                        key: key.clone(),
+                        key,
                         expected,
                         actual,
                     });
@@ -160,19 +171,22 @@ impl Overlay {
             }
             match op {
                 // The precondition was checked above; a check changes nothing.
-                TxnOp::Check { .. } => {
-                    canonical_ops.push(op.clone());
+                TxnOp::Check {
+                    expected_revision, ..
+                } => {
+                    canonical_ops.push(TxnOp::Check {
+                        key,
+                        expected_revision: *expected_revision,
+                    });
                 }
                 TxnOp::Put {
-                    key,
                     value,
                     expected_revision,
+                    ..
                 } => {
                     if value.len() > MAX_VALUE_BYTES {
                         errors.push(format!(
-                            "{}/{}: value is {} bytes, at most {MAX_VALUE_BYTES}",
-                            kind.as_str(),
-                            key.name,
+                            "{key}: value is {} bytes, at most {MAX_VALUE_BYTES}",
                             value.len()
                         ));
                         continue;
@@ -181,13 +195,12 @@ impl Overlay {
                         Ok(obj) => {
                             let obj_errors = obj.validate();
                             if obj_errors.is_empty() {
-                                let canonical_key = ObjectKey::new(kind.as_str(), key.name.clone());
                                 canonical_ops.push(TxnOp::Put {
-                                    key: canonical_key,
+                                    key,
                                     value: obj.spec_to_json_bytes(),
                                     expected_revision: *expected_revision,
                                 });
-                                puts.push(obj);
+                                changes.push(Change::Put(obj));
                             } else {
                                 errors.extend(obj_errors.into_iter().map(|e| e.to_string()));
                             }
@@ -196,51 +209,62 @@ impl Overlay {
                     }
                 }
                 TxnOp::Delete {
-                    key,
-                    expected_revision,
+                    expected_revision, ..
                 } => {
-                    let canonical_key = ObjectKey::new(kind.as_str(), key.name.clone());
+                    changes.push(Change::Delete(kind, key.name.clone()));
                     canonical_ops.push(TxnOp::Delete {
-                        key: canonical_key,
+                        key,
                         expected_revision: *expected_revision,
                     });
-                    deletes.push((kind, key.name.clone()));
                 }
             }
         }
         if !errors.is_empty() {
             return Err(Verdict::Invalid(errors));
         }
-
-        Ok(Prepared {
-            txn: Txn {
-                request_id: txn.request_id.clone(),
-                ops: canonical_ops,
-            },
-            puts,
-            deletes,
-        })
+        let txn = Txn {
+            request_id: txn.request_id.clone(),
+            ops: canonical_ops,
+        };
+        // Measured in the stored form, which is what enters the log.
+        let size = txn.size_bytes();
+        if size > MAX_TXN_BYTES {
+            return Err(Verdict::Invalid(vec![format!(
+                "ops: the transaction is {size} bytes stored, at most {MAX_TXN_BYTES}; \
+                 split it into several transactions"
+            )]));
+        }
+        Ok(Prepared { txn, changes })
     }
 
     /// Applies a prepared transaction to the overlay; returns what it
     /// replaced, and the errors of its deletes (objects still referenced
     /// from outside the group it deletes), in which case it was undone.
     pub(crate) fn apply(&mut self, p: &Prepared) -> Result<Undo, Vec<String>> {
-        let mut undo = Vec::with_capacity(p.puts.len() + p.deletes.len());
-        for obj in &p.puts {
-            let prev = self.set.insert(obj.clone());
-            undo.push((obj.kind, obj.name.clone(), prev));
-        }
-        for (kind, name) in &p.deletes {
-            let prev = self.set.remove_unchecked(*kind, name);
-            undo.push((*kind, name.clone(), prev));
+        let mut undo = Vec::with_capacity(p.changes.len());
+        let mut deleted: HashSet<(Kind, String)> = HashSet::new();
+        for change in &p.changes {
+            match change {
+                Change::Put(obj) => {
+                    let prev = self.set.insert(obj.clone());
+                    undo.push((obj.kind, obj.name.clone(), prev));
+                }
+                Change::Delete(kind, name) => {
+                    let prev = self.set.remove_unchecked(*kind, name);
+                    undo.push((*kind, name.clone(), prev));
+                    deleted.insert((*kind, name.clone()));
+                }
+            }
         }
         // Objects deleted together may reference each other, even in a
         // cycle (regions failing over to each other): only referrers outside
         // the group block a delete.
-        let deleted: HashSet<(Kind, String)> = p.deletes.iter().cloned().collect();
         let mut errors = Vec::new();
-        for (kind, name) in &p.deletes {
+        let deletes = p.changes.iter().filter_map(|c| match c {
+            Change::Delete(kind, name) => Some((kind, name)),
+            Change::Put(_) => None,
+        });
+        for (kind, name) in deletes {
             let outside: Vec<String> = self
                 .set
                 .referrers(*kind, name)
@@ -294,3 +318,6 @@ impl Overlay {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

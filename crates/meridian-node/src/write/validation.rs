@@ -9,7 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use meridian_store::{StateMachineStore, TxnOutcome};
+use meridian_store::{StateMachineStore, TxnOutcome, WriteClass};
 use tracing::warn;
 
 use super::conflict::conflict_message;
@@ -59,7 +59,10 @@ impl Validation {
         if p.txn.request_id.is_empty() || p.dry_run {
             return None;
         }
-        match self.sm.dedup_outcome(&p.txn.request_id)? {
+        match self
+            .sm
+            .dedup_outcome(WriteClass::Config, &p.txn.request_id)?
+        {
             TxnOutcome::Committed { revision } | TxnOutcome::Duplicate { revision } => {
                 Some(TxnOutcome::Duplicate { revision })
             }

@@ -27,10 +27,21 @@ fn sample_state() -> StateData {
             updated_at_ms: 9,
         },
     );
-    s.dedup
-        .push(("req-1".into(), TxnOutcome::Committed { revision: 7 }));
+    s.dedup.push(DedupEntry {
+        request_id: "req-1".into(),
+        outcome: TxnOutcome::Committed { revision: 7 },
+        at_ms: 5,
+    });
     s.retired_ids.push(4);
     s
+}
+
+fn sample_meta() -> SnapshotMeta {
+    SnapshotMeta {
+        last_log_id: Some(log_id(2, 1, 7)),
+        last_membership: StoredMembership::default(),
+        snapshot_id: "2-1-7-0".into(),
+    }
 }
 
 #[test]
@@ -78,11 +89,7 @@ fn vote_and_log_id_round_trip() {
 
 #[test]
 fn snapshot_round_trip() {
-    let meta = SnapshotMeta {
-        last_log_id: Some(log_id(2, 1, 7)),
-        last_membership: StoredMembership::default(),
-        snapshot_id: "2-1-7-0".into(),
-    };
+    let meta = sample_meta();
     let state = sample_state();
     let bytes = encode_snapshot(&meta, &state).unwrap();
     assert_eq!(&bytes[..8], SNAPSHOT_MAGIC);
@@ -99,13 +106,72 @@ fn unknown_version_is_named() {
         err,
         CodecError::UnknownVersion {
             found: 7,
-            supported: 1
+            supported: 2
         }
     );
     assert_eq!(
         err.to_string(),
-        "unsupported format version 7 (this build reads version 1); upgrade meridian"
+        "unsupported format version 7 (this build reads versions 1 to 2); upgrade meridian"
     );
+}
+
+/// The state of a version 1 snapshot, laid out as version 1 wrote it.
+#[derive(serde::Serialize)]
+struct StateV1 {
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    objects: std::collections::BTreeMap<ObjectKey, StoredObject>,
+    revision: u64,
+    config_seq: u64,
+    dedup: Vec<(String, TxnOutcome)>,
+    events: Vec<Event>,
+    retired_ids: Vec<NodeId>,
+}
+
+#[test]
+fn a_version_1_snapshot_and_entry_still_decode() {
+    let meta = sample_meta();
+    let current = sample_state();
+    let event = Event {
+        key: ObjectKey::new("cluster", "web"),
+        revision: 7,
+        updated_at_ms: 9,
+        value: Some(b"{}".to_vec()),
+        prev_value: None,
+    };
+    let old = StateV1 {
+        last_applied: current.last_applied,
+        last_membership: current.last_membership.clone(),
+        objects: current.objects.clone(),
+        revision: current.revision,
+        config_seq: current.config_seq,
+        dedup: vec![("req-1".into(), TxnOutcome::Committed { revision: 7 })],
+        events: vec![event.clone()],
+        retired_ids: current.retired_ids.clone(),
+    };
+    let mut bytes = SNAPSHOT_MAGIC.to_vec();
+    bytes.push(1);
+    bincode::serde::encode_into_std_write((&meta, &old), &mut bytes, bincode::config::standard())
+        .unwrap();
+    let (decoded_meta, state) = decode_snapshot(&bytes).unwrap();
+    assert_eq!(decoded_meta, meta);
+    // The shared table and history are the config class's now.
+    let expected = StateData {
+        dedup: vec![DedupEntry {
+            request_id: "req-1".into(),
+            outcome: TxnOutcome::Committed { revision: 7 },
+            at_ms: 0,
+        }],
+        events: vec![event],
+        ..current
+    };
+    assert_eq!(state, expected);
+
+    // Entries are laid out as in version 1.
+    let e = sample_entry(EntryPayload::Normal(Request::RetireNode { node_id: 9 }));
+    let mut bytes = encode_entry(&e).unwrap();
+    bytes[0] = 1;
+    assert_eq!(decode_entry(&bytes).unwrap(), e);
 }
 
 #[test]
@@ -155,5 +221,23 @@ proptest! {
         let i = pos % bytes.len();
         bytes[i] = byte;
         let _ = decode_snapshot(&bytes);
+    }
+}
+#[test]
+fn byte_values_encode_as_a_plain_vec_of_u8_did() {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Fast(#[serde(with = "crate::bytes")] Vec<u8>);
+    let cfg = bincode::config::standard();
+    for v in [vec![], vec![1, 2, 3], vec![7; 70_000]] {
+        let fast = bincode::serde::encode_to_vec(Fast(v.clone()), cfg).unwrap();
+        assert_eq!(fast, bincode::serde::encode_to_vec(&v, cfg).unwrap());
+        assert_eq!(decode_bounded::<Fast>(&fast).unwrap(), Fast(v));
+    }
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct FastOption(#[serde(with = "crate::bytes::option")] Option<Vec<u8>>);
+    for v in [None, Some(vec![]), Some(vec![9; 300])] {
+        let fast = bincode::serde::encode_to_vec(FastOption(v.clone()), cfg).unwrap();
+        assert_eq!(fast, bincode::serde::encode_to_vec(&v, cfg).unwrap());
+        assert_eq!(decode_bounded::<FastOption>(&fast).unwrap(), FastOption(v));
     }
 }

@@ -9,6 +9,9 @@ use tempfile::TempDir;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::*;
+use crate::limits::{DEDUP_CAPACITY, DEDUP_MIN_AGE_MS, EVENT_HISTORY};
+
+mod classes;
 
 async fn fresh() -> (TempDir, StateMachineStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -233,7 +236,7 @@ async fn retried_request_ids_are_answered_from_the_dedup_table() {
         batch(None, vec![txn("w2", vec![put("api", "x", Some(5))])]),
     )
     .await;
-    let first_conflict = sm.state_clone().dedup[1].1.clone();
+    let first_conflict = sm.state_clone().agent_dedup[1].outcome.clone();
 
     let r = must_apply(
         &mut sm,
@@ -458,25 +461,32 @@ async fn watch_from_a_dropped_revision_is_compacted() {
 #[tokio::test]
 async fn dedup_table_is_bounded() {
     let (_d, mut sm) = fresh().await;
-    let txns: Vec<Txn> = (0..DEDUP_CAPACITY + 10)
-        .map(|i| txn(&format!("r{i}"), vec![]))
-        .collect();
-    must_apply(&mut sm, 1, batch(None, txns)).await;
+    let ids = |range: std::ops::Range<usize>| -> Vec<Txn> {
+        range.map(|i| txn(&format!("r{i}"), vec![])).collect()
+    };
+    must_apply(&mut sm, 1, batch(None, ids(0..10))).await;
+    // Once the first ten are old enough, the count bounds the table.
+    let later = Request::Batch(Batch {
+        base_config_seq: None,
+        proposed_at_ms: 1000 + DEDUP_MIN_AGE_MS,
+        txns: ids(10..DEDUP_CAPACITY + 10),
+    });
+    must_apply(&mut sm, 2, later).await;
     let state = sm.state_clone();
-    assert_eq!(state.dedup.len(), DEDUP_CAPACITY);
-    assert_eq!(state.dedup[0].0, "r10");
+    assert_eq!(state.agent_dedup.len(), DEDUP_CAPACITY);
+    assert_eq!(state.agent_dedup[0].request_id, "r10");
     // The forgotten id applies again; a remembered one is a duplicate.
     let r = must_apply(
         &mut sm,
-        2,
+        3,
         batch(None, vec![txn("r10", vec![]), txn("r0", vec![])]),
     )
     .await;
     assert_eq!(
         r.outcomes,
         vec![
-            TxnOutcome::Duplicate { revision: 1 },
-            TxnOutcome::Committed { revision: 2 }
+            TxnOutcome::Duplicate { revision: 2 },
+            TxnOutcome::Committed { revision: 3 }
         ]
     );
 }
