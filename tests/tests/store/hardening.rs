@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::agent_service_client::AgentServiceClient;
-use meridian_proto::v1::internal_service_client::InternalServiceClient;
 use meridian_tests::{Cluster, ClusterOpts};
-use tonic::transport::Channel;
 
 use super::support::*;
 
@@ -55,12 +53,6 @@ fn agent_txn_put(request_id: &str, kind: &str, name: &str, value: &[u8]) -> pb::
         payload: b.0,
         from: 1,
     }
-}
-
-async fn internal_client(c: &Cluster, id: u64) -> InternalServiceClient<Channel> {
-    let addr = format!("http://127.0.0.1:{}", c.node(id).ports.peer);
-    InternalServiceClient::new(Channel::from_shared(addr).unwrap().connect().await.unwrap())
-        .max_encoding_message_size(usize::MAX)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

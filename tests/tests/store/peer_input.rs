@@ -4,11 +4,8 @@
 //! keeps its data and keeps taking writes.
 
 use meridian_proto::v1 as pb;
-use meridian_proto::v1::internal_service_client::InternalServiceClient;
-use meridian_proto::v1::raft_service_client::RaftServiceClient;
 use meridian_tests::{Cluster, ClusterOpts};
 use tokio::io::AsyncWriteExt;
-use tonic::transport::Channel;
 
 use super::support::*;
 
@@ -36,18 +33,6 @@ fn bad_payloads() -> Vec<(&'static str, Vec<u8>)> {
         ("a truncated frame", vec![1, 0xFD, 0xFF]),
         ("random bytes", garbage),
     ]
-}
-
-async fn raft_client(c: &Cluster, id: u64) -> RaftServiceClient<Channel> {
-    let addr = format!("http://127.0.0.1:{}", c.node(id).ports.peer);
-    RaftServiceClient::new(Channel::from_shared(addr).unwrap().connect().await.unwrap())
-        .max_encoding_message_size(usize::MAX)
-}
-
-async fn internal_client(c: &Cluster, id: u64) -> InternalServiceClient<Channel> {
-    let addr = format!("http://127.0.0.1:{}", c.node(id).ports.peer);
-    InternalServiceClient::new(Channel::from_shared(addr).unwrap().connect().await.unwrap())
-        .max_encoding_message_size(usize::MAX)
 }
 
 async fn assert_healthy(c: &Cluster, ids: &[u64], why: &str) {

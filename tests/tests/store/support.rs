@@ -152,3 +152,26 @@ pub async fn wait_acked(w: &Writers, at_least: usize) {
     )
     .await
 }
+
+/// A raw connection to node `id`'s peer listener, as another node (or an
+/// attacker who reaches the port) would open it: no message size cap.
+async fn peer_channel(c: &Cluster, id: u64) -> tonic::transport::Channel {
+    let addr = format!("http://127.0.0.1:{}", c.node(id).ports.peer);
+    tonic::transport::Channel::from_shared(addr).unwrap().connect().await.unwrap()
+}
+
+pub async fn raft_client(
+    c: &Cluster,
+    id: u64,
+) -> meridian_proto::v1::raft_service_client::RaftServiceClient<tonic::transport::Channel> {
+    meridian_proto::v1::raft_service_client::RaftServiceClient::new(peer_channel(c, id).await)
+        .max_encoding_message_size(usize::MAX)
+}
+
+pub async fn internal_client(
+    c: &Cluster,
+    id: u64,
+) -> meridian_proto::v1::internal_service_client::InternalServiceClient<tonic::transport::Channel> {
+    meridian_proto::v1::internal_service_client::InternalServiceClient::new(peer_channel(c, id).await)
+        .max_encoding_message_size(usize::MAX)
+}
