@@ -182,10 +182,10 @@ fn print_status(r: &pb::ClusterStatusResponse, envoys: &BTreeMap<u64, usize>, fo
         })
         .collect();
     match format {
-        Format::Json | Format::Yaml => crate::output::print_value(
+        Format::Json | Format::Yaml => Ok(crate::output::print_value(
             &json!({"leader_id": r.leader_id, "term": r.term, "answered_by": r.answered_by, "members": members}),
             format,
-        ),
+        )?),
         Format::Table | Format::Wide => {
             let rows: Vec<Vec<String>> = r
                 .members
