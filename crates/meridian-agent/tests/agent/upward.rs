@@ -514,37 +514,28 @@ async fn an_agent_fails_back_to_its_region_once_a_controller_there_is_ready() {
 #[tokio::test]
 async fn an_agent_does_not_fail_back_within_its_own_region_or_when_disabled() {
     // Within the region: the second controller is as good as the first.
-    let mut first = FakeController::start_in("eu").await;
-    let mut second = FakeController::start_in("eu").await;
+    stays_after_failing_over(("eu", "eu"), Duration::from_secs(1)).await;
+    // Disabled: the agent stays in the other region.
+    stays_after_failing_over(("eu", "us"), Duration::ZERO).await;
+}
+
+/// The agent's first controller (in `regions.0`) fails and it moves to the
+/// second (in `regions.1`): it must stay there and never probe the first.
+async fn stays_after_failing_over(regions: (&str, &str), failback_interval: Duration) {
+    let mut first = FakeController::start_in(regions.0).await;
+    let mut second = FakeController::start_in(regions.1).await;
     let mut c = config(&[first.addr.to_string(), second.addr.to_string()]);
-    c.failback_interval = Duration::from_secs(1);
+    c.failback_interval = failback_interval;
     let agent = start(c, set(&["10.0.0.1"]));
     let s = first.must_accept().await;
     s.fail();
     let mut s = second.must_accept().await;
     s.must_hello().await;
-    s.welcome_from("eu", 2, 1000);
+    s.welcome_from(regions.1, 2, 1000);
     s.must_update().await;
     s.ack(1);
     s.must_send_no_update_for(Duration::from_millis(2600)).await;
     assert_eq!(first.probes(), 0);
-    drop(agent);
-
-    // Disabled: the agent stays in the other region.
-    let mut home = FakeController::start_in("eu").await;
-    let mut away = FakeController::start_in("us").await;
-    let mut c = config(&[home.addr.to_string(), away.addr.to_string()]);
-    c.failback_interval = Duration::ZERO;
-    let agent = start(c, set(&["10.0.0.1"]));
-    let s = home.must_accept().await;
-    s.fail();
-    let mut s = away.must_accept().await;
-    s.must_hello().await;
-    s.welcome_from("us", 2, 1000);
-    s.must_update().await;
-    s.ack(1);
-    s.must_send_no_update_for(Duration::from_millis(2600)).await;
-    assert_eq!(home.probes(), 0);
     drop(agent);
 }
 
