@@ -7,7 +7,7 @@ use meridian_xds::testing::{names, DeltaClient, SotwClient, TestServer};
 use meridian_xds::types::{CLUSTER, LISTENER};
 use meridian_xds::{Variant, XdsConfig, XdsMetrics};
 
-use super::support::{envoy, eventually, fast, source, QUIET};
+use super::support::{envoy, eventually, fast, sotw_acked_clusters, source, QUIET};
 
 #[tokio::test]
 async fn changes_are_debounced_and_coalesced() {
@@ -19,11 +19,8 @@ async fn changes_are_debounced_and_coalesced() {
     };
     let src = source();
     let srv = TestServer::start(src.clone(), cfg).await;
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
+    let mut c = sotw_acked_clusters(&srv).await;
     let mut d = DeltaClient::ads(srv.addr, envoy("d")).await.unwrap();
-    c.request(CLUSTER, &[], "", "").await;
-    let r = c.expect_response().await;
-    c.ack(&r, &[]).await;
     d.subscribe(CLUSTER, &[], &[], "").await;
     let dr = d.expect_response().await;
     d.ack(&dr).await;
@@ -51,10 +48,7 @@ async fn debounce_max_bounds_the_delay_under_steady_writes() {
     };
     let src = source();
     let srv = TestServer::start(src.clone(), cfg).await;
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.request(CLUSTER, &[], "", "").await;
-    let r = c.expect_response().await;
-    c.ack(&r, &[]).await;
+    let mut c = sotw_acked_clusters(&srv).await;
     let writer = {
         let src = src.clone();
         tokio::spawn(async move {
@@ -113,10 +107,7 @@ async fn endpoint_only_changes_use_the_shorter_bound() {
             src.clone()
         };
         let srv = TestServer::start_with(served, cfg.clone()).await;
-        let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-        c.request(CLUSTER, &[], "", "").await;
-        let r = c.expect_response().await;
-        c.ack(&r, &[]).await;
+        let mut c = sotw_acked_clusters(&srv).await;
         let writer = {
             let src = src.clone();
             tokio::spawn(async move {
@@ -204,10 +195,7 @@ async fn oversized_requests_are_refused() {
 async fn metrics_count_streams_by_type_and_variant() {
     let srv = TestServer::start(source(), fast()).await;
     let m = srv.server.metrics();
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.request(CLUSTER, &[], "", "").await;
-    let r = c.expect_response().await;
-    c.ack(&r, &[]).await;
+    let c = sotw_acked_clusters(&srv).await;
     let mut d = DeltaClient::per_type(srv.addr, LISTENER, envoy("d"))
         .await
         .unwrap();

@@ -3,7 +3,8 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use meridian_xds::testing::fixtures::{cluster, endpoints, listener, route, secret};
-use meridian_xds::testing::{node, TestServer};
+use meridian_xds::testing::{node, SotwClient, TestServer};
+use meridian_xds::types::CLUSTER;
 use meridian_xds::{MemorySource, XdsConfig};
 
 /// Longer than a debounce in [`fast`]: silence this long means "not sent".
@@ -43,6 +44,16 @@ pub async fn start() -> (Arc<MemorySource>, TestServer) {
 
 pub fn envoy(id: &str) -> Node {
     node(id, "", "")
+}
+
+/// A SotW ADS client, Envoy `n`, that has ACKed the clusters of `srv`: what
+/// it receives next is a push.
+pub async fn sotw_acked_clusters(srv: &TestServer) -> SotwClient {
+    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.request(CLUSTER, &[], "", "").await;
+    let r = c.expect_response().await;
+    c.ack(&r, &[]).await;
+    c
 }
 
 /// Polls `f` for up to 5 s.
