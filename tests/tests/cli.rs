@@ -63,8 +63,16 @@ fn snapshot(c: &Cluster) -> Snapshot {
 /// `o` exited with `code` and printed `text`.
 #[track_caller]
 fn assert_says(o: &Output, code: i32, text: &str) {
+    assert_says_all(o, code, &[text]);
+}
+
+/// `o` exited with `code` and printed each of `texts`.
+#[track_caller]
+fn assert_says_all(o: &Output, code: i32, texts: &[&str]) {
     assert_code(o, code);
-    assert!(stdout(o).contains(text), "{}", show(o));
+    for text in texts {
+        assert!(stdout(o).contains(text), "missing {text:?}\n{}", show(o));
+    }
 }
 
 /// `o` exited with `code` and its error says `text`.
@@ -158,15 +166,16 @@ async fn apply_reapply_change_diff_and_delete() {
         .replace("maxRetries: 10", "maxRetries: 11");
     let changed = write(dir.path(), "changed.yaml", &text);
     let o = c.cli(&["diff", "-f", s(&changed)]);
-    assert_code(&o, 1);
-    let out = stdout(&o);
-    assert!(
-        out.contains("--- service/storefront (cluster)"),
-        "{}",
-        show(&o)
+    assert_says_all(
+        &o,
+        1,
+        &[
+            "--- service/storefront (cluster)",
+            "-  maxRetries: 10",
+            "+  maxRetries: 11",
+        ],
     );
-    assert!(out.contains("-  maxRetries: 10"), "{}", show(&o));
-    assert!(out.contains("+  maxRetries: 11"), "{}", show(&o));
+    let out = stdout(&o);
     assert!(!out.contains("PRIVATE KEY"), "{}", show(&o));
     assert!(
         !out.contains("route/shop"),
@@ -179,17 +188,17 @@ async fn apply_reapply_change_diff_and_delete() {
     assert_says(&o, 1, "+port: 80");
 
     let o = c.cli(&["apply", "-f", s(&changed), "-f", s(&web)]);
-    assert_code(&o, 0);
-    let out = stdout(&o);
-    assert!(
-        out.contains("service/storefront configured"),
-        "{}",
-        show(&o)
+    assert_says_all(
+        &o,
+        0,
+        &[
+            "service/storefront configured",
+            "route/shop unchanged",
+            "secret/shop-tls unchanged",
+            "service/web created",
+            "listener/edge created",
+        ],
     );
-    assert!(out.contains("route/shop unchanged"), "{}", show(&o));
-    assert!(out.contains("secret/shop-tls unchanged"), "{}", show(&o));
-    assert!(out.contains("service/web created"), "{}", show(&o));
-    assert!(out.contains("listener/edge created"), "{}", show(&o));
     let (rev2, objects) = snapshot(&c);
     assert_eq!(objects.len(), 13);
     // One transaction: every written object carries the same revision.
@@ -368,36 +377,21 @@ async fn dry_run_changes_nothing_and_lists_envoy_changes() {
     let changed = write(dir.path(), "changed.yaml", &text);
     let web = write(dir.path(), "web.yaml", WEB);
     let o = c.cli(&["apply", "--dry-run", "-f", s(&changed), "-f", s(&web)]);
-    assert_code(&o, 0);
+    assert_says_all(
+        &o,
+        0,
+        &[
+            "service/storefront configured (dry run)",
+            "service/web created (dry run)",
+            "route/shop unchanged (dry run)",
+            "region us-east, proxy group edge:",
+            "region ap-south, proxy group default",
+            "  + listener edge",
+            "  + cluster web",
+            "  ~ cluster storefront",
+        ],
+    );
     let out = stdout(&o);
-    assert!(
-        out.contains("service/storefront configured (dry run)"),
-        "{}",
-        show(&o)
-    );
-    assert!(
-        out.contains("service/web created (dry run)"),
-        "{}",
-        show(&o)
-    );
-    assert!(
-        out.contains("route/shop unchanged (dry run)"),
-        "{}",
-        show(&o)
-    );
-    assert!(
-        out.contains("region us-east, proxy group edge:"),
-        "{}",
-        show(&o)
-    );
-    assert!(
-        out.contains("region ap-south, proxy group default"),
-        "{}",
-        show(&o)
-    );
-    assert!(out.contains("  + listener edge"), "{}", show(&o));
-    assert!(out.contains("  + cluster web"), "{}", show(&o));
-    assert!(out.contains("  ~ cluster storefront"), "{}", show(&o));
     assert!(
         !out.contains("secret shop-tls"),
         "unchanged secret: {}",

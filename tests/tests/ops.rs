@@ -58,6 +58,11 @@ fn apply(c: &Cluster, name: &str, text: &str) -> Output {
     c.cli(&["apply", "-f", f.to_str().unwrap()])
 }
 
+/// `kind/name` of an object, a history entry or a rollback's change.
+fn object_key(v: &Value) -> String {
+    format!("{}/{}", v["kind"].as_str().unwrap(), v["name"].as_str().unwrap())
+}
+
 /// The global revision and every object as `kind/name` -> spec.
 fn state(c: &Cluster) -> (u64, Vec<(String, Value)>) {
     let v = json(&c.cli(&["get", "all", "-o", "json"]));
@@ -65,16 +70,7 @@ fn state(c: &Cluster) -> (u64, Vec<(String, Value)>) {
         .as_array()
         .expect("items")
         .iter()
-        .map(|i| {
-            (
-                format!(
-                    "{}/{}",
-                    i["kind"].as_str().unwrap(),
-                    i["name"].as_str().unwrap()
-                ),
-                i["spec"].clone(),
-            )
-        })
+        .map(|i| (object_key(i), i["spec"].clone()))
         .collect();
     (v["revision"].as_u64().unwrap(), items)
 }
@@ -154,11 +150,7 @@ fn entries(h: &Value) -> Vec<(u64, String, String)> {
             (
                 e["revision"].as_u64().unwrap(),
                 e["action"].as_str().unwrap().to_string(),
-                format!(
-                    "{}/{}",
-                    e["kind"].as_str().unwrap(),
-                    e["name"].as_str().unwrap()
-                ),
+                object_key(e),
             )
         })
         .collect()
@@ -271,16 +263,7 @@ async fn history_and_rollback() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| {
-            (
-                format!(
-                    "{}/{}",
-                    c["kind"].as_str().unwrap(),
-                    c["name"].as_str().unwrap()
-                ),
-                c["action"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|c| (object_key(c), c["action"].as_str().unwrap().to_string()))
         .collect();
     acts.sort();
     assert_eq!(
