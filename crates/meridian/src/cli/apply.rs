@@ -51,10 +51,7 @@ pub(super) async fn list_current(servers: &Servers) -> Result<Current> {
         consistency: pb::Consistency::Linearizable as i32,
     };
     let r = servers
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.list(req).await }
-        })
+        .config_request(&req, |mut c, req| async move { c.list(req).await })
         .await?;
     let mut stored = BTreeMap::new();
     let mut set = ConfigSet::new();
@@ -118,10 +115,7 @@ pub(super) async fn send_txn(
     what: &str,
 ) -> Result<pb::TxnResponse> {
     let r = servers
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.txn(req).await }
-        })
+        .config_request(req, |mut c, req| async move { c.txn(req).await })
         .await;
     match r {
         Ok(r) => Ok(r),

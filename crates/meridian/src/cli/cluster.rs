@@ -103,10 +103,7 @@ pub async fn run(cmd: ClusterCmd, g: &Global) -> Result<()> {
                 learner_only: learner,
             };
             let r = servers
-                .cluster_call(|mut c| {
-                    let req = req.clone();
-                    async move { c.add_node(req).await }
-                })
+                .cluster_request(&req, |mut c, req| async move { c.add_node(req).await })
                 .await?;
             println!(
                 "node {id} added; voters {:?}, learners {:?}",

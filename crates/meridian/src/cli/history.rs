@@ -114,10 +114,7 @@ pub async fn history(a: HistoryArgs, g: &Global) -> Result<()> {
     };
     let r = g
         .servers()
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.get_history(req).await }
-        })
+        .config_request(&req, |mut c, req| async move { c.get_history(req).await })
         .await?;
     match g.output {
         Format::Json | Format::Yaml => {
@@ -193,10 +190,7 @@ pub async fn rollback(a: RollbackArgs, g: &Global) -> Result<()> {
     };
     let servers = g.servers();
     let r = servers
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.rollback(req).await }
-        })
+        .config_request(&req, |mut c, req| async move { c.rollback(req).await })
         .await;
     let r = match r {
         Ok(r) => r,

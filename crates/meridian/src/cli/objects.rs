@@ -110,10 +110,7 @@ pub async fn get(a: GetArgs, g: &Global) -> Result<()> {
                 consistency: a.consistency.into(),
             };
             let r = servers
-                .config_call(|mut c| {
-                    let req = req.clone();
-                    async move { c.get(req).await }
-                })
+                .config_request(&req, |mut c, req| async move { c.get(req).await })
                 .await?;
             (r.object.into_iter().collect::<Vec<_>>(), r.revision)
         }
@@ -123,10 +120,7 @@ pub async fn get(a: GetArgs, g: &Global) -> Result<()> {
                 consistency: a.consistency.into(),
             };
             let r = servers
-                .config_call(|mut c| {
-                    let req = req.clone();
-                    async move { c.list(req).await }
-                })
+                .config_request(&req, |mut c, req| async move { c.list(req).await })
                 .await?;
             (r.objects, r.revision)
         }
@@ -247,10 +241,7 @@ pub async fn put(a: PutArgs, g: &Global) -> Result<()> {
     };
     let r = g
         .servers()
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.txn(req).await }
-        })
+        .config_request(&req, |mut c, req| async move { c.txn(req).await })
         .await?;
     println!("{}/{} written at revision {}", a.kind, a.name, r.revision);
     Ok(())
@@ -291,10 +282,7 @@ pub async fn delete(a: DeleteArgs, g: &Global) -> Result<()> {
         dry_run: false,
     };
     let r = servers
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.txn(req).await }
-        })
+        .config_request(&req, |mut c, req| async move { c.txn(req).await })
         .await?;
     println!("{kind}/{name} deleted at revision {}", r.revision);
     Ok(())
