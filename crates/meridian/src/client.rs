@@ -9,7 +9,7 @@ use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
 use meridian_proto::v1::config_service_client::ConfigServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::exit::{CodedError, UNAVAILABLE};
+use crate::exit::{coded, UNAVAILABLE};
 
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7400";
 
@@ -102,14 +102,13 @@ impl Servers {
 }
 
 fn unreachable_error(tried: &[String]) -> anyhow::Error {
-    CodedError {
-            code: UNAVAILABLE,
-            message: format!(
-                "cannot reach any controller; tried {}. Is `meridian server` running? Set --server or MERIDIAN_SERVER",
-                tried.join(", ")
-            ),
-        }
-        .into()
+    coded(
+        UNAVAILABLE,
+        format!(
+            "cannot reach any controller; tried {}. Is `meridian server` running? Set --server or MERIDIAN_SERVER",
+            tried.join(", ")
+        ),
+    )
 }
 
 /// Large enough for a whole config's list or history in one response.

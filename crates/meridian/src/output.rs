@@ -16,3 +16,12 @@ pub fn age(then_ms: u64) -> String {
         _ => format!("{}d", s / 86_400),
     }
 }
+
+/// The plural ending for `n` things in a message: "1 error", "2 errors".
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
