@@ -7,7 +7,7 @@ use meridian_xds::testing::{names, DeltaClient, SotwClient, TestServer};
 use meridian_xds::types::{CLUSTER, LISTENER};
 use meridian_xds::{Variant, XdsConfig, XdsMetrics};
 
-use super::support::{envoy, eventually, fast, sotw_acked_clusters, source, QUIET};
+use super::support::{delta_acked, envoy, eventually, fast, sotw_acked_clusters, source, QUIET};
 
 #[tokio::test]
 async fn changes_are_debounced_and_coalesced() {
@@ -20,10 +20,7 @@ async fn changes_are_debounced_and_coalesced() {
     let src = source();
     let srv = TestServer::start(src.clone(), cfg).await;
     let mut c = sotw_acked_clusters(&srv).await;
-    let mut d = DeltaClient::ads(srv.addr, envoy("d")).await.unwrap();
-    d.subscribe(CLUSTER, &[], &[], "").await;
-    let dr = d.expect_response().await;
-    d.ack(&dr).await;
+    let mut d = delta_acked(&srv, "d", CLUSTER, &[]).await;
     for i in 0..10 {
         src.upsert(&format!("n{i}"), cluster(&format!("n{i}"), "v1"));
         tokio::time::sleep(Duration::from_millis(10)).await;

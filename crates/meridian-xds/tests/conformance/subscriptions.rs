@@ -2,10 +2,10 @@
 //! [Grouping Resources into Responses], no duplicate names.
 
 use meridian_xds::testing::fixtures::{cluster, endpoints, listener};
-use meridian_xds::testing::{delta_names, names, DeltaClient, SotwClient};
+use meridian_xds::testing::{delta_names, names, SotwClient};
 use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER};
 
-use super::support::{both, envoy, s, start, Flavor, Stream, QUIET};
+use super::support::{both, delta_acked, envoy, s, start, Flavor, Stream, QUIET};
 
 both!(
     requested_name_is_sent_when_it_appears,
@@ -150,10 +150,7 @@ async fn rds_eds_sds_send_only_requested_names_sotw() {
 #[tokio::test]
 async fn removals_are_explicit_and_updates_partial_delta() {
     let (src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(LISTENER, &[], &[], "").await;
-    let r = c.expect_response().await;
-    c.ack(&r).await;
+    let mut c = delta_acked(&srv, "n", LISTENER, &[]).await;
     src.upsert("l2", listener("l2", "r1", "v1"));
     let r = c.expect_response().await;
     assert_eq!(delta_names(&r), vec!["l2"]);

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use meridian_xds::testing::fixtures::{cluster, endpoints, listener, route, secret};
-use meridian_xds::testing::{node, SotwClient, TestServer};
+use meridian_xds::testing::{node, DeltaClient, SotwClient, TestServer};
 use meridian_xds::types::CLUSTER;
 use meridian_xds::{MemorySource, XdsConfig};
 
@@ -53,6 +53,16 @@ pub async fn sotw_acked_clusters(srv: &TestServer) -> SotwClient {
     c.request(CLUSTER, &[], "", "").await;
     let r = c.expect_response().await;
     c.ack(&r, &[]).await;
+    c
+}
+
+/// A delta ADS client, Envoy `id`, that subscribed to `names` of `type_url`
+/// on `srv` and ACKed the answer: what it receives next is a push.
+pub async fn delta_acked(srv: &TestServer, id: &str, type_url: &str, names: &[&str]) -> DeltaClient {
+    let mut c = DeltaClient::ads(srv.addr, envoy(id)).await.unwrap();
+    c.subscribe(type_url, names, &[], "").await;
+    let r = c.expect_response().await;
+    c.ack(&r).await;
     c
 }
 
