@@ -7,7 +7,7 @@ use meridian_xds::testing::fixtures::{cluster, endpoints};
 use meridian_xds::testing::{delta_names, DeltaClient};
 use meridian_xds::types::{CLUSTER, ENDPOINT};
 
-use super::support::{both, delta_acked, envoy, start, Flavor, Stream, QUIET};
+use super::support::{both, delta_acked, envoy, start, start_ads, Flavor, QUIET};
 
 both!(every_response_path_rearms_the_watch);
 
@@ -98,8 +98,7 @@ async fn delta_unsubscribing_an_unknown_name_is_a_noop() {
 }
 
 async fn every_response_path_rearms_the_watch(f: Flavor) {
-    let (src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (src, _srv, mut c) = start_ads(f).await;
     c.ask(CLUSTER, &[]).await;
     let r = c.expect().await; // immediate reply path
     src.upsert("c3", cluster("c3", "v1")); // no ACK yet

@@ -42,6 +42,13 @@ pub async fn start() -> (Arc<MemorySource>, TestServer) {
     (src, srv)
 }
 
+/// [`start`], and one ADS stream of flavor `f` from Envoy `n`.
+pub async fn start_ads(f: Flavor) -> (Arc<MemorySource>, TestServer, Stream) {
+    let (src, srv) = start().await;
+    let c = Stream::ads(f, srv.addr, envoy("n")).await;
+    (src, srv, c)
+}
+
 pub fn envoy(id: &str) -> Node {
     node(id, "", "")
 }
