@@ -9,14 +9,19 @@ use meridian_xds::{Variant, XdsConfig, XdsMetrics};
 
 use super::support::{delta_acked, envoy, eventually, fast, sotw_acked_clusters, source, QUIET};
 
+/// [`fast`] but for the debounce under test.
+fn debounced(quiet: Duration, max: Duration) -> XdsConfig {
+    XdsConfig {
+        debounce_quiet: quiet,
+        debounce_max: max,
+        ..fast()
+    }
+}
+
 #[tokio::test]
 async fn changes_are_debounced_and_coalesced() {
     // Generous quiet period: a loaded 2-core CI machine must not split the burst.
-    let cfg = XdsConfig {
-        debounce_quiet: Duration::from_millis(300),
-        debounce_max: Duration::from_secs(3),
-        ..fast()
-    };
+    let cfg = debounced(Duration::from_millis(300), Duration::from_secs(3));
     let src = source();
     let srv = TestServer::start(src.clone(), cfg).await;
     let mut c = sotw_acked_clusters(&srv).await;
@@ -38,11 +43,7 @@ async fn changes_are_debounced_and_coalesced() {
 
 #[tokio::test]
 async fn debounce_max_bounds_the_delay_under_steady_writes() {
-    let cfg = XdsConfig {
-        debounce_quiet: Duration::from_millis(100),
-        debounce_max: Duration::from_millis(300),
-        ..fast()
-    };
+    let cfg = debounced(Duration::from_millis(100), Duration::from_millis(300));
     let src = source();
     let srv = TestServer::start(src.clone(), cfg).await;
     let mut c = sotw_acked_clusters(&srv).await;
@@ -91,10 +92,8 @@ impl meridian_xds::SnapshotSource for EndpointChurn {
 #[tokio::test]
 async fn endpoint_only_changes_use_the_shorter_bound() {
     let cfg = XdsConfig {
-        debounce_quiet: Duration::from_millis(100),
-        debounce_max: Duration::from_secs(30),
         debounce_max_endpoints: Duration::from_millis(200),
-        ..fast()
+        ..debounced(Duration::from_millis(100), Duration::from_secs(30))
     };
     for endpoint_only in [true, false] {
         let src = source();
