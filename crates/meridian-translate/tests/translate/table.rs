@@ -28,7 +28,7 @@ use meridian_translate::{
 };
 use prost::Message;
 
-use crate::{endpoints_for, example, must_parse};
+use crate::{endpoints_for, example, must_parse, must_translate};
 
 /// Each resource of `type_url` as `prefix/name` -> the Debug form of its
 /// message.
@@ -380,13 +380,7 @@ spec: {port: 80, address: 10.1.2.3, routes: [r]}",
 fn versions_are_hashes_of_bytes() {
     let config = must_parse(&example());
     let eps = endpoints_for(&["storefront", "storefront-canary", "catalog"]);
-    let res = translate(
-        &config,
-        &eps,
-        &Viewer::new("us-east", None),
-        &TranslateOptions::default(),
-    )
-    .unwrap();
+    let res = must_translate(&config, &eps, "us-east");
     use sha2::Digest;
     for by_name in res.by_type.values() {
         for r in by_name.values() {
