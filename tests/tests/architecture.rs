@@ -87,6 +87,7 @@ const PRODUCT: &[&str] = &[
     "meridian-xds",
     "meridian-agent",
     "meridian-pki",
+    "meridian-cli-output",
 ];
 
 /// Binaries and test-only crates: the only places `anyhow` may live.

@@ -37,8 +37,11 @@ fn assert_code(o: &Output, code: i32) {
     assert_eq!(o.status.code(), Some(code), "{}", show(o));
 }
 
+/// The global revision and every object's (kind, name, revision).
+type Snapshot = (u64, Vec<(String, String, u64)>);
+
 /// The objects in the cluster and the global revision, as `get all` shows them.
-fn snapshot(c: &Cluster) -> (u64, Vec<(String, String, u64)>) {
+fn snapshot(c: &Cluster) -> Snapshot {
     let o = c.cli(&["get", "all", "-o", "json"]);
     assert_code(&o, 0);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
@@ -55,6 +58,39 @@ fn snapshot(c: &Cluster) -> (u64, Vec<(String, String, u64)>) {
         })
         .collect();
     (v["revision"].as_u64().unwrap(), items)
+}
+
+/// `o` exited with `code` and printed `text`.
+#[track_caller]
+fn assert_says(o: &Output, code: i32, text: &str) {
+    assert_says_all(o, code, &[text]);
+}
+
+/// `o` exited with `code` and printed each of `texts`.
+#[track_caller]
+fn assert_says_all(o: &Output, code: i32, texts: &[&str]) {
+    assert_code(o, code);
+    for text in texts {
+        assert!(stdout(o).contains(text), "missing {text:?}\n{}", show(o));
+    }
+}
+
+/// `o` exited with `code` and its error says `text`.
+#[track_caller]
+fn assert_fails_saying(o: &Output, code: i32, text: &str) {
+    assert_code(o, code);
+    assert!(stderr(o).contains(text), "{}", show(o));
+}
+
+/// A one-node cluster holding the example, a scratch directory for files,
+/// and the cluster's objects before the test changes anything.
+async fn cluster_with_example() -> (Cluster, tempfile::TempDir, Snapshot) {
+    let c = Cluster::start(1, ClusterOpts::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let o = c.cli(&["apply", "-f", s(&example())]);
+    assert_code(&o, 0);
+    let before = snapshot(&c);
+    (c, dir, before)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -130,15 +166,16 @@ async fn apply_reapply_change_diff_and_delete() {
         .replace("maxRetries: 10", "maxRetries: 11");
     let changed = write(dir.path(), "changed.yaml", &text);
     let o = c.cli(&["diff", "-f", s(&changed)]);
-    assert_code(&o, 1);
-    let out = stdout(&o);
-    assert!(
-        out.contains("--- service/storefront (cluster)"),
-        "{}",
-        show(&o)
+    assert_says_all(
+        &o,
+        1,
+        &[
+            "--- service/storefront (cluster)",
+            "-  maxRetries: 10",
+            "+  maxRetries: 11",
+        ],
     );
-    assert!(out.contains("-  maxRetries: 10"), "{}", show(&o));
-    assert!(out.contains("+  maxRetries: 11"), "{}", show(&o));
+    let out = stdout(&o);
     assert!(!out.contains("PRIVATE KEY"), "{}", show(&o));
     assert!(
         !out.contains("route/shop"),
@@ -148,21 +185,20 @@ async fn apply_reapply_change_diff_and_delete() {
 
     let web = write(dir.path(), "web.yaml", WEB);
     let o = c.cli(&["diff", "-f", s(&changed), "-f", s(&web)]);
-    assert_code(&o, 1);
-    assert!(stdout(&o).contains("+port: 80"), "{}", show(&o));
+    assert_says(&o, 1, "+port: 80");
 
     let o = c.cli(&["apply", "-f", s(&changed), "-f", s(&web)]);
-    assert_code(&o, 0);
-    let out = stdout(&o);
-    assert!(
-        out.contains("service/storefront configured"),
-        "{}",
-        show(&o)
+    assert_says_all(
+        &o,
+        0,
+        &[
+            "service/storefront configured",
+            "route/shop unchanged",
+            "secret/shop-tls unchanged",
+            "service/web created",
+            "listener/edge created",
+        ],
     );
-    assert!(out.contains("route/shop unchanged"), "{}", show(&o));
-    assert!(out.contains("secret/shop-tls unchanged"), "{}", show(&o));
-    assert!(out.contains("service/web created"), "{}", show(&o));
-    assert!(out.contains("listener/edge created"), "{}", show(&o));
     let (rev2, objects) = snapshot(&c);
     assert_eq!(objects.len(), 13);
     // One transaction: every written object carries the same revision.
@@ -184,19 +220,13 @@ async fn apply_reapply_change_diff_and_delete() {
 
     // delete -f: both objects in one transaction.
     let o = c.cli(&["delete", "-f", s(&web)]);
-    assert_code(&o, 0);
-    assert!(stdout(&o).contains("service/web deleted"), "{}", show(&o));
+    assert_says(&o, 0, "service/web deleted");
     assert!(stdout(&o).contains("listener/edge deleted"), "{}", show(&o));
     let (_, objects) = snapshot(&c);
     assert_eq!(objects.len(), 11);
     // Deleting them again: not found (exit 3).
     let o = c.cli(&["delete", "-f", s(&web)]);
-    assert_code(&o, 3);
-    assert!(
-        stderr(&o).contains("service/web: not found"),
-        "{}",
-        show(&o)
-    );
+    assert_fails_saying(&o, 3, "service/web: not found");
 
     // The whole example in one transaction, although its regions fail over
     // to each other (a reference cycle inside the deleted group).
@@ -207,11 +237,7 @@ async fn apply_reapply_change_diff_and_delete() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_files_list_every_error_and_change_nothing() {
-    let c = Cluster::start(1, ClusterOpts::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = c.cli(&["apply", "-f", s(&example())]);
-    assert_code(&o, 0);
-    let before = snapshot(&c);
+    let (c, dir, before) = cluster_with_example().await;
 
     let bad = write(
         dir.path(),
@@ -274,31 +300,17 @@ spec:
         "{\"kind\": \"service\",\n \"name\": ",
     );
     let o = c.cli(&["apply", "-f", s(&broken)]);
-    assert_code(&o, 5);
-    assert!(
-        stderr(&o).contains(&format!("{}:", s(&broken))),
-        "{}",
-        show(&o)
-    );
+    assert_fails_saying(&o, 5, &format!("{}:", s(&broken)));
 
     // The same object twice across files.
     let o = c.cli(&["apply", "-f", s(&web), "-f", s(&web)]);
-    assert_code(&o, 5);
-    assert!(
-        stderr(&o).contains("service/web: defined twice"),
-        "{}",
-        show(&o)
-    );
+    assert_fails_saying(&o, 5, "service/web: defined twice");
     assert_eq!(snapshot(&c), before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_side_validation_against_the_cluster() {
-    let c = Cluster::start(1, ClusterOpts::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = c.cli(&["apply", "-f", s(&example())]);
-    assert_code(&o, 0);
-    let before = snapshot(&c);
+    let (c, dir, before) = cluster_with_example().await;
 
     // References that resolve nowhere: every error from the server, one per
     // line, and nothing changes (the valid route is not applied either).
@@ -357,11 +369,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_changes_nothing_and_lists_envoy_changes() {
-    let c = Cluster::start(1, ClusterOpts::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let o = c.cli(&["apply", "-f", s(&example())]);
-    assert_code(&o, 0);
-    let before = snapshot(&c);
+    let (c, dir, before) = cluster_with_example().await;
 
     let text = std::fs::read_to_string(example())
         .unwrap()
@@ -369,36 +377,21 @@ async fn dry_run_changes_nothing_and_lists_envoy_changes() {
     let changed = write(dir.path(), "changed.yaml", &text);
     let web = write(dir.path(), "web.yaml", WEB);
     let o = c.cli(&["apply", "--dry-run", "-f", s(&changed), "-f", s(&web)]);
-    assert_code(&o, 0);
+    assert_says_all(
+        &o,
+        0,
+        &[
+            "service/storefront configured (dry run)",
+            "service/web created (dry run)",
+            "route/shop unchanged (dry run)",
+            "region us-east, proxy group edge:",
+            "region ap-south, proxy group default",
+            "  + listener edge",
+            "  + cluster web",
+            "  ~ cluster storefront",
+        ],
+    );
     let out = stdout(&o);
-    assert!(
-        out.contains("service/storefront configured (dry run)"),
-        "{}",
-        show(&o)
-    );
-    assert!(
-        out.contains("service/web created (dry run)"),
-        "{}",
-        show(&o)
-    );
-    assert!(
-        out.contains("route/shop unchanged (dry run)"),
-        "{}",
-        show(&o)
-    );
-    assert!(
-        out.contains("region us-east, proxy group edge:"),
-        "{}",
-        show(&o)
-    );
-    assert!(
-        out.contains("region ap-south, proxy group default"),
-        "{}",
-        show(&o)
-    );
-    assert!(out.contains("  + listener edge"), "{}", show(&o));
-    assert!(out.contains("  + cluster web"), "{}", show(&o));
-    assert!(out.contains("  ~ cluster storefront"), "{}", show(&o));
     assert!(
         !out.contains("secret shop-tls"),
         "unchanged secret: {}",
@@ -424,12 +417,7 @@ async fn dry_run_changes_nothing_and_lists_envoy_changes() {
     );
     let changed2 = write(dir.path(), "changed2.yaml", &text2);
     let o = c.cli(&["apply", "--dry-run", "-f", s(&changed2)]);
-    assert_code(&o, 0);
-    assert!(
-        stdout(&o).contains("  ~ listener public-http"),
-        "{}",
-        show(&o)
-    );
+    assert_says(&o, 0, "  ~ listener public-http");
 
     // The server's verdict: a dry run that would be invalid fails with 5.
     let missing = write(
@@ -470,8 +458,7 @@ async fn apply_from_stdin_and_directories() {
         child.wait_with_output().unwrap()
     };
     let o = run_stdin(&["apply", "-f", "-"], WEB);
-    assert_code(&o, 0);
-    assert!(stdout(&o).contains("service/web created"), "{}", show(&o));
+    assert_says(&o, 0, "service/web created");
     assert!(stdout(&o).contains("listener/edge created"), "{}", show(&o));
 
     // Errors from stdin name <stdin>.

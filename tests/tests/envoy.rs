@@ -41,6 +41,16 @@ fn service(upstream: &Upstream, region: &str) -> Value {
     json!({"port": upstream.port, "endpoints": [{"address": "127.0.0.1", "region": region}]})
 }
 
+/// Service `web` on `upstream` (in us-east), behind route `main` for every
+/// host, served by `listener` on `port`.
+fn web_on(upstream: &Upstream, listener: &str, port: u16) -> Vec<pb::TxnOp> {
+    vec![
+        put("service", "web", service(upstream, "us-east")),
+        put("route", "main", json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]})),
+        put("listener", listener, json!({"address": "127.0.0.1", "port": port, "routes": ["main"]})),
+    ]
+}
+
 /// Generation `g` of a config whose service and route names change each time;
 /// two listeners, on fixed ports, both routed to the generation's service.
 fn generation(g: usize, up: &Upstream, ports: (u16, u16), prev: Option<usize>) -> Vec<pb::TxnOp> {
@@ -148,15 +158,7 @@ async fn nack(sotw: bool) {
     let c = Cluster::start(1, ClusterOpts::default()).await;
     let up = Upstream::start("ok").await;
     let (good, bad) = (meridian_tests::ports::free_port(), meridian_tests::ports::free_port());
-    apply(
-        &c,
-        vec![
-            put("service", "web", service(&up, "us-east")),
-            put("route", "main", json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]})),
-            put("listener", "good", json!({"address": "127.0.0.1", "port": good, "routes": ["main"]})),
-        ],
-    )
-    .await;
+    apply(&c, web_on(&up, "good", good)).await;
     let envoy = start_envoy(&c, if sotw { "nack-sotw" } else { "nack-delta" }, sotw);
     wait_all_ok(good, "/", 5, CONVERGE, |b| b == "ok").await;
 
@@ -208,15 +210,7 @@ async fn controller_killed(sotw: bool) {
     let mut c = Cluster::start(3, ClusterOpts::default()).await;
     let port = meridian_tests::ports::free_port();
     let a = Upstream::start("before").await;
-    apply(
-        &c,
-        vec![
-            put("service", "web", service(&a, "us-east")),
-            put("route", "main", json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]})),
-            put("listener", "edge", json!({"address": "127.0.0.1", "port": port, "routes": ["main"]})),
-        ],
-    )
-    .await;
+    apply(&c, web_on(&a, "edge", port)).await;
     let envoy = start_envoy(&c, if sotw { "kill-sotw" } else { "kill-delta" }, sotw);
     wait_all_ok(port, "/", 10, CONVERGE, |b| b == "before").await;
     let ident = envoy.stat("control_plane.identifier").await.expect("control_plane.identifier");

@@ -28,6 +28,20 @@ fn assert_code(o: &Output, code: i32) {
     assert_eq!(o.status.code(), Some(code), "{}", show(o));
 }
 
+/// `o` exited with `code` and printed `text`.
+#[track_caller]
+fn assert_says(o: &Output, code: i32, text: &str) {
+    assert_code(o, code);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(text), "{}", show(o));
+}
+
+/// `o` exited with `code` and its error says `text`.
+#[track_caller]
+fn assert_fails_saying(o: &Output, code: i32, text: &str) {
+    assert_code(o, code);
+    assert!(String::from_utf8_lossy(&o.stderr).contains(text), "{}", show(o));
+}
+
 fn json(o: &Output) -> Value {
     assert_code(o, 0);
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(o)))
@@ -44,6 +58,11 @@ fn apply(c: &Cluster, name: &str, text: &str) -> Output {
     c.cli(&["apply", "-f", f.to_str().unwrap()])
 }
 
+/// `kind/name` of an object, a history entry or a rollback's change.
+fn object_key(v: &Value) -> String {
+    format!("{}/{}", v["kind"].as_str().unwrap(), v["name"].as_str().unwrap())
+}
+
 /// The global revision and every object as `kind/name` -> spec.
 fn state(c: &Cluster) -> (u64, Vec<(String, Value)>) {
     let v = json(&c.cli(&["get", "all", "-o", "json"]));
@@ -51,16 +70,7 @@ fn state(c: &Cluster) -> (u64, Vec<(String, Value)>) {
         .as_array()
         .expect("items")
         .iter()
-        .map(|i| {
-            (
-                format!(
-                    "{}/{}",
-                    i["kind"].as_str().unwrap(),
-                    i["name"].as_str().unwrap()
-                ),
-                i["spec"].clone(),
-            )
-        })
+        .map(|i| (object_key(i), i["spec"].clone()))
         .collect();
     (v["revision"].as_u64().unwrap(), items)
 }
@@ -140,11 +150,7 @@ fn entries(h: &Value) -> Vec<(u64, String, String)> {
             (
                 e["revision"].as_u64().unwrap(),
                 e["action"].as_str().unwrap().to_string(),
-                format!(
-                    "{}/{}",
-                    e["kind"].as_str().unwrap(),
-                    e["name"].as_str().unwrap()
-                ),
+                object_key(e),
             )
         })
         .collect()
@@ -216,41 +222,21 @@ async fn history_and_rollback() {
     // Bad revisions: clear errors, nothing changes.
     let before = state(&c);
     let o = c.cli(&["rollback", "--to", "999999"]);
-    assert_code(&o, 5);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("in the future"),
-        "{}",
-        show(&o)
-    );
+    assert_fails_saying(&o, 5, "in the future");
     let o = c.cli(&["rollback", "route/main", "--to", &r4.to_string()]);
-    assert_code(&o, 3);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("nothing to roll back"),
-        "{}",
-        show(&o)
-    );
+    assert_fails_saying(&o, 3, "nothing to roll back");
     let o = c.cli(&["rollback", "lease/x", "--to", &r1.to_string()]);
     assert_code(&o, 5);
     let o = c.cli(&["rollback", "route", "--to", &r1.to_string()]);
     assert_code(&o, 2);
     // A dry run changes nothing either.
     let o = c.cli(&["rollback", "--to", &r1.to_string(), "--dry-run"]);
-    assert_code(&o, 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("dry run"),
-        "{}",
-        show(&o)
-    );
+    assert_says(&o, 0, "dry run");
     assert_eq!(state(&c), before);
 
     // One object.
     let o = c.cli(&["rollback", "route/main", "--to", &r1.to_string()]);
-    assert_code(&o, 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("route/main restored"),
-        "{}",
-        show(&o)
-    );
+    assert_says(&o, 0, "route/main restored");
     let r5 = state(&c).0;
     assert!(r5 > r4, "a rollback is a new revision");
     assert_eq!(route_backend(&c), "a");
@@ -277,16 +263,7 @@ async fn history_and_rollback() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| {
-            (
-                format!(
-                    "{}/{}",
-                    c["kind"].as_str().unwrap(),
-                    c["name"].as_str().unwrap()
-                ),
-                c["action"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|c| (object_key(c), c["action"].as_str().unwrap().to_string()))
         .collect();
     acts.sort();
     assert_eq!(
@@ -304,12 +281,7 @@ async fn history_and_rollback() {
     // Undo the whole rollback: everything as at r6, the secret with its real
     // private key (the server restored it; the validator accepted it).
     let o = c.cli(&["rollback", "--to", &r6.to_string()]);
-    assert_code(&o, 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("secret/shop-tls restored"),
-        "{}",
-        show(&o)
-    );
+    assert_says(&o, 0, "secret/shop-tls restored");
     let st = state(&c);
     assert_eq!(
         names(&st),
@@ -318,12 +290,7 @@ async fn history_and_rollback() {
     assert_eq!(route_backend(&c), "b");
     // The restored secret is the applied one: apply finds nothing to change.
     let o = apply(&c, "secret.yaml", &secret_doc());
-    assert_code(&o, 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("unchanged"),
-        "{}",
-        show(&o)
-    );
+    assert_says(&o, 0, "unchanged");
 }
 
 /// Property: once the event history was trimmed, history says so and a
@@ -421,12 +388,7 @@ async fn apply_wait_and_rollback_through_envoy() {
     // The route moves to B; --wait returns after Envoy ACKed it.
     let f = write(c.dir(), "to-b.yaml", &route_to("b"));
     let o = c.cli(&["apply", "--wait", "-f", f.to_str().unwrap()]);
-    assert_code(&o, 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("1 of 1 Envoy ACKed"),
-        "{}",
-        show(&o)
-    );
+    assert_says(&o, 0, "1 of 1 Envoy ACKed");
     let (ok, failed) = batch(port, "/", 10).await;
     assert_eq!(failed, 0);
     assert!(
@@ -483,12 +445,7 @@ async fn apply_wait_and_rollback_through_envoy() {
 
     // Rolling the whole config back removes the listener; Envoy ACKs again.
     let o = c.cli(&["rollback", "--to", &r_back.to_string(), "--wait"]);
-    assert_code(&o, 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("listener/unbindable deleted"),
-        "{}",
-        show(&o)
-    );
+    assert_says(&o, 0, "listener/unbindable deleted");
     // At r_back the route led to A; it still does.
     let (ok, failed) = batch(port, "/", 10).await;
     assert_eq!(failed, 0);
@@ -558,12 +515,7 @@ async fn apply_wait_spans_controllers_and_times_out() {
 
     let f = write(c.dir(), "to-b.yaml", &route_to("b"));
     let o = c.cli(&["apply", "--wait=30s", "-f", f.to_str().unwrap()]);
-    assert_code(&o, 0);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains("2 of 2 Envoys ACKed"),
-        "{}",
-        show(&o)
-    );
+    assert_says(&o, 0, "2 of 2 Envoys ACKed");
     for p in [p1, p2] {
         let (ok, failed) = batch(p, "/", 5).await;
         assert!(

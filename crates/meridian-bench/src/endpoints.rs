@@ -114,6 +114,48 @@ async fn scrape_opt(addr: &str, name: &str) -> Option<u64> {
     }
 }
 
+/// The counters a run is measured by, read before and after it.
+struct Totals {
+    /// The leader's endpoint-lane batches and transactions, when it answers.
+    batches: Option<u64>,
+    txns: Option<u64>,
+    /// Over all simulated Envoys.
+    bytes: u64,
+    responses: u64,
+    resources: u64,
+}
+
+impl Totals {
+    async fn read<T>(leader_admin: Option<&str>, envoys: &[(Arc<EnvoyStats>, T)]) -> Totals {
+        let (batches, txns) = match leader_admin {
+            Some(ad) => (
+                scrape_opt(ad, "meridian_endpoint_batches_total").await,
+                scrape_opt(ad, "meridian_endpoint_txns_total").await,
+            ),
+            None => (None, None),
+        };
+        let sum = |f: fn(&EnvoyStats) -> &AtomicU64| -> u64 {
+            envoys.iter().map(|(s, _)| f(s).load(Ordering::Relaxed)).sum()
+        };
+        Totals {
+            batches,
+            txns,
+            bytes: sum(|s| &s.bytes),
+            responses: sum(|s| &s.responses),
+            resources: sum(|s| &s.eds_resources),
+        }
+    }
+}
+
+/// How much a leader counter grew; unknown if either read failed or it went
+/// back (a new leader counts from zero).
+fn growth(before: Option<u64>, after: Option<u64>) -> Option<u64> {
+    match (before, after) {
+        (Some(x), Some(y)) if y >= x => Some(y - x),
+        _ => None,
+    }
+}
+
 pub async fn run(a: EndpointsArgs, g: &crate::Global) -> Result<()> {
     let r = bench(a, g.timeout).await?;
     print(&r, g.output)
@@ -250,26 +292,7 @@ async fn bench(a: EndpointsArgs, timeout: Duration) -> Result<Report> {
     );
 
     // Baselines.
-    let entries0 = match &leader_admin {
-        Some(ad) => scrape_opt(ad, "meridian_endpoint_batches_total").await,
-        None => None,
-    };
-    let txns0 = match &leader_admin {
-        Some(ad) => scrape_opt(ad, "meridian_endpoint_txns_total").await,
-        None => None,
-    };
-    let bytes0: u64 = envoys
-        .iter()
-        .map(|(s, _)| s.bytes.load(Ordering::Relaxed))
-        .sum();
-    let resp0: u64 = envoys
-        .iter()
-        .map(|(s, _)| s.responses.load(Ordering::Relaxed))
-        .sum();
-    let res0: u64 = envoys
-        .iter()
-        .map(|(s, _)| s.eds_resources.load(Ordering::Relaxed))
-        .sum();
+    let before = Totals::read(leader_admin.as_deref(), &envoys).await;
     let pids = cluster.pids();
     let cpu0: Vec<f64> = pids.iter().map(|&p| cpu_secs(p)).collect();
     let cpu_self0 = cpu_secs(std::process::id());
@@ -392,29 +415,10 @@ async fn bench(a: EndpointsArgs, timeout: Duration) -> Result<Report> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu1: Vec<f64> = pids.iter().map(|&p| cpu_secs(p)).collect();
     let cpu_self1 = cpu_secs(std::process::id());
-    let entries1 = match &leader_admin {
-        Some(ad) => scrape_opt(ad, "meridian_endpoint_batches_total").await,
-        None => None,
-    };
-    let txns1 = match &leader_admin {
-        Some(ad) => scrape_opt(ad, "meridian_endpoint_txns_total").await,
-        None => None,
-    };
-    let bytes: u64 = envoys
-        .iter()
-        .map(|(s, _)| s.bytes.load(Ordering::Relaxed))
-        .sum::<u64>()
-        - bytes0;
-    let eds_responses: u64 = envoys
-        .iter()
-        .map(|(s, _)| s.responses.load(Ordering::Relaxed))
-        .sum::<u64>()
-        - resp0;
-    let eds_resources: u64 = envoys
-        .iter()
-        .map(|(s, _)| s.eds_resources.load(Ordering::Relaxed))
-        .sum::<u64>()
-        - res0;
+    let after = Totals::read(leader_admin.as_deref(), &envoys).await;
+    let bytes = after.bytes - before.bytes;
+    let eds_responses = after.responses - before.responses;
+    let eds_resources = after.resources - before.resources;
     stop_tx.send_replace(true);
     for (_, t) in envoys {
         match t.await {
@@ -465,14 +469,8 @@ async fn bench(a: EndpointsArgs, timeout: Duration) -> Result<Report> {
             }
         }
     }
-    let entries = match (entries0, entries1) {
-        (Some(x), Some(y)) if y >= x => Some(y - x),
-        _ => None,
-    };
-    let txns = match (txns0, txns1) {
-        (Some(x), Some(y)) if y >= x => Some(y - x),
-        _ => None,
-    };
+    let entries = growth(before.batches, after.batches);
+    let txns = growth(before.txns, after.txns);
     let measured = run_secs + drain_secs;
     Ok(Report {
         services: a.services,

@@ -302,7 +302,7 @@ fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
 pub(crate) fn print_report(r: &Report, format: Format) -> Result<()> {
     match format {
         Format::Json | Format::Yaml => {
-            crate::output::print_value(&serde_json::to_value(r)?, format)
+            Ok(crate::output::print_value(&serde_json::to_value(r)?, format)?)
         }
         Format::Table | Format::Wide => {
             println!(

@@ -7,6 +7,7 @@ mod translate {
 }
 
 use meridian_model::{parse_documents, ConfigSet, Endpoint, EndpointSet, Health};
+use meridian_translate::{translate, Resources, TranslateOptions, Viewer};
 
 pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 
@@ -22,6 +23,11 @@ pub fn must_parse(yaml: &str) -> ConfigSet {
         errs.iter().map(ToString::to_string).collect::<Vec<_>>()
     );
     set
+}
+
+/// The resources of the default proxy group of `region`, with default options.
+pub fn must_translate(config: &ConfigSet, endpoints: &EndpointSet, region: &str) -> Resources {
+    translate(config, endpoints, &Viewer::new(region, None), &TranslateOptions::default()).unwrap()
 }
 
 pub fn example() -> String {

@@ -23,6 +23,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::Servers;
 use crate::output::Format;
+pub use meridian_cli_output::parse_duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -182,25 +183,3 @@ pub fn check_name(flag: &str, name: &str) -> Result<()> {
     meridian_model::validate_name(name).map_err(|reason| anyhow::anyhow!("{flag} {name:?}: {reason}"))
 }
 
-/// Parses `500ms`, `15s`, `2m`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 15s, 2m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    if !(0.0..=1e9).contains(&secs) {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}

@@ -9,7 +9,7 @@ use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
 use meridian_proto::v1::config_service_client::ConfigServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::exit::{CodedError, UNAVAILABLE};
+use crate::exit::{coded, UNAVAILABLE};
 
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7400";
 
@@ -102,51 +102,82 @@ impl Servers {
 }
 
 fn unreachable_error(tried: &[String]) -> anyhow::Error {
-    CodedError {
-            code: UNAVAILABLE,
-            message: format!(
-                "cannot reach any controller; tried {}. Is `meridian server` running? Set --server or MERIDIAN_SERVER",
-                tried.join(", ")
-            ),
-        }
-        .into()
+    coded(
+        UNAVAILABLE,
+        format!(
+            "cannot reach any controller; tried {}. Is `meridian server` running? Set --server or MERIDIAN_SERVER",
+            tried.join(", ")
+        ),
+    )
+}
+
+/// Large enough for a whole config's list or history in one response.
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+fn config_client(ch: Channel) -> ConfigServiceClient<Channel> {
+    ConfigServiceClient::new(ch).max_decoding_message_size(MAX_MESSAGE)
+}
+
+fn cluster_client(ch: Channel) -> ClusterServiceClient<Channel> {
+    ClusterServiceClient::new(ch).max_decoding_message_size(MAX_MESSAGE)
 }
 
 impl Servers {
+    /// [`Servers::call`] with the API client `client` makes of a channel.
+    async fn call_with<C, T, F, Fut>(&self, client: fn(Channel) -> C, mut f: F) -> Result<T>
+    where
+        F: FnMut(C) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call(|ch| {
+            let fut = f(client(ch));
+            async move { fut.await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
     /// [`Servers::call`] with a config API client.
-    pub async fn config_call<T, F, Fut>(&self, mut f: F) -> Result<T>
+    pub async fn config_call<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnMut(ConfigServiceClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call(|ch| {
-            let fut = f(ConfigServiceClient::new(ch).max_decoding_message_size(256 * 1024 * 1024));
-            async move { fut.await.map(|r| r.into_inner()) }
-        })
-        .await
+        self.call_with(config_client, f).await
     }
 
     /// [`Servers::call`] with a cluster API client.
-    pub async fn cluster_call<T, F, Fut>(&self, mut f: F) -> Result<T>
+    pub async fn cluster_call<T, F, Fut>(&self, f: F) -> Result<T>
     where
         F: FnMut(ClusterServiceClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        self.call(|ch| {
-            let fut = f(ClusterServiceClient::new(ch).max_decoding_message_size(256 * 1024 * 1024));
-            async move { fut.await.map(|r| r.into_inner()) }
-        })
-        .await
+        self.call_with(cluster_client, f).await
+    }
+
+    /// [`Servers::config_call`] sending `req`, a copy on each try.
+    pub async fn config_request<R: Clone, T, F, Fut>(&self, req: &R, mut f: F) -> Result<T>
+    where
+        F: FnMut(ConfigServiceClient<Channel>, R) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.config_call(|c| f(c, req.clone())).await
+    }
+
+    /// [`Servers::cluster_call`] sending `req`, a copy on each try.
+    pub async fn cluster_request<R: Clone, T, F, Fut>(&self, req: &R, mut f: F) -> Result<T>
+    where
+        F: FnMut(ClusterServiceClient<Channel>, R) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.cluster_call(|c| f(c, req.clone())).await
     }
 
     pub async fn config(&self) -> Result<ConfigServiceClient<Channel>> {
-        Ok(ConfigServiceClient::new(self.channel().await?)
-            .max_decoding_message_size(256 * 1024 * 1024))
+        Ok(config_client(self.channel().await?))
     }
 
     pub async fn cluster(&self) -> Result<ClusterServiceClient<Channel>> {
-        Ok(ClusterServiceClient::new(self.channel().await?)
-            .max_decoding_message_size(256 * 1024 * 1024))
+        Ok(cluster_client(self.channel().await?))
     }
 }
 

@@ -20,6 +20,15 @@ pub struct CodedError {
     pub message: String,
 }
 
+/// An error that exits with `code`.
+pub fn coded(code: u8, message: impl Into<String>) -> anyhow::Error {
+    CodedError {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
 pub fn code_for(e: &anyhow::Error) -> u8 {
     if let Some(c) = e.downcast_ref::<CodedError>() {
         return c.code;

@@ -197,6 +197,15 @@ impl FakeController {
             .unwrap()
     }
 
+    /// The next stream, past its Hello, welcomed by controller
+    /// `controller_id` of region eu.
+    pub async fn must_accept_welcomed(&mut self, controller_id: u64, heartbeat_interval_ms: u64) -> FakeStream {
+        let mut s = self.must_accept().await;
+        s.must_hello().await;
+        s.welcome(controller_id, heartbeat_interval_ms);
+        s
+    }
+
     /// Stops listening (streams already open are ended by the test).
     pub fn stop(&mut self) {
         if let Some(s) = self.stop.take() {

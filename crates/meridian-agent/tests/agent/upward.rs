@@ -121,6 +121,12 @@ impl Running {
         got
     }
 
+    /// Stops the agent as its owner does, and expects a clean end.
+    async fn must_stop(mut self) {
+        drop(self.stop.take());
+        self.must_end().await.unwrap();
+    }
+
     async fn must_end(self) -> Result<(), AgentError> {
         tokio::time::timeout(WAIT, self.task)
             .await
@@ -253,8 +259,7 @@ async fn a_dropped_controller_is_replaced_by_the_next_with_a_full_resync() {
         s2.must_update().await,
         delta(2, &[], &["10.0.0.2", "10.0.0.3"])
     );
-    drop(agent.stop.take());
-    agent.must_end().await.unwrap();
+    agent.must_stop().await;
 }
 
 #[tokio::test]
@@ -270,25 +275,20 @@ async fn controllers_are_cycled_until_one_answers() {
     let mut s = ctl.must_accept().await;
     s.must_hello().await;
     s.fail();
-    let mut s = ctl.must_accept().await;
-    s.must_hello().await;
-    s.welcome(3, 1000);
+    let mut s = ctl.must_accept_welcomed(3, 1000).await;
     assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
     s.ack(1);
     agent
         .must_reach("ack", |s| s.last_ack_version == Some(1))
         .await;
-    drop(agent.stop.take());
-    agent.must_end().await.unwrap();
+    agent.must_stop().await;
 }
 
 #[tokio::test]
 async fn a_nack_keeps_the_acknowledged_state_and_later_deltas_build_on_it() {
     let mut ctl = FakeController::start().await;
     let mut agent = start(config(&[ctl.addr.to_string()]), set(&["10.0.0.1"]));
-    let mut s = ctl.must_accept().await;
-    s.must_hello().await;
-    s.welcome(1, 1000);
+    let mut s = ctl.must_accept_welcomed(1, 1000).await;
     assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
     s.ack(1);
 
@@ -318,17 +318,14 @@ async fn a_nack_keeps_the_acknowledged_state_and_later_deltas_build_on_it() {
             s.last_ack_version == Some(3) && s.acked_endpoints == 2
         })
         .await;
-    drop(agent.stop.take());
-    agent.must_end().await.unwrap();
+    agent.must_stop().await;
 }
 
 #[tokio::test]
 async fn a_refused_full_update_is_followed_by_another_full_update() {
     let mut ctl = FakeController::start().await;
     let agent = start(config(&[ctl.addr.to_string()]), set(&["10.0.0.99"]));
-    let mut s = ctl.must_accept().await;
-    s.must_hello().await;
-    s.welcome(1, 1000);
+    let mut s = ctl.must_accept_welcomed(1, 1000).await;
     assert_eq!(s.must_update().await, full(1, &["10.0.0.99"]));
     s.nack(1, "upserts[0].address: reserved");
     agent.endpoints.send(set(&["10.0.0.1"])).unwrap();
@@ -341,9 +338,7 @@ async fn a_refused_full_update_is_followed_by_another_full_update() {
 async fn superseded_stops_the_agent_with_a_clear_error() {
     let mut ctl = FakeController::start().await;
     let agent = start(config(&[ctl.addr.to_string()]), set(&["10.0.0.1"]));
-    let mut s = ctl.must_accept().await;
-    s.must_hello().await;
-    s.welcome(1, 1000);
+    let mut s = ctl.must_accept_welcomed(1, 1000).await;
     s.must_update().await;
     s.ack(1);
     s.supersede("4f1c");
@@ -373,21 +368,16 @@ async fn an_unanswered_update_breaks_the_stream_and_resyncs() {
     let mut c = config(&[ctl.addr.to_string()]);
     c.ack_timeout = Duration::from_millis(200);
     let mut agent = start(c, set(&["10.0.0.1"]));
-    let mut s = ctl.must_accept().await;
-    s.must_hello().await;
-    s.welcome(1, 1000);
+    let mut s = ctl.must_accept_welcomed(1, 1000).await;
     assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
     // No answer: the agent gives up on this stream and opens a new one.
-    let mut s = ctl.must_accept().await;
-    s.must_hello().await;
-    s.welcome(1, 1000);
+    let mut s = ctl.must_accept_welcomed(1, 1000).await;
     assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
     s.ack(1);
     agent
         .must_reach("ack", |s| s.last_ack_version == Some(1) && s.sessions == 2)
         .await;
-    drop(agent.stop.take());
-    agent.must_end().await.unwrap();
+    agent.must_stop().await;
 }
 
 #[tokio::test]
@@ -410,9 +400,7 @@ async fn run_agent_reports_a_file_source() {
         config(&[ctl.addr.to_string()]),
         source,
     ));
-    let mut s = ctl.must_accept().await;
-    s.must_hello().await;
-    s.welcome(1, 1000);
+    let mut s = ctl.must_accept_welcomed(1, 1000).await;
     assert_eq!(s.must_update().await, full(1, &["10.0.0.1"]));
     s.ack(1);
     std::fs::write(
@@ -507,44 +495,34 @@ async fn an_agent_fails_back_to_its_region_once_a_controller_there_is_ready() {
     let probes = home.probes();
     s.must_send_no_update_for(Duration::from_millis(1500)).await;
     assert_eq!(home.probes(), probes);
-    drop(agent.stop.take());
-    agent.must_end().await.unwrap();
+    agent.must_stop().await;
 }
 
 #[tokio::test]
 async fn an_agent_does_not_fail_back_within_its_own_region_or_when_disabled() {
     // Within the region: the second controller is as good as the first.
-    let mut first = FakeController::start_in("eu").await;
-    let mut second = FakeController::start_in("eu").await;
+    stays_after_failing_over(("eu", "eu"), Duration::from_secs(1)).await;
+    // Disabled: the agent stays in the other region.
+    stays_after_failing_over(("eu", "us"), Duration::ZERO).await;
+}
+
+/// The agent's first controller (in `regions.0`) fails and it moves to the
+/// second (in `regions.1`): it must stay there and never probe the first.
+async fn stays_after_failing_over(regions: (&str, &str), failback_interval: Duration) {
+    let mut first = FakeController::start_in(regions.0).await;
+    let mut second = FakeController::start_in(regions.1).await;
     let mut c = config(&[first.addr.to_string(), second.addr.to_string()]);
-    c.failback_interval = Duration::from_secs(1);
+    c.failback_interval = failback_interval;
     let agent = start(c, set(&["10.0.0.1"]));
     let s = first.must_accept().await;
     s.fail();
     let mut s = second.must_accept().await;
     s.must_hello().await;
-    s.welcome_from("eu", 2, 1000);
+    s.welcome_from(regions.1, 2, 1000);
     s.must_update().await;
     s.ack(1);
     s.must_send_no_update_for(Duration::from_millis(2600)).await;
     assert_eq!(first.probes(), 0);
-    drop(agent);
-
-    // Disabled: the agent stays in the other region.
-    let mut home = FakeController::start_in("eu").await;
-    let mut away = FakeController::start_in("us").await;
-    let mut c = config(&[home.addr.to_string(), away.addr.to_string()]);
-    c.failback_interval = Duration::ZERO;
-    let agent = start(c, set(&["10.0.0.1"]));
-    let s = home.must_accept().await;
-    s.fail();
-    let mut s = away.must_accept().await;
-    s.must_hello().await;
-    s.welcome_from("us", 2, 1000);
-    s.must_update().await;
-    s.ack(1);
-    s.must_send_no_update_for(Duration::from_millis(2600)).await;
-    assert_eq!(home.probes(), 0);
     drop(agent);
 }
 

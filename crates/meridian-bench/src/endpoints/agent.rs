@@ -131,13 +131,7 @@ pub(super) async fn agent_loop(
         .map(|k| agent_ep(k, cfg.per_svc, HEALTHY, INITIAL_WEIGHT))
         .collect();
     let mut version = 1u64;
-    send(Out::Update(pb::EndpointUpdate {
-        version,
-        replace: true,
-        upserts,
-        removals: vec![],
-    }))
-    .await?;
+    send(upserts_only(version, true, upserts)).await?;
     match inbound.message().await? {
         Some(pb::ControllerMessage {
             msg: Some(In::Ack(a)),
@@ -172,13 +166,7 @@ pub(super) async fn agent_loop(
                     b.samples[id].sent = Some(now);
                 }
             }
-            send(Out::Update(pb::EndpointUpdate {
-                version,
-                replace: false,
-                upserts,
-                removals: vec![],
-            }))
-            .await?;
+            send(upserts_only(version, false, upserts)).await?;
             in_flight = Some((version, now, batch));
         }
         if closed && in_flight.is_none() && pending.is_empty() {
@@ -235,3 +223,13 @@ pub(super) async fn agent_loop(
     }
 }
 
+/// An update that only upserts: the simulated churn changes health and
+/// weight, it never removes an endpoint.
+fn upserts_only(version: u64, replace: bool, upserts: Vec<pb::AgentEndpoint>) -> pb::agent_message::Msg {
+    pb::agent_message::Msg::Update(pb::EndpointUpdate {
+        version,
+        replace,
+        upserts,
+        removals: vec![],
+    })
+}

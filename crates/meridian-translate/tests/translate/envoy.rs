@@ -6,7 +6,7 @@ use std::process::Command;
 
 use meridian_translate::{translate, TranslateOptions, Viewer};
 
-use crate::{endpoints_for, example, must_parse, REGIONS};
+use crate::{endpoints_for, example, must_parse, must_translate, REGIONS};
 
 fn run_validate(envoy: &std::path::Path, file: &std::path::Path) -> (bool, String) {
     let out = Command::new(envoy)
@@ -171,13 +171,7 @@ fn broken_bootstrap_is_rejected() {
     let envoy = meridian_testkit::envoy::envoy_bin();
     let config = must_parse(&example());
     let endpoints = endpoints_for(&["storefront"]);
-    let res = translate(
-        &config,
-        &endpoints,
-        &Viewer::new("us-east", None),
-        &TranslateOptions::default(),
-    )
-    .unwrap();
+    let res = must_translate(&config, &endpoints, "us-east");
     let mut bootstrap = meridian_translate::static_bootstrap::to_static_bootstrap(&res).unwrap();
     let statics = bootstrap.static_resources.as_mut().unwrap();
     use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;

@@ -28,16 +28,25 @@ use meridian_translate::{
 };
 use prost::Message;
 
-use crate::{endpoints_for, example, must_parse};
+use crate::{endpoints_for, example, must_parse, must_translate};
+
+/// Each resource of `type_url` as `prefix/name` -> the Debug form of its
+/// message.
+fn render_each<M: Message + Default + std::fmt::Debug>(
+    out: &mut BTreeMap<String, String>,
+    res: &Resources,
+    type_url: &str,
+    prefix: &str,
+) {
+    for r in res.of_type(type_url) {
+        let m = M::decode(&*r.encoded).unwrap();
+        out.insert(format!("{prefix}/{}", r.name), format!("{m:?}"));
+    }
+}
 
 fn render(res: &Resources) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for r in res.of_type(CLUSTER) {
-        out.insert(
-            format!("cluster/{}", r.name),
-            format!("{:?}", Cluster::decode(&*r.encoded).unwrap()),
-        );
-    }
+    render_each::<Cluster>(&mut out, res, CLUSTER, "cluster");
     for r in res.of_type(ENDPOINT) {
         let cla = ClusterLoadAssignment::decode(&*r.encoded).unwrap();
         let prio: Vec<String> = cla
@@ -48,18 +57,8 @@ fn render(res: &Resources) -> BTreeMap<String, String> {
         out.insert(format!("priorities/{}", r.name), prio.join(" "));
         out.insert(format!("endpoints/{}", r.name), format!("{cla:?}"));
     }
-    for r in res.of_type(ROUTE) {
-        out.insert(
-            format!("route/{}", r.name),
-            format!("{:?}", RouteConfiguration::decode(&*r.encoded).unwrap()),
-        );
-    }
-    for r in res.of_type(SECRET) {
-        out.insert(
-            format!("secret/{}", r.name),
-            format!("{:?}", Secret::decode(&*r.encoded).unwrap()),
-        );
-    }
+    render_each::<RouteConfiguration>(&mut out, res, ROUTE, "route");
+    render_each::<Secret>(&mut out, res, SECRET, "secret");
     for r in res.of_type(LISTENER) {
         let l = Listener::decode(&*r.encoded).unwrap();
         for chain in &l.filter_chains {
@@ -381,13 +380,7 @@ spec: {port: 80, address: 10.1.2.3, routes: [r]}",
 fn versions_are_hashes_of_bytes() {
     let config = must_parse(&example());
     let eps = endpoints_for(&["storefront", "storefront-canary", "catalog"]);
-    let res = translate(
-        &config,
-        &eps,
-        &Viewer::new("us-east", None),
-        &TranslateOptions::default(),
-    )
-    .unwrap();
+    let res = must_translate(&config, &eps, "us-east");
     use sha2::Digest;
     for by_name in res.by_type.values() {
         for r in by_name.values() {

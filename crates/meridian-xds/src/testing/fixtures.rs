@@ -9,7 +9,8 @@ use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, Locali
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{HttpConnectionManager, Rds};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpConnectionManager, HttpFilter, Rds};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, GenericSecret, Secret};
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
@@ -64,8 +65,15 @@ pub fn listener(name: &str, route: &str, tag: &str) -> Any {
         ..Default::default()
     };
     pack_any(Listener {
-        name: name.to_string(),
         stat_prefix: tag.to_string(),
+        ..hcm_listener(name, hcm)
+    })
+}
+
+/// A listener with one filter chain: `hcm`.
+pub fn hcm_listener(name: &str, hcm: HttpConnectionManager) -> Listener {
+    Listener {
+        name: name.to_string(),
         filter_chains: vec![FilterChain {
             filters: vec![Filter {
                 name: "envoy.filters.network.http_connection_manager".to_string(),
@@ -74,7 +82,16 @@ pub fn listener(name: &str, route: &str, tag: &str) -> Any {
             ..Default::default()
         }],
         ..Default::default()
-    })
+    }
+}
+
+/// The router, the HTTP filter a real Envoy needs last to forward requests.
+pub fn router_filter() -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
+        ..Default::default()
+    }
 }
 
 pub fn route(name: &str, tag: &str) -> Any {

@@ -4,7 +4,7 @@ use meridian_xds::testing::fixtures::cluster;
 use meridian_xds::types::CLUSTER;
 use meridian_xds::{SyncState, XdsMetrics};
 
-use super::support::{both, envoy, s, start, Flavor, Stream, QUIET};
+use super::support::{both, envoy, s, start, start_ads, Flavor, Stream, QUIET};
 
 both!(
     stale_nonce_is_not_answered,
@@ -14,8 +14,7 @@ both!(
 );
 
 async fn stale_nonce_is_not_answered(f: Flavor) {
-    let (src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (src, srv, mut c) = start_ads(f).await;
     c.ask(CLUSTER, &[]).await;
     let first = c.expect().await;
     src.upsert("c3", cluster("c3", "v1"));
@@ -85,8 +84,7 @@ async fn nack_is_detected_by_error_detail(f: Flavor) {
 }
 
 async fn nacked_config_is_not_resent_until_it_changes(f: Flavor) {
-    let (src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (src, srv, mut c) = start_ads(f).await;
     c.ask(CLUSTER, &[]).await;
     let good = c.expect().await;
     c.ack(&good).await;
@@ -115,8 +113,7 @@ async fn nacked_config_is_not_resent_until_it_changes(f: Flavor) {
 }
 
 async fn identical_response_is_never_resent_unprompted(f: Flavor) {
-    let (src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (src, srv, mut c) = start_ads(f).await;
     c.ask(CLUSTER, &[]).await;
     let r = c.expect().await;
     c.ack(&r).await;

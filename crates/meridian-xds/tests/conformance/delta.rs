@@ -7,7 +7,7 @@ use meridian_xds::testing::fixtures::{cluster, endpoints};
 use meridian_xds::testing::{delta_names, DeltaClient};
 use meridian_xds::types::{CLUSTER, ENDPOINT};
 
-use super::support::{both, envoy, start, Flavor, Stream, QUIET};
+use super::support::{both, delta_acked, envoy, start, start_ads, Flavor, QUIET};
 
 both!(every_response_path_rearms_the_watch);
 
@@ -47,10 +47,7 @@ async fn delta_initial_resource_versions_are_not_resent() {
 #[tokio::test]
 async fn delta_subscribing_a_held_resource_sends_it_anyway() {
     let (_src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(ENDPOINT, &["c1"], &[], "").await;
-    let r = c.expect_response().await;
-    c.ack(&r).await;
+    let mut c = delta_acked(&srv, "n", ENDPOINT, &["c1"]).await;
     c.subscribe(ENDPOINT, &["c1"], &[], "").await;
     assert_eq!(delta_names(&c.expect_response().await), vec!["c1"]);
 }
@@ -58,10 +55,7 @@ async fn delta_subscribing_a_held_resource_sends_it_anyway() {
 #[tokio::test]
 async fn delta_removed_only_for_names_sent_before_or_under_wildcard() {
     let (src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(ENDPOINT, &["c1"], &[], "").await;
-    let r = c.expect_response().await;
-    c.ack(&r).await;
+    let mut c = delta_acked(&srv, "n", ENDPOINT, &["c1"]).await;
     // Names never sent to this stream come and go: no removal for them.
     src.upsert("x", endpoints("x", "v1"));
     src.remove(ENDPOINT, "x");
@@ -97,18 +91,14 @@ async fn delta_missing_subscribed_name_is_answered_in_removed_resources() {
 #[tokio::test]
 async fn delta_unsubscribing_an_unknown_name_is_a_noop() {
     let (_src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(ENDPOINT, &["c1"], &[], "").await;
-    let r = c.expect_response().await;
-    c.ack(&r).await;
+    let mut c = delta_acked(&srv, "n", ENDPOINT, &["c1"]).await;
     c.subscribe(ENDPOINT, &[], &["never"], "").await;
     c.expect_silence(QUIET).await;
     assert_eq!(srv.server.status()[0].types[ENDPOINT].requested, vec!["c1"]);
 }
 
 async fn every_response_path_rearms_the_watch(f: Flavor) {
-    let (src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (src, _srv, mut c) = start_ads(f).await;
     c.ask(CLUSTER, &[]).await;
     let r = c.expect().await; // immediate reply path
     src.upsert("c3", cluster("c3", "v1")); // no ACK yet

@@ -8,7 +8,7 @@ use meridian_xds::testing::TestServer;
 use meridian_xds::types::{short_name, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 use meridian_xds::MemorySource;
 
-use super::support::{both, envoy, fast, s, source, start, Flavor, Stream, QUIET};
+use super::support::{both, envoy, fast, s, source, start, start_ads, Flavor, Stream, QUIET};
 
 both!(
     make_before_break_order_on_ads,
@@ -46,8 +46,7 @@ fn replace_c1_by_c3(src: &MemorySource) {
 }
 
 async fn make_before_break_order_on_ads(f: Flavor) {
-    let (src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (src, _srv, mut c) = start_ads(f).await;
     subscribed(&mut c).await;
     replace_c1_by_c3(&src);
     let want = match f {
@@ -79,8 +78,7 @@ async fn make_before_break_order_on_ads(f: Flavor) {
 }
 
 async fn new_clusters_get_endpoints_before_listeners_and_routes(f: Flavor) {
-    let (src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (src, srv, mut c) = start_ads(f).await;
     subscribed(&mut c).await;
     src.update(|v| {
         v.insert("c3", cluster("c3", "v1"));
@@ -118,8 +116,7 @@ async fn new_clusters_get_endpoints_before_listeners_and_routes(f: Flavor) {
 }
 
 async fn cluster_update_resends_unchanged_endpoints(f: Flavor) {
-    let (src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (src, _srv, mut c) = start_ads(f).await;
     subscribed(&mut c).await;
     src.upsert("c1", cluster("c1", "v2"));
     let cds = c.expect().await;
@@ -137,8 +134,7 @@ async fn cluster_update_resends_unchanged_endpoints(f: Flavor) {
 }
 
 async fn listener_warming_gets_its_new_route_at_once(f: Flavor) {
-    let (src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (src, srv, mut c) = start_ads(f).await;
     subscribed(&mut c).await;
     src.update(|v| {
         v.insert("r2", route("r2", "v1"));

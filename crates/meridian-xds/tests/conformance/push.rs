@@ -7,26 +7,25 @@ use meridian_xds::testing::{names, DeltaClient, SotwClient, TestServer};
 use meridian_xds::types::{CLUSTER, LISTENER};
 use meridian_xds::{Variant, XdsConfig, XdsMetrics};
 
-use super::support::{envoy, eventually, fast, source, QUIET};
+use super::support::{delta_acked, envoy, eventually, fast, sotw_acked_clusters, source, QUIET};
+
+/// [`fast`] but for the debounce under test.
+fn debounced(quiet: Duration, max: Duration) -> XdsConfig {
+    XdsConfig {
+        debounce_quiet: quiet,
+        debounce_max: max,
+        ..fast()
+    }
+}
 
 #[tokio::test]
 async fn changes_are_debounced_and_coalesced() {
     // Generous quiet period: a loaded 2-core CI machine must not split the burst.
-    let cfg = XdsConfig {
-        debounce_quiet: Duration::from_millis(300),
-        debounce_max: Duration::from_secs(3),
-        ..fast()
-    };
+    let cfg = debounced(Duration::from_millis(300), Duration::from_secs(3));
     let src = source();
     let srv = TestServer::start(src.clone(), cfg).await;
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    let mut d = DeltaClient::ads(srv.addr, envoy("d")).await.unwrap();
-    c.request(CLUSTER, &[], "", "").await;
-    let r = c.expect_response().await;
-    c.ack(&r, &[]).await;
-    d.subscribe(CLUSTER, &[], &[], "").await;
-    let dr = d.expect_response().await;
-    d.ack(&dr).await;
+    let mut c = sotw_acked_clusters(&srv).await;
+    let mut d = delta_acked(&srv, "d", CLUSTER, &[]).await;
     for i in 0..10 {
         src.upsert(&format!("n{i}"), cluster(&format!("n{i}"), "v1"));
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -44,17 +43,10 @@ async fn changes_are_debounced_and_coalesced() {
 
 #[tokio::test]
 async fn debounce_max_bounds_the_delay_under_steady_writes() {
-    let cfg = XdsConfig {
-        debounce_quiet: Duration::from_millis(100),
-        debounce_max: Duration::from_millis(300),
-        ..fast()
-    };
+    let cfg = debounced(Duration::from_millis(100), Duration::from_millis(300));
     let src = source();
     let srv = TestServer::start(src.clone(), cfg).await;
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.request(CLUSTER, &[], "", "").await;
-    let r = c.expect_response().await;
-    c.ack(&r, &[]).await;
+    let mut c = sotw_acked_clusters(&srv).await;
     let writer = {
         let src = src.clone();
         tokio::spawn(async move {
@@ -100,10 +92,8 @@ impl meridian_xds::SnapshotSource for EndpointChurn {
 #[tokio::test]
 async fn endpoint_only_changes_use_the_shorter_bound() {
     let cfg = XdsConfig {
-        debounce_quiet: Duration::from_millis(100),
-        debounce_max: Duration::from_secs(30),
         debounce_max_endpoints: Duration::from_millis(200),
-        ..fast()
+        ..debounced(Duration::from_millis(100), Duration::from_secs(30))
     };
     for endpoint_only in [true, false] {
         let src = source();
@@ -113,10 +103,7 @@ async fn endpoint_only_changes_use_the_shorter_bound() {
             src.clone()
         };
         let srv = TestServer::start_with(served, cfg.clone()).await;
-        let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-        c.request(CLUSTER, &[], "", "").await;
-        let r = c.expect_response().await;
-        c.ack(&r, &[]).await;
+        let mut c = sotw_acked_clusters(&srv).await;
         let writer = {
             let src = src.clone();
             tokio::spawn(async move {
@@ -204,10 +191,7 @@ async fn oversized_requests_are_refused() {
 async fn metrics_count_streams_by_type_and_variant() {
     let srv = TestServer::start(source(), fast()).await;
     let m = srv.server.metrics();
-    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.request(CLUSTER, &[], "", "").await;
-    let r = c.expect_response().await;
-    c.ack(&r, &[]).await;
+    let c = sotw_acked_clusters(&srv).await;
     let mut d = DeltaClient::per_type(srv.addr, LISTENER, envoy("d"))
         .await
         .unwrap();

@@ -15,14 +15,14 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, AggregatedConfigSource, ConfigSource, SocketAddress};
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints};
-use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{route, route_action, route_match, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost};
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{http_filter, HttpConnectionManager, HttpFilter, Rds};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{HttpConnectionManager, Rds};
 use envoy_types::util::pack_any;
 use meridian_testkit::envoy::{write_bootstrap, Envoy};
 use meridian_testkit::bootstrap::{AdsVariant, BootstrapSpec};
+use meridian_xds::testing::fixtures::{hcm_listener, router_filter};
 use meridian_xds::testing::TestServer;
 use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use meridian_xds::{MemorySource, SyncState, ViewSnapshot, XdsConfig};
@@ -113,28 +113,14 @@ fn generation(v: &mut ViewSnapshot, g: u32, backend: SocketAddr, listen: SocketA
             config_source: Some(ads()),
             route_config_name: r,
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters: vec![router_filter()],
         ..Default::default()
     };
     v.insert(
         "http",
         pack_any(Listener {
-            name: "http".into(),
             address: Some(sock(listen)),
-            filter_chains: vec![FilterChain {
-                filters: vec![Filter {
-                    name: "envoy.filters.network.http_connection_manager".into(),
-                    config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
+            ..hcm_listener("http", hcm)
         }),
     );
 }

@@ -15,7 +15,7 @@ use meridian_xds::testing::TestServer;
 use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use meridian_xds::{MemorySource, SnapshotSource, SyncState, Viewer, XdsConfig};
 
-use super::support::{both, envoy, fast, source, start, Flavor, Stream, QUIET};
+use super::support::{both, envoy, fast, source, start, start_ads, Flavor, Stream, QUIET};
 
 both!(
     csds_reports_per_resource_status,
@@ -126,8 +126,7 @@ async fn csds_reports_per_resource_status(f: Flavor) {
 }
 
 async fn proxy_status_synced_stale_nacked_not_sent(f: Flavor) {
-    let (_src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (_src, srv, mut c) = start_ads(f).await;
     mixed(&mut c).await;
     // SotW: RDS asked for a name that does not exist; delta: wildcard over
     // a type with no resources. Either way nothing to send yet.
@@ -162,8 +161,7 @@ async fn proxy_status_synced_stale_nacked_not_sent(f: Flavor) {
 }
 
 async fn no_ttl_and_drain_leaves_envoy_its_config(f: Flavor) {
-    let (_src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (_src, srv, mut c) = start_ads(f).await;
     c.ask(CLUSTER, &[]).await;
     let r = c.expect().await;
     match f {

@@ -2,10 +2,10 @@
 //! [Grouping Resources into Responses], no duplicate names.
 
 use meridian_xds::testing::fixtures::{cluster, endpoints, listener};
-use meridian_xds::testing::{delta_names, names, DeltaClient, SotwClient};
+use meridian_xds::testing::{delta_names, names, SotwClient};
 use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER};
 
-use super::support::{both, envoy, s, start, Flavor, Stream, QUIET};
+use super::support::{both, delta_acked, envoy, s, start, start_ads, Flavor, Stream, QUIET};
 
 both!(
     requested_name_is_sent_when_it_appears,
@@ -15,8 +15,7 @@ both!(
 );
 
 async fn requested_name_is_sent_when_it_appears(f: Flavor) {
-    let (src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (src, srv, mut c) = start_ads(f).await;
     c.ask(ENDPOINT, &["c1", "c9"]).await;
     let r = c.expect().await;
     match f {
@@ -37,8 +36,7 @@ async fn requested_name_is_sent_when_it_appears(f: Flavor) {
 }
 
 async fn newly_requested_names_are_sent_even_if_unchanged(f: Flavor) {
-    let (_src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (_src, _srv, mut c) = start_ads(f).await;
     c.ask(ENDPOINT, &["c1", "c2"]).await;
     let r = c.expect().await;
     c.ack(&r).await;
@@ -93,8 +91,7 @@ async fn wildcard_explicit_and_legacy(f: Flavor) {
 }
 
 async fn no_resource_is_named_twice_in_a_response(f: Flavor) {
-    let (_src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (_src, _srv, mut c) = start_ads(f).await;
     let asked: &[&str] = match f {
         Flavor::Sotw => &["c1", "c1", "c2", "c1"],
         Flavor::Delta => &["c1", "c1", "c2"],
@@ -150,10 +147,7 @@ async fn rds_eds_sds_send_only_requested_names_sotw() {
 #[tokio::test]
 async fn removals_are_explicit_and_updates_partial_delta() {
     let (src, srv) = start().await;
-    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
-    c.subscribe(LISTENER, &[], &[], "").await;
-    let r = c.expect_response().await;
-    c.ack(&r).await;
+    let mut c = delta_acked(&srv, "n", LISTENER, &[]).await;
     src.upsert("l2", listener("l2", "r1", "v1"));
     let r = c.expect_response().await;
     assert_eq!(delta_names(&r), vec!["l2"]);

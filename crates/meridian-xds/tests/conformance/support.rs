@@ -3,7 +3,8 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use meridian_xds::testing::fixtures::{cluster, endpoints, listener, route, secret};
-use meridian_xds::testing::{node, TestServer};
+use meridian_xds::testing::{node, DeltaClient, SotwClient, TestServer};
+use meridian_xds::types::CLUSTER;
 use meridian_xds::{MemorySource, XdsConfig};
 
 /// Longer than a debounce in [`fast`]: silence this long means "not sent".
@@ -41,8 +42,35 @@ pub async fn start() -> (Arc<MemorySource>, TestServer) {
     (src, srv)
 }
 
+/// [`start`], and one ADS stream of flavor `f` from Envoy `n`.
+pub async fn start_ads(f: Flavor) -> (Arc<MemorySource>, TestServer, Stream) {
+    let (src, srv) = start().await;
+    let c = Stream::ads(f, srv.addr, envoy("n")).await;
+    (src, srv, c)
+}
+
 pub fn envoy(id: &str) -> Node {
     node(id, "", "")
+}
+
+/// A SotW ADS client, Envoy `n`, that has ACKed the clusters of `srv`: what
+/// it receives next is a push.
+pub async fn sotw_acked_clusters(srv: &TestServer) -> SotwClient {
+    let mut c = SotwClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.request(CLUSTER, &[], "", "").await;
+    let r = c.expect_response().await;
+    c.ack(&r, &[]).await;
+    c
+}
+
+/// A delta ADS client, Envoy `id`, that subscribed to `names` of `type_url`
+/// on `srv` and ACKed the answer: what it receives next is a push.
+pub async fn delta_acked(srv: &TestServer, id: &str, type_url: &str, names: &[&str]) -> DeltaClient {
+    let mut c = DeltaClient::ads(srv.addr, envoy(id)).await.unwrap();
+    c.subscribe(type_url, names, &[], "").await;
+    let r = c.expect_response().await;
+    c.ack(&r).await;
+    c
 }
 
 /// Polls `f` for up to 5 s.

@@ -5,7 +5,7 @@ use meridian_xds::testing::{names, node, SotwClient};
 use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 use meridian_xds::{SyncState, Viewer};
 
-use super::support::{both, envoy, eventually, start, Flavor, Stream, QUIET};
+use super::support::{both, envoy, eventually, start, start_ads, Flavor, Stream, QUIET};
 
 both!(
     all_four_variants,
@@ -100,8 +100,7 @@ async fn node_arrives_on_the_first_request_only(f: Flavor) {
 }
 
 async fn nonces_are_per_type_and_per_stream(f: Flavor) {
-    let (_src, srv) = start().await;
-    let mut c = Stream::ads(f, srv.addr, envoy("n")).await;
+    let (_src, srv, mut c) = start_ads(f).await;
     c.ask(CLUSTER, &[]).await;
     let cds = c.expect().await;
     c.ask(LISTENER, &[]).await;

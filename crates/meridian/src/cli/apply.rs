@@ -15,7 +15,8 @@ use super::files::{self, FileArgs, FileObject};
 use super::objects::request_id;
 use super::Global;
 use crate::client::{Servers, StatusError};
-use crate::exit::{CodedError, INVALID};
+use crate::exit::{coded, INVALID};
+use crate::output::plural;
 
 #[derive(clap::Args, Debug)]
 pub struct ApplyArgs {
@@ -51,10 +52,7 @@ pub(super) async fn list_current(servers: &Servers) -> Result<Current> {
         consistency: pb::Consistency::Linearizable as i32,
     };
     let r = servers
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.list(req).await }
-        })
+        .config_request(&req, |mut c, req| async move { c.list(req).await })
         .await?;
     let mut stored = BTreeMap::new();
     let mut set = ConfigSet::new();
@@ -118,10 +116,7 @@ pub(super) async fn send_txn(
     what: &str,
 ) -> Result<pb::TxnResponse> {
     let r = servers
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.txn(req).await }
-        })
+        .config_request(req, |mut c, req| async move { c.txn(req).await })
         .await;
     match r {
         Ok(r) => Ok(r),
@@ -135,15 +130,14 @@ pub(super) async fn send_txn(
                 for l in &lines {
                     eprintln!("error: {l}");
                 }
-                return Err(CodedError {
-                    code: INVALID,
-                    message: format!(
+                return Err(coded(
+                    INVALID,
+                    format!(
                         "the server rejected the {what} ({} error{}); nothing was changed",
                         lines.len(),
-                        if lines.len() == 1 { "" } else { "s" }
+                        plural(lines.len())
                     ),
-                }
-                .into());
+                ));
             }
             if !req.dry_run {
                 eprintln!(
@@ -351,11 +345,10 @@ pub async fn delete_files(
     g: &Global,
 ) -> Result<()> {
     if revision.is_some() {
-        return Err(CodedError {
-            code: files::USAGE,
-            message: "--revision applies to one object: give KIND NAME, not -f".into(),
-        }
-        .into());
+        return Err(coded(
+            files::USAGE,
+            "--revision applies to one object: give KIND NAME, not -f",
+        ));
     }
     let objects = files::load(&files, false)?;
     let servers = g.servers();
@@ -396,20 +389,19 @@ pub async fn delete_files(
         for k in &missing {
             eprintln!("error: {k}: not found");
         }
-        return Err(CodedError {
-            code: crate::exit::NOT_FOUND,
-            message: format!(
+        return Err(coded(
+            crate::exit::NOT_FOUND,
+            format!(
                 "{} object{} not found{}",
                 missing.len(),
-                if missing.len() == 1 { "" } else { "s" },
+                plural(missing.len()),
                 if deleted.is_empty() {
                     ""
                 } else {
                     "; the others were deleted"
                 }
             ),
-        }
-        .into());
+        ));
     }
     Ok(())
 }

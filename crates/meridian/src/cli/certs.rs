@@ -207,7 +207,7 @@ fn report(written: &[Written], format: Format) -> Result<()> {
                     })
                 })
                 .collect();
-            print_value(&serde_json::Value::Array(list), format)
+            Ok(print_value(&serde_json::Value::Array(list), format)?)
         }
         Format::Table | Format::Wide => {
             for w in written {

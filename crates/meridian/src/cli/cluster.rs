@@ -11,6 +11,25 @@ use super::Global;
 use crate::client::{status, Servers};
 use crate::output::{table, Format};
 
+#[derive(clap::Args, Debug)]
+pub struct AddNodeArgs {
+    #[arg(long)]
+    id: u64,
+    #[arg(long)]
+    region: String,
+    #[arg(long)]
+    peer_addr: String,
+    #[arg(long)]
+    api_addr: String,
+    #[arg(long, default_value = "")]
+    xds_addr: String,
+    #[arg(long, default_value = "")]
+    admin_addr: String,
+    /// Keep it a learner (replicates, does not vote).
+    #[arg(long)]
+    learner: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ClusterCmd {
     /// Start a new cluster. Without --members-from, a single-node cluster of
@@ -21,23 +40,7 @@ pub enum ClusterCmd {
         members_from: Vec<String>,
     },
     /// Add a node: first as a learner, promoted to voter once caught up.
-    AddNode {
-        #[arg(long)]
-        id: u64,
-        #[arg(long)]
-        region: String,
-        #[arg(long)]
-        peer_addr: String,
-        #[arg(long)]
-        api_addr: String,
-        #[arg(long, default_value = "")]
-        xds_addr: String,
-        #[arg(long, default_value = "")]
-        admin_addr: String,
-        /// Keep it a learner (replicates, does not vote).
-        #[arg(long)]
-        learner: bool,
-    },
+    AddNode(AddNodeArgs),
     /// Remove a node. Its id can never join again.
     RemoveNode { id: u64 },
     /// Members, roles, leader, term, commit and applied index per node.
@@ -81,32 +84,21 @@ pub async fn run(cmd: ClusterCmd, g: &Global) -> Result<()> {
                 println!("initialized a cluster of nodes {}", ids.join(", "));
             }
         }
-        ClusterCmd::AddNode {
-            id,
-            region,
-            peer_addr,
-            api_addr,
-            xds_addr,
-            admin_addr,
-            learner,
-        } => {
-            let node = pb::NodeInfo {
-                id,
-                region,
-                peer_addr,
-                api_addr,
-                xds_addr,
-                admin_addr,
-            };
+        ClusterCmd::AddNode(a) => {
+            let id = a.id;
             let req = pb::AddNodeRequest {
-                node: Some(node),
-                learner_only: learner,
+                learner_only: a.learner,
+                node: Some(pb::NodeInfo {
+                    id: a.id,
+                    region: a.region,
+                    peer_addr: a.peer_addr,
+                    api_addr: a.api_addr,
+                    xds_addr: a.xds_addr,
+                    admin_addr: a.admin_addr,
+                }),
             };
             let r = servers
-                .cluster_call(|mut c| {
-                    let req = req.clone();
-                    async move { c.add_node(req).await }
-                })
+                .cluster_request(&req, |mut c, req| async move { c.add_node(req).await })
                 .await?;
             println!(
                 "node {id} added; voters {:?}, learners {:?}",
@@ -182,10 +174,10 @@ fn print_status(r: &pb::ClusterStatusResponse, envoys: &BTreeMap<u64, usize>, fo
         })
         .collect();
     match format {
-        Format::Json | Format::Yaml => crate::output::print_value(
+        Format::Json | Format::Yaml => Ok(crate::output::print_value(
             &json!({"leader_id": r.leader_id, "term": r.term, "answered_by": r.answered_by, "members": members}),
             format,
-        ),
+        )?),
         Format::Table | Format::Wide => {
             let rows: Vec<Vec<String>> = r
                 .members

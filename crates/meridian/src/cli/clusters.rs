@@ -82,7 +82,7 @@ pub async fn run(a: ClustersArgs, g: &Global) -> Result<()> {
                 }],
                 dry_run: false,
             };
-            g.servers().config_call(|mut c| { let req = req.clone(); async move { c.txn(req).await } }).await?;
+            g.servers().config_request(&req, |mut c, req| async move { c.txn(req).await }).await?;
             eprintln!("cluster/{name} registered in region {region}. Its agent token (shown once, keep it secret):");
             println!("{token}");
         }

@@ -10,7 +10,7 @@ use meridian_model::Object;
 use super::apply::{change_of, list_current, Change};
 use super::files::{self, FileArgs};
 use super::Global;
-use crate::exit::{code_for, CodedError, FAILURE};
+use crate::exit::{code_for, coded, FAILURE};
 
 #[derive(clap::Args, Debug)]
 pub struct DiffArgs {
@@ -29,11 +29,7 @@ pub async fn run(a: DiffArgs, g: &Global) -> Result<()> {
             let _ = std::io::stdout().flush();
             std::process::exit(1);
         }
-        Err(e) if code_for(&e) == FAILURE => Err(CodedError {
-            code: DIFF_ERROR,
-            message: format!("{e:#}"),
-        }
-        .into()),
+        Err(e) if code_for(&e) == FAILURE => Err(coded(DIFF_ERROR, format!("{e:#}"))),
         Err(e) => Err(e),
     }
 }

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use meridian_model::{parse_documents_located, Kind, Location, ModelError, Object};
 
-use crate::exit::{CodedError, FAILURE, INVALID};
+use crate::exit::{coded, FAILURE, INVALID};
+use crate::output::plural;
 
 /// Exit code of a bad command line (clap's).
 pub const USAGE: u8 = 2;
@@ -48,11 +49,7 @@ impl FileObject {
 /// be read at all).
 pub fn load(args: &FileArgs, validate: bool) -> Result<Vec<FileObject>> {
     if args.files.is_empty() {
-        return Err(CodedError {
-            code: USAGE,
-            message: "give the objects with -f FILE|DIR|- (repeatable)".into(),
-        }
-        .into());
+        return Err(coded(USAGE, "give the objects with -f FILE|DIR|- (repeatable)"));
     }
     let mut inputs: Vec<(String, String)> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
@@ -153,14 +150,11 @@ pub fn load(args: &FileArgs, validate: bool) -> Result<Vec<FileObject>> {
             eprintln!("error: {p}");
         }
         let n = problems.len();
-        return Err(CodedError {
-            code: if io_failed { FAILURE } else { INVALID },
-            message: format!(
-                "{n} problem{} in the input; nothing was sent",
-                if n == 1 { "" } else { "s" }
-            ),
-        }
-        .into());
+        let code = if io_failed { FAILURE } else { INVALID };
+        return Err(coded(
+            code,
+            format!("{n} problem{} in the input; nothing was sent", plural(n)),
+        ));
     }
     Ok(unique)
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::objects::request_id;
 use super::Global;
-use crate::exit::{CodedError, INVALID};
+use crate::exit::{coded, INVALID};
 use crate::output::{age, print_value, table, Format};
 
 #[derive(clap::Args, Debug)]
@@ -46,7 +46,7 @@ pub struct RollbackArgs {
 }
 
 fn usage(message: String) -> anyhow::Error {
-    CodedError { code: 2, message }.into()
+    coded(2, message)
 }
 
 /// `KIND/NAME`, `KIND NAME` or `KIND` into (kind, name).
@@ -114,10 +114,7 @@ pub async fn history(a: HistoryArgs, g: &Global) -> Result<()> {
     };
     let r = g
         .servers()
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.get_history(req).await }
-        })
+        .config_request(&req, |mut c, req| async move { c.get_history(req).await })
         .await?;
     match g.output {
         Format::Json | Format::Yaml => {
@@ -193,10 +190,7 @@ pub async fn rollback(a: RollbackArgs, g: &Global) -> Result<()> {
     };
     let servers = g.servers();
     let r = servers
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.rollback(req).await }
-        })
+        .config_request(&req, |mut c, req| async move { c.rollback(req).await })
         .await;
     let r = match r {
         Ok(r) => r,
@@ -212,17 +206,12 @@ pub async fn rollback(a: RollbackArgs, g: &Global) -> Result<()> {
                     for l in &lines {
                         eprintln!("error: {l}");
                     }
-                    return Err(CodedError {
-                        code: INVALID,
-                        message: "the server rejected the rollback; nothing was changed".into(),
-                    }
-                    .into());
+                    return Err(coded(
+                        INVALID,
+                        "the server rejected the rollback; nothing was changed",
+                    ));
                 }
-                return Err(CodedError {
-                    code: INVALID,
-                    message: msg,
-                }
-                .into());
+                return Err(coded(INVALID, msg));
             }
             let code = e
                 .downcast_ref::<crate::client::StatusError>()

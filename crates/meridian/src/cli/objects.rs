@@ -8,7 +8,7 @@ use meridian_proto::v1 as pb;
 use serde_json::json;
 
 use super::Global;
-use crate::client::status;
+use crate::client::{status, Servers};
 use crate::output::{age, print_value, table, Format};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -110,10 +110,7 @@ pub async fn get(a: GetArgs, g: &Global) -> Result<()> {
                 consistency: a.consistency.into(),
             };
             let r = servers
-                .config_call(|mut c| {
-                    let req = req.clone();
-                    async move { c.get(req).await }
-                })
+                .config_request(&req, |mut c, req| async move { c.get(req).await })
                 .await?;
             (r.object.into_iter().collect::<Vec<_>>(), r.revision)
         }
@@ -123,10 +120,7 @@ pub async fn get(a: GetArgs, g: &Global) -> Result<()> {
                 consistency: a.consistency.into(),
             };
             let r = servers
-                .config_call(|mut c| {
-                    let req = req.clone();
-                    async move { c.list(req).await }
-                })
+                .config_request(&req, |mut c, req| async move { c.list(req).await })
                 .await?;
             (r.objects, r.revision)
         }
@@ -230,28 +224,15 @@ pub async fn put(a: PutArgs, g: &Global) -> Result<()> {
             code: crate::exit::INVALID,
             message: format!("spec: not valid JSON: {e}"),
         })?;
-    let op = pb::TxnOp {
-        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-            key: Some(pb::ObjectKey {
-                kind: a.kind.clone(),
-                name: a.name.clone(),
-            }),
-            value: serde_json::to_vec(&value)?,
-            expected_revision: a.revision,
-        })),
-    };
-    let req = pb::TxnRequest {
-        request_id: request_id(a.request_id),
-        ops: vec![op],
-        dry_run: false,
-    };
-    let r = g
-        .servers()
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.txn(req).await }
-        })
-        .await?;
+    let op = pb::txn_op::Op::Put(pb::PutOp {
+        key: Some(pb::ObjectKey {
+            kind: a.kind.clone(),
+            name: a.name.clone(),
+        }),
+        value: serde_json::to_vec(&value)?,
+        expected_revision: a.revision,
+    });
+    let r = write_one(&g.servers(), op, a.request_id).await?;
     println!("{}/{} written at revision {}", a.kind, a.name, r.revision);
     Ok(())
 }
@@ -274,28 +255,29 @@ pub async fn delete(a: DeleteArgs, g: &Global) -> Result<()> {
         consistency: pb::Consistency::Linearizable as i32,
     };
     servers
-        .config_call(|mut c| {
-            let get = get.clone();
-            async move { c.get(get).await }
-        })
+        .config_request(&get, |mut c, get| async move { c.get(get).await })
         .await?;
-    let op = pb::TxnOp {
-        op: Some(pb::txn_op::Op::Delete(pb::DeleteOp {
-            key: Some(key),
-            expected_revision: a.revision,
-        })),
-    };
-    let req = pb::TxnRequest {
-        request_id: request_id(a.request_id),
-        ops: vec![op],
-        dry_run: false,
-    };
-    let r = servers
-        .config_call(|mut c| {
-            let req = req.clone();
-            async move { c.txn(req).await }
-        })
-        .await?;
+    let op = pb::txn_op::Op::Delete(pb::DeleteOp {
+        key: Some(key),
+        expected_revision: a.revision,
+    });
+    let r = write_one(&servers, op, a.request_id).await?;
     println!("{kind}/{name} deleted at revision {}", r.revision);
     Ok(())
+}
+
+/// Writes one object in a transaction of its own.
+async fn write_one(
+    servers: &Servers,
+    op: pb::txn_op::Op,
+    given_request_id: Option<String>,
+) -> Result<pb::TxnResponse> {
+    let req = pb::TxnRequest {
+        request_id: request_id(given_request_id),
+        ops: vec![pb::TxnOp { op: Some(op) }],
+        dry_run: false,
+    };
+    servers
+        .config_request(&req, |mut c, req| async move { c.txn(req).await })
+        .await
 }

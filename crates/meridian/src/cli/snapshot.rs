@@ -120,10 +120,7 @@ pub async fn run(cmd: SnapshotCmd, g: &Global) -> Result<()> {
                     dry_run: false,
                 };
                 servers
-                    .config_call(|mut c| {
-                        let req = req.clone();
-                        async move { c.txn(req).await }
-                    })
+                    .config_request(&req, |mut c, req| async move { c.txn(req).await })
                     .await
                     .with_context(|| format!("restoring objects {}..", i * RESTORE_CHUNK))?;
             }

@@ -10,7 +10,8 @@ use anyhow::Result;
 use meridian_proto::v1 as pb;
 
 use crate::client::Servers;
-use crate::exit::{CodedError, NACKED, WAIT_TIMEOUT};
+use crate::exit::{coded, NACKED, WAIT_TIMEOUT};
+use crate::output::plural;
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -142,14 +143,13 @@ pub(super) async fn wait_for_envoys(
         b.finish_and_clear();
     }
     let Some(r) = last else {
-        return Err(CodedError {
-            code: WAIT_TIMEOUT,
-            message: format!(
+        return Err(coded(
+            WAIT_TIMEOUT,
+            format!(
                 "the write committed at revision {revision}, but the Envoys' status could not be read within {timeout:?}: {}",
                 last_err.unwrap_or_default()
             ),
-        }
-        .into());
+        ));
     };
     for e in &r.errors {
         eprintln!("warning: {e}: the Envoys of that controller are not counted");
@@ -170,7 +170,7 @@ pub(super) async fn wait_for_envoys(
         "{} of {} Envoy{} ACKed revision {revision}",
         done.len(),
         r.proxies.len(),
-        if r.proxies.len() == 1 { "" } else { "s" }
+        plural(r.proxies.len())
     );
     for (l, msgs) in &nacked {
         for m in msgs {
@@ -181,26 +181,24 @@ pub(super) async fn wait_for_envoys(
         eprintln!("error: envoy {l} did not ACK revision {revision} within {timeout:?} ({why})");
     }
     if !nacked.is_empty() {
-        return Err(CodedError {
-            code: NACKED,
-            message: format!(
+        return Err(coded(
+            NACKED,
+            format!(
                 "{} Envoy{} rejected (NACKed) the config of revision {revision}; the write is committed, the Envoy keeps its previous config",
                 nacked.len(),
-                if nacked.len() == 1 { "" } else { "s" }
+                plural(nacked.len())
             ),
-        }
-        .into());
+        ));
     }
     if !pending.is_empty() {
-        return Err(CodedError {
-            code: WAIT_TIMEOUT,
-            message: format!(
+        return Err(coded(
+            WAIT_TIMEOUT,
+            format!(
                 "{} Envoy{} did not ACK revision {revision} within {timeout:?}; the write is committed",
                 pending.len(),
-                if pending.len() == 1 { "" } else { "s" }
+                plural(pending.len())
             ),
-        }
-        .into());
+        ));
     }
     Ok(())
 }

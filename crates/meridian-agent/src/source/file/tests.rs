@@ -157,6 +157,15 @@ fn a_missing_path_is_an_io_error_naming_it() {
     assert!(err.starts_with("/nonexistent/meridian/eps.yaml: "), "{err}");
 }
 
+/// `eps.yaml` holding `text`, in a directory that lives as long as the
+/// returned guard.
+fn endpoints_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("eps.yaml");
+    std::fs::write(&file, text).unwrap();
+    (dir, file)
+}
+
 async fn must_change(rx: &mut watch::Receiver<Declared>) -> Declared {
     tokio::time::timeout(Duration::from_secs(5), rx.changed())
         .await
@@ -167,13 +176,7 @@ async fn must_change(rx: &mut watch::Receiver<Declared>) -> Declared {
 
 #[tokio::test]
 async fn watch_sees_edits_and_keeps_the_last_good_set_on_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("eps.yaml");
-    std::fs::write(
-        &file,
-        "endpoints: [{service: web, address: 10.0.0.1, port: 80}]",
-    )
-    .unwrap();
+    let (_dir, file) = endpoints_file("endpoints: [{service: web, address: 10.0.0.1, port: 80}]");
     let mut rx = FileSource::new(&file, Duration::from_millis(20))
         .spawn()
         .unwrap();
@@ -203,13 +206,7 @@ async fn watch_sees_edits_and_keeps_the_last_good_set_on_errors() {
 
 #[tokio::test]
 async fn a_bad_file_at_start_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("eps.yaml");
-    std::fs::write(
-        &file,
-        "endpoints: [{service: web, address: 10.0.0.1, port: -1}]",
-    )
-    .unwrap();
+    let (_dir, file) = endpoints_file("endpoints: [{service: web, address: 10.0.0.1, port: -1}]");
     let err = FileSource::new(&file, Duration::from_millis(20))
         .spawn()
         .unwrap_err()
