@@ -1,5 +1,4 @@
-//! Conformance: one test per line of the xDS protocol checklist
-//! (/work/shared/reference/xds-protocol-checklist.md, mirrored in PROTOCOL.md),
+//! Conformance: one test per rule of the xDS protocol that PROTOCOL.md lists,
 //! each for SotW and delta, over a real tonic server on 127.0.0.1:0.
 
 mod conformance {
