@@ -15,11 +15,7 @@ async fn backup_while_writing_restores_into_a_new_cluster() {
     let acked_before = writers.acked.lock().unwrap().clone();
     let file = c.dir().join("backup.snap");
     let out = c.cli(&["snapshot", "save", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    must_succeed(&out);
     let acked_total = writers.stop().await;
     assert!(acked_total.len() >= acked_before.len());
 
@@ -29,11 +25,7 @@ async fn backup_while_writing_restores_into_a_new_cluster() {
 
     let fresh = Cluster::start(3, ClusterOpts::default()).await;
     let out = fresh.cli(&["snapshot", "restore", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    must_succeed(&out);
     let leader = fresh.wait_leader().await;
     let (names, _) = list_names(&fresh, leader, pb::Consistency::Linearizable)
         .await

@@ -128,13 +128,7 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
 
     // Reads of missing objects and bad keys.
     let err = client
-        .get(pb::GetRequest {
-            key: Some(pb::ObjectKey {
-                kind: "service".into(),
-                name: "nope".into(),
-            }),
-            consistency: 0,
-        })
+        .get(get_request("service", "nope"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);

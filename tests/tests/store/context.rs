@@ -6,6 +6,8 @@ use std::process::Command;
 
 use meridian_tests::{meridian_bin, Cluster, ClusterOpts};
 
+use super::support::must_succeed;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contexts_select_the_cluster_and_fail_over() {
     let c = Cluster::start(1, ClusterOpts::default()).await;
@@ -21,7 +23,7 @@ async fn contexts_select_the_cluster_and_fail_over() {
     // A dead address first: the CLI moves on to the live one.
     let servers = format!("127.0.0.1:1,{}", c.node(1).api_addr());
     let out = cli(&["config", "set-context", "test", "--server", &servers]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    must_succeed(&out);
     let out = cli(&["config", "set-context", "nowhere", "--server", "127.0.0.1:1"]);
     assert!(out.status.success());
     let out = cli(&["config", "get-contexts"]);
@@ -29,7 +31,7 @@ async fn contexts_select_the_cluster_and_fail_over() {
     assert!(text.lines().any(|l| l.starts_with('*') && l.contains("test")), "{text}");
 
     let out = cli(&["put", "service", "web", "--value", r#"{"port":8080}"#]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    must_succeed(&out);
     let out = cli(&["--context", "nowhere", "get", "service"]);
     assert_eq!(out.status.code(), Some(6), "unreachable context: exit 6");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -41,6 +43,6 @@ async fn contexts_select_the_cluster_and_fail_over() {
     let out = cli(&["config", "use-context", "nowhere"]);
     assert!(out.status.success());
     let out = cli(&["--context", "test", "get", "service", "web", "-o", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    must_succeed(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"port\": 8080"));
 }

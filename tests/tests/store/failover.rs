@@ -100,13 +100,7 @@ async fn a_retried_write_applies_once() {
     let obj = c
         .config(2)
         .await
-        .get(pb::GetRequest {
-            key: Some(pb::ObjectKey {
-                kind: "service".into(),
-                name: "once".into(),
-            }),
-            consistency: 0,
-        })
+        .get(get_request("service", "once"))
         .await
         .unwrap()
         .into_inner()

@@ -96,13 +96,7 @@ async fn agent_txn_on_the_peer_port_refuses_config_kinds_and_oversized_txns() {
     }
     let mut config = c.config(1).await;
     let err = config
-        .get(pb::GetRequest {
-            key: Some(pb::ObjectKey {
-                kind: "service".into(),
-                name: "x".into(),
-            }),
-            consistency: 0,
-        })
+        .get(get_request("service", "x"))
         .await
         .expect_err("service/x was never written");
     assert_eq!(err.code(), tonic::Code::NotFound);
@@ -174,11 +168,7 @@ fn register_east_1(c: &Cluster, lease_ttl: &str) -> String {
         lease_ttl,
     ];
     let out = c.cli(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    must_succeed(&out);
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 

@@ -14,7 +14,7 @@ async fn explicit_initial_member_list_and_status() {
 
     let members = c.servers();
     let out = c.cli(&["cluster", "init", "--members-from", &members]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    must_succeed(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nodes 1, 2, 3"));
     c.wait_voters(&[1, 2, 3]).await;
     put_service(&c, 2, "web", 8080).await.expect("writes after init");

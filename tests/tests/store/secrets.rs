@@ -21,7 +21,7 @@ async fn private_keys_are_redacted_in_reads_watches_and_logs() {
         .expect("a valid secret is accepted");
 
     let got = client
-        .get(pb::GetRequest { key: Some(pb::ObjectKey { kind: "secret".into(), name: "tls".into() }), consistency: 0 })
+        .get(get_request("secret", "tls"))
         .await
         .unwrap()
         .into_inner()

@@ -175,3 +175,19 @@ pub async fn internal_client(
     meridian_proto::v1::internal_service_client::InternalServiceClient::new(peer_channel(c, id).await)
         .max_encoding_message_size(usize::MAX)
 }
+
+/// A local-consistency read of `kind/name` (consistency 0: the default).
+pub fn get_request(kind: &str, name: &str) -> pb::GetRequest {
+    pb::GetRequest {
+        key: Some(pb::ObjectKey {
+            kind: kind.into(),
+            name: name.into(),
+        }),
+        consistency: 0,
+    }
+}
+
+/// Panics with the command's stderr unless it succeeded.
+pub fn must_succeed(out: &std::process::Output) {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
