@@ -103,6 +103,8 @@ const MODEL_AND_STORE: &[&str] = &["meridian-node", "meridian"];
 
 struct Workspace {
     members: BTreeMap<String, PathBuf>,
+    /// What a bare `cargo run` / `cargo build` at the root builds.
+    default_members: BTreeSet<String>,
     /// package -> its normal dependencies (names).
     normal: BTreeMap<String, BTreeSet<String>>,
     /// (package, direct normal dependency) -> the features the package turns on for it.
@@ -128,6 +130,11 @@ fn workspace() -> Workspace {
         .iter()
         .map(|m| m.as_str().unwrap())
         .collect();
+    let default_ids: BTreeSet<&str> = meta["workspace_default_members"]
+        .as_array()
+        .map(|a| a.iter().map(|m| m.as_str().unwrap()).collect())
+        .unwrap_or_default();
+    let default_members = default_ids.iter().map(|id| names[id].to_string()).collect();
     let mut members = BTreeMap::new();
     let mut features = BTreeMap::new();
     for p in packages.iter().filter(|p| member_ids.contains(p["id"].as_str().unwrap())) {
@@ -158,7 +165,12 @@ fn workspace() -> Workspace {
             .collect();
         normal.entry(name).or_insert_with(BTreeSet::new).extend(deps);
     }
-    Workspace { members, normal, features }
+    Workspace {
+        members,
+        default_members,
+        normal,
+        features,
+    }
 }
 
 impl Workspace {
@@ -247,6 +259,19 @@ fn the_product_links_no_test_lab() {
         }
     }
     check(violations);
+}
+
+/// README's first command is `cargo run --release -- dev`: with a second
+/// binary in the workspace (meridian-bench), only `default-members` keeps it
+/// unambiguous.
+#[test]
+fn a_bare_cargo_run_runs_the_product() {
+    let ws = workspace();
+    assert_eq!(
+        ws.default_members,
+        BTreeSet::from(["meridian".to_string()]),
+        "the root Cargo.toml's default-members must be exactly crates/meridian"
+    );
 }
 
 #[test]
