@@ -44,33 +44,33 @@ pub enum Target {
 /// One run's outcome.
 #[derive(Serialize, Debug)]
 pub(crate) struct RunResult {
-    clients: usize,
-    writes: u64,
-    errors: u64,
-    seconds: f64,
-    writes_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    p999_ms: f64,
-    max_ms: f64,
+    pub(crate) clients: usize,
+    pub(crate) writes: u64,
+    pub(crate) errors: u64,
+    pub(crate) seconds: f64,
+    pub(crate) writes_per_sec: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) max_ms: f64,
     /// Leader's batches (meridian: proposals; etcd: WAL fsyncs) during the run.
-    leader_batches: Option<u64>,
-    writes_per_batch: Option<f64>,
-    first_error: Option<String>,
+    pub(crate) leader_batches: Option<u64>,
+    pub(crate) writes_per_batch: Option<f64>,
+    pub(crate) first_error: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
 pub(crate) struct Report {
-    system: &'static str,
-    target: Target,
+    pub(crate) system: &'static str,
+    pub(crate) target: Target,
     /// How clients map to nodes, in words.
-    routing: String,
-    nodes: Vec<String>,
-    leader: String,
+    pub(crate) routing: String,
+    pub(crate) nodes: Vec<String>,
+    pub(crate) leader: String,
     /// What `leader_batches` counts.
-    batch_metric: &'static str,
-    duration_secs: f64,
-    runs: Vec<RunResult>,
+    pub(crate) batch_metric: &'static str,
+    pub(crate) duration_secs: f64,
+    pub(crate) runs: Vec<RunResult>,
 }
 
 /// A client's connection to one node, for one system.

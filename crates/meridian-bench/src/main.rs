@@ -8,8 +8,10 @@
 //! `$MERIDIAN_BIN`) through the test kit.
 
 mod churn;
+mod compare;
 mod endpoints;
 mod etcd;
+mod etcd_local;
 mod load;
 mod metrics;
 mod output;
@@ -51,6 +53,10 @@ enum BenchCmd {
     Store(store::StoreArgs),
     /// The same write load against an etcd v3 cluster (KV.Put over gRPC).
     Etcd(store::EtcdArgs),
+    /// `store` and `etcd` back to back in alternating rounds, each on a
+    /// fresh 3-node cluster (etcd from the PATH or $ETCD_BIN); reports the
+    /// median of each figure.
+    Compare(compare::CompareArgs),
     /// xDS fan-out: starts its own controller(s), connects many simulated
     /// Envoys, measures memory per idle stream and the time until a route
     /// change is ACKed by every stream.
@@ -95,6 +101,7 @@ async fn bench(cmd: BenchCmd, g: &Global) -> Result<()> {
     let report = match cmd {
         BenchCmd::Store(a) => store::store(a, g).await?,
         BenchCmd::Etcd(a) => store::etcd_bench(a, g).await?,
+        BenchCmd::Compare(a) => return compare::run(a, g).await,
         BenchCmd::Xds(a) => return xds::run(a, g).await,
         BenchCmd::Endpoints(a) => return endpoints::run(a, g).await,
         BenchCmd::EndpointChurn(a) => return churn::run(a, g).await,
