@@ -9,6 +9,7 @@
 # kubernetes-validate into a venv, promtool from Debian's prometheus package
 # (unpacked, not installed, so no Prometheus service is set up).
 set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 venv=.cache/deploy-venv
@@ -32,3 +33,5 @@ echo "check-deploy: $(kubectl version --client | tr '\n' ' '); $(promtool --vers
 cd deploy/checks
 python3 check.py kubernetes
 python3 check.py self-test
+python3 check.py rules
+python3 check.py live "$root/$bin"

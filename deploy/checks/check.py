@@ -226,8 +226,22 @@ def cmd_live(binary):
 
 
 def cmd_rules():
-    r = subprocess.run(["promtool", "check", "rules", str(OBS / "alerts.yaml")])
-    return r.returncode
+    """promtool's syntax check, then its unit tests of when alerts fire."""
+    for args in (["check", "rules", "alerts.yaml"], ["test", "rules", "alerts-test.yaml"]):
+        r = subprocess.run(["promtool", *args], cwd=OBS)
+        if r.returncode != 0:
+            print(f"FAIL promtool {' '.join(args)}")
+            return r.returncode
+    dash = json.loads((OBS / "grafana-dashboard.json").read_text())
+    ids = [p["id"] for p in dash["panels"]]
+    problems = [f"grafana-dashboard.json: panel id {i} used twice" for i in set(ids) if ids.count(i) > 1]
+    for p in dash["panels"]:
+        if p["type"] != "row" and not p.get("targets"):
+            problems.append(f"grafana-dashboard.json: panel {p['title']!r} has no query")
+    for p in problems:
+        print(f"FAIL {p}")
+    print(f"rules: promtool check and test passed; dashboard {len(ids)} panels: {'ok' if not problems else 'problems'}")
+    return 1 if problems else 0
 
 
 def main(argv):
