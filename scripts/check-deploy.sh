@@ -45,3 +45,6 @@ cd "$root"
 bash deploy/docker/build.sh --local-base --bin "$bin"
 bash deploy/docker/smoke.sh
 bash deploy/docker/smoke.sh --self-test
+# The compose demo: 3 regions x 3 controllers, agents, Envoys, upstreams;
+# one region cut off and reconnected (deploy/compose/test.sh).
+bash deploy/compose/test.sh "$root/$bin"

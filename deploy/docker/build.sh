@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the meridian image (tag meridian:latest, or $IMAGE) from
-# deploy/docker/Dockerfile with nothing pulled when given --local-base.
+# deploy/docker/Dockerfile, and meridian-envoy:latest (Dockerfile.envoy, the
+# Envoy of scripts/install-envoy.sh) for the compose demo, with nothing
+# pulled when given --local-base.
 #   build.sh [--local-base] [--bin PATH]
 # --local-base: first make the Dockerfile's base tag, debian:bookworm-slim,
 #   locally: a minimal Debian 12 root filesystem from debootstrap
@@ -40,8 +42,13 @@ if [ ! -x "$bin" ]; then
   (cd "$root" && cargo build --locked --release -p meridian)
 fi
 ctx=$(mktemp -d)
-trap 'rm -rf "$ctx" ${rootfs:+"$rootfs"}' EXIT
+ectx=$(mktemp -d)
+trap 'rm -rf "$ctx" "$ectx" ${rootfs:+"$rootfs"}' EXIT
 strip -o "$ctx/meridian" "$bin"
 start=$(date +%s)
 docker build --quiet -f "$root/deploy/docker/Dockerfile" -t "$image" "$ctx" >/dev/null
 echo "build.sh: $image built in $(( $(date +%s) - start ))s ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%d MB", $1/1e6}'))"
+cp "${MERIDIAN_ENVOY:-$("$root/scripts/install-envoy.sh")}" "$ectx/envoy"
+start=$(date +%s)
+docker build --quiet -f "$root/deploy/docker/Dockerfile.envoy" -t meridian-envoy:latest "$ectx" >/dev/null
+echo "build.sh: meridian-envoy:latest built in $(( $(date +%s) - start ))s ($(docker image inspect -f '{{.Size}}' meridian-envoy:latest | awk '{printf "%d MB", $1/1e6}'))"
