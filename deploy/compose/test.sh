@@ -49,6 +49,16 @@ for rp in us-east:18001 eu-west:18002 ap-south:18003; do
 done
 phase "traffic through every region's Envoy"
 
+# Priority failover: us-east's upstream stops, its agent reports it
+# unhealthy, and us-east's Envoy sends its traffic to eu-west (us-east's
+# first failover region); back when it returns.
+docker stop -t 5 upstream-us-east >/dev/null
+until_ok 120 body 18001 eu-west || fail "us-east's Envoy did not fail over to eu-west"
+phase "us-east's upstream down: its Envoy serves from eu-west"
+docker start upstream-us-east >/dev/null
+until_ok 120 body 18001 us-east || fail "us-east's Envoy did not come back to us-east"
+phase "us-east's upstream back: its Envoy serves from us-east again"
+
 for i in 1 2 3; do docker network disconnect "${project}_interregion" "us-east-$i"; done
 phase "us-east cut off"
 cat > "$tmp/write.yaml" <<'YAML'
