@@ -15,5 +15,6 @@ mod store {
     mod membership;
     mod peer_input;
     mod quorum;
+    mod revisions;
     mod secrets;
 }
