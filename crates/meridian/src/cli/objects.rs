@@ -291,11 +291,15 @@ async fn write_one(
     result
 }
 
-/// Whether a failed write may have been applied all the same: the server
-/// did not answer with a refusal that changed nothing, so only a retry with
-/// the same request id tells.
+/// Whether a failed write may have been applied all the same: it reached
+/// a controller (the CLI's own errors, such as no controller reachable,
+/// mean it was never sent), and the answer was not a refusal that changed
+/// nothing, so only a retry with the same request id tells.
 pub fn outcome_unknown(e: &anyhow::Error) -> bool {
     use tonic::Code;
+    if e.downcast_ref::<crate::exit::CodedError>().is_some() {
+        return false;
+    }
     let code = e
         .downcast_ref::<crate::client::StatusError>()
         .map(|s| s.0.code());
