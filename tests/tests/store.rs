@@ -15,5 +15,8 @@ mod store {
     mod membership;
     mod peer_input;
     mod quorum;
+    mod restore;
+    mod retry_hint;
+    mod revisions;
     mod secrets;
 }

@@ -92,29 +92,22 @@ impl ConfigApi {
             .await
     }
 
+    // Objects and revision are read under one lock: a reader that watches
+    // from the revision it was given sees every later change exactly once.
     fn get_here(&self, key: &ObjectKey) -> Result<pb::GetResponse, ApiError> {
-        let obj = self
-            .sm
-            .get(key)
-            .ok_or_else(|| ApiError::NotFound(format!("{key}: not found")))?;
+        let (obj, revision) = self.sm.get_at(key);
+        let obj = obj.ok_or_else(|| ApiError::NotFound(format!("{key}: not found")))?;
         Ok(pb::GetResponse {
             object: Some(to_pb_object(key, &obj)),
-            revision: self.sm.revision(),
+            revision,
         })
     }
 
     fn list_here(&self, kind: &str) -> pb::ListResponse {
         let kind = (!kind.is_empty()).then_some(kind);
-        let objects = self
-            .sm
-            .list(kind)
-            .iter()
-            .map(|(k, o)| to_pb_object(k, o))
-            .collect();
-        pb::ListResponse {
-            objects,
-            revision: self.sm.revision(),
-        }
+        let (objects, revision) = self.sm.list_at(kind);
+        let objects = objects.iter().map(|(k, o)| to_pb_object(k, o)).collect();
+        pb::ListResponse { objects, revision }
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<pb::GetResponse, ApiError> {

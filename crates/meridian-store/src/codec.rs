@@ -13,10 +13,17 @@ use crate::types::{Entry, LogId, SnapshotMeta, StateData, Vote};
 
 mod v1;
 
-/// The version written by this build. It also reads version 1 (see
-/// [`v1`]): version 2 split the de-duplication table and event history of
-/// the snapshot's state per write class.
-pub const FORMAT_VERSION: u8 = 2;
+/// The version written by this build. It also reads versions 1 (see
+/// [`v1`]) and 2: version 2 split the de-duplication table and event
+/// history of the snapshot's state per write class; version 3 gives each
+/// transaction its own revision ([`crate::Request::Batch`]), and its logs
+/// carry a command an older build cannot apply, so it says "upgrade"
+/// rather than misreading them.
+pub const FORMAT_VERSION: u8 = 3;
+
+/// Entries and snapshots of version 2 are laid out as in version 3; a
+/// batch in a version 2 entry decodes as [`crate::Request::IndexedBatch`].
+const V2: u8 = 2;
 
 /// First bytes of every snapshot, so that a stray file is never taken for one.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"MRDNSNAP";
@@ -111,9 +118,10 @@ fn encode_versioned<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 fn decode_versioned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    // Entries, votes and log ids are the same in version 1; snapshots of
-    // version 1 are read by [`decode_snapshot`] before they get here.
-    if version != FORMAT_VERSION && version != v1::VERSION {
+    // Entries, votes and log ids are the same in versions 1 and 2;
+    // snapshots of version 1 are read by [`decode_snapshot`] before they
+    // get here.
+    if version != FORMAT_VERSION && version != V2 && version != v1::VERSION {
         return Err(CodecError::UnknownVersion {
             found: version,
             supported: FORMAT_VERSION,

@@ -150,7 +150,15 @@ impl Machine {
             }
             EntryPayload::Normal(Request::Batch(batch)) => {
                 class = batch.class();
-                self.apply_batch(index, batch, &mut events)
+                self.apply_batch(None, batch, &mut events)
+            }
+            EntryPayload::Normal(Request::IndexedBatch(batch)) => {
+                class = batch.class();
+                // As versions 1 and 2 applied it (there the index was
+                // always above the revision); the max keeps revisions
+                // monotonic should an old leader append after a new one.
+                let shared = index.max(self.revision + 1);
+                self.apply_batch(Some(shared), batch, &mut events)
             }
         };
         if !events.is_empty() {
@@ -164,9 +172,13 @@ impl Machine {
         }
     }
 
+    /// Applies a batch's transactions in order, each checked against the
+    /// state the ones before it left. Each transaction that changes an
+    /// object takes the next revision, or all take `shared` (an
+    /// [`Request::IndexedBatch`] of an old log).
     fn apply_batch(
         &mut self,
-        index: u64,
+        shared: Option<u64>,
         batch: Batch,
         events: &mut Vec<Event>,
     ) -> Vec<TxnOutcome> {
@@ -191,8 +203,14 @@ impl Machine {
             let outcome = match self.check(&txn.ops) {
                 Some(conflict) => TxnOutcome::Conflict(conflict),
                 None => {
-                    changed |= self.apply_ops(index, batch.proposed_at_ms, txn.ops, events);
-                    TxnOutcome::Committed { revision: index }
+                    let revision = shared.unwrap_or(self.revision + 1);
+                    if self.apply_ops(revision, batch.proposed_at_ms, txn.ops, events) {
+                        self.revision = revision;
+                        changed = true;
+                    }
+                    TxnOutcome::Committed {
+                        revision: shared.unwrap_or(self.revision),
+                    }
                 }
             };
             // An empty request id opts out of de-duplication: such a write
@@ -206,19 +224,16 @@ impl Machine {
             }
             outcomes.push(outcome);
         }
-        if changed {
-            self.revision = index;
-            // Only the validated config lane guards on config_seq; the
-            // endpoint lane (agents) must not make config batches retry.
-            if batch.base_config_seq.is_some() {
-                self.config_seq += 1;
-            }
+        // Only the validated config lane guards on config_seq; the
+        // endpoint lane (agents) must not make config batches retry.
+        if changed && batch.base_config_seq.is_some() {
+            self.config_seq += 1;
         }
         outcomes
     }
 
     /// The first failed precondition, checked against the state before the
-    /// transaction.
+    /// transaction (after the batch's earlier ones).
     fn check(&self, ops: &[TxnOp]) -> Option<Conflict> {
         ops.iter().find_map(|op| {
             let expected = op.expected_revision()?;
@@ -236,7 +251,7 @@ impl Machine {
     /// Applies the ops; returns whether any object changed.
     fn apply_ops(
         &mut self,
-        index: u64,
+        revision: u64,
         at_ms: u64,
         ops: Vec<TxnOp>,
         events: &mut Vec<Event>,
@@ -246,18 +261,18 @@ impl Machine {
             match op {
                 TxnOp::Put { key, value, .. } => {
                     let prev = self.objects.get(&key);
-                    let created_revision = prev.map_or(index, |o| o.created_revision);
+                    let created_revision = prev.map_or(revision, |o| o.created_revision);
                     let prev_value = prev.map(|o| o.value.clone());
                     let obj = StoredObject {
                         value: value.clone(),
-                        revision: index,
+                        revision,
                         created_revision,
                         updated_at_ms: at_ms,
                     };
                     self.objects.insert(key.clone(), obj);
                     events.push(Event {
                         key,
-                        revision: index,
+                        revision,
                         updated_at_ms: at_ms,
                         value: Some(value),
                         prev_value,
@@ -269,7 +284,7 @@ impl Machine {
                     if let Some(prev) = self.objects.remove(&key) {
                         events.push(Event {
                             key,
-                            revision: index,
+                            revision,
                             updated_at_ms: at_ms,
                             value: None,
                             prev_value: Some(prev.value),
@@ -323,6 +338,13 @@ impl StateMachineStore {
 
     pub fn get(&self, key: &ObjectKey) -> Option<StoredObject> {
         self.lock().objects.get(key).cloned()
+    }
+
+    /// One object (as [`StateMachineStore::get`]) and the revision the
+    /// store is at, read together.
+    pub fn get_at(&self, key: &ObjectKey) -> (Option<StoredObject>, u64) {
+        let m = self.lock();
+        (m.objects.get(key).cloned(), m.revision)
     }
 
     /// Every object, or every object of one kind, in key order.
@@ -384,6 +406,17 @@ impl StateMachineStore {
         &self,
         from_revision: u64,
     ) -> Result<(Vec<Event>, broadcast::Receiver<EventBatch>), WatchError> {
+        self.subscribe_at(from_revision)
+            .map(|(events, rx, _)| (events, rx))
+    }
+
+    /// As [`StateMachineStore::subscribe_from`], with the revision the
+    /// store was at when the receiver was taken: the retained events reach
+    /// exactly up to it, and the receiver's first event is after it.
+    pub fn subscribe_at(
+        &self,
+        from_revision: u64,
+    ) -> Result<(Vec<Event>, broadcast::Receiver<EventBatch>, u64), WatchError> {
         let m = self.lock();
         let floor = m.floor();
         if from_revision < floor {
@@ -392,7 +425,7 @@ impl StateMachineStore {
             });
         }
         let events = merged_after(&m.config, &m.agent, from_revision);
-        Ok((events, m.events_tx.subscribe()))
+        Ok((events, m.events_tx.subscribe(), m.revision))
     }
 
     /// The objects changed after `from_revision`, each with its current value

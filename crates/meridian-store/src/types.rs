@@ -82,9 +82,9 @@ impl fmt::Display for ObjectKey {
 pub struct StoredObject {
     #[serde(with = "crate::bytes")]
     pub value: Vec<u8>,
-    /// Log index of the entry that last changed this object.
+    /// Revision of the transaction that last changed this object.
     pub revision: u64,
-    /// Log index of the entry that created this object.
+    /// Revision of the transaction that created this object.
     pub created_revision: u64,
     /// Leader wall-clock time (ms since the Unix epoch) of the last change,
     /// taken from the command so that apply stays deterministic.
@@ -94,13 +94,20 @@ pub struct StoredObject {
 /// A command proposed through Raft.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// A group of client transactions validated together by the leader and
-    /// committed in one log entry (group commit).
-    Batch(Batch),
+    /// A batch as format versions 1 and 2 wrote it: every transaction of
+    /// it is at the entry's log index. Never proposed any more; applied by
+    /// the old rule so that a log written before the upgrade replays to the
+    /// state it built on every replica, whatever snapshot each starts from.
+    IndexedBatch(Batch),
     /// No-op, used to confirm leadership and for tests.
     Noop,
     /// Record that a node id left the cluster so it is never admitted again.
     RetireNode { node_id: NodeId },
+    /// A group of client transactions validated together by the leader and
+    /// committed in one log entry (group commit). Each transaction that
+    /// changes an object gets the next revision of the store's counter
+    /// (format version 3).
+    Batch(Batch),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,13 +201,15 @@ pub struct Response {
     /// One outcome per transaction of a [`Request::Batch`], in order; empty for
     /// other requests.
     pub outcomes: Vec<TxnOutcome>,
-    /// Global revision after this entry.
+    /// The store's revision after this entry.
     pub revision: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOutcome {
-    /// Applied at `revision` (the log index of the entry).
+    /// Applied at `revision`, its own when it changed an object (see
+    /// [`StateData::revision`]); a transaction that changed nothing is
+    /// answered the revision it was checked against.
     Committed { revision: u64 },
     /// A duplicate of an earlier request id; this is the first outcome.
     Duplicate { revision: u64 },
@@ -225,7 +234,7 @@ pub struct Conflict {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub key: ObjectKey,
-    /// Log index of the entry that made the change.
+    /// Revision of the transaction that made the change.
     pub revision: u64,
     pub updated_at_ms: u64,
     /// The object after the change; `None` for a delete.
@@ -243,7 +252,10 @@ pub struct StateData {
     pub last_applied: Option<LogId>,
     pub last_membership: StoredMembership,
     pub objects: BTreeMap<ObjectKey, StoredObject>,
-    /// Log index of the last entry that changed any object.
+    /// Revision of the last transaction that changed any object: a counter
+    /// advanced by one for each such transaction (in an [`Request::IndexedBatch`]
+    /// of an old log: the entry's index), so unique per transaction and
+    /// monotonic across snapshots.
     pub revision: u64,
     /// Incremented by every applied [`Batch`] with a `base_config_seq` (the
     /// validated config lane) that changed something; the guard for

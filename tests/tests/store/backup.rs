@@ -32,7 +32,18 @@ async fn backup_while_writing_restores_into_a_new_cluster() {
         .unwrap();
     assert_all_present(&acked_before, &names);
 
-    // Restoring twice into a non-empty cluster is refused.
+    // Restoring the same backup again resumes it: nothing changes.
+    let out = fresh.cli(&["snapshot", "restore", file.to_str().unwrap()]);
+    must_succeed(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
+    let (again, _) = list_names(&fresh, leader, pb::Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(again, names);
+    // Into a cluster holding config of its own, it is refused.
+    put_service(&fresh, leader, "not-from-the-backup", 8000)
+        .await
+        .unwrap();
     let out = fresh.cli(&["snapshot", "restore", file.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds"));

@@ -20,7 +20,10 @@ pub(super) fn watch(
     msg: pb::WatchRequest,
 ) -> Result<WatchStream, ApiError> {
     let kind = msg.kind.clone();
-    let (initial, mut rx) = sm.subscribe_from(msg.from_revision).map_err(|e| {
+    // The retained events, the receiver and the revision they reach are
+    // taken together: the first message's revision is exactly what it
+    // covers, so a client resuming from it neither skips nor repeats.
+    let (initial, mut rx, at) = sm.subscribe_at(msg.from_revision).map_err(|e| {
         ApiError::Conflict(format!(
             "{e}; list again and watch from the listed revision"
         ))
@@ -31,7 +34,7 @@ pub(super) fn watch(
     let from = msg.from_revision;
     let matches = move |e: &Event| e.revision > from && (kind.is_empty() || e.key.kind == kind);
     let (tx, out) = tokio::sync::mpsc::channel(64);
-    let start_rev = sm.revision().max(msg.from_revision);
+    let start_rev = at.max(msg.from_revision);
     let mut shutdown = shutdown.clone();
     tokio::spawn(async move {
         let first: Vec<pb::WatchEvent> = initial

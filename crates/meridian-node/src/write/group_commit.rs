@@ -65,8 +65,9 @@ pub(crate) trait Admission: Send + 'static {
     /// the next round, and returns the rest.
     fn admit(&mut self, queued: Vec<Pending>, later: &mut Vec<Pending>) -> Admitted;
 
-    /// The admitted writes committed at `index` with these outcomes.
-    fn committed(&mut self, _batch: &[Pending], _outcomes: &[TxnOutcome], _index: u64) {}
+    /// The admitted writes committed with these outcomes (each with its
+    /// own revision).
+    fn committed(&mut self, _batch: &[Pending], _outcomes: &[TxnOutcome]) {}
 
     /// The admitted writes failed, or their outcome is unknown.
     fn failed(&mut self) {}
@@ -165,7 +166,7 @@ async fn run<A: Admission>(
                 metrics.proposal_latency.observe(started.elapsed());
                 counters.txns.fetch_add(n as u64, Ordering::Relaxed);
                 let index = resp.log_id.index;
-                admission.committed(&accepted, &resp.data.outcomes, index);
+                admission.committed(&accepted, &resp.data.outcomes);
                 debug!(lane, txns = n, index, "batch committed");
                 for (p, outcome) in accepted.into_iter().zip(resp.data.outcomes) {
                     match outcome {

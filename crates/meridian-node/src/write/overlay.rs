@@ -96,9 +96,10 @@ impl Overlay {
         self.touched.clear();
     }
 
-    /// Marks a committed batch: its objects now have `revision`.
-    pub(crate) fn committed<'a>(&mut self, txns: impl IntoIterator<Item = &'a Txn>, revision: u64) {
-        for txn in txns {
+    /// Marks a committed batch: each transaction's objects now have that
+    /// transaction's revision.
+    pub(crate) fn committed<'a>(&mut self, txns: impl IntoIterator<Item = (&'a Txn, u64)>) {
+        for (txn, revision) in txns {
             for op in &txn.ops {
                 match op {
                     TxnOp::Put { key, .. } => {

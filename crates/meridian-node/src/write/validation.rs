@@ -96,14 +96,17 @@ impl Admission for Validation {
         }
     }
 
-    fn committed(&mut self, batch: &[Pending], outcomes: &[TxnOutcome], index: u64) {
-        let all_committed = outcomes.len() == batch.len()
-            && outcomes
-                .iter()
-                .all(|o| matches!(o, TxnOutcome::Committed { .. }));
-        match self.overlay.as_mut() {
-            Some((s, o)) if all_committed => {
-                o.committed(batch.iter().map(|p| &p.txn), index);
+    fn committed(&mut self, batch: &[Pending], outcomes: &[TxnOutcome]) {
+        let revisions: Option<Vec<u64>> = outcomes
+            .iter()
+            .map(|o| match o {
+                TxnOutcome::Committed { revision } => Some(*revision),
+                _ => None,
+            })
+            .collect();
+        match (self.overlay.as_mut(), revisions) {
+            (Some((s, o)), Some(revisions)) if revisions.len() == batch.len() => {
+                o.committed(batch.iter().map(|p| &p.txn).zip(revisions));
                 *s = self.proposed_seq + 1;
             }
             _ => self.overlay = None,

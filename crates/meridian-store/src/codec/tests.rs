@@ -106,12 +106,12 @@ fn unknown_version_is_named() {
         err,
         CodecError::UnknownVersion {
             found: 7,
-            supported: 2
+            supported: 3
         }
     );
     assert_eq!(
         err.to_string(),
-        "unsupported format version 7 (this build reads versions 1 to 2); upgrade meridian"
+        "unsupported format version 7 (this build reads versions 1 to 3); upgrade meridian"
     );
 }
 
@@ -171,6 +171,40 @@ fn a_version_1_snapshot_and_entry_still_decode() {
     let e = sample_entry(EntryPayload::Normal(Request::RetireNode { node_id: 9 }));
     let mut bytes = encode_entry(&e).unwrap();
     bytes[0] = 1;
+    assert_eq!(decode_entry(&bytes).unwrap(), e);
+}
+
+/// The command as versions 1 and 2 wrote it.
+#[derive(serde::Serialize)]
+enum RequestV2 {
+    Batch(Batch),
+    #[allow(dead_code)]
+    Noop,
+}
+
+#[test]
+fn a_version_2_batch_decodes_as_an_indexed_batch() {
+    let b = Batch {
+        base_config_seq: Some(1),
+        proposed_at_ms: 5,
+        txns: vec![Txn {
+            request_id: "r".into(),
+            ops: vec![TxnOp::Delete {
+                key: ObjectKey::new("a", "b"),
+                expected_revision: None,
+            }],
+        }],
+    };
+    let cfg = bincode::config::standard();
+    let old = bincode::serde::encode_to_vec(RequestV2::Batch(b.clone()), cfg).unwrap();
+    assert_eq!(
+        decode_bounded::<Request>(&old).unwrap(),
+        Request::IndexedBatch(b.clone())
+    );
+    // The same entry, versioned 2 as the old build wrote it.
+    let e = sample_entry(EntryPayload::Normal(Request::IndexedBatch(b)));
+    let mut bytes = encode_entry(&e).unwrap();
+    bytes[0] = 2;
     assert_eq!(decode_entry(&bytes).unwrap(), e);
 }
 

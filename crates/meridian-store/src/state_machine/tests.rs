@@ -12,6 +12,7 @@ use super::*;
 use crate::limits::{DEDUP_CAPACITY, DEDUP_MIN_AGE_MS, EVENT_HISTORY};
 
 mod classes;
+mod revisions;
 
 async fn fresh() -> (TempDir, StateMachineStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -99,19 +100,21 @@ async fn put_update_delete_track_revisions() {
         batch(Some(1), vec![txn("b", vec![put("web", "v2", Some(1))])]),
     )
     .await;
-    assert_eq!(r.outcomes, vec![TxnOutcome::Committed { revision: 3 }]);
+    // The next revision, whatever the log index.
+    assert_eq!(r.outcomes, vec![TxnOutcome::Committed { revision: 2 }]);
     assert_eq!(
         sm.get(&key("web")),
         Some(StoredObject {
             value: b"v2".to_vec(),
-            revision: 3,
+            revision: 2,
             created_revision: 1,
             updated_at_ms: 1000
         })
     );
-    assert_eq!((sm.revision(), sm.config_seq()), (3, 2));
+    assert_eq!((sm.revision(), sm.config_seq()), (2, 2));
 
-    // Deleting an absent object succeeds and changes nothing.
+    // Deleting an absent object succeeds and changes nothing: it is
+    // answered the revision it was checked against.
     let r = must_apply(
         &mut sm,
         4,
@@ -121,19 +124,19 @@ async fn put_update_delete_track_revisions() {
     assert_eq!(
         r,
         Response {
-            outcomes: vec![TxnOutcome::Committed { revision: 4 }],
-            revision: 3
+            outcomes: vec![TxnOutcome::Committed { revision: 2 }],
+            revision: 2
         }
     );
-    assert_eq!((sm.revision(), sm.config_seq()), (3, 2));
+    assert_eq!((sm.revision(), sm.config_seq()), (2, 2));
 
     let r = must_apply(
         &mut sm,
         5,
-        batch(None, vec![txn("d", vec![del("web", Some(3))])]),
+        batch(None, vec![txn("d", vec![del("web", Some(2))])]),
     )
     .await;
-    assert_eq!(r.revision, 5);
+    assert_eq!(r.revision, 3);
     assert_eq!(sm.get(&key("web")), None);
     assert_eq!(*sm.applied_watch().borrow(), 5);
 }
@@ -205,18 +208,18 @@ async fn later_transactions_see_earlier_ones_of_the_same_batch() {
             vec![
                 txn("a", vec![put("web", "v1", Some(0))]),
                 txn("b", vec![put("web", "v2", Some(0))]),
-                txn("c", vec![put("web", "v3", Some(7))]),
+                txn("c", vec![put("web", "v3", Some(1))]),
             ],
         ),
     )
     .await;
-    assert_eq!(r.outcomes[0], TxnOutcome::Committed { revision: 7 });
-    assert!(matches!(&r.outcomes[1], TxnOutcome::Conflict(c) if c.actual_revision == 7));
-    assert_eq!(r.outcomes[2], TxnOutcome::Committed { revision: 7 });
+    assert_eq!(r.outcomes[0], TxnOutcome::Committed { revision: 1 });
+    assert!(matches!(&r.outcomes[1], TxnOutcome::Conflict(c) if c.actual_revision == 1));
+    assert_eq!(r.outcomes[2], TxnOutcome::Committed { revision: 2 });
     assert_eq!(sm.get(&key("web")).unwrap().value, b"v3");
     assert_eq!(
         (sm.revision(), sm.config_seq()),
-        (7, 1),
+        (2, 1),
         "one batch bumps config_seq once"
     );
 }
@@ -259,14 +262,14 @@ async fn retried_request_ids_are_answered_from_the_dedup_table() {
     assert_eq!(r.revision, 1);
 
     // An empty request id is never de-duplicated.
-    for index in [4, 5] {
+    for (index, revision) in [(4, 2), (5, 3)] {
         let r = must_apply(
             &mut sm,
             index,
             batch(None, vec![txn("", vec![put("web", "again", None)])]),
         )
         .await;
-        assert_eq!(r.outcomes, vec![TxnOutcome::Committed { revision: index }]);
+        assert_eq!(r.outcomes, vec![TxnOutcome::Committed { revision }]);
     }
 }
 
@@ -308,7 +311,7 @@ async fn stale_base_config_seq_retries_everything() {
         batch(Some(1), vec![txn("b", vec![put("api", "x", None)])]),
     )
     .await;
-    assert_eq!(r.outcomes, vec![TxnOutcome::Committed { revision: 3 }]);
+    assert_eq!(r.outcomes, vec![TxnOutcome::Committed { revision: 2 }]);
 }
 
 #[tokio::test]
@@ -372,7 +375,7 @@ async fn events_and_watch() {
         *got,
         vec![Event {
             key: key("web"),
-            revision: 3,
+            revision: 2,
             updated_at_ms: 1000,
             value: None,
             prev_value: Some(b"v1".to_vec())
@@ -380,7 +383,7 @@ async fn events_and_watch() {
     );
     assert!(rx.try_recv().is_err());
     let (list, rev) = sm.list_at(Some("cluster"));
-    assert_eq!((list.len(), rev), (1, 3));
+    assert_eq!((list.len(), rev), (1, 2));
     assert!(sm.list(Some("other")).is_empty());
 }
 
@@ -476,6 +479,7 @@ async fn dedup_table_is_bounded() {
     assert_eq!(state.agent_dedup.len(), DEDUP_CAPACITY);
     assert_eq!(state.agent_dedup[0].request_id, "r10");
     // The forgotten id applies again; a remembered one is a duplicate.
+    // (Empty transactions change nothing: revision 0 throughout.)
     let r = must_apply(
         &mut sm,
         3,
@@ -485,8 +489,8 @@ async fn dedup_table_is_bounded() {
     assert_eq!(
         r.outcomes,
         vec![
-            TxnOutcome::Duplicate { revision: 2 },
-            TxnOutcome::Committed { revision: 3 }
+            TxnOutcome::Duplicate { revision: 0 },
+            TxnOutcome::Committed { revision: 0 }
         ]
     );
 }

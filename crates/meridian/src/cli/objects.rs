@@ -277,7 +277,43 @@ async fn write_one(
         ops: vec![pb::TxnOp { op: Some(op) }],
         dry_run: false,
     };
-    servers
+    let result = servers
         .config_request(&req, |mut c, req| async move { c.txn(req).await })
-        .await
+        .await;
+    if let Err(e) = &result {
+        if outcome_unknown(e) {
+            eprintln!(
+                "request id {id}: if the outcome is unknown, retry with --request-id {id} (it takes effect at most once)",
+                id = req.request_id
+            );
+        }
+    }
+    result
+}
+
+/// Whether a failed write may have been applied all the same: it reached
+/// a controller (the CLI's own errors, such as no controller reachable,
+/// mean it was never sent), and the answer was not a refusal that changed
+/// nothing, so only a retry with the same request id tells.
+pub fn outcome_unknown(e: &anyhow::Error) -> bool {
+    use tonic::Code;
+    if e.downcast_ref::<crate::exit::CodedError>().is_some() {
+        return false;
+    }
+    let code = e
+        .downcast_ref::<crate::client::StatusError>()
+        .map(|s| s.0.code());
+    !matches!(
+        code,
+        Some(
+            Code::InvalidArgument
+                | Code::NotFound
+                | Code::AlreadyExists
+                | Code::FailedPrecondition
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::PermissionDenied
+                | Code::Unauthenticated
+        )
+    )
 }

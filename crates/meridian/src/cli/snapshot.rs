@@ -2,20 +2,22 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use meridian_proto::v1 as pb;
 
 use super::Global;
 use crate::client::status;
 
-/// Objects per restore transaction; a new cluster takes them in a few entries.
-const RESTORE_CHUNK: usize = 2_000;
+mod restore;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum SnapshotCmd {
     /// Save a consistent snapshot of the running cluster to FILE.
     Save { file: PathBuf },
-    /// Load a saved snapshot into a new, empty cluster (disaster recovery).
+    /// Load a saved snapshot's config into a new, empty cluster (disaster
+    /// recovery); all of it or, on failure, none. Agents' claims, leases and
+    /// endpoints are not restored: agents report them again on reconnect.
+    /// Run it again with the same file to resume an interrupted restore.
     Restore {
         file: PathBuf,
         /// Restore even if the cluster already holds objects (they are kept or overwritten).
@@ -76,61 +78,7 @@ pub async fn run(cmd: SnapshotCmd, g: &Global) -> Result<()> {
                 println!("    {k:<10} {n}");
             }
         }
-        SnapshotCmd::Restore { file, force } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let (_, state) = meridian_store::codec::decode_snapshot(&bytes)?;
-            let servers = g.servers();
-            let existing = servers
-                .config_call(|mut c| async move {
-                    c.list(pb::ListRequest {
-                        kind: String::new(),
-                        consistency: pb::Consistency::Linearizable as i32,
-                    })
-                    .await
-                })
-                .await?;
-            if !existing.objects.is_empty() && !force {
-                bail!(
-                    "the cluster already holds {} objects; restore into a new cluster, or pass --force",
-                    existing.objects.len()
-                );
-            }
-            let objects: Vec<_> = state.objects.iter().collect();
-            // One transaction when it fits, so references between objects
-            // validate together.
-            let digest = format!("{:x}", bytes.len() as u64 ^ state.revision.rotate_left(17));
-            for (i, chunk) in objects.chunks(RESTORE_CHUNK).enumerate() {
-                let ops: Vec<pb::TxnOp> = chunk
-                    .iter()
-                    .map(|(k, o)| pb::TxnOp {
-                        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-                            key: Some(pb::ObjectKey {
-                                kind: k.kind.clone(),
-                                name: k.name.clone(),
-                            }),
-                            value: o.value.clone(),
-                            expected_revision: None,
-                        })),
-                    })
-                    .collect();
-                let req = pb::TxnRequest {
-                    request_id: format!("restore-{digest}-{i}"),
-                    ops,
-                    dry_run: false,
-                };
-                servers
-                    .config_request(&req, |mut c, req| async move { c.txn(req).await })
-                    .await
-                    .with_context(|| format!("restoring objects {}..", i * RESTORE_CHUNK))?;
-            }
-            println!(
-                "restored {} objects from {} (saved at revision {})",
-                objects.len(),
-                file.display(),
-                state.revision
-            );
-        }
+        SnapshotCmd::Restore { file, force } => restore::run(g, &file, force).await?,
     }
     Ok(())
 }
