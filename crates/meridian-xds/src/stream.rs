@@ -14,6 +14,7 @@ mod run;
 mod sotw;
 
 pub(crate) use delta::Delta;
+pub(crate) use request::admit;
 pub(crate) use run::{run, Stage};
 pub(crate) use sotw::{Sotw, SotwOut};
 

@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use tonic::Status;
 
 use super::push::emit;
 use super::{lock, register, Protocol, Registration, RequestCx, StreamState};
 use crate::metrics::{Variant, XdsMetrics};
 use crate::server::Inner;
+use crate::source::Viewer;
 use crate::subscription::{NackRecord, RequestKind, SubscriptionState};
 use crate::types;
 use crate::view::View;
@@ -24,6 +26,9 @@ pub(crate) fn on_request<P: Protocol>(
     fixed: Option<&'static str>,
 ) -> Result<Vec<P::Out>, Status> {
     let type_url = resolve_type(P::type_url(&req), fixed)?;
+    if reg.is_none() {
+        admit(inner, P::node(&req))?;
+    }
     let reg = reg.get_or_insert_with(|| register(inner, P::node(&req), variant));
     let view = current_view(inner, &reg.state);
     let mut nack: Option<NackRecord> = None;
@@ -69,6 +74,25 @@ pub(crate) fn on_request<P: Protocol>(
     }
     XdsMetrics::add(&inner.metrics.responses, outs.len());
     Ok(outs)
+}
+
+/// A new stream is served only when the source is ready for its viewer;
+/// otherwise it ends with UNAVAILABLE before anything is sent, so an Envoy
+/// keeps the config it has and retries (another server, after its
+/// back-off) instead of taking an empty or old state from this one.
+pub(crate) fn admit(inner: &Inner, node: Option<&Node>) -> Result<(), Status> {
+    let viewer = Viewer::from_node(node, &inner.config.region);
+    inner.source.ready(&viewer).map_err(|why| {
+        XdsMetrics::inc(&inner.metrics.refused_streams);
+        tracing::info!(
+            node = %node.map(|n| n.id.as_str()).unwrap_or(""),
+            region = %viewer.region,
+            group = %viewer.proxy_group,
+            reason = %why,
+            "xDS stream refused: not ready"
+        );
+        Status::unavailable(format!("xDS server not ready: {why}"))
+    })
 }
 
 /// Resolves the type of a request: fixed on per-type services, required on ADS.
