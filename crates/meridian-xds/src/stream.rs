@@ -96,6 +96,10 @@ pub(crate) trait Protocol: Send + 'static {
     type Plan;
     /// On ADS, the types whose removals wait for the last push stage.
     const REMOVE_LAST: &'static [&'static str];
+    /// On ADS, the types whose request-path answers wait while a push
+    /// waits for its last stage: an answer from the new view would carry
+    /// the removals early (SotW's full-state CDS).
+    const HOLD_BEFORE_REMOVALS: &'static [&'static str];
 
     fn type_url(req: &Self::Req) -> &str;
     fn node(req: &Self::Req) -> Option<&Node>;

@@ -59,6 +59,8 @@ impl Protocol for Delta {
     type Sub = DeltaSubscription;
     type Plan = DeltaPlan;
     const REMOVE_LAST: &'static [&'static str] = &REMOVE_LAST;
+    /// A delta answer carries only what the request named: no removals.
+    const HOLD_BEFORE_REMOVALS: &'static [&'static str] = &[];
 
     fn type_url(req: &DeltaDiscoveryRequest) -> &str {
         &req.type_url

@@ -10,11 +10,11 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use tonic::Status;
 
 use super::push::emit;
-use super::{lock, register, Protocol, Registration, RequestCx, StreamState};
+use super::{lock, register, Protocol, Registration, RequestCx, Stage, StreamState};
 use crate::metrics::{Variant, XdsMetrics};
 use crate::server::Inner;
 use crate::source::Viewer;
-use crate::subscription::{NackRecord, RequestKind, SubscriptionState};
+use crate::subscription::{NackRecord, Pending, RequestKind, SubscriptionState};
 use crate::types;
 use crate::view::View;
 
@@ -24,6 +24,7 @@ pub(crate) fn on_request<P: Protocol>(
     req: P::Req,
     variant: Variant,
     fixed: Option<&'static str>,
+    waiting: Option<Stage>,
 ) -> Result<Vec<P::Out>, Status> {
     let type_url = resolve_type(P::type_url(&req), fixed)?;
     if reg.is_none() {
@@ -48,7 +49,12 @@ pub(crate) fn on_request<P: Protocol>(
             node_id: &node_id,
             now: SystemTime::now(),
         };
-        let (kind, plan) = P::on_request(sub, &req, &cx);
+        let (kind, mut plan) = P::on_request(sub, &req, &cx);
+        if plan.is_some() && held::<P>(waiting, &type_url) {
+            // The stage that sends this type answers it, in push order.
+            plan = None;
+            sub.ledger_mut().pending = Pending::All;
+        }
         match kind {
             RequestKind::Ack => {
                 XdsMetrics::inc(&inner.metrics.acks);
@@ -74,6 +80,21 @@ pub(crate) fn on_request<P: Protocol>(
     }
     XdsMetrics::add(&inner.metrics.responses, outs.len());
     Ok(outs)
+}
+
+/// Whether a request for `type_url` that arrives while a push waits to run
+/// `waiting` is answered by that stage rather than at once. The stream's
+/// view is already the push's new one: while stage 1 waits for the new
+/// clusters to warm, a listener or route from it could name a cluster
+/// Envoy does not have yet (endpoints are answered, they are part of
+/// warming); while the removals wait, SotW's CDS would drop clusters that
+/// the old routes still use.
+fn held<P: Protocol>(waiting: Option<Stage>, type_url: &str) -> bool {
+    match waiting {
+        Some(Stage::AfterCds) => types::order_of(type_url) > types::order_of(types::ENDPOINT),
+        Some(Stage::Removals) => P::HOLD_BEFORE_REMOVALS.contains(&type_url),
+        Some(Stage::New) | None => false,
+    }
 }
 
 /// A new stream is served only when the source is ready for its viewer;

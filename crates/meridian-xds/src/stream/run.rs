@@ -103,7 +103,8 @@ pub(crate) async fn run<P: Protocol>(
                         break;
                     }
                 };
-                match request::on_request::<P>(&inner, &mut reg, req, variant, fixed) {
+                let waiting = gate.map(|g| g.0);
+                match request::on_request::<P>(&inner, &mut reg, req, variant, fixed, waiting) {
                     Ok(outs) => {
                         if !send_all(&tx, outs).await {
                             break;

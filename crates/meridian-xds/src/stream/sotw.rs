@@ -76,6 +76,7 @@ impl Protocol for Sotw {
     /// Dropped clusters stay in the CDS list until the last stage, which
     /// sends it without them.
     const REMOVE_LAST: &'static [&'static str] = &[CLUSTER];
+    const HOLD_BEFORE_REMOVALS: &'static [&'static str] = &[CLUSTER];
 
     fn type_url(req: &DiscoveryRequest) -> &str {
         &req.type_url
