@@ -49,6 +49,9 @@ pub(crate) struct StreamState<S> {
     pub view: Option<Arc<View>>,
     /// Per type, the view revision whose first ACK was timed already.
     pub timed_ack: BTreeMap<String, u64>,
+    /// Clusters a request-path CDS answer carried whose endpoints are still
+    /// to be sent (see [`Protocol::force_endpoints`]).
+    pub endpoints_due: std::collections::BTreeSet<Arc<str>>,
     nonce: u64,
 }
 
@@ -63,6 +66,7 @@ impl<S> StreamState<S> {
             subs: BTreeMap::new(),
             view: None,
             timed_ack: BTreeMap::new(),
+            endpoints_due: Default::default(),
             nonce: 0,
         }
     }
@@ -135,6 +139,22 @@ pub(crate) trait Protocol: Send + 'static {
     fn plan_removals(sub: &mut Self::Sub, view: &View, type_url: &str) -> Option<Self::Plan>;
 
     fn record_sent(sub: &mut Self::Sub, plan: &Self::Plan, nonce: &str);
+
+    /// The clusters a CDS answer carries whose endpoints must follow it:
+    /// an updated cluster stays warming until an EDS response for it
+    /// arrives, even an unchanged one. SotW answers every EDS request in
+    /// full and needs none.
+    fn carried(plan: &Self::Plan) -> Vec<Arc<str>>;
+
+    /// Takes the clusters in `due` and makes their endpoints go out even
+    /// where the client declared it holds them (a reconnect's
+    /// `initial_resource_versions`): planned now once the EDS subscription
+    /// started, else left for its first request to plan.
+    fn force_endpoints(
+        eds: &mut Self::Sub,
+        view: &View,
+        due: &mut std::collections::BTreeSet<Arc<str>>,
+    ) -> Option<Self::Plan>;
 
     fn out(type_url: &str, nonce: String, plan: Self::Plan, control_plane: Arc<str>) -> Self::Out;
 }

@@ -43,6 +43,13 @@ pub(crate) fn on_request<P: Protocol>(
             inner.metrics.type_subscribed(&type_url, variant, 1);
         }
         let sub = st.subs.entry(type_url.clone()).or_default();
+        let mut outs = Vec::new();
+        if type_url == types::ENDPOINT && !st.endpoints_due.is_empty() {
+            if let Some(p) = P::force_endpoints(sub, &view, &mut st.endpoints_due) {
+                outs.push(emit::<P>(st, &inner.identifier, types::ENDPOINT, p));
+            }
+        }
+        let sub = st.subs.get_mut(&type_url).expect("inserted above");
         let cx = RequestCx {
             view: &view,
             type_url: &type_url,
@@ -70,10 +77,23 @@ pub(crate) fn on_request<P: Protocol>(
             }
             RequestKind::Initial => {}
         }
-        match plan {
-            Some(plan) => vec![emit::<P>(st, &inner.identifier, &type_url, plan)],
-            None => Vec::new(),
+        if let Some(plan) = plan {
+            if variant.is_ads() && type_url == types::CLUSTER {
+                st.endpoints_due.extend(P::carried(&plan));
+            }
+            outs.push(emit::<P>(st, &inner.identifier, &type_url, plan));
         }
+        // A reconnecting Envoy declares the endpoints it holds; those of a
+        // cluster just updated go anyway, right after the cluster (or they
+        // wait for Envoy's 15 s initial fetch timeout).
+        if !st.endpoints_due.is_empty() {
+            if let Some(eds) = st.subs.get_mut(types::ENDPOINT) {
+                if let Some(p) = P::force_endpoints(eds, &view, &mut st.endpoints_due) {
+                    outs.push(emit::<P>(st, &inner.identifier, types::ENDPOINT, p));
+                }
+            }
+        }
+        outs
     };
     if let Some(n) = nack {
         inner.record_nack(n);

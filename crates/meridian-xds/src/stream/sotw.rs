@@ -190,6 +190,18 @@ impl Protocol for Sotw {
         sub.record_sent(list.clone(), nonce);
     }
 
+    fn carried(_: &Arc<SotwList>) -> Vec<Arc<str>> {
+        Vec::new()
+    }
+
+    fn force_endpoints(
+        _: &mut SotwSubscription,
+        _: &View,
+        _: &mut std::collections::BTreeSet<Arc<str>>,
+    ) -> Option<Arc<SotwList>> {
+        None
+    }
+
     fn out(type_url: &str, nonce: String, list: Arc<SotwList>, control_plane: Arc<str>) -> SotwOut {
         SotwOut {
             type_url: type_url.to_string(),
