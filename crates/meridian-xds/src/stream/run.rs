@@ -99,7 +99,10 @@ pub(crate) async fn run<P: Protocol>(
                     Ok(Some(req)) => req,
                     Ok(None) => break,
                     Err(status) => {
+                        // The client learns why (an oversized request's
+                        // OUT_OF_RANGE, say), not a bare OK end of stream.
                         tracing::debug!(%status, "stream read failed");
+                        let _ = tx.send(Err(status)).await;
                         break;
                     }
                 };

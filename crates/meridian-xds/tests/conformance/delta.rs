@@ -182,3 +182,15 @@ async fn delta_first_endpoints_are_sent_once() {
     assert_eq!(delta_names(&c.expect_response().await), vec!["c1", "c2"]);
     c.expect_silence(QUIET).await;
 }
+
+/// Unsubscribing `*` and subscribing it again sends the wildcard's
+/// resources again: the client dropped them.
+#[tokio::test]
+async fn delta_resubscribing_the_wildcard_resends_it() {
+    let (_src, srv) = start().await;
+    let mut c = delta_acked(&srv, "n", CLUSTER, &[]).await;
+    c.subscribe(CLUSTER, &[], &["*"], "").await;
+    c.expect_silence(QUIET).await;
+    c.subscribe(CLUSTER, &["*"], &[], "").await;
+    assert_eq!(delta_names(&c.expect_response().await), vec!["c1", "c2"]);
+}
