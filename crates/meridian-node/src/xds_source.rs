@@ -453,3 +453,38 @@ mod tests {
         assert_eq!(full_reads, 1, "only the first build reads everything");
     }
 }
+
+#[cfg(test)]
+mod readiness_tests {
+    use super::*;
+
+    fn viewer() -> Viewer {
+        Viewer {
+            region: "us-east".to_string(),
+            proxy_group: "default".to_string(),
+        }
+    }
+
+    /// The source follows the gate: refused until the readiness task finds
+    /// the replica caught up (or serving its persisted state), and the
+    /// refusal carries the task's reason.
+    #[tokio::test]
+    async fn the_source_is_ready_only_when_the_gate_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachineStore::open(&dir.path().join("snapshots"))
+            .await
+            .unwrap();
+        let gate = XdsGate::default();
+        let src = StoreSource::new(sm, gate.clone());
+        assert!(src.ready(&viewer()).is_err(), "not ready before any check");
+        gate.set(XdsReadiness::NotReady(
+            "applied revision 3 is behind the leader's 9".into(),
+        ));
+        let why = src.ready(&viewer()).unwrap_err();
+        assert!(why.reason.contains("behind the leader"), "{why}");
+        gate.set(XdsReadiness::Ready);
+        assert_eq!(src.ready(&viewer()), Ok(()));
+        gate.set(XdsReadiness::Persisted("no leader for 31 s".into()));
+        assert_eq!(src.ready(&viewer()), Ok(()));
+    }
+}
