@@ -126,6 +126,7 @@ async fn a_controller_joining_on_an_empty_data_dir_never_serves_an_empty_view() 
     for id in c.running_ids() {
         set_faults(&c, id, "{}").await;
     }
+    let healed = Instant::now();
     for delta in [false, true] {
         let got = eventually(
             "the caught-up controller to serve its clusters",
@@ -145,6 +146,10 @@ async fn a_controller_joining_on_an_empty_data_dir_never_serves_an_empty_view() 
         );
         assert!(got.iter().all(|n| !n.starts_with("removed:")), "{got:?}");
     }
+    eprintln!(
+        "served its clusters {:?} after replication resumed",
+        healed.elapsed()
+    );
     c.wait_ready(id).await;
 }
 
