@@ -231,3 +231,50 @@ async fn a_request_during_a_push_stage_waits_for_its_stage(f: Flavor) {
         .expect("RDS after the stage");
     assert!(rds.1.contains(&"r2".to_string()), "{rest:?}");
 }
+
+/// SotW: while a push waits to remove clusters, a CDS request that adds a
+/// name is answered by the removal stage, not at once: its full-state
+/// answer from the new view would drop a cluster the old route still uses.
+#[tokio::test]
+async fn sotw_cds_request_during_the_removal_wait_does_not_remove_early() {
+    let (src, srv, mut c) = start_ads(Flavor::Sotw).await;
+    for (t, ask) in [
+        (CLUSTER, vec!["c1", "c2"]),
+        (ENDPOINT, vec!["c1", "c2"]),
+        (LISTENER, vec![]),
+        (ROUTE, vec!["r1"]),
+    ] {
+        c.ask(t, &ask).await;
+        let r = c.expect().await;
+        c.ack(&r).await;
+    }
+    src.update(|v| {
+        v.by_type.get_mut(CLUSTER).unwrap().remove("c1");
+        v.by_type.get_mut(ENDPOINT).unwrap().remove("c1");
+        v.insert("r1", route("r1", "to-c2"));
+    });
+    let mut stage = Vec::new();
+    for _ in 0..2 {
+        stage.push(c.expect().await);
+    }
+    assert_eq!(
+        stage
+            .iter()
+            .map(|r| short_name(&r.type_url))
+            .collect::<Vec<_>>(),
+        vec!["EDS", "RDS"]
+    );
+    // Before Envoy took the new route, a CDS request adds a name.
+    let cds_nonce = srv.server.status()[0].types[CLUSTER]
+        .sent_nonce
+        .clone()
+        .unwrap();
+    c.watch_at(CLUSTER, &["c1", "c2", "c9"], "", &cds_nonce)
+        .await;
+    c.expect_silence(QUIET).await;
+    for r in &stage {
+        c.ack(r).await;
+    }
+    let cds = c.expect().await;
+    assert_eq!((cds.type_url.as_str(), cds.names), (CLUSTER, s(&["c2"])));
+}
