@@ -37,7 +37,13 @@ pub(crate) fn router(s: Arc<Admin>) -> Router {
 
 async fn readyz(State(s): State<Arc<Admin>>) -> impl IntoResponse {
     match s.status.readiness() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(()) => (
+            StatusCode::OK,
+            format!(
+                "ready: a member, caught up with the leader at revision {}, serving xDS\n",
+                s.sm.revision()
+            ),
+        ),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
@@ -160,8 +166,20 @@ async fn put_faults(
 }
 
 fn render_xds(s: &Admin, out: &mut String) {
+    use crate::xds_source::XdsReadiness;
     use meridian_xds::{Variant, XdsMetrics};
     let m = s.xds.metrics();
+    let readiness = s.status.xds_readiness();
+    let _ = writeln!(
+        out,
+        "# HELP meridian_xds_ready 1 if new xDS streams are served (caught up, or serving the persisted state).\n# TYPE meridian_xds_ready gauge\nmeridian_xds_ready {}",
+        !matches!(readiness, XdsReadiness::NotReady(_)) as u8
+    );
+    let _ = writeln!(
+        out,
+        "# HELP meridian_xds_serving_persisted 1 while no leader is reachable and xDS serves the persisted state.\n# TYPE meridian_xds_serving_persisted gauge\nmeridian_xds_serving_persisted {}",
+        matches!(readiness, XdsReadiness::Persisted(_)) as u8
+    );
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(
             out,
@@ -193,6 +211,11 @@ fn render_xds(s: &Admin, out: &mut String) {
             "meridian_xds_stale_requests_total",
             "SotW requests with a stale nonce, ignored.",
             XdsMetrics::get(&m.stale_requests),
+        ),
+        (
+            "meridian_xds_refused_streams_total",
+            "New xDS streams refused with UNAVAILABLE while not ready.",
+            XdsMetrics::get(&m.refused_streams),
         ),
         (
             "meridian_xds_debounce_merges_total",

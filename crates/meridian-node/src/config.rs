@@ -59,6 +59,10 @@ pub struct XdsOptions {
     /// End each Envoy's connection after this many seconds so Envoys spread
     /// over the controllers again (0: never).
     pub max_connection_age_s: u64,
+    /// With no leader reachable this long (quorum lost), a controller that
+    /// holds data serves its persisted state to new Envoys; before that,
+    /// and always on an empty data dir, it refuses them.
+    pub serve_persisted_after_ms: u64,
 }
 
 impl Default for XdsOptions {
@@ -69,6 +73,7 @@ impl Default for XdsOptions {
             debounce_max_endpoints_ms: 300,
             push_concurrency: 100,
             max_connection_age_s: 0,
+            serve_persisted_after_ms: 30_000,
         }
     }
 }

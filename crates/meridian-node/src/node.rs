@@ -33,7 +33,7 @@ use crate::proxy_status::Proxies;
 use crate::routing::Router;
 use crate::status::{info_to_pb, LocalStatus};
 use crate::write::{ConfigWrites, EndpointWrites};
-use crate::xds_source::StoreSource;
+use crate::xds_source::{StoreSource, XdsGate};
 use tasks::{count_snapshots, incoming, join_cluster};
 
 pub struct Node;
@@ -107,7 +107,8 @@ impl Node {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
 
-        let xds_source = Arc::new(StoreSource::new(sm.clone()));
+        let xds_gate = XdsGate::default();
+        let xds_source = Arc::new(StoreSource::new(sm.clone(), xds_gate.clone()));
         let xds = meridian_xds::XdsServer::new(xds_source.clone(), xds_config(&config));
         let (stop, shutdown) = watch::channel(false);
 
@@ -131,7 +132,7 @@ impl Node {
             EndpointWrites::start(raft.clone(), write_timeout, write_metrics.clone());
         let agent_writes =
             AgentWrites::new(router.clone(), endpoint_writes.clone(), faults.clone());
-        let status = LocalStatus::new(leadership.clone(), info.clone(), sm.clone());
+        let status = LocalStatus::new(leadership.clone(), info.clone(), sm.clone(), xds_gate);
         let proxies = Proxies::new(
             config.node_id,
             config.region.clone(),
@@ -175,7 +176,7 @@ impl Node {
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(256 * 1024 * 1024);
         let cluster_svc = ClusterServiceServer::new(ClusterApi::new(
-            router,
+            router.clone(),
             Membership::new(raft.clone(), sm.clone(), write_timeout),
             status.clone(),
             proxies,
@@ -197,6 +198,12 @@ impl Node {
             sm.clone(),
             agent_writes,
             write_metrics.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(crate::status::run_xds_gate(
+            status.clone(),
+            router.clone(),
+            Duration::from_millis(config.xds.serve_persisted_after_ms),
             shutdown.clone(),
         ));
         tasks.spawn(count_snapshots(

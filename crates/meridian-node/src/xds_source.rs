@@ -1,7 +1,8 @@
 //! The adapter between the replicated store and the xDS server: implements
 //! the xDS crate's `SnapshotSource` by translating the local replica's config
 //! for each viewer, once per store revision, shared by every stream of that
-//! viewer.
+//! viewer. It serves only while the readiness task (`status.rs`) finds this
+//! replica caught up, through the [`XdsGate`] they share.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use meridian_model::reported::{
 use meridian_model::{ConfigSet, EndpointSet, Object};
 use meridian_store::{ObjectKey, StateMachineStore};
 use meridian_translate::{translate, TranslateOptions};
-use meridian_xds::{SnapshotSource, ViewSnapshot, Viewer};
+use meridian_xds::{NotReady, SnapshotSource, ViewSnapshot, Viewer};
 use tokio::sync::watch;
 use tracing::{error, warn};
 
@@ -22,6 +23,52 @@ pub(crate) struct StoreSource {
     sm: StateMachineStore,
     changes: watch::Receiver<u64>,
     cache: Mutex<Cache>,
+    gate: XdsGate,
+}
+
+/// Whether this replica may take new xDS streams, as the readiness task
+/// last found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum XdsReadiness {
+    /// Not a member, no read barrier passed yet, or behind the leader.
+    NotReady(String),
+    /// Caught up with the leader's commit as of a read barrier.
+    Ready,
+    /// No leader reachable for longer than the configured bound: the state
+    /// this replica persisted is served, and said so (the reason).
+    Persisted(String),
+}
+
+/// The readiness shared by the task that finds it and the source that
+/// obeys it. Starts not ready: a replica serves nothing before it has
+/// checked.
+#[derive(Clone)]
+pub(crate) struct XdsGate {
+    state: Arc<Mutex<XdsReadiness>>,
+}
+
+impl Default for XdsGate {
+    fn default() -> Self {
+        XdsGate {
+            state: Arc::new(Mutex::new(XdsReadiness::NotReady(
+                "readiness not checked yet".into(),
+            ))),
+        }
+    }
+}
+
+impl XdsGate {
+    pub(crate) fn get(&self) -> XdsReadiness {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The previous state.
+    pub(crate) fn set(&self, next: XdsReadiness) -> XdsReadiness {
+        std::mem::replace(
+            &mut *self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            next,
+        )
+    }
 }
 
 #[derive(Default)]
@@ -106,12 +153,13 @@ impl Parsed {
 }
 
 impl StoreSource {
-    pub(crate) fn new(sm: StateMachineStore) -> StoreSource {
+    pub(crate) fn new(sm: StateMachineStore, gate: XdsGate) -> StoreSource {
         let changes = sm.applied_watch();
         StoreSource {
             sm,
             changes,
             cache: Mutex::new(Cache::default()),
+            gate,
         }
     }
 
@@ -219,6 +267,25 @@ impl SnapshotSource for StoreSource {
     /// reports and lease expiries do not.
     fn config_generation(&self) -> u64 {
         self.sm.config_seq()
+    }
+
+    /// Ready when the replica is (see [`XdsGate`]) and the viewer's config
+    /// translated at least once: an untranslatable config with no last
+    /// good view would be served as an empty one.
+    fn ready(&self, viewer: &Viewer) -> Result<(), NotReady> {
+        if let XdsReadiness::NotReady(why) = self.gate.get() {
+            return Err(NotReady::new(why));
+        }
+        self.snapshot(viewer);
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.last_good.contains_key(viewer) {
+            Ok(())
+        } else {
+            Err(NotReady::new(format!(
+                "the config for region {} and proxy group {} does not translate, and there is no earlier one to serve",
+                viewer.region, viewer.proxy_group
+            )))
+        }
     }
 }
 
@@ -340,7 +407,7 @@ mod tests {
             ],
         )
         .await;
-        let live = StoreSource::new(sm.clone());
+        let live = StoreSource::new(sm.clone(), XdsGate::default());
         let first = view_of(&live);
         assert!(first.iter().any(|(_, n, _)| n == "web"));
         let steps: Vec<(bool, Vec<TxnOp>)> = vec![
@@ -377,12 +444,47 @@ mod tests {
         for (i, (config, ops)) in steps.into_iter().enumerate() {
             apply(&mut sm, 3 + i as u64, config, ops).await;
             let caught_up = view_of(&live);
-            let fresh = view_of(&StoreSource::new(sm.clone()));
+            let fresh = view_of(&StoreSource::new(sm.clone(), XdsGate::default()));
             assert_eq!(caught_up, fresh, "step {i}");
             assert_ne!(caught_up, prev, "step {i} changed what Envoys get");
             prev = caught_up;
         }
         let full_reads = live.cache.lock().unwrap().full_reads;
         assert_eq!(full_reads, 1, "only the first build reads everything");
+    }
+}
+
+#[cfg(test)]
+mod readiness_tests {
+    use super::*;
+
+    fn viewer() -> Viewer {
+        Viewer {
+            region: "us-east".to_string(),
+            proxy_group: "default".to_string(),
+        }
+    }
+
+    /// The source follows the gate: refused until the readiness task finds
+    /// the replica caught up (or serving its persisted state), and the
+    /// refusal carries the task's reason.
+    #[tokio::test]
+    async fn the_source_is_ready_only_when_the_gate_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let sm = StateMachineStore::open(&dir.path().join("snapshots"))
+            .await
+            .unwrap();
+        let gate = XdsGate::default();
+        let src = StoreSource::new(sm, gate.clone());
+        assert!(src.ready(&viewer()).is_err(), "not ready before any check");
+        gate.set(XdsReadiness::NotReady(
+            "applied revision 3 is behind the leader's 9".into(),
+        ));
+        let why = src.ready(&viewer()).unwrap_err();
+        assert!(why.reason.contains("behind the leader"), "{why}");
+        gate.set(XdsReadiness::Ready);
+        assert_eq!(src.ready(&viewer()), Ok(()));
+        gate.set(XdsReadiness::Persisted("no leader for 31 s".into()));
+        assert_eq!(src.ready(&viewer()), Ok(()));
     }
 }

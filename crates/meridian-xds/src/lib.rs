@@ -30,8 +30,8 @@ pub use metrics::{Histogram, Variant, XdsMetrics};
 pub use serve::serve;
 pub use server::XdsServer;
 pub use source::{
-    content_version, version_key, version_string, MemorySource, Resources, SnapshotSource,
-    VersionedResource, ViewSnapshot, Viewer, DEFAULT_PROXY_GROUP,
+    content_version, version_key, version_string, MemorySource, NotReady, Resources,
+    SnapshotSource, VersionedResource, ViewSnapshot, Viewer, DEFAULT_PROXY_GROUP,
 };
 pub use status::{ProxyStatus, ResourceStatus, TypeStatus};
 pub use subscription::{NackRecord, Pending, ResourceState, SyncState};

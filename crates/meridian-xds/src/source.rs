@@ -151,4 +151,32 @@ pub trait SnapshotSource: Send + Sync + 'static {
     fn config_generation(&self) -> u64 {
         *self.changes().borrow()
     }
+
+    /// Whether this source may serve `viewer` now. A source that has not
+    /// caught up (a replica on an empty or old data directory, a viewer
+    /// whose config never translated) must say so: its snapshot would be
+    /// empty or old, and a full-state response from it deletes Envoy's
+    /// clusters and listeners. New streams are then refused with
+    /// UNAVAILABLE, so Envoy keeps its config and tries another server.
+    /// Streams already open keep being served. The default is always ready.
+    fn ready(&self, viewer: &Viewer) -> Result<(), NotReady> {
+        let _ = viewer;
+        Ok(())
+    }
+}
+
+/// Why a source cannot serve yet; the text goes to the client in the
+/// UNAVAILABLE status and to the log.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct NotReady {
+    pub reason: String,
+}
+
+impl NotReady {
+    pub fn new(reason: impl Into<String>) -> NotReady {
+        NotReady {
+            reason: reason.into(),
+        }
+    }
 }

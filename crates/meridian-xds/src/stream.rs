@@ -14,6 +14,7 @@ mod run;
 mod sotw;
 
 pub(crate) use delta::Delta;
+pub(crate) use request::admit;
 pub(crate) use run::{run, Stage};
 pub(crate) use sotw::{Sotw, SotwOut};
 
@@ -48,6 +49,9 @@ pub(crate) struct StreamState<S> {
     pub view: Option<Arc<View>>,
     /// Per type, the view revision whose first ACK was timed already.
     pub timed_ack: BTreeMap<String, u64>,
+    /// Clusters a request-path CDS answer carried whose endpoints are still
+    /// to be sent (see [`Protocol::force_endpoints`]).
+    pub endpoints_due: std::collections::BTreeSet<Arc<str>>,
     nonce: u64,
 }
 
@@ -62,6 +66,7 @@ impl<S> StreamState<S> {
             subs: BTreeMap::new(),
             view: None,
             timed_ack: BTreeMap::new(),
+            endpoints_due: Default::default(),
             nonce: 0,
         }
     }
@@ -95,6 +100,10 @@ pub(crate) trait Protocol: Send + 'static {
     type Plan;
     /// On ADS, the types whose removals wait for the last push stage.
     const REMOVE_LAST: &'static [&'static str];
+    /// On ADS, the types whose request-path answers wait while a push
+    /// waits for its last stage: an answer from the new view would carry
+    /// the removals early (SotW's full-state CDS).
+    const HOLD_BEFORE_REMOVALS: &'static [&'static str];
 
     fn type_url(req: &Self::Req) -> &str;
     fn node(req: &Self::Req) -> Option<&Node>;
@@ -130,6 +139,22 @@ pub(crate) trait Protocol: Send + 'static {
     fn plan_removals(sub: &mut Self::Sub, view: &View, type_url: &str) -> Option<Self::Plan>;
 
     fn record_sent(sub: &mut Self::Sub, plan: &Self::Plan, nonce: &str);
+
+    /// The clusters a CDS answer carries whose endpoints must follow it:
+    /// an updated cluster stays warming until an EDS response for it
+    /// arrives, even an unchanged one. SotW answers every EDS request in
+    /// full and needs none.
+    fn carried(plan: &Self::Plan) -> Vec<Arc<str>>;
+
+    /// Takes the clusters in `due` and makes their endpoints go out even
+    /// where the client declared it holds them (a reconnect's
+    /// `initial_resource_versions`): planned now once the EDS subscription
+    /// started, else left for its first request to plan.
+    fn force_endpoints(
+        eds: &mut Self::Sub,
+        view: &View,
+        due: &mut std::collections::BTreeSet<Arc<str>>,
+    ) -> Option<Self::Plan>;
 
     fn out(type_url: &str, nonce: String, plan: Self::Plan, control_plane: Arc<str>) -> Self::Out;
 }

@@ -10,6 +10,7 @@ mod conformance {
     mod generations;
     mod ordering;
     mod push;
+    mod readiness;
     mod real_envoy;
     mod status;
     mod subscriptions;

@@ -91,6 +91,7 @@ impl XdsServer {
                 req.type_url
             )));
         }
+        crate::stream::admit(&self.inner, req.node.as_ref())?;
         let viewer = Viewer::from_node(req.node.as_ref(), &self.inner.config.region);
         let snap = self.inner.source.snapshot(&viewer);
         let mut sub = SotwSubscription::default();

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::watch;
 
-use super::{SnapshotSource, ViewSnapshot, Viewer};
+use super::{NotReady, SnapshotSource, ViewSnapshot, Viewer};
 
 /// An in-memory [`SnapshotSource`], settable from tests and benchmarks.
 ///
@@ -13,6 +13,8 @@ use super::{SnapshotSource, ViewSnapshot, Viewer};
 pub struct MemorySource {
     state: Mutex<State>,
     changes: watch::Sender<u64>,
+    /// `Some(reason)` while the source says it cannot serve.
+    not_ready: Mutex<Option<String>>,
 }
 
 struct State {
@@ -37,7 +39,19 @@ impl MemorySource {
                 views: HashMap::new(),
             }),
             changes,
+            not_ready: Mutex::new(None),
         }
+    }
+
+    /// From now on the source refuses new streams with `reason`, as a
+    /// replica that has not caught up does.
+    pub fn set_not_ready(&self, reason: &str) {
+        *self.not_ready.lock().expect("memory source lock") = Some(reason.to_string());
+    }
+
+    /// The source serves again.
+    pub fn set_ready(&self) {
+        *self.not_ready.lock().expect("memory source lock") = None;
     }
 
     /// Edits the default view as one change (one revision, one notification).
@@ -109,5 +123,12 @@ impl SnapshotSource for MemorySource {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    fn ready(&self, _viewer: &Viewer) -> Result<(), NotReady> {
+        match &*self.not_ready.lock().expect("memory source lock") {
+            Some(reason) => Err(NotReady::new(reason.clone())),
+            None => Ok(()),
+        }
     }
 }

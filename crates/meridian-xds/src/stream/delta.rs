@@ -13,7 +13,7 @@ use super::request::intern;
 use super::{Protocol, RequestCx, Step};
 use crate::subscription::delta::DeltaRequestView;
 use crate::subscription::{DeltaPlan, DeltaSubscription, Pending, RequestKind};
-use crate::types::{CLUSTER, REMOVE_LAST};
+use crate::types::{CLUSTER, ENDPOINT, REMOVE_LAST};
 use crate::view::View;
 
 /// A planned delta response; shares resources like [`super::sotw::SotwOut`].
@@ -59,6 +59,8 @@ impl Protocol for Delta {
     type Sub = DeltaSubscription;
     type Plan = DeltaPlan;
     const REMOVE_LAST: &'static [&'static str] = &REMOVE_LAST;
+    /// A delta answer carries only what the request named: no removals.
+    const HOLD_BEFORE_REMOVALS: &'static [&'static str] = &[];
 
     fn type_url(req: &DeltaDiscoveryRequest) -> &str {
         &req.type_url
@@ -163,6 +165,30 @@ impl Protocol for Delta {
 
     fn record_sent(sub: &mut DeltaSubscription, plan: &DeltaPlan, nonce: &str) {
         sub.record_sent(plan, nonce);
+    }
+
+    fn carried(plan: &DeltaPlan) -> Vec<Arc<str>> {
+        plan.resources.iter().map(|r| r.name.clone()).collect()
+    }
+
+    fn force_endpoints(
+        eds: &mut DeltaSubscription,
+        view: &View,
+        due: &mut BTreeSet<Arc<str>>,
+    ) -> Option<DeltaPlan> {
+        let due = std::mem::take(due);
+        if !eds.started {
+            // The first EDS request plans them, after seeding what the
+            // client holds: one answer, nothing sent twice.
+            eds.force.extend(due);
+            return None;
+        }
+        let wanted: Vec<Arc<str>> = due.into_iter().filter(|n| eds.in_scope(n)).collect();
+        eds.force.extend(wanted);
+        let mut plan = eds.plan(view.snap.resources(ENDPOINT), &Pending::None, false);
+        // Only the forced updates: removals go with pushes, in push order.
+        plan.removed.clear();
+        (!plan.resources.is_empty()).then_some(plan)
     }
 
     fn out(type_url: &str, nonce: String, plan: DeltaPlan, control_plane: Arc<str>) -> DeltaOut {

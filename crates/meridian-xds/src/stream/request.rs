@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use tonic::Status;
 
 use super::push::emit;
-use super::{lock, register, Protocol, Registration, RequestCx, StreamState};
+use super::{lock, register, Protocol, Registration, RequestCx, Stage, StreamState};
 use crate::metrics::{Variant, XdsMetrics};
 use crate::server::Inner;
-use crate::subscription::{NackRecord, RequestKind, SubscriptionState};
+use crate::source::Viewer;
+use crate::subscription::{NackRecord, Pending, RequestKind, SubscriptionState};
 use crate::types;
 use crate::view::View;
 
@@ -22,8 +24,12 @@ pub(crate) fn on_request<P: Protocol>(
     req: P::Req,
     variant: Variant,
     fixed: Option<&'static str>,
+    waiting: Option<Stage>,
 ) -> Result<Vec<P::Out>, Status> {
     let type_url = resolve_type(P::type_url(&req), fixed)?;
+    if reg.is_none() {
+        admit(inner, P::node(&req))?;
+    }
     let reg = reg.get_or_insert_with(|| register(inner, P::node(&req), variant));
     let view = current_view(inner, &reg.state);
     let mut nack: Option<NackRecord> = None;
@@ -37,13 +43,25 @@ pub(crate) fn on_request<P: Protocol>(
             inner.metrics.type_subscribed(&type_url, variant, 1);
         }
         let sub = st.subs.entry(type_url.clone()).or_default();
+        let mut outs = Vec::new();
+        if type_url == types::ENDPOINT && !st.endpoints_due.is_empty() {
+            if let Some(p) = P::force_endpoints(sub, &view, &mut st.endpoints_due) {
+                outs.push(emit::<P>(st, &inner.identifier, types::ENDPOINT, p));
+            }
+        }
+        let sub = st.subs.get_mut(&type_url).expect("inserted above");
         let cx = RequestCx {
             view: &view,
             type_url: &type_url,
             node_id: &node_id,
             now: SystemTime::now(),
         };
-        let (kind, plan) = P::on_request(sub, &req, &cx);
+        let (kind, mut plan) = P::on_request(sub, &req, &cx);
+        if plan.is_some() && held::<P>(waiting, &type_url) {
+            // The stage that sends this type answers it, in push order.
+            plan = None;
+            sub.ledger_mut().pending = Pending::All;
+        }
         match kind {
             RequestKind::Ack => {
                 XdsMetrics::inc(&inner.metrics.acks);
@@ -59,16 +77,63 @@ pub(crate) fn on_request<P: Protocol>(
             }
             RequestKind::Initial => {}
         }
-        match plan {
-            Some(plan) => vec![emit::<P>(st, &inner.identifier, &type_url, plan)],
-            None => Vec::new(),
+        if let Some(plan) = plan {
+            if variant.is_ads() && type_url == types::CLUSTER {
+                st.endpoints_due.extend(P::carried(&plan));
+            }
+            outs.push(emit::<P>(st, &inner.identifier, &type_url, plan));
         }
+        // A reconnecting Envoy declares the endpoints it holds; those of a
+        // cluster just updated go anyway, right after the cluster (or they
+        // wait for Envoy's 15 s initial fetch timeout).
+        if !st.endpoints_due.is_empty() {
+            if let Some(eds) = st.subs.get_mut(types::ENDPOINT) {
+                if let Some(p) = P::force_endpoints(eds, &view, &mut st.endpoints_due) {
+                    outs.push(emit::<P>(st, &inner.identifier, types::ENDPOINT, p));
+                }
+            }
+        }
+        outs
     };
     if let Some(n) = nack {
         inner.record_nack(n);
     }
     XdsMetrics::add(&inner.metrics.responses, outs.len());
     Ok(outs)
+}
+
+/// Whether a request for `type_url` that arrives while a push waits to run
+/// `waiting` is answered by that stage rather than at once. The stream's
+/// view is already the push's new one: while stage 1 waits for the new
+/// clusters to warm, a listener or route from it could name a cluster
+/// Envoy does not have yet (endpoints are answered, they are part of
+/// warming); while the removals wait, SotW's CDS would drop clusters that
+/// the old routes still use.
+fn held<P: Protocol>(waiting: Option<Stage>, type_url: &str) -> bool {
+    match waiting {
+        Some(Stage::AfterCds) => types::order_of(type_url) > types::order_of(types::ENDPOINT),
+        Some(Stage::Removals) => P::HOLD_BEFORE_REMOVALS.contains(&type_url),
+        Some(Stage::New) | None => false,
+    }
+}
+
+/// A new stream is served only when the source is ready for its viewer;
+/// otherwise it ends with UNAVAILABLE before anything is sent, so an Envoy
+/// keeps the config it has and retries (another server, after its
+/// back-off) instead of taking an empty or old state from this one.
+pub(crate) fn admit(inner: &Inner, node: Option<&Node>) -> Result<(), Status> {
+    let viewer = Viewer::from_node(node, &inner.config.region);
+    inner.source.ready(&viewer).map_err(|why| {
+        XdsMetrics::inc(&inner.metrics.refused_streams);
+        tracing::info!(
+            node = %node.map(|n| n.id.as_str()).unwrap_or(""),
+            region = %viewer.region,
+            group = %viewer.proxy_group,
+            reason = %why,
+            "xDS stream refused: not ready"
+        );
+        Status::unavailable(format!("xDS server not ready: {why}"))
+    })
 }
 
 /// Resolves the type of a request: fixed on per-type services, required on ADS.

@@ -99,11 +99,15 @@ pub(crate) async fn run<P: Protocol>(
                     Ok(Some(req)) => req,
                     Ok(None) => break,
                     Err(status) => {
+                        // The client learns why (an oversized request's
+                        // OUT_OF_RANGE, say), not a bare OK end of stream.
                         tracing::debug!(%status, "stream read failed");
+                        let _ = tx.send(Err(status)).await;
                         break;
                     }
                 };
-                match request::on_request::<P>(&inner, &mut reg, req, variant, fixed) {
+                let waiting = gate.map(|g| g.0);
+                match request::on_request::<P>(&inner, &mut reg, req, variant, fixed, waiting) {
                     Ok(outs) => {
                         if !send_all(&tx, outs).await {
                             break;

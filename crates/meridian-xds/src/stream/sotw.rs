@@ -76,6 +76,7 @@ impl Protocol for Sotw {
     /// Dropped clusters stay in the CDS list until the last stage, which
     /// sends it without them.
     const REMOVE_LAST: &'static [&'static str] = &[CLUSTER];
+    const HOLD_BEFORE_REMOVALS: &'static [&'static str] = &[CLUSTER];
 
     fn type_url(req: &DiscoveryRequest) -> &str {
         &req.type_url
@@ -187,6 +188,18 @@ impl Protocol for Sotw {
 
     fn record_sent(sub: &mut SotwSubscription, list: &Arc<SotwList>, nonce: &str) {
         sub.record_sent(list.clone(), nonce);
+    }
+
+    fn carried(_: &Arc<SotwList>) -> Vec<Arc<str>> {
+        Vec::new()
+    }
+
+    fn force_endpoints(
+        _: &mut SotwSubscription,
+        _: &View,
+        _: &mut std::collections::BTreeSet<Arc<str>>,
+    ) -> Option<Arc<SotwList>> {
+        None
     }
 
     fn out(type_url: &str, nonce: String, list: Arc<SotwList>, control_plane: Arc<str>) -> SotwOut {

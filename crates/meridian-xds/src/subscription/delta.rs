@@ -76,8 +76,9 @@ impl DeltaSubscription {
                 .iter()
                 .map(|(k, v)| (intern(k), version_key(v)))
                 .collect();
-            // Legacy rule: a first request naming nothing is a wildcard one.
-            if req.subscribe.iter().all(|n| n.is_empty()) {
+            // Legacy rule: a first request naming nothing is a wildcard
+            // one, for LDS and CDS only.
+            if crate::types::is_full_state(type_url) && req.subscribe.iter().all(|n| n.is_empty()) {
                 self.wildcard = true;
             }
         }
@@ -98,6 +99,10 @@ impl DeltaSubscription {
         for name in req.unsubscribe {
             if name == "*" {
                 self.wildcard = false;
+                // What only the wildcard covered is no longer the client's:
+                // a later `*` sends it again.
+                let names = &self.names;
+                self.client_has.retain(|n, _| names.contains(n));
                 continue;
             }
             // Unsubscribing a name never subscribed is a no-op.

@@ -65,6 +65,11 @@ impl SotwSubscription {
                 respond: false,
             };
         }
+        // Legacy wildcard (an empty first request) is LDS's and CDS's only;
+        // for the other types an empty list asks for nothing.
+        if !types::is_full_state(type_url) {
+            self.named_ever = true;
+        }
         let added = self.set_names(names, intern);
         let ours = !nonce.is_empty() && self.ledger.last_nonce_sent.as_deref() == Some(nonce);
         if let Some(message) = error {

@@ -256,7 +256,8 @@ fn delta_removals_only_for_held_names_and_absent_subscriptions_once() {
     );
     // A wildcard stream is never told about names it never got.
     let mut w = DeltaSubscription::default();
-    delta_req(&mut w, &[], &[], &none, "", None);
+    // Explicitly: an empty first request is wildcard for LDS and CDS only.
+    delta_req(&mut w, &s(&["*"]), &[], &none, "", None);
     assert!(w.wildcard);
     let p = w.plan(&all, &Pending::All, false);
     w.record_sent(&p, "n1");

@@ -132,3 +132,65 @@ async fn every_response_path_rearms_the_watch(f: Flavor) {
         .unwrap();
     assert_eq!(r.names, vec!["c1"]);
 }
+
+/// An Envoy that reconnects (to this replica or another) declares what it
+/// holds. A cluster that changed meanwhile is sent, and Envoy warms it
+/// until it gets an EDS response for it: its endpoints must be sent too,
+/// though Envoy holds them at the current version, or the cluster waits
+/// for Envoy's 15 s initial fetch timeout.
+#[tokio::test]
+async fn delta_reconnect_sends_the_endpoints_of_an_updated_cluster() {
+    let (src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(CLUSTER, &[], &[], "").await;
+    let cds = c.expect_response().await;
+    c.ack(&cds).await;
+    c.subscribe(ENDPOINT, &["c1", "c2"], &[], "").await;
+    let eds = c.expect_response().await;
+    c.ack(&eds).await;
+    drop(c);
+    let versions = |r: &envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse| {
+        r.resources
+            .iter()
+            .map(|x| (x.name.clone(), x.version.clone()))
+            .collect::<HashMap<String, String>>()
+    };
+    src.upsert("c1", cluster("c1", "v2"));
+    let mut again = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    again.resume(CLUSTER, &[], versions(&cds)).await;
+    assert_eq!(delta_names(&again.expect_response().await), vec!["c1"]);
+    again.resume(ENDPOINT, &["c1", "c2"], versions(&eds)).await;
+    let r = again.expect_response().await;
+    assert_eq!(
+        delta_names(&r),
+        vec!["c1"],
+        "the updated cluster's endpoints, once"
+    );
+    again.expect_silence(QUIET).await;
+}
+
+/// A fresh Envoy gets each cluster's endpoints once, not once for the
+/// request and again because the cluster was just sent.
+#[tokio::test]
+async fn delta_first_endpoints_are_sent_once() {
+    let (_src, srv) = start().await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(CLUSTER, &[], &[], "").await;
+    let cds = c.expect_response().await;
+    c.ack(&cds).await;
+    c.subscribe(ENDPOINT, &["c1", "c2"], &[], "").await;
+    assert_eq!(delta_names(&c.expect_response().await), vec!["c1", "c2"]);
+    c.expect_silence(QUIET).await;
+}
+
+/// Unsubscribing `*` and subscribing it again sends the wildcard's
+/// resources again: the client dropped them.
+#[tokio::test]
+async fn delta_resubscribing_the_wildcard_resends_it() {
+    let (_src, srv) = start().await;
+    let mut c = delta_acked(&srv, "n", CLUSTER, &[]).await;
+    c.subscribe(CLUSTER, &[], &["*"], "").await;
+    c.expect_silence(QUIET).await;
+    c.subscribe(CLUSTER, &["*"], &[], "").await;
+    assert_eq!(delta_names(&c.expect_response().await), vec!["c1", "c2"]);
+}

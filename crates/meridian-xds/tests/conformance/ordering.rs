@@ -16,6 +16,7 @@ both!(
     cluster_update_resends_unchanged_endpoints,
     listener_warming_gets_its_new_route_at_once,
     another_replica_answers_a_subset_request_mid_warming,
+    a_request_during_a_push_stage_waits_for_its_stage,
 );
 
 /// Subscribes an ADS client to everything in the base source, ACKing all.
@@ -186,4 +187,94 @@ async fn another_replica_answers_a_subset_request_mid_warming(f: Flavor) {
             assert_eq!(from_b.names, vec!["c2"], "c1 is held at the same version");
         }
     }
+}
+
+/// A request that arrives while a push waits for its new clusters to warm
+/// is answered by the stage that sends its type, not at once from the new
+/// view: a route naming the warming cluster must not reach Envoy first.
+async fn a_request_during_a_push_stage_waits_for_its_stage(f: Flavor) {
+    let (src, srv, mut c) = start_ads(f).await;
+    subscribed(&mut c).await;
+    src.update(|v| {
+        v.insert("c3", cluster("c3", "v1"));
+        v.insert("c3", endpoints("c3", "v1"));
+        v.insert("r2", route("r2", "to-c3"));
+    });
+    let cds = c.expect().await;
+    assert_eq!(cds.type_url, CLUSTER);
+    // Before Envoy took c3, something asks for route r2, which names it
+    // (SotW: with the last RDS response's nonce).
+    let st = srv.server.status();
+    let rds_nonce = st[0].types[ROUTE].sent_nonce.clone().unwrap();
+    let eds_nonce = st[0].types[ENDPOINT].sent_nonce.clone().unwrap();
+    c.watch_at(ROUTE, &["r1", "r2"], "", &rds_nonce).await;
+    c.expect_silence(QUIET).await;
+    // Envoy warms c3 (asks for its endpoints, answered at once) and ACKs
+    // CDS: now the route goes out, after the cluster's endpoints.
+    c.watch_at(ENDPOINT, &["c1", "c2", "c3"], "", &eds_nonce)
+        .await;
+    let eds = c.expect().await;
+    assert_eq!(eds.type_url, ENDPOINT);
+    assert!(eds.names.contains(&"c3".to_string()), "{:?}", eds.names);
+    c.ack(&eds).await;
+    c.ack(&cds).await;
+    let mut rest = Vec::new();
+    for _ in 0..2 {
+        let r = c.expect().await;
+        c.ack(&r).await;
+        rest.push((short_name(&r.type_url).to_string(), r.names));
+    }
+    c.expect_silence(QUIET).await;
+    let rds = rest
+        .iter()
+        .find(|(t, _)| t == "RDS")
+        .expect("RDS after the stage");
+    assert!(rds.1.contains(&"r2".to_string()), "{rest:?}");
+}
+
+/// SotW: while a push waits to remove clusters, a CDS request that adds a
+/// name is answered by the removal stage, not at once: its full-state
+/// answer from the new view would drop a cluster the old route still uses.
+#[tokio::test]
+async fn sotw_cds_request_during_the_removal_wait_does_not_remove_early() {
+    let (src, srv, mut c) = start_ads(Flavor::Sotw).await;
+    for (t, ask) in [
+        (CLUSTER, vec!["c1", "c2"]),
+        (ENDPOINT, vec!["c1", "c2"]),
+        (LISTENER, vec![]),
+        (ROUTE, vec!["r1"]),
+    ] {
+        c.ask(t, &ask).await;
+        let r = c.expect().await;
+        c.ack(&r).await;
+    }
+    src.update(|v| {
+        v.by_type.get_mut(CLUSTER).unwrap().remove("c1");
+        v.by_type.get_mut(ENDPOINT).unwrap().remove("c1");
+        v.insert("r1", route("r1", "to-c2"));
+    });
+    let mut stage = Vec::new();
+    for _ in 0..2 {
+        stage.push(c.expect().await);
+    }
+    assert_eq!(
+        stage
+            .iter()
+            .map(|r| short_name(&r.type_url))
+            .collect::<Vec<_>>(),
+        vec!["EDS", "RDS"]
+    );
+    // Before Envoy took the new route, a CDS request adds a name.
+    let cds_nonce = srv.server.status()[0].types[CLUSTER]
+        .sent_nonce
+        .clone()
+        .unwrap();
+    c.watch_at(CLUSTER, &["c1", "c2", "c9"], "", &cds_nonce)
+        .await;
+    c.expect_silence(QUIET).await;
+    for r in &stage {
+        c.ack(r).await;
+    }
+    let cds = c.expect().await;
+    assert_eq!((cds.type_url.as_str(), cds.names), (CLUSTER, s(&["c2"])));
 }

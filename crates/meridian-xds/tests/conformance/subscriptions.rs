@@ -12,6 +12,7 @@ both!(
     newly_requested_names_are_sent_even_if_unchanged,
     wildcard_explicit_and_legacy,
     no_resource_is_named_twice_in_a_response,
+    empty_first_request_is_wildcard_only_for_listeners_and_clusters,
 );
 
 async fn requested_name_is_sent_when_it_appears(f: Flavor) {
@@ -159,4 +160,14 @@ async fn removals_are_explicit_and_updates_partial_delta() {
         (0, vec!["l1".to_string()])
     );
     let _ = srv;
+}
+
+/// Legacy wildcard (an empty first request) exists for LDS and CDS only:
+/// an empty first EDS request asks for nothing, so nothing is sent.
+async fn empty_first_request_is_wildcard_only_for_listeners_and_clusters(f: Flavor) {
+    let (_src, _srv, mut c) = start_ads(f).await;
+    c.ask(ENDPOINT, &[]).await;
+    c.expect_silence(QUIET).await;
+    c.ask(CLUSTER, &[]).await;
+    assert_eq!(c.expect().await.names, s(&["c1", "c2"]));
 }
