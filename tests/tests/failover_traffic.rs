@@ -43,7 +43,7 @@ fn must_cli(c: &Cluster, args: &[&str]) {
 
 struct Bed {
     c: Cluster,
-    _envoy: Envoy,
+    envoy: Envoy,
     port: u16,
     us: Vec<Upstream>,
     _eu: Vec<Upstream>,
@@ -89,7 +89,7 @@ async fn bed(name: &str) -> Bed {
     wait_all_ok(port, "/", 20, Duration::from_secs(60), |b| b == "us-east").await;
     Bed {
         c,
-        _envoy: envoy,
+        envoy,
         port,
         us,
         _eu: eu,
@@ -243,4 +243,75 @@ async fn refused_connections_fail_over_within_a_second_and_stay_until_healed() {
         b.us.push(Upstream::start_on("us-east", p).await);
     }
     must_return(&traffic, healed, "refused healed").await;
+}
+
+/// Property: after its only controller was down long enough for Envoy's
+/// default back-off to grow to many seconds, an Envoy started from
+/// `meridian bootstrap` is connected again within 5 s of the controller
+/// answering `/readyz`, and gets the next change (the bootstrap's 0.5-3 s
+/// jittered back-off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_reconnects_within_seconds_of_its_controller_being_ready() {
+    let _serial = SERIAL.lock().await;
+    let mut b = bed("fo-reconnect").await;
+    let envoy = &b.envoy;
+    b.c.kill(1);
+    meridian_tests::eventually(
+        "Envoy to see its controller gone",
+        Duration::from_secs(30),
+        || async {
+            (envoy.stat("control_plane.connected_state").await.as_deref() == Some("0"))
+                .then_some(())
+        },
+    )
+    .await;
+    // Envoy's own back-off (0.5 s doubling up to 30 s) would now wait up
+    // to 8-16 s per attempt; the bootstrap's at most 3 s, so a 10 s window
+    // holds at least 3 attempts (each a refused connection).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let fails = || async {
+        envoy
+            .stat("cluster.meridian_xds.upstream_cx_connect_fail")
+            .await
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = fails().await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let attempts = fails().await - before;
+    eprintln!("measured: reconnect: {attempts} attempts in 10 s while the controller was down");
+    assert!(
+        attempts >= 3,
+        "Envoy tried only {attempts} times in 10 s: its back-off is not the bootstrap's"
+    );
+    b.c.spawn(1);
+    let ready_url = b.c.node(1).admin_url("/readyz");
+    let ready = meridian_tests::eventually(
+        "the controller to be ready",
+        Duration::from_secs(60),
+        || async { matches!(http_get(&ready_url).await, Ok((200, _))).then(Instant::now) },
+    )
+    .await;
+    let back =
+        meridian_tests::eventually("Envoy to reconnect", Duration::from_secs(60), || async {
+            (envoy.stat("control_plane.connected_state").await.as_deref() == Some("1"))
+                .then(Instant::now)
+        })
+        .await;
+    let took = back.saturating_duration_since(ready);
+    eprintln!("measured: reconnect: Envoy connected {took:?} after its controller was ready");
+    assert!(
+        took <= Duration::from_secs(5),
+        "Envoy took {took:?} to reconnect"
+    );
+    // And it is served: a change arrives.
+    must_cli(&b.c, &["put", "route", "web", "--value", &json!({"hosts": ["*"], "rules": [
+        {"matches": [{"path": {"exact": "/version"}}], "directResponse": {"status": 200, "body": "v2"}},
+        {"backends": [{"service": "web"}]}
+    ]}).to_string()]);
+    let port = b.port;
+    meridian_tests::eventually("the change to reach Envoy", Duration::from_secs(30), || async {
+        matches!(http_get(&format!("http://127.0.0.1:{port}/version")).await, Ok((200, body)) if body == "v2").then_some(())
+    })
+    .await;
 }
