@@ -12,6 +12,7 @@ mod compare;
 mod endpoints;
 mod etcd;
 mod etcd_local;
+mod failover;
 mod load;
 mod metrics;
 mod output;
@@ -68,6 +69,9 @@ enum BenchCmd {
     /// changes at a fixed rate; measures commits, Raft entries, and the time
     /// until each sampled change's CLA reaches every simulated Envoy.
     Endpoints(endpoints::EndpointsArgs),
+    /// Traffic failover between two regions through a real Envoy: time
+    /// from a fault (503, refused connections) to sustained 99 % success.
+    Failover(failover::FailoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +109,7 @@ async fn bench(cmd: BenchCmd, g: &Global) -> Result<()> {
         BenchCmd::Xds(a) => return xds::run(a, g).await,
         BenchCmd::Endpoints(a) => return endpoints::run(a, g).await,
         BenchCmd::EndpointChurn(a) => return churn::run(a, g).await,
+        BenchCmd::Failover(a) => return failover::run(a, g).await,
     };
     load::print_report(&report, g.output)
 }

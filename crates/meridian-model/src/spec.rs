@@ -20,6 +20,7 @@ pub use secret::{PrivateKeyPem, SecretSpec};
 pub use service::{
     StaticEndpoint,
     CircuitBreakers, Failover, HealthCheck, HealthCheckProtocol, LoadBalancing, OutlierDetection,
+    OutlierSettings,
     Protocol, ServiceSpec,
 };
 

@@ -4,6 +4,13 @@
 //! health checks so Envoy moves off a dead controller (and off a dead region)
 //! on its own. `meridian bootstrap` prints it; tests and benchmarks start
 //! their Envoys with it, so they run the configuration operators get.
+//!
+//! Reconnects: the ADS stream retries with a jittered back-off from
+//! [`XDS_RETRY_BASE`] up to [`XDS_RETRY_MAX`] (Envoy's own cap of 30 s left
+//! Envoys away for 17-20 s after a full controller restart). Controllers
+//! with a known admin address are checked on `GET /readyz` there, so a
+//! reconnecting Envoy picks a controller that is ready, not merely up; with
+//! no admin address the check is a TCP connect to the xDS port.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +18,15 @@ use serde_json::{json, Value};
 
 /// Name of the static cluster Envoy reaches the controllers through.
 pub const XDS_CLUSTER: &str = "meridian_xds";
+
+/// First wait before the ADS stream is re-established; Envoy jitters every
+/// wait (a random time up to the current bound), so a fleet spreads out.
+pub const XDS_RETRY_BASE: &str = "0.5s";
+/// Bound of the back-off: an Envoy is back at most this long after a
+/// controller is reachable again.
+pub const XDS_RETRY_MAX: &str = "3s";
+/// The readiness path of a controller's admin listener.
+pub const READY_PATH: &str = "/readyz";
 
 /// Which flavour of ADS the Envoy speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -40,6 +56,10 @@ pub struct BootstrapSpec {
     pub admin_port: u16,
     /// `(region, "HOST:PORT")` of each controller's xDS listener.
     pub controllers: Vec<(String, String)>,
+    /// A controller's xDS address (as in `controllers`) -> its admin
+    /// listener's "HOST:PORT". When every controller has one, the xDS
+    /// cluster is health-checked on their `/readyz`; otherwise by TCP.
+    pub controller_admin: BTreeMap<String, String>,
     /// The region's failover order (its Region object), after itself.
     pub failover: Vec<String>,
 }
@@ -47,7 +67,12 @@ pub struct BootstrapSpec {
 impl BootstrapSpec {
     /// A delta-ADS Envoy in `region`, group `default`, admin on loopback,
     /// talking to `controllers`.
-    pub fn new(node_id: &str, region: &str, admin_port: u16, controllers: Vec<(String, String)>) -> Self {
+    pub fn new(
+        node_id: &str,
+        region: &str,
+        admin_port: u16,
+        controllers: Vec<(String, String)>,
+    ) -> Self {
         BootstrapSpec {
             node_id: node_id.into(),
             region: region.into(),
@@ -57,6 +82,7 @@ impl BootstrapSpec {
             admin_address: "127.0.0.1".into(),
             admin_port,
             controllers,
+            controller_admin: BTreeMap::new(),
             failover: Vec::new(),
         }
     }
@@ -70,9 +96,42 @@ pub enum BootstrapError {
     BadPort(String, #[source] std::num::ParseIntError),
 }
 
+/// HOST and PORT of "HOST:PORT" or "[V6]:PORT".
+fn split_addr(addr: &str) -> Result<(&str, u16), BootstrapError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| BootstrapError::NoPort(addr.to_string()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port
+        .parse()
+        .map_err(|e| BootstrapError::BadPort(addr.into(), e))?;
+    Ok((host, port))
+}
+
+/// Where Envoy sends a controller's readiness check: the admin port on the
+/// xDS host, or on the admin host when that is a distinct, usable IP
+/// (Envoy takes only an IP there; an unspecified one, 0.0.0.0, is a bind
+/// address, not where to connect).
+fn health_check_config(xds_host: &str, admin: &str) -> Result<Value, BootstrapError> {
+    let (host, port) = split_addr(admin)?;
+    let distinct_ip = host != xds_host
+        && host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| !ip.is_unspecified());
+    Ok(if distinct_ip {
+        json!({"address": {"socket_address": {"address": host, "port_value": port}}, "port_value": port})
+    } else {
+        json!({"port_value": port})
+    })
+}
+
 /// Priority of each region: own first, then its failover order, then the
 /// rest by name.
-fn priorities(own: &str, failover: &[String], regions: impl Iterator<Item = String>) -> BTreeMap<String, u32> {
+fn priorities(
+    own: &str,
+    failover: &[String],
+    regions: impl Iterator<Item = String>,
+) -> BTreeMap<String, u32> {
     let mut order: Vec<String> = vec![own.to_string()];
     order.extend(failover.iter().cloned());
     let mut rest: Vec<String> = regions.collect();
@@ -83,23 +142,55 @@ fn priorities(own: &str, failover: &[String], regions: impl Iterator<Item = Stri
             order.push(r);
         }
     }
-    order.into_iter().enumerate().map(|(i, r)| (r, i as u32)).collect()
+    order
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (r, i as u32))
+        .collect()
 }
 
 /// The bootstrap, as JSON (Envoy reads it as JSON or YAML).
 pub fn bootstrap(s: &BootstrapSpec) -> Result<Value, BootstrapError> {
-    let prio = priorities(&s.region, &s.failover, s.controllers.iter().map(|(r, _)| r.clone()));
+    let prio = priorities(
+        &s.region,
+        &s.failover,
+        s.controllers.iter().map(|(r, _)| r.clone()),
+    );
     let mut by_prio: BTreeMap<u32, (String, Vec<Value>)> = BTreeMap::new();
     let mut all_ips = true;
+    let readiness = !s.controllers.is_empty()
+        && s.controllers
+            .iter()
+            .all(|(_, a)| s.controller_admin.contains_key(a));
     for (region, addr) in &s.controllers {
-        let (host, port) = addr.rsplit_once(':').ok_or_else(|| BootstrapError::NoPort(addr.clone()))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port: u16 = port.parse().map_err(|e| BootstrapError::BadPort(addr.clone(), e))?;
+        let (host, port) = split_addr(addr)?;
         all_ips &= host.parse::<std::net::IpAddr>().is_ok();
+        let mut endpoint =
+            json!({"address": {"socket_address": {"address": host, "port_value": port}}});
+        if readiness {
+            endpoint["health_check_config"] = health_check_config(host, &s.controller_admin[addr])?;
+        }
         let p = prio[region];
-        by_prio.entry(p).or_insert_with(|| (region.clone(), Vec::new())).1.push(json!({
-            "endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}
-        }));
+        by_prio
+            .entry(p)
+            .or_insert_with(|| (region.clone(), Vec::new()))
+            .1
+            .push(json!({"endpoint": endpoint}));
+    }
+    // A not-ready controller (HTTP 503) is out at once; a dead one after
+    // two failed checks.
+    let mut health_check = json!({
+        "timeout": "1s",
+        "interval": "2s",
+        "no_traffic_interval": "2s",
+        "unhealthy_threshold": 2,
+        "healthy_threshold": 1,
+    });
+    if readiness {
+        health_check["http_health_check"] =
+            json!({"path": READY_PATH, "codec_client_type": "HTTP1"});
+    } else {
+        health_check["tcp_health_check"] = json!({});
     }
     // Priorities must be contiguous from 0 (Envoy rejects gaps): renumber.
     let endpoints: Vec<Value> = by_prio
@@ -123,7 +214,10 @@ pub fn bootstrap(s: &BootstrapSpec) -> Result<Value, BootstrapError> {
                 "api_type": api_type,
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": true,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [{"envoy_grpc": {
+                    "cluster_name": XDS_CLUSTER,
+                    "retry_policy": {"retry_back_off": {"base_interval": XDS_RETRY_BASE, "max_interval": XDS_RETRY_MAX}},
+                }}],
             },
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
@@ -144,14 +238,7 @@ pub fn bootstrap(s: &BootstrapSpec) -> Result<Value, BootstrapError> {
                 },
                 // Active checks move Envoy off a dead controller, and off a
                 // whole dead region to the next priority.
-                "health_checks": [{
-                    "timeout": "1s",
-                    "interval": "2s",
-                    "no_traffic_interval": "2s",
-                    "unhealthy_threshold": 2,
-                    "healthy_threshold": 1,
-                    "tcp_health_check": {},
-                }],
+                "health_checks": [health_check],
                 "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": endpoints},
             }],
         },
@@ -168,15 +255,37 @@ mod tests {
 
     #[test]
     fn own_region_first_then_failover_then_by_name_without_gaps() {
-        let mut s = BootstrapSpec::new("e", "eu", 9901, vec![ctl("us", "10.0.0.1:1"), ctl("ap", "10.0.0.2:1"), ctl("eu", "10.0.0.3:1")]);
+        let mut s = BootstrapSpec::new(
+            "e",
+            "eu",
+            9901,
+            vec![
+                ctl("us", "10.0.0.1:1"),
+                ctl("ap", "10.0.0.2:1"),
+                ctl("eu", "10.0.0.3:1"),
+            ],
+        );
         s.failover = vec!["us".into()];
         let b = bootstrap(&s).unwrap();
-        let eps = b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"].as_array().unwrap().clone();
-        let order: Vec<(u64, &str)> =
-            eps.iter().map(|e| (e["priority"].as_u64().unwrap(), e["locality"]["region"].as_str().unwrap())).collect();
+        let eps = b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let order: Vec<(u64, &str)> = eps
+            .iter()
+            .map(|e| {
+                (
+                    e["priority"].as_u64().unwrap(),
+                    e["locality"]["region"].as_str().unwrap(),
+                )
+            })
+            .collect();
         assert_eq!(order, vec![(0, "eu"), (1, "us"), (2, "ap")]);
         assert_eq!(b["static_resources"]["clusters"][0]["type"], "STATIC");
-        assert_eq!(b["dynamic_resources"]["ads_config"]["api_type"], "DELTA_GRPC");
+        assert_eq!(
+            b["dynamic_resources"]["ads_config"]["api_type"],
+            "DELTA_GRPC"
+        );
         assert!(b["node"]["locality"].get("zone").is_none());
     }
 
@@ -193,5 +302,74 @@ mod tests {
         assert!(matches!(bootstrap(&s), Err(BootstrapError::NoPort(_))));
         s.controllers = vec![ctl("us", "h:x")];
         assert!(matches!(bootstrap(&s), Err(BootstrapError::BadPort(..))));
+    }
+
+    #[test]
+    fn ads_reconnects_with_a_short_jittered_back_off() {
+        let b = bootstrap(&BootstrapSpec::new(
+            "e",
+            "us",
+            9901,
+            vec![ctl("us", "10.0.0.1:1")],
+        ))
+        .unwrap();
+        let grpc = &b["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"];
+        assert_eq!(grpc["cluster_name"], XDS_CLUSTER);
+        assert_eq!(
+            grpc["retry_policy"]["retry_back_off"],
+            json!({"base_interval": "0.5s", "max_interval": "3s"})
+        );
+    }
+
+    #[test]
+    fn readiness_checks_on_admin_ports_when_every_controller_has_one() {
+        let mut s = BootstrapSpec::new(
+            "e",
+            "us",
+            9901,
+            vec![ctl("us", "10.0.0.1:18000"), ctl("eu", "10.0.0.2:18000")],
+        );
+        let cluster =
+            |s: &BootstrapSpec| bootstrap(s).unwrap()["static_resources"]["clusters"][0].clone();
+        // No admin address: TCP connect to the xDS port.
+        let c = cluster(&s);
+        assert_eq!(c["health_checks"][0]["tcp_health_check"], json!({}));
+        assert!(c["health_checks"][0].get("http_health_check").is_none());
+        // Only some: still TCP (one check applies to every host).
+        s.controller_admin
+            .insert("10.0.0.1:18000".into(), "10.0.0.1:9000".into());
+        assert!(cluster(&s)["health_checks"][0]
+            .get("tcp_health_check")
+            .is_some());
+        // All: GET /readyz on each admin port; a distinct IP is named, an
+        // unspecified one means the xDS host.
+        s.controller_admin
+            .insert("10.0.0.2:18000".into(), "0.0.0.0:9001".into());
+        let c = cluster(&s);
+        assert_eq!(
+            c["health_checks"][0]["http_health_check"],
+            json!({"path": "/readyz", "codec_client_type": "HTTP1"})
+        );
+        assert!(c["health_checks"][0].get("tcp_health_check").is_none());
+        let eps = c["load_assignment"]["endpoints"].as_array().unwrap();
+        assert_eq!(
+            eps[0]["lb_endpoints"][0]["endpoint"]["health_check_config"],
+            json!({"port_value": 9000})
+        );
+        assert_eq!(
+            eps[1]["lb_endpoints"][0]["endpoint"]["health_check_config"],
+            json!({"port_value": 9001})
+        );
+        s.controller_admin
+            .insert("10.0.0.2:18000".into(), "10.0.0.9:9001".into());
+        let c = cluster(&s);
+        assert_eq!(
+            c["load_assignment"]["endpoints"][1]["lb_endpoints"][0]["endpoint"]
+                ["health_check_config"],
+            json!({"address": {"socket_address": {"address": "10.0.0.9", "port_value": 9001}}, "port_value": 9001})
+        );
+        s.controller_admin
+            .insert("10.0.0.2:18000".into(), "10.0.0.9".into());
+        assert!(matches!(bootstrap(&s), Err(BootstrapError::NoPort(_))));
     }
 }

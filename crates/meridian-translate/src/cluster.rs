@@ -1,11 +1,14 @@
 use std::collections::HashMap;
 
+use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::{
     envoy::{
         config::{
             cluster::v3::{
                 circuit_breakers::Thresholds,
-                cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+                cluster::{
+                    ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig, LbPolicy,
+                },
                 CircuitBreakers, Cluster, OutlierDetection,
             },
             core::v3::{
@@ -24,7 +27,7 @@ use envoy_types::pb::{
 };
 use envoy_types::util::pack_any;
 use meridian_model::{
-    spec::{self, HealthCheckProtocol, LoadBalancing, Protocol},
+    spec::{HealthCheckProtocol, LoadBalancing, Protocol},
     ServiceSpec,
 };
 
@@ -33,15 +36,7 @@ use crate::route::duration;
 /// One Envoy cluster per Service (not per route), so every route to a
 /// service shares its connection pools, health and outlier state.
 pub(crate) fn build(name: &str, svc: &ServiceSpec, source: &ConfigSource) -> Cluster {
-    let od = svc
-        .outlier_detection
-        .clone()
-        .unwrap_or(spec::OutlierDetection {
-            consecutive_5xx: None,
-            interval: None,
-            base_ejection_time: None,
-            max_ejection_percent: None,
-        });
+    let od = svc.outlier_settings();
     let u32v = |v: u32| Some(UInt32Value { value: v });
     let mut cluster = Cluster {
         name: name.to_string(),
@@ -63,24 +58,24 @@ pub(crate) fn build(name: &str, svc: &ServiceSpec, source: &ConfigSource) -> Clu
         } as i32,
         // Locality failover only moves traffic off endpoints Envoy knows are
         // bad; outlier detection is how it learns that without active
-        // checks, so it is always on (Envoy's defaults when unset).
+        // checks, so it is always on (defaults: `ServiceSpec::outlier_settings`).
         outlier_detection: Some(OutlierDetection {
-            consecutive_5xx: u32v(
-                od.consecutive_5xx
-                    .unwrap_or(spec::OutlierDetection::DEFAULT_CONSECUTIVE_5XX),
-            ),
-            interval: Some(duration(
-                od.interval
-                    .unwrap_or(spec::OutlierDetection::DEFAULT_INTERVAL),
-            )),
-            base_ejection_time: Some(duration(
-                od.base_ejection_time
-                    .unwrap_or(spec::OutlierDetection::DEFAULT_BASE_EJECTION_TIME),
-            )),
-            max_ejection_percent: u32v(
-                od.max_ejection_percent
-                    .unwrap_or(spec::OutlierDetection::DEFAULT_MAX_EJECTION_PERCENT),
-            ),
+            consecutive_5xx: u32v(od.consecutive_5xx),
+            consecutive_gateway_failure: od.consecutive_gateway_failure.and_then(u32v),
+            enforcing_consecutive_gateway_failure: od
+                .consecutive_gateway_failure
+                .and_then(|_| u32v(100)),
+            interval: Some(duration(od.interval)),
+            base_ejection_time: Some(duration(od.base_ejection_time)),
+            max_ejection_time: Some(duration(od.max_ejection_time)),
+            max_ejection_percent: u32v(od.max_ejection_percent),
+            ..Default::default()
+        }),
+        common_lb_config: Some(CommonLbConfig {
+            healthy_panic_threshold: Some(Percent {
+                value: svc.panic_threshold_percent().into(),
+            }),
+            update_merge_window: Some(duration(svc.update_merge_window())),
             ..Default::default()
         }),
         ..Default::default()
@@ -121,7 +116,14 @@ pub(crate) fn build(name: &str, svc: &ServiceSpec, source: &ConfigSource) -> Clu
         };
         cluster.health_checks = vec![HealthCheck {
             timeout: Some(duration(hc.timeout.unwrap_or(M::DEFAULT_TIMEOUT))),
-            interval: Some(duration(hc.interval.unwrap_or(M::DEFAULT_INTERVAL))),
+            interval: Some(duration(hc.interval())),
+            // Envoy's default (60 s) is used until the cluster has seen
+            // traffic, so a young Envoy would not check again for a minute
+            // and failing hosts would come back each time an ejection ends.
+            no_traffic_interval: Some(duration(hc.no_traffic_interval())),
+            unhealthy_interval: Some(duration(hc.unhealthy_interval())),
+            unhealthy_edge_interval: Some(duration(hc.unhealthy_edge_interval())),
+            healthy_edge_interval: Some(duration(hc.healthy_edge_interval())),
             healthy_threshold: u32v(hc.healthy_threshold.unwrap_or(M::DEFAULT_HEALTHY_THRESHOLD)),
             unhealthy_threshold: u32v(
                 hc.unhealthy_threshold

@@ -1,7 +1,8 @@
 use serde::{Deserialize, Serialize};
 
-use super::{check_duration, check_range, check_ref_name};
-use crate::{error::Errors, Duration};
+use crate::Duration;
+
+mod validate;
 
 /// A logical upstream whose endpoints live in many clusters and regions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +23,14 @@ pub struct ServiceSpec {
     pub health_check: Option<HealthCheck>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover: Option<Failover>,
+    /// Envoy's `common_lb_config.update_merge_window`: health changes within
+    /// it are applied together. Default: see [`ServiceSpec::update_merge_window`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_merge_window: Option<Duration>,
+    /// Envoy's `common_lb_config.healthy_panic_threshold`, 0-100 (0: never
+    /// panic). Default 50, Envoy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_threshold_percent: Option<u32>,
     /// Endpoints declared in the config itself, for upstreams no agent
     /// discovers (VMs, external services, tests). Merged with the endpoints
     /// the agents report.
@@ -54,6 +63,73 @@ impl StaticEndpoint {
 
 impl ServiceSpec {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Envoy's own default merge window.
+    pub const DEFAULT_UPDATE_MERGE_WINDOW: Duration = Duration::from_secs(1);
+    /// With `failover`: Envoy's 1 s window is the floor of every failover
+    /// (an ejection waits for the window), while 100 ms still merges the
+    /// burst of ejections of a failing region into one update.
+    pub const FAILOVER_UPDATE_MERGE_WINDOW: Duration = Duration::from_millis(100);
+    /// Envoy's own default.
+    pub const DEFAULT_PANIC_THRESHOLD_PERCENT: u32 = 50;
+
+    /// The merge window translation emits: the set value, else 100 ms for
+    /// a service with `failover`, else Envoy's 1 s.
+    pub fn update_merge_window(&self) -> Duration {
+        self.update_merge_window
+            .unwrap_or(if self.failover.is_some() {
+                Self::FAILOVER_UPDATE_MERGE_WINDOW
+            } else {
+                Self::DEFAULT_UPDATE_MERGE_WINDOW
+            })
+    }
+
+    pub fn panic_threshold_percent(&self) -> u32 {
+        self.panic_threshold_percent
+            .unwrap_or(Self::DEFAULT_PANIC_THRESHOLD_PERCENT)
+    }
+
+    /// Outlier detection as translation emits it: the set fields, the
+    /// failover defaults for a service with `failover`, else Envoy's.
+    pub fn outlier_settings(&self) -> OutlierSettings {
+        let od = self.outlier_detection.clone().unwrap_or_default();
+        let failover = self.failover.is_some();
+        type O = OutlierDetection;
+        OutlierSettings {
+            consecutive_5xx: od.consecutive_5xx.unwrap_or(O::DEFAULT_CONSECUTIVE_5XX),
+            // Envoy counts gateway failures by default but does not act on
+            // them; a set value, or failover, turns enforcement on.
+            consecutive_gateway_failure: od
+                .consecutive_gateway_failure
+                .or(failover.then_some(O::DEFAULT_CONSECUTIVE_GATEWAY_FAILURE)),
+            interval: od.interval.unwrap_or(if failover {
+                O::FAILOVER_INTERVAL
+            } else {
+                O::DEFAULT_INTERVAL
+            }),
+            base_ejection_time: od
+                .base_ejection_time
+                .unwrap_or(O::DEFAULT_BASE_EJECTION_TIME),
+            max_ejection_time: od.max_ejection_time.unwrap_or(O::DEFAULT_MAX_EJECTION_TIME),
+            max_ejection_percent: od.max_ejection_percent.unwrap_or(if failover {
+                O::FAILOVER_MAX_EJECTION_PERCENT
+            } else {
+                O::DEFAULT_MAX_EJECTION_PERCENT
+            }),
+        }
+    }
+}
+
+/// Outlier detection with every default applied (see
+/// [`ServiceSpec::outlier_settings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierSettings {
+    pub consecutive_5xx: u32,
+    /// `None`: counted by Envoy, never enforced.
+    pub consecutive_gateway_failure: Option<u32>,
+    pub interval: Duration,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejection_percent: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,15 +168,23 @@ pub struct CircuitBreakers {
     pub max_retries: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_5xx: Option<u32>,
+    /// Consecutive 502/503/504 or connection failures before an ejection,
+    /// even when `consecutive5xx` is higher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_failure: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_ejection_time: Option<Duration>,
+    /// Cap of the back-off: the n-th ejection in a row lasts
+    /// n x `baseEjectionTime`, at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_time: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
 }
@@ -109,9 +193,16 @@ impl OutlierDetection {
     // Envoy's own defaults; emitted explicitly when a Service has no
     // outlierDetection because locality failover does nothing without it.
     pub const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
+    pub const DEFAULT_CONSECUTIVE_GATEWAY_FAILURE: u32 = 5;
     pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
     pub const DEFAULT_BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
+    pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
     pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 10;
+    // With `failover`: a region's hosts must all be ejectable (Envoy's 10%
+    // ejects none of two hosts), and ejections end on a 1 s sweep, not a
+    // 10 s one, so the back-off is what users read in the docs.
+    pub const FAILOVER_MAX_EJECTION_PERCENT: u32 = 100;
+    pub const FAILOVER_INTERVAL: Duration = Duration::from_secs(1);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +231,21 @@ pub struct HealthCheck {
     pub healthy_threshold: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy_threshold: Option<u32>,
+    /// Interval while the service has had no traffic yet. Default: the
+    /// interval (Envoy's 60 s would leave a young Envoy unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_traffic_interval: Option<Duration>,
+    /// Interval for hosts marked unhealthy. Default: the interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_interval: Option<Duration>,
+    /// The first check right after a host is marked unhealthy. Default:
+    /// the unhealthy interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_edge_interval: Option<Duration>,
+    /// The first check right after a host is marked healthy. Default: the
+    /// interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_edge_interval: Option<Duration>,
 }
 
 impl HealthCheck {
@@ -148,6 +254,27 @@ impl HealthCheck {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
     pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
     pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+
+    pub fn interval(&self) -> Duration {
+        self.interval.unwrap_or(Self::DEFAULT_INTERVAL)
+    }
+
+    pub fn no_traffic_interval(&self) -> Duration {
+        self.no_traffic_interval.unwrap_or(self.interval())
+    }
+
+    pub fn unhealthy_interval(&self) -> Duration {
+        self.unhealthy_interval.unwrap_or(self.interval())
+    }
+
+    pub fn unhealthy_edge_interval(&self) -> Duration {
+        self.unhealthy_edge_interval
+            .unwrap_or(self.unhealthy_interval())
+    }
+
+    pub fn healthy_edge_interval(&self) -> Duration {
+        self.healthy_edge_interval.unwrap_or(self.interval())
+    }
 }
 
 /// Where traffic goes when the viewer's own region is unhealthy.
@@ -192,141 +319,6 @@ impl Failover {
 }
 
 impl ServiceSpec {
-    pub(crate) fn validate(&self, errs: &mut Errors<'_>) {
-        check_range(errs, "port", self.port.into(), 1, 65535);
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, e) in self.endpoints.iter().enumerate() {
-            let path = format!("endpoints[{i}]");
-            if e.address.parse::<std::net::IpAddr>().is_err() {
-                errs.push(format!("{path}.address"), format!("{:?} is not an IP address", e.address));
-            }
-            if let Some(p) = e.port {
-                check_range(errs, &format!("{path}.port"), p.into(), 1, 65535);
-            }
-            check_ref_name(errs, &format!("{path}.region"), &e.region);
-            if let Some(w) = e.weight {
-                check_range(errs, &format!("{path}.weight"), w.into(), 1, 128);
-            }
-            if !seen.insert((e.address.clone(), e.port.unwrap_or(self.port))) {
-                errs.push(&path, format!("{}:{} is listed twice", e.address, e.port.unwrap_or(self.port)));
-            }
-        }
-        check_duration(errs, "connectTimeout", self.connect_timeout, 1, 300_000);
-        if let Some(cb) = &self.circuit_breakers {
-            for (field, v) in [
-                ("maxConnections", cb.max_connections),
-                ("maxPendingRequests", cb.max_pending_requests),
-                ("maxRequests", cb.max_requests),
-                ("maxRetries", cb.max_retries),
-            ] {
-                if let Some(v) = v {
-                    check_range(
-                        errs,
-                        &format!("circuitBreakers.{field}"),
-                        v.into(),
-                        1,
-                        1_000_000,
-                    );
-                }
-            }
-        }
-        if let Some(od) = &self.outlier_detection {
-            if let Some(v) = od.consecutive_5xx {
-                check_range(errs, "outlierDetection.consecutive5xx", v.into(), 1, 1000);
-            }
-            check_duration(
-                errs,
-                "outlierDetection.interval",
-                od.interval,
-                100,
-                3_600_000,
-            );
-            check_duration(
-                errs,
-                "outlierDetection.baseEjectionTime",
-                od.base_ejection_time,
-                100,
-                3_600_000,
-            );
-            if let Some(v) = od.max_ejection_percent {
-                check_range(
-                    errs,
-                    "outlierDetection.maxEjectionPercent",
-                    v.into(),
-                    0,
-                    100,
-                );
-            }
-        }
-        if let Some(hc) = &self.health_check {
-            if hc.path.is_some() && hc.protocol != HealthCheckProtocol::Http {
-                errs.push("healthCheck.path", "only allowed with protocol http");
-            }
-            if let Some(p) = &hc.path {
-                if !p.starts_with('/') {
-                    errs.push("healthCheck.path", "must start with '/'");
-                }
-            }
-            if hc.grpc_service.is_some() && hc.protocol != HealthCheckProtocol::Grpc {
-                errs.push("healthCheck.grpcService", "only allowed with protocol grpc");
-            }
-            check_duration(errs, "healthCheck.interval", hc.interval, 100, 3_600_000);
-            check_duration(errs, "healthCheck.timeout", hc.timeout, 1, 300_000);
-            let interval = hc.interval.unwrap_or(HealthCheck::DEFAULT_INTERVAL);
-            let timeout = hc.timeout.unwrap_or(HealthCheck::DEFAULT_TIMEOUT);
-            if timeout > interval {
-                errs.push(
-                    "healthCheck.timeout",
-                    format!("must not exceed the interval ({interval})"),
-                );
-            }
-            for (field, v) in [
-                ("healthyThreshold", hc.healthy_threshold),
-                ("unhealthyThreshold", hc.unhealthy_threshold),
-            ] {
-                if let Some(v) = v {
-                    check_range(errs, &format!("healthCheck.{field}"), v.into(), 1, 100);
-                }
-            }
-            if self.protocol == Protocol::Tcp && hc.protocol != HealthCheckProtocol::Tcp {
-                errs.push(
-                    "healthCheck.protocol",
-                    "a tcp service can only have a tcp health check",
-                );
-            }
-        }
-        if let Some(f) = &self.failover {
-            if let Some(t) = f.threshold_percent {
-                check_range(errs, "failover.thresholdPercent", t.into(), 1, 100);
-                if f.all_or_nothing {
-                    errs.push(
-                        "failover.thresholdPercent",
-                        "cannot be combined with allOrNothing",
-                    );
-                }
-            }
-            let mut seen = std::collections::BTreeSet::new();
-            for (i, r) in f.regions.iter().flatten().enumerate() {
-                check_ref_name(errs, &format!("failover.regions[{i}]"), r);
-                if !seen.insert(r) {
-                    errs.push(
-                        format!("failover.regions[{i}]"),
-                        format!("region \"{r}\" is listed twice"),
-                    );
-                }
-                if f.exclude_regions.contains(r) {
-                    errs.push(
-                        format!("failover.regions[{i}]"),
-                        format!("region \"{r}\" is also excluded"),
-                    );
-                }
-            }
-            for (i, r) in f.exclude_regions.iter().enumerate() {
-                check_ref_name(errs, &format!("failover.excludeRegions[{i}]"), r);
-            }
-        }
-    }
-
     /// Regions this service names (failover order and exclusions).
     pub fn referenced_regions(&self) -> impl Iterator<Item = &str> {
         self.failover

@@ -144,7 +144,7 @@ fn stored_form_round_trips_and_is_canonical() {
         assert_eq!(back.spec_to_json_bytes(), bytes);
     }
     let err = Object::from_stored("service", "a", br#"{"port":80,"colour":1}"#).unwrap_err();
-    assert_eq!(err.to_string(), "service/a: colour: unknown field \"colour\"; expected one of: protocol, port, loadBalancing, connectTimeout, circuitBreakers, outlierDetection, healthCheck, failover, endpoints");
+    assert_eq!(err.to_string(), "service/a: colour: unknown field \"colour\"; expected one of: protocol, port, loadBalancing, connectTimeout, circuitBreakers, outlierDetection, healthCheck, failover, updateMergeWindow, panicThresholdPercent, endpoints");
 }
 
 #[test]

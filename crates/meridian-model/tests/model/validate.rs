@@ -89,6 +89,15 @@ fn per_object_rules() {
         ("kind: service\nname: s\nspec: {port: 1, healthCheck: {protocol: http, path: h}}", "service/s: healthCheck.path: must start with '/'"),
         ("kind: service\nname: s\nspec: {port: 1, healthCheck: {protocol: http, interval: 1s, timeout: 2s}}", "service/s: healthCheck.timeout: must not exceed the interval (1s)"),
         ("kind: service\nname: s\nspec: {port: 1, protocol: tcp, healthCheck: {protocol: http}}", "service/s: healthCheck.protocol: a tcp service can only have a tcp health check"),
+        ("kind: service\nname: s\nspec: {port: 1, healthCheck: {protocol: http, noTrafficInterval: 50ms}}", "service/s: healthCheck.noTrafficInterval: must be between 100ms and 1h"),
+        ("kind: service\nname: s\nspec: {port: 1, healthCheck: {protocol: http, unhealthyInterval: 2h}}", "service/s: healthCheck.unhealthyInterval: must be between 100ms and 1h"),
+        ("kind: service\nname: s\nspec: {port: 1, healthCheck: {protocol: http, unhealthyEdgeInterval: 0ms}}", "service/s: healthCheck.unhealthyEdgeInterval: must be between 100ms and 1h"),
+        ("kind: service\nname: s\nspec: {port: 1, healthCheck: {protocol: http, healthyEdgeInterval: 99ms}}", "service/s: healthCheck.healthyEdgeInterval: must be between 100ms and 1h"),
+        ("kind: service\nname: s\nspec: {port: 1, outlierDetection: {consecutiveGatewayFailure: 0}}", "service/s: outlierDetection.consecutiveGatewayFailure: must be between 1 and 1000"),
+        ("kind: service\nname: s\nspec: {port: 1, outlierDetection: {maxEjectionTime: 10s}}", "service/s: outlierDetection.maxEjectionTime: must not be less than baseEjectionTime (30s)"),
+        ("kind: service\nname: s\nspec: {port: 1, outlierDetection: {maxEjectionTime: 2h, baseEjectionTime: 1s}}", "service/s: outlierDetection.maxEjectionTime: must be between 100ms and 1h"),
+        ("kind: service\nname: s\nspec: {port: 1, updateMergeWindow: 2m}", "service/s: updateMergeWindow: must be between 0s and 1m"),
+        ("kind: service\nname: s\nspec: {port: 1, panicThresholdPercent: 101}", "service/s: panicThresholdPercent: must be between 0 and 100"),
         ("kind: service\nname: s\nspec: {port: 1, failover: {thresholdPercent: 0}}", "service/s: failover.thresholdPercent: must be between 1 and 100"),
         ("kind: service\nname: s\nspec: {port: 1, failover: {thresholdPercent: 50, allOrNothing: true}}", "service/s: failover.thresholdPercent: cannot be combined with allOrNothing"),
         ("kind: service\nname: s\nspec: {port: 1, failover: {regions: [us-east], excludeRegions: [us-east]}}", "service/s: failover.regions[0]: region \"us-east\" is also excluded"),
@@ -174,4 +183,17 @@ fn referrers_and_guarded_delete() {
     set.remove(Kind::Listener, "l").unwrap();
     set.remove(Kind::Route, "r").unwrap();
     assert!(set.remove(Kind::Service, "web").unwrap().is_some());
+}
+
+/// The failover and health-check knobs at their limits are accepted, and
+/// round-trip through the stored form.
+#[test]
+fn failover_and_health_check_knobs_at_their_limits() {
+    let yaml = "kind: region\nname: us-east\nspec: {}\n---\nkind: service\nname: s\nspec:\n  port: 1\n  updateMergeWindow: 0ms\n  panicThresholdPercent: 100\n  failover: {}\n  outlierDetection: {consecutiveGatewayFailure: 1000, baseEjectionTime: 1h, maxEjectionTime: 1h}\n  healthCheck: {protocol: http, noTrafficInterval: 100ms, unhealthyInterval: 1h, unhealthyEdgeInterval: 100ms, healthyEdgeInterval: 1h}\n";
+    assert!(check(yaml).is_empty(), "{:?}", check(yaml));
+    let set = must_parse(yaml);
+    let svc = set.service("s").unwrap();
+    let json = serde_json::to_string(svc).unwrap();
+    let back: meridian_model::ServiceSpec = serde_json::from_str(&json).unwrap();
+    assert_eq!(&back, svc);
 }

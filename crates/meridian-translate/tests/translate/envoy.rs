@@ -163,6 +163,101 @@ spec:
     must_validate_with_envoy(&yaml, &["api", "api-v2"], None);
 }
 
+/// Every failover and health-check knob, set and defaulted, is accepted by
+/// Envoy (the merge window of 0, a panic threshold of 0, the edge
+/// intervals, gateway-failure enforcement, the ejection cap).
+#[test]
+fn failover_and_health_check_knobs() {
+    let yaml = r#"
+kind: region
+name: us-east
+spec: {failover: [eu-west]}
+---
+kind: region
+name: eu-west
+spec: {}
+---
+kind: region
+name: ap-south
+spec: {}
+---
+kind: service
+name: web
+spec:
+  port: 8080
+  failover: {thresholdPercent: 50}
+  updateMergeWindow: 0ms
+  panicThresholdPercent: 0
+  outlierDetection: {consecutiveGatewayFailure: 2, maxEjectionTime: 2m}
+  healthCheck: {protocol: http, interval: 1s, noTrafficInterval: 1s, unhealthyInterval: 500ms, unhealthyEdgeInterval: 200ms, healthyEdgeInterval: 2s}
+---
+kind: service
+name: api
+spec:
+  port: 8081
+  failover: {}
+  healthCheck: {protocol: tcp, interval: 1s}
+---
+kind: route
+name: web
+spec:
+  hosts: ["*"]
+  rules: [{backends: [{service: web}, {service: api}]}]
+---
+kind: listener
+name: edge
+spec: {address: 127.0.0.1, port: 8000, routes: [web]}
+"#;
+    must_validate_with_envoy(yaml, &["web", "api"], None);
+}
+
+/// The ADS bootstrap `meridian bootstrap` prints is accepted by Envoy in
+/// both health-check forms: `/readyz` on each controller's admin port
+/// (the same host, and a distinct IP) and the TCP fallback, with the xDS
+/// retry back-off, over delta and SotW.
+#[test]
+fn ads_bootstrap_with_readiness_checks_and_retry_back_off() {
+    use meridian_translate::bootstrap::{bootstrap, AdsVariant, BootstrapSpec};
+    let envoy = meridian_testkit::envoy::envoy_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = |r: &str, a: &str| (r.to_string(), a.to_string());
+    let mut spec = BootstrapSpec::new(
+        "validate",
+        "us-east",
+        9901,
+        vec![
+            ctl("us-east", "127.0.0.1:18000"),
+            ctl("eu-west", "127.0.0.2:18000"),
+            ctl("ap-south", "ctl.example:18000"),
+        ],
+    );
+    spec.failover = vec!["eu-west".into()];
+    for (i, with_admin) in [false, true].into_iter().enumerate() {
+        if with_admin {
+            spec.variant = AdsVariant::Sotw;
+            spec.controllers.pop();
+            spec.controller_admin
+                .insert("127.0.0.1:18000".into(), "127.0.0.1:19000".into());
+            spec.controller_admin
+                .insert("127.0.0.2:18000".into(), "127.0.0.3:19000".into());
+        }
+        let b = bootstrap(&spec).unwrap();
+        let hc = &b["static_resources"]["clusters"][0]["health_checks"][0];
+        assert_eq!(hc.get("http_health_check").is_some(), with_admin, "{hc}");
+        let file = dir.path().join(format!("ads-{i}.json"));
+        std::fs::write(&file, b.to_string()).unwrap();
+        let (ok, log) = run_validate(&envoy, &file);
+        assert!(
+            ok,
+            "envoy rejected the ADS bootstrap (admin addresses: {with_admin}):\n{log}"
+        );
+        assert!(
+            !log.contains("[error]") && !log.contains("[critical]"),
+            "envoy logged errors:\n{log}"
+        );
+    }
+}
+
 /// The harness is not vacuous: a bootstrap Envoy must refuse (a listener
 /// filter whose config does not decode) is reported as a failure.
 #[test]

@@ -52,6 +52,8 @@ fn service() -> impl Strategy<Value = ServiceSpec> {
                         threshold_percent: if aon { None } else { threshold },
                         all_or_nothing: aon,
                     }),
+                    update_merge_window: None,
+                    panic_threshold_percent: None,
                     endpoints: vec![],
                 }
             },

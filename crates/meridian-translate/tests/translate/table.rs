@@ -267,6 +267,87 @@ spec: {port: 81, protocol: http2, loadBalancing: random}",
     );
 }
 
+/// Health checks run from an Envoy's first second (no_traffic_interval),
+/// with every interval from the model or its default.
+#[test]
+fn health_check_intervals() {
+    let yaml = with_regions(
+        "kind: service
+name: set
+spec:
+  port: 80
+  healthCheck: {protocol: http, interval: 2s, noTrafficInterval: 500ms, unhealthyInterval: 3s, unhealthyEdgeInterval: 400ms, healthyEdgeInterval: 700ms}
+---
+kind: service
+name: unset
+spec: {port: 80, healthCheck: {protocol: tcp, interval: 1s, unhealthyInterval: 4s}}",
+    );
+    let d = |s: i64, ms: i32| {
+        format!(
+            "Some(Duration {{ seconds: {s}, nanos: {} }})",
+            ms * 1_000_000
+        )
+    };
+    check(
+        &yaml,
+        "us-east",
+        &[
+            &format!("cluster/set: interval: {}", d(2, 0)),
+            &format!("cluster/set: no_traffic_interval: {}", d(0, 500)),
+            &format!("cluster/set: unhealthy_interval: {}, unhealthy_edge_interval: {}, healthy_edge_interval: {}", d(3, 0), d(0, 400), d(0, 700)),
+            // Unset: no-traffic and healthy-edge follow the interval, the
+            // unhealthy edge follows the unhealthy interval.
+            &format!("cluster/unset: no_traffic_interval: {}", d(1, 0)),
+            &format!("cluster/unset: unhealthy_interval: {}, unhealthy_edge_interval: {}, healthy_edge_interval: {}", d(4, 0), d(4, 0), d(1, 0)),
+        ],
+    );
+}
+
+/// A service with `failover` gets defaults that keep a failing region out
+/// (every host ejectable, gateway failures enforced, a 1 s sweep, a merge
+/// window well under a second); one without keeps Envoy's; set values win.
+#[test]
+fn failover_defaults() {
+    let yaml = with_regions(
+        "kind: service
+name: plain
+spec: {port: 80}
+---
+kind: service
+name: fo
+spec: {port: 80, failover: {}}
+---
+kind: service
+name: set
+spec:
+  port: 80
+  failover: {thresholdPercent: 50}
+  updateMergeWindow: 0ms
+  panicThresholdPercent: 0
+  outlierDetection: {consecutiveGatewayFailure: 3, maxEjectionTime: 1m, maxEjectionPercent: 50, interval: 2s}",
+    );
+    let d = |s: i64| format!("Some(Duration {{ seconds: {s}, nanos: 0 }})");
+    check(
+        &yaml,
+        "us-east",
+        &[
+            &format!("cluster/plain: interval: {}, base_ejection_time: {}, max_ejection_percent: Some(UInt32Value {{ value: 10 }})", d(10), d(30)),
+            "cluster/plain: consecutive_gateway_failure: None",
+            "cluster/plain: enforcing_consecutive_gateway_failure: None",
+            &format!("cluster/plain: max_ejection_time: {}", d(300)),
+            "cluster/plain: healthy_panic_threshold: Some(Percent { value: 50.0 }), update_merge_window: Some(Duration { seconds: 1, nanos: 0 })",
+            &format!("cluster/fo: interval: {}, base_ejection_time: {}, max_ejection_percent: Some(UInt32Value {{ value: 100 }})", d(1), d(30)),
+            "cluster/fo: consecutive_gateway_failure: Some(UInt32Value { value: 5 })",
+            "cluster/fo: enforcing_consecutive_gateway_failure: Some(UInt32Value { value: 100 })",
+            "cluster/fo: healthy_panic_threshold: Some(Percent { value: 50.0 }), update_merge_window: Some(Duration { seconds: 0, nanos: 100000000 })",
+            &format!("cluster/set: interval: {}, base_ejection_time: {}, max_ejection_percent: Some(UInt32Value {{ value: 50 }})", d(2), d(30)),
+            "cluster/set: consecutive_gateway_failure: Some(UInt32Value { value: 3 })",
+            &format!("cluster/set: max_ejection_time: {}", d(60)),
+            "cluster/set: healthy_panic_threshold: Some(Percent { value: 0.0 }), update_merge_window: Some(Duration { seconds: 0, nanos: 0 })",
+        ],
+    );
+}
+
 #[test]
 fn grpc_config_source_option() {
     let yaml = with_regions("kind: service\nname: web\nspec: {port: 8080}");

@@ -3,6 +3,7 @@
 //! itself is `meridian_translate::bootstrap`, which tests and benchmarks use
 //! too.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -36,7 +37,9 @@ pub struct BootstrapArgs {
     pub admin_port: u16,
     #[arg(long, default_value = "127.0.0.1")]
     pub admin_address: String,
-    /// Controllers' xDS addresses as REGION=HOST:PORT,...; default: asked from the cluster.
+    /// Controllers' xDS addresses as REGION=HOST:PORT,...; default: asked from the cluster
+    /// (which also gives their admin addresses, so Envoy checks their /readyz; with this
+    /// flag it checks the xDS port by TCP).
     #[arg(long, value_delimiter = ',')]
     pub controllers: Vec<String>,
     /// Write to this file instead of stdout.
@@ -49,18 +52,18 @@ pub async fn run(a: BootstrapArgs, g: &Global) -> Result<()> {
     if a.node_id.is_empty() {
         bail!("--node-id: must not be empty");
     }
+    let mut admin = BTreeMap::new();
     let controllers: Vec<(String, String)> = if a.controllers.is_empty() {
         let st = g
             .servers()
             .cluster_call(|mut c| async move { c.get_cluster_status(pb::ClusterStatusRequest {}).await })
             .await
             .context("asking the cluster for its controllers")?;
-        st.members
-            .into_iter()
-            .filter_map(|m| m.node)
-            .filter(|n| !n.xds_addr.is_empty())
-            .map(|n| (n.region, n.xds_addr))
-            .collect()
+        let nodes: Vec<pb::NodeInfo> = st.members.into_iter().filter_map(|m| m.node).filter(|n| !n.xds_addr.is_empty()).collect();
+        for n in nodes.iter().filter(|n| !n.admin_addr.is_empty()) {
+            admin.insert(n.xds_addr.clone(), n.admin_addr.clone());
+        }
+        nodes.into_iter().map(|n| (n.region, n.xds_addr)).collect()
     } else {
         a.controllers
             .iter()
@@ -75,7 +78,9 @@ pub async fn run(a: BootstrapArgs, g: &Global) -> Result<()> {
         bail!("no controllers with an xDS address are known; pass --controllers REGION=HOST:PORT");
     }
     let failover = if a.controllers.is_empty() { region_failover(g, &a.region).await } else { Vec::new() };
-    let yaml = serde_yaml_ng::to_string(&bootstrap(&spec(&a, &controllers, &failover))?)?;
+    let mut spec = spec(&a, &controllers, &failover);
+    spec.controller_admin = admin;
+    let yaml = serde_yaml_ng::to_string(&bootstrap(&spec)?)?;
     match &a.out {
         Some(p) => std::fs::write(p, yaml).with_context(|| format!("writing {}", p.display()))?,
         None => print!("{yaml}"),
@@ -112,6 +117,7 @@ fn spec(a: &BootstrapArgs, controllers: &[(String, String)], failover: &[String]
         admin_address: a.admin_address.clone(),
         admin_port: a.admin_port,
         controllers: controllers.to_vec(),
+        controller_admin: BTreeMap::new(),
         failover: failover.to_vec(),
     }
 }
