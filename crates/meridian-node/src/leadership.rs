@@ -1,5 +1,7 @@
 //! Who leads, as this node sees it, and the leader-side read barrier.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meridian_peer::Activity;
@@ -23,15 +25,30 @@ pub(crate) struct Leadership {
     /// How long a follower may go without hearing from the leader (and a
     /// leader from a quorum) and still call itself in contact.
     contact_limit_ms: u64,
+    /// The last log index this process found on disk at start, and whether
+    /// the state machine has applied up to it since. openraft 0.9 restarts
+    /// a leader whose vote was committed as leader in the same term, and its
+    /// read barrier is max(committed, the term's first entry): the committed
+    /// index is restored from a marker that is not flushed (DECISIONS.md),
+    /// and the term's first entry is old, so right after a restart of every
+    /// node the barrier can sit below writes that were acknowledged before
+    /// the crash (the chaos suite's `kill-all` finding). Every acknowledged
+    /// write is in the leader's durable log, so once the state machine has
+    /// applied the whole log found at start, the barrier is safe again.
+    startup_log: u64,
+    caught_up: Arc<AtomicBool>,
 }
 
 impl Leadership {
     pub(crate) fn new(id: NodeId, raft: Raft, activity: Activity, contact_limit_ms: u64) -> Self {
+        let startup_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
         Leadership {
             id,
             raft,
             activity,
             contact_limit_ms,
+            startup_log,
+            caught_up: Arc::new(AtomicBool::new(startup_log == 0)),
         }
     }
 
@@ -101,11 +118,39 @@ impl Leadership {
     ) -> Result<(), ApiError> {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => self.applied_log_found_at_start(deadline, what).await,
             Ok(Err(e)) if e.forward_to_leader::<NodeInfo>().is_some() => Err(ApiError::NotLeader),
             Ok(Err(e)) => Err(ApiError::Unavailable(format!("{what} barrier failed: {e}"))),
             Err(_) => Err(ApiError::NoQuorum(format!(
                 "no quorum: leadership could not be confirmed{on_timeout}"
+            ))),
+        }
+    }
+
+    /// Waits (once per process) until the state machine applied every entry
+    /// the log held at start; see `startup_log`.
+    async fn applied_log_found_at_start(
+        &self,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        if self.caught_up.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self
+            .raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(self.startup_log), "the log found at start")
+            .await
+        {
+            Ok(_) => {
+                self.caught_up.store(true, Ordering::Release);
+                Ok(())
+            }
+            Err(_) => Err(ApiError::NoQuorum(format!(
+                "no quorum: {what}: this leader restarted and has not yet committed the {} log entries it holds",
+                self.startup_log
             ))),
         }
     }
