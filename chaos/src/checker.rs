@@ -409,8 +409,9 @@ impl<'a> Search<'a> {
             ),
         };
         for r in recent {
-            if r != stuck && ops.len() < 6 {
-                ops.push(self.ops[r].clone());
+            let o = self.ops[r];
+            if ops.len() < 6 && !ops.iter().any(|p| p == o) {
+                ops.push(o.clone());
             }
         }
         Anomaly {

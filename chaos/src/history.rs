@@ -44,6 +44,8 @@ pub struct Op {
     pub outcome: Outcome,
     /// Which node the client sent it to.
     pub node: u64,
+    /// The revision an acknowledged write was committed at (0: none).
+    pub revision: u64,
 }
 
 impl Op {

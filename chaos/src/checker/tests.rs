@@ -13,6 +13,7 @@ fn op(kind: OpKind, call: u64, ret: u64, outcome: Outcome) -> Op {
         ret: ret * 1_000_000,
         outcome,
         node: 1,
+        revision: 0,
     }
 }
 fn w(v: &str, call: u64, ret: u64) -> Op {
