@@ -259,8 +259,8 @@ fn sweep_stale() {
         let Ok(pid) = digits.parse::<u32>() else {
             continue;
         };
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if !comm.starts_with("meridian-chaos") {
+        // Alive under any name (a copied binary): not ours to delete.
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             quiet(&["ip", "netns", "del", name]);
         }
     }

@@ -166,6 +166,18 @@ pub async fn run(
     for p in &row.problems {
         println!("   PROBLEM {p}");
     }
+    if row.failed() {
+        // The whole history, for whoever reads the failure next.
+        let path = nodes.dir().join(format!("history-{index}-{}.txt", s.name));
+        let mut sorted = history.clone();
+        sorted.sort_by_key(|o| (o.key.clone(), o.call));
+        let text: String = sorted.iter().map(|o| format!("{op}\n", op = o)).collect();
+        std::fs::write(&path, text).map_err(|e| Error::Io {
+            what: format!("writing {}", path.display()),
+            source: e,
+        })?;
+        println!("   history in {}", path.display());
+    }
     Ok(row)
 }
 
