@@ -226,9 +226,12 @@ impl Client {
         let call = self.now();
         let r = c.get(req).await;
         let ret = self.now();
+        let mut revision = 0;
         let (saw, outcome) = match r {
             Ok(resp) => {
-                let obj = resp.into_inner().object;
+                let resp = resp.into_inner();
+                revision = resp.revision;
+                let obj = resp.object;
                 let saw = obj.as_ref().and_then(|o| value_of(&o.value));
                 let rev = obj.as_ref().map_or(0, |o| o.revision);
                 self.cache.insert(name.to_string(), (saw.clone(), rev));
@@ -251,7 +254,7 @@ impl Client {
             ret,
             outcome,
             node: id,
-            revision: 0,
+            revision,
         });
         outcome == Outcome::Ok
     }

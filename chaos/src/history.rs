@@ -44,7 +44,8 @@ pub struct Op {
     pub outcome: Outcome,
     /// Which node the client sent it to.
     pub node: u64,
-    /// The revision an acknowledged write was committed at (0: none).
+    /// The revision an acknowledged write was committed at, or the global
+    /// revision of the state a read was answered from (0: none).
     pub revision: u64,
 }
 
@@ -89,9 +90,14 @@ impl fmt::Display for Op {
             Outcome::Failed => "failed",
             Outcome::Unknown => "unknown",
         };
+        let rev = if self.revision > 0 {
+            format!(" @{}", self.revision)
+        } else {
+            String::new()
+        };
         write!(
             f,
-            "client {} via node {}: {what} [{outcome}, {:.3}s..{:.3}s]",
+            "client {} via node {}: {what} [{outcome}{rev}, {:.3}s..{:.3}s]",
             self.client,
             self.node,
             self.call as f64 / 1e9,

@@ -162,7 +162,12 @@ impl Nodes {
                 &format!("{}ms", opts.write_timeout.as_millis()),
             ])
             .args(&opts.extra_args)
-            .env("RUST_LOG", "info,openraft=warn")
+            // MERIDIAN_CHAOS_RUST_LOG: the servers' filter, to dig into a failure.
+            .env(
+                "RUST_LOG",
+                std::env::var("MERIDIAN_CHAOS_RUST_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);

@@ -219,7 +219,9 @@ async fn lost_writes(addr: &str, keys: &[String], history: &[Op], row: &mut Row)
     for name in keys {
         let acked: Vec<&Op> = history
             .iter()
-            .filter(|o| o.key == *name && o.outcome == Outcome::Ok && o.revision > 0)
+            .filter(|o| {
+                o.key == *name && o.outcome == Outcome::Ok && o.is_write() && o.revision > 0
+            })
             .collect();
         if acked.is_empty() {
             continue;
