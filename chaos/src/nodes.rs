@@ -1,0 +1,350 @@
+//! Real `meridian server` processes, one per namespace of a [`Net`], on the
+//! same ports at different addresses. Killed (SIGKILL), paused
+//! (SIGSTOP/SIGCONT) and restarted on their data dirs by the nemesis; a
+//! guard kills them on drop, and [`kill_all_started`] does for the signal
+//! handler.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use meridian_proto::v1 as pb;
+use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
+
+use crate::net::Net;
+use crate::Error;
+
+pub const API_PORT: u16 = 7000;
+const PEER_PORT: u16 = 7001;
+const XDS_PORT: u16 = 7002;
+const ADMIN_PORT: u16 = 7003;
+
+/// Every pid this process started, for the signal handler.
+static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+#[derive(Clone, Debug)]
+pub struct NodeOpts {
+    pub write_timeout: Duration,
+    pub snapshot_logs: u64,
+    /// A test-only flag for the node, to show the suite fails on a broken
+    /// server (none exists yet; the broken modes are client-side).
+    pub extra_args: Vec<String>,
+}
+
+struct Node {
+    id: u64,
+    child: Option<Child>,
+    paused: bool,
+    data: PathBuf,
+    log: PathBuf,
+}
+
+pub struct Nodes {
+    pub net: Net,
+    nodes: Vec<Node>,
+    bin: PathBuf,
+    opts: NodeOpts,
+    dir: tempfile::TempDir,
+}
+
+impl Nodes {
+    /// Starts `n` nodes, node 1 bootstrapping and the others joining it, and
+    /// waits until all are voters.
+    pub async fn start(n: usize, opts: NodeOpts) -> Result<Nodes, Error> {
+        let ids: Vec<u64> = (1..=n as u64).collect();
+        let net = Net::create(&ids)?;
+        let bin =
+            meridian_testkit::try_meridian_bin().map_err(|e| Error::Setup(format!("{e:#}")))?;
+        let dir = tempfile::Builder::new()
+            .prefix("meridian-chaos-")
+            .tempdir()
+            .map_err(|e| Error::Io {
+                what: "creating the data dir".into(),
+                source: e,
+            })?;
+        let nodes = ids
+            .iter()
+            .map(|&id| Node {
+                id,
+                child: None,
+                paused: false,
+                data: dir.path().join(format!("node-{id}")),
+                log: dir.path().join(format!("node-{id}.log")),
+            })
+            .collect();
+        let mut c = Nodes {
+            net,
+            nodes,
+            bin,
+            opts,
+            dir,
+        };
+        c.spawn(1)?;
+        c.wait_until("node 1 leads", Duration::from_secs(60), |st| {
+            st.iter().any(|(id, s)| *id == 1 && s.role == "leader")
+        })
+        .await?;
+        for id in 2..=n as u64 {
+            c.spawn(id)?;
+        }
+        let want = ids.clone();
+        c.wait_until(
+            &format!("voters {want:?}"),
+            Duration::from_secs(90),
+            move |st| {
+                st.iter().any(|(_, s)| {
+                    let mut v = s.voters.clone();
+                    v.sort_unstable();
+                    s.role == "leader" && v == want && s.learners.is_empty()
+                })
+            },
+        )
+        .await?;
+        Ok(c)
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn api_addr(&self, id: u64) -> String {
+        format!("{}:{API_PORT}", self.net.ip(id))
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn node(&mut self, id: u64) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("a node of this cluster")
+    }
+
+    /// Starts node `id` on its data dir (again, after a kill).
+    pub fn spawn(&mut self, id: u64) -> Result<(), Error> {
+        let ip = self.net.ip(id);
+        let ns = self.net.ns(id);
+        let join = (id != 1).then(|| self.api_addr(1));
+        let (bin, opts) = (self.bin.clone(), self.opts.clone());
+        let n = self.node(id);
+        if n.child.is_some() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .map_err(|e| Error::Io {
+                what: format!("opening {}", n.log.display()),
+                source: e,
+            })?;
+        let log2 = log.try_clone().map_err(|e| Error::Io {
+            what: "log file".into(),
+            source: e,
+        })?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns])
+            .arg(&bin)
+            .arg("server")
+            .args(["--node-id", &id.to_string(), "--region", "us-east"])
+            .arg("--data-dir")
+            .arg(&n.data)
+            .args(["--api-listen", &format!("{ip}:{API_PORT}")])
+            .args(["--peer-listen", &format!("{ip}:{PEER_PORT}")])
+            .args(["--xds-listen", &format!("{ip}:{XDS_PORT}")])
+            .args(["--admin-listen", &format!("{ip}:{ADMIN_PORT}")])
+            .args(["--snapshot-logs", &opts.snapshot_logs.to_string()])
+            .args([
+                "--write-timeout",
+                &format!("{}ms", opts.write_timeout.as_millis()),
+            ])
+            .args(&opts.extra_args)
+            // MERIDIAN_CHAOS_RUST_LOG: the servers' filter, to dig into a failure.
+            .env(
+                "RUST_LOG",
+                std::env::var("MERIDIAN_CHAOS_RUST_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        match join {
+            None => cmd.arg("--bootstrap"),
+            Some(j) => cmd.args(["--join", &j]),
+        };
+        // `ip netns exec` execs the command itself: the pid is the server's.
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::Setup(format!("starting {} in {ns}: {e}", bin.display())))?;
+        PIDS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(child.id());
+        n.child = Some(child);
+        n.paused = false;
+        Ok(())
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self, id: u64) {
+        let n = self.node(id);
+        if let Some(mut c) = n.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            PIDS.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|p| *p != c.id());
+        }
+        n.paused = false;
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT.
+    pub fn pause(&mut self, id: u64, stop: bool) {
+        let n = self.node(id);
+        if let Some(c) = &n.child {
+            let sig = if stop { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: kill(2) on a pid we started and have not reaped.
+            unsafe { libc::kill(c.id() as i32, sig) };
+            n.paused = stop;
+        }
+    }
+
+    /// Continues paused nodes and starts killed ones.
+    pub fn revive_all(&mut self) -> Result<(), Error> {
+        for id in self.ids() {
+            if self.node(id).paused {
+                self.pause(id, false);
+            }
+            if self.node(id).child.is_none() {
+                self.spawn(id)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some() && !n.paused)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Each running node's own status, for those that answer within 1 s.
+    pub async fn statuses(&self) -> Vec<(u64, pb::NodeStatus)> {
+        let mut out = Vec::new();
+        for id in self.running() {
+            if let Some(st) = status(&self.api_addr(id)).await {
+                out.push((id, st));
+            }
+        }
+        out
+    }
+
+    /// The node that says it leads with the highest term, if any.
+    pub async fn leader(&self) -> Option<u64> {
+        self.statuses()
+            .await
+            .into_iter()
+            .filter(|(_, s)| s.role == "leader")
+            .max_by_key(|(_, s)| s.term)
+            .map(|(id, _)| id)
+    }
+
+    async fn wait_until<F>(&self, what: &str, timeout: Duration, f: F) -> Result<(), Error>
+    where
+        F: Fn(&[(u64, pb::NodeStatus)]) -> bool,
+    {
+        let start = Instant::now();
+        loop {
+            if f(&self.statuses().await) {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::Setup(format!(
+                    "timed out after {timeout:?} waiting for {what}; logs in {}\n{}",
+                    self.dir().display(),
+                    self.log_tails(15)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+            out.push_str(&format!("---- node {} ----\n", n.id));
+            for l in tail.iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Whether any node's log shows a panic.
+    pub fn panics(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                std::fs::read_to_string(&n.log)
+                    .unwrap_or_default()
+                    .contains("panicked at")
+            })
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Keeps the data dir and logs past the run (for a failed one).
+    pub fn keep(&mut self) -> Result<PathBuf, Error> {
+        let fresh = tempfile::tempdir().map_err(|e| Error::Io {
+            what: "creating a temp dir".into(),
+            source: e,
+        })?;
+        Ok(std::mem::replace(&mut self.dir, fresh).keep())
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// SIGKILL (after SIGCONT, so a paused one dies too) to every server this
+/// process started: for the signal handler, when no destructor will run.
+pub fn kill_all_started() {
+    for pid in PIDS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        // SAFETY: kill(2); a pid already reaped and reused is the risk,
+        // small within one run.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGCONT);
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
+pub async fn status(addr: &str) -> Option<pb::NodeStatus> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .ok()?;
+    ClusterServiceClient::new(ch)
+        .get_node_status(pb::NodeStatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}

@@ -1,0 +1,65 @@
+//! The suite can fail: with a deliberately broken client (local reads
+//! recorded as linearizable) and a minority cut off from the majority, the
+//! runner must report stale reads and exit 1. Either way it deletes every
+//! namespace it made. Needs root, like the suite.
+
+use std::process::{Command, Output, Stdio};
+
+const SCENARIO: &[&str] = &[
+    "--scenario",
+    "partition-minority",
+    "--seed",
+    "7",
+    "--duration",
+    "15s",
+];
+
+/// Runs the suite; returns its output and the namespaces it left behind.
+fn run(extra: &[&str]) -> (Output, Vec<String>) {
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian-chaos"))
+        .args(SCENARIO)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run meridian-chaos");
+    let prefix = format!("mch{}", child.id());
+    let out = child.wait_with_output().expect("wait for meridian-chaos");
+    let list = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let left = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    (out, left)
+}
+
+#[test]
+fn local_reads_recorded_as_linearizable_fail_the_suite() {
+    let (out, left) = run(&["--broken", "local-reads"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a failed check\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("StaleRead"),
+        "expected a stale read to be named\n{stdout}"
+    );
+    assert!(stdout.contains("1 failed"), "{stdout}");
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
+
+#[test]
+fn the_same_scenario_passes_with_linearizable_reads() {
+    let (out, left) = run(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
