@@ -31,6 +31,7 @@ pub(crate) struct WriteResult {
 pub(crate) struct ConfigWrites {
     lane: GroupCommit,
     sm: StateMachineStore,
+    raft: Raft,
 }
 
 impl ConfigWrites {
@@ -42,13 +43,58 @@ impl ConfigWrites {
     ) -> Self {
         let admission = validation::Validation::new(sm.clone(), metrics.clone());
         ConfigWrites {
-            lane: GroupCommit::start(admission, raft, write_timeout, metrics),
+            lane: GroupCommit::start(admission, raft.clone(), write_timeout, metrics),
             sm,
+            raft,
         }
     }
 
-    /// Commits (or, dry, only validates) `txn`; waits at most until `deadline`.
+    /// Commits (or, dry, only validates) `txn`. A refusal decided at
+    /// admission (a failed precondition, invalid config) was decided on this
+    /// node's own replica, which a deposed leader that has not yet heard of
+    /// the new term holds stale (the chaos suite's `stale-conflict`
+    /// finding). So before such a refusal is answered, a read barrier
+    /// confirms leadership; if config was applied since the write was
+    /// submitted, the refusal may rest on an old state and the write is
+    /// admitted once more. Refusals decided in apply are in log order and
+    /// need none of this.
     pub(crate) async fn submit(
+        &self,
+        txn: Txn,
+        dry_run: bool,
+        deadline: Instant,
+    ) -> Result<WriteResult, ApiError> {
+        let seq_before = self.sm.config_seq();
+        let first = self.submit_once(txn.clone(), dry_run, deadline).await;
+        if !matches!(first, Err(ApiError::Conflict(_) | ApiError::Invalid(_))) {
+            return first;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.forward_to_leader::<meridian_store::NodeInfo>().is_some() => {
+                return Err(ApiError::NotLeader)
+            }
+            Ok(Err(e)) => {
+                return Err(ApiError::Unavailable(format!(
+                    "write refused, but leadership could not be confirmed: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(ApiError::NoQuorum(
+                    "no quorum: the write was refused, but leadership could not be confirmed"
+                        .into(),
+                ))
+            }
+        }
+        if self.sm.config_seq() == seq_before {
+            return first;
+        }
+        self.submit_once(txn, dry_run, deadline).await
+    }
+
+    /// One admission and, if admitted, commit; waits at most until `deadline`.
+    async fn submit_once(
         &self,
         txn: Txn,
         dry_run: bool,
