@@ -517,7 +517,7 @@ async fn certificates_rotate_on_disk_while_a_watch_and_writes_go_on() {
 fn the_server_refuses_to_start_without_tls_unless_insecure() {
     let dir = tempfile::tempdir().unwrap();
     let run = |extra: &[&str]| {
-        Command::new(meridian_bin())
+        let mut child = Command::new(meridian_bin())
             .args(["server", "--node-id", "1", "--region", "us-east"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
@@ -535,8 +535,20 @@ fn the_server_refuses_to_start_without_tls_unless_insecure() {
             ])
             .args(extra)
             .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that wrongly starts would run forever: stop it and fail.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        child.wait_with_output().unwrap()
     };
     let o = run(&[]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
