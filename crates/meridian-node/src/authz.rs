@@ -79,7 +79,7 @@ pub(crate) fn check(caller: Option<&Identity>, path: &str) -> Result<(), String>
         ));
     };
     match id {
-        Identity::Operator { role, .. } if rule.path.contains("/AgentService/") => Err(format!(
+        Identity::Operator { role, .. } if rule.path.starts_with("/meridian.v1.AgentService/") => Err(format!(
             "{id} may not call {method}: only agents (cluster/NAME) speak the agents' protocol, and {role} is an operator role"
         )),
         Identity::Operator { role, .. } if role.allows(rule.role) => Ok(()),
