@@ -245,6 +245,34 @@ async fn every_listener_refuses_strangers_and_wrong_identities_and_lets_the_righ
         "node/3 sending as node 2"
     );
 
+    // An agent's certificate binds it to its cluster.
+    let agent = pki
+        .issue(
+            Identity::Agent {
+                cluster: "us-east".into(),
+            },
+            Validity::leaf_default(),
+        )
+        .unwrap();
+    let ch = channel(&c.node(1).api_addr(), with(pki, &agent))
+        .await
+        .unwrap();
+    let hello = pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Hello(pb::AgentHello {
+            cluster: "eu-west".into(),
+            region: "us-east".into(),
+            token: "whatever".into(),
+            session: "s1".into(),
+            ..Default::default()
+        })),
+    };
+    let st = meridian_proto::v1::agent_service_client::AgentServiceClient::new(ch)
+        .report(tokio_stream::iter(vec![hello]))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    assert!(st.message().contains("cluster/us-east"), "{st:?}");
+
     let refused = metric(&c, 1, "meridian_tls_handshakes_refused_total").await;
     for l in ["peer", "api", "xds"] {
         let n = refused
