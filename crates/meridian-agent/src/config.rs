@@ -65,6 +65,9 @@ pub struct AgentConfig {
     /// quarter); the agent moves back to the first that is. Zero disables
     /// failback: the agent stays where it is until that controller fails.
     pub failback_interval: Duration,
+    /// Mutual TLS to the controllers with the agent's `cluster/NAME`
+    /// certificate; `None` is plaintext.
+    pub tls: Option<std::sync::Arc<meridian_tls::TlsSource>>,
 }
 
 /// Shorter failback intervals would mostly probe controllers that are still
@@ -94,6 +97,7 @@ impl AgentConfig {
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),
             failback_interval: Duration::from_secs(30),
+            tls: None,
         }
     }
 

@@ -64,7 +64,11 @@ impl AgentApi {
         }
     }
 
-    async fn report(&self, mut input: Streaming<pb::AgentMessage>) -> Result<Out, ApiError> {
+    async fn report(
+        &self,
+        mut input: Streaming<pb::AgentMessage>,
+        caller: Option<meridian_pki::Identity>,
+    ) -> Result<Out, ApiError> {
         let first = tokio::time::timeout(Duration::from_secs(10), input.message())
             .await
             .map_err(|_| ApiError::Timeout("no hello within 10s".into()))??
@@ -72,6 +76,16 @@ impl AgentApi {
         let Some(pb::agent_message::Msg::Hello(hello)) = first.msg else {
             return Err(ApiError::Invalid("the first message must be hello".into()));
         };
+        // An agent's certificate names the one cluster it may speak for
+        // (its token is still checked below, as without TLS).
+        if let Some(meridian_pki::Identity::Agent { cluster }) = &caller {
+            if *cluster != hello.cluster {
+                return Err(ApiError::PermissionDenied(format!(
+                    "cluster/{cluster} may not report for cluster {:?}: an agent's certificate names the one cluster it speaks for",
+                    hello.cluster
+                )));
+            }
+        }
         let spec = check::authenticate(&self.sm, &hello)?;
         let ttl = Duration::from_millis(spec.lease_ttl().as_millis());
         let lease = Lease {
@@ -193,8 +207,12 @@ impl pb::agent_service_server::AgentService for AgentApi {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Out>, Status> {
+        let caller = req
+            .extensions()
+            .get::<crate::tls::Caller>()
+            .map(|c| c.identity.clone());
         Ok(Response::new(
-            AgentApi::report(self, req.into_inner()).await?,
+            AgentApi::report(self, req.into_inner(), caller).await?,
         ))
     }
 }

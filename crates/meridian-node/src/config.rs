@@ -39,6 +39,85 @@ pub struct NodeConfig {
     pub enable_fault_injection: bool,
     #[serde(default)]
     pub xds: XdsOptions,
+    /// Mutual TLS on the peer, API and xDS listeners. `None` is plaintext:
+    /// the binary allows that only with `--insecure` or for `meridian dev`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// Certificate, key and trusted CA bundle (PEM files) of one listener;
+/// each unset field falls back to the shared one in [`TlsConfig`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsListenerFiles {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The CAs clients' certificates must chain to (for the peer listener
+    /// also the CAs other nodes' servers must chain to).
+    pub ca: Option<PathBuf>,
+}
+
+/// The node's TLS files: one shared set (typically `node-ID.pem`,
+/// `node-ID-key.pem`, `ca.pem` from `meridian certs`), overridden per
+/// listener where a listener has its own trust root. The peer listener's
+/// set is also what the node presents when it dials other nodes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub peer: TlsListenerFiles,
+    #[serde(default)]
+    pub api: TlsListenerFiles,
+    #[serde(default)]
+    pub xds: TlsListenerFiles,
+    /// How often the files are checked for changes (rotation without restart).
+    #[serde(default = "default_tls_reload_ms")]
+    pub reload_interval_ms: u64,
+}
+
+fn default_tls_reload_ms() -> u64 {
+    5_000
+}
+
+impl TlsConfig {
+    /// The shared set for every listener.
+    pub fn shared(cert: PathBuf, key: PathBuf, ca: PathBuf) -> TlsConfig {
+        TlsConfig {
+            cert: Some(cert),
+            key: Some(key),
+            ca: Some(ca),
+            peer: Default::default(),
+            api: Default::default(),
+            xds: Default::default(),
+            reload_interval_ms: default_tls_reload_ms(),
+        }
+    }
+
+    /// The files `listener` (`peer`, `api` or `xds`) uses; the error names
+    /// the field that is missing.
+    pub fn files(&self, listener: &str) -> Result<meridian_tls::TlsFiles, String> {
+        let own = match listener {
+            "peer" => &self.peer,
+            "api" => &self.api,
+            _ => &self.xds,
+        };
+        let pick = |field: &str, own: &Option<PathBuf>, shared: &Option<PathBuf>| {
+            own.clone().or_else(|| shared.clone()).ok_or_else(|| {
+                format!("tls.{listener}.{field}: not set, and no shared tls.{field} either")
+            })
+        };
+        Ok(meridian_tls::TlsFiles {
+            cert: pick("cert", &own.cert, &self.cert)?,
+            key: pick("key", &own.key, &self.key)?,
+            ca: pick("ca", &own.ca, &self.ca)?,
+        })
+    }
 }
 
 /// xDS push and connection tunables (defaults follow Istio where it has one).
@@ -187,6 +266,14 @@ impl NodeConfig {
         }
         if self.snapshot_logs < 10 {
             return Err("snapshot_logs: must be at least 10".into());
+        }
+        if let Some(tls) = &self.tls {
+            for l in ["peer", "api", "xds"] {
+                tls.files(l)?;
+            }
+            if tls.reload_interval_ms < 100 {
+                return Err("tls.reload_interval_ms: must be at least 100".into());
+            }
         }
         Ok(())
     }

@@ -10,7 +10,8 @@
 //! - seams: `routing` (to the leader, under the one retry policy), `write`
 //!   (the lanes), `agent_writes`, `membership`, `status`, `proxy_status`;
 //! - core: `leadership`, `retry`, `request_ids`, `error`, `metrics`, `config`, `identity`,
-//!   `xds_source`.
+//!   `xds_source`, `tls` (the listeners' certificates) and `authz` (the API's
+//!   method-to-role table).
 //!
 //! `node` is the composition root that wires them.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@
 mod admin;
 mod agent_api;
 mod agent_writes;
+mod authz;
 mod cluster_api;
 pub mod config;
 mod config_api;
@@ -35,9 +37,10 @@ mod request_ids;
 mod retry;
 mod routing;
 mod status;
+pub mod tls;
 mod write;
 mod xds_source;
 
-pub use config::{Listeners, NodeConfig, RaftTimings, XdsOptions};
+pub use config::{Listeners, NodeConfig, RaftTimings, TlsConfig, TlsListenerFiles, XdsOptions};
 pub use error::NodeError;
 pub use node::{Node, NodeHandle};

@@ -19,6 +19,9 @@ pub(crate) struct WriteMetrics {
     pub lease_expiries: AtomicU64,
     pub snapshots: AtomicU64,
     pub purges: AtomicU64,
+    /// The node's TLS sources, set once at start (none when plaintext):
+    /// their expiry and reload counters print with these.
+    pub tls: std::sync::OnceLock<Vec<std::sync::Arc<meridian_tls::TlsSource>>>,
 }
 
 /// The two lanes of the write path, counted apart.
@@ -71,6 +74,9 @@ impl WriteMetrics {
     }
 
     pub(crate) fn render(&self, out: &mut String) {
+        if let Some(tls) = self.tls.get() {
+            crate::tls::render(tls, out);
+        }
         self.proposal_latency.render(
             out,
             "meridian_raft_proposal_duration_seconds",

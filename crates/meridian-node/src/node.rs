@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::agent_api::AgentApi;
 use crate::agent_writes::AgentWrites;
+use crate::authz::AuthzLayer;
 use crate::cluster_api::ClusterApi;
 use crate::config::NodeConfig;
 use crate::config_api::ConfigApi;
@@ -32,6 +33,7 @@ use crate::metrics::WriteMetrics;
 use crate::proxy_status::Proxies;
 use crate::routing::Router;
 use crate::status::{info_to_pb, LocalStatus};
+use crate::tls::NodeTls;
 use crate::write::{ConfigWrites, EndpointWrites};
 use crate::xds_source::{StoreSource, XdsGate};
 use tasks::{count_snapshots, incoming, join_cluster};
@@ -67,6 +69,12 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         config.validate().map_err(NodeError::Config)?;
         let raft_config = config.openraft_config().map_err(NodeError::Config)?;
+        // Before the data dir or any port: a missing or mismatched
+        // certificate is a configuration error, reported as such.
+        let tls = match &config.tls {
+            Some(c) => Some(NodeTls::load(c).map_err(NodeError::Config)?),
+            None => None,
+        };
         let fresh =
             crate::identity::check_or_create(&config.data_dir, config.node_id, &config.region)?;
         let adv = config.advertised().clone();
@@ -95,8 +103,11 @@ impl Node {
             .map_err(|e| NodeError::Storage(e.to_string()))?;
         let faults = Faults::default();
         let activity = Activity::default();
-        let network =
+        let mut network =
             PeerNetworkFactory::new(config.node_id, faults.clone(), Duration::from_secs(2));
+        if let Some(t) = &tls {
+            network = network.with_tls(t.client.clone());
+        }
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -115,13 +126,20 @@ impl Node {
         // The seams.
         let write_timeout = config.write_timeout();
         let write_metrics = Arc::new(WriteMetrics::default());
+        if let Some(t) = &tls {
+            let _ = write_metrics.tls.set(t.all());
+        }
         let leadership = Leadership::new(
             config.node_id,
             raft.clone(),
             activity.clone(),
             config.raft.election_max_ms,
         );
-        let router = Router::new(leadership.clone(), write_timeout);
+        let router = Router::new(
+            leadership.clone(),
+            write_timeout,
+            tls.as_ref().map(|t| t.client.clone()),
+        );
         let config_writes = ConfigWrites::start(
             raft.clone(),
             sm.clone(),
@@ -157,14 +175,30 @@ impl Node {
         // by tonic's default 4 MiB cap.
         .max_decoding_message_size(2 * meridian_store::limits::MAX_TXN_BYTES);
         let rx = shutdown.clone();
+        let peer_tls = tls.as_ref().map(|t| t.peer.clone());
         tasks.spawn(async move {
-            tonic::transport::Server::builder()
+            // Who may send what here is checked at the handshake (nodes
+            // only) and in `meridian_peer::accept` (each node as itself).
+            let routes = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(peer_svc)
-                .add_service(internal_svc)
-                .serve_with_incoming_shutdown(incoming(peer_l), until_stop(rx))
-                .await
-                .map_err(|e| format!("peer listener: {e}"))
+                .add_service(internal_svc);
+            match peer_tls {
+                Some(t) => {
+                    routes
+                        .serve_with_incoming_shutdown(
+                            meridian_tls::incoming(peer_l, t),
+                            until_stop(rx),
+                        )
+                        .await
+                }
+                None => {
+                    routes
+                        .serve_with_incoming_shutdown(incoming(peer_l), until_stop(rx))
+                        .await
+                }
+            }
+            .map_err(|e| format!("peer listener: {e}"))
         });
 
         let config_svc = ConfigServiceServer::new(ConfigApi::new(
@@ -212,17 +246,32 @@ impl Node {
             shutdown.clone(),
         ));
         let rx = shutdown.clone();
+        let api_tls = tls.as_ref().map(|t| t.api.clone());
         tasks.spawn(async move {
-            tonic::transport::Server::builder()
+            let routes = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .layer(AuthzLayer)
                 .add_service(config_svc)
                 .add_service(cluster_svc)
                 .add_service(agent_svc)
-                .add_service(csds_svc)
-                .serve_with_incoming_shutdown(incoming(api_l), until_stop(rx))
-                .await
-                .map_err(|e| format!("api listener: {e}"))
+                .add_service(csds_svc);
+            match api_tls {
+                Some(t) => {
+                    routes
+                        .serve_with_incoming_shutdown(
+                            meridian_tls::incoming(api_l, t),
+                            until_stop(rx),
+                        )
+                        .await
+                }
+                None => {
+                    routes
+                        .serve_with_incoming_shutdown(incoming(api_l), until_stop(rx))
+                        .await
+                }
+            }
+            .map_err(|e| format!("api listener: {e}"))
         });
 
         let admin = Arc::new(crate::admin::Admin {
@@ -234,11 +283,29 @@ impl Node {
             sm: sm.clone(),
         });
         let rx = shutdown.clone();
+        let xds_tls = tls.as_ref().map(|t| t.xds.clone());
         tasks.spawn(async move {
-            meridian_xds::serve(xds_l, xds, until_stop(rx))
-                .await
-                .map_err(|e| format!("xds listener: {e}"))
+            match xds_tls {
+                Some(t) => {
+                    meridian_xds::serve_incoming(
+                        meridian_tls::incoming(xds_l, t),
+                        xds,
+                        until_stop(rx),
+                    )
+                    .await
+                }
+                None => meridian_xds::serve(xds_l, xds, until_stop(rx)).await,
+            }
+            .map_err(|e| format!("xds listener: {e}"))
         });
+        if let (Some(t), Some(c)) = (&tls, &config.tls) {
+            let every = Duration::from_millis(c.reload_interval_ms);
+            let (sources, rx) = (t.all(), shutdown.clone());
+            tasks.spawn(async move {
+                meridian_tls::reload_loop(sources, every, until_stop(rx)).await;
+                Ok(())
+            });
+        }
 
         let router = crate::admin::router(admin);
         let rx = shutdown.clone();
@@ -265,7 +332,8 @@ impl Node {
             let join = config.join.clone();
             let me = info_to_pb(config.node_id, &info);
             let rx = shutdown.clone();
-            tasks.spawn(join_cluster(join, me, rx));
+            let client = tls.as_ref().map(|t| t.client.clone());
+            tasks.spawn(join_cluster(join, me, client, rx));
         } else if !initialized {
             info!("not part of a cluster yet: run `meridian cluster init` here, or add this node from a member");
         }
@@ -277,6 +345,8 @@ impl Node {
             api = %adv.api,
             xds = %adv.xds,
             admin = %adv.admin,
+            tls = tls.is_some(),
+            identity = %tls.as_ref().map(|t| t.client.identity().to_string()).unwrap_or_default(),
             data_dir = %config.data_dir.display(),
             "node started"
         );

@@ -48,12 +48,22 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(leadership: Leadership, write_timeout: Duration) -> Self {
+    /// `tls`: the node's own certificate, presented when it forwards to
+    /// another node; `None` on a plaintext (`--insecure`) node.
+    pub(crate) fn new(
+        leadership: Leadership,
+        write_timeout: Duration,
+        tls: Option<Arc<meridian_tls::TlsSource>>,
+    ) -> Self {
+        let channels = Channels {
+            channels: Default::default(),
+            tls,
+        };
         Router {
             leadership,
             write_timeout,
-            api: Channels::default(),
-            peer: Channels::default(),
+            api: channels.clone_empty(),
+            peer: channels,
         }
     }
 
@@ -111,12 +121,20 @@ impl Router {
 }
 
 /// Lazily connected channels by address.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Channels {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<Arc<meridian_tls::TlsSource>>,
 }
 
 impl Channels {
+    fn clone_empty(&self) -> Channels {
+        Channels {
+            channels: Default::default(),
+            tls: self.tls.clone(),
+        }
+    }
+
     fn get(&self, addr: &str) -> Result<Channel, ApiError> {
         let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ch) = map.get(addr) {
@@ -125,8 +143,13 @@ impl Channels {
         let ch = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| ApiError::Internal(format!("bad node address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let ch = meridian_tls::connect_lazy(
+            ch,
+            self.tls
+                .as_ref()
+                .map(|t| (t, meridian_tls::Expect::AnyNode)),
+        );
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

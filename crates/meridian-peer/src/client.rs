@@ -36,6 +36,7 @@ pub struct PeerNetworkFactory {
     faults: Faults,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
+    tls: Option<Arc<meridian_tls::TlsSource>>,
 }
 
 impl PeerNetworkFactory {
@@ -45,12 +46,22 @@ impl PeerNetworkFactory {
             faults,
             channels: Default::default(),
             connect_timeout,
+            tls: None,
         }
     }
 
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    /// Dials peers over mutual TLS with this (the node's) certificate, and
+    /// insists each peer is the node openraft meant to reach.
+    pub fn with_tls(mut self, tls: Arc<meridian_tls::TlsSource>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    fn channel(&self, addr: &str, target: NodeId) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ch) = channels.get(addr) {
+        // Keyed by id too: over TLS a channel is pinned to the node it dials.
+        let key = format!("{target}@{addr}");
+        if let Some(ch) = channels.get(&key) {
             return Ok(ch.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
@@ -59,8 +70,13 @@ impl PeerNetworkFactory {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5));
-        let ch = endpoint.connect_lazy();
-        channels.insert(addr.to_string(), ch.clone());
+        let ch = meridian_tls::connect_lazy(
+            endpoint,
+            self.tls
+                .as_ref()
+                .map(|t| (t, meridian_tls::Expect::Node(target))),
+        );
+        channels.insert(key, ch.clone());
         Ok(ch)
     }
 }
@@ -76,7 +92,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             self_id: self.self_id,
             target,
             node: node.clone(),
-            channel: self.channel(&node.peer_addr),
+            channel: self.channel(&node.peer_addr, target),
             faults: self.faults.clone(),
         }
     }

@@ -32,13 +32,29 @@ impl PeerService {
     }
 }
 
-/// Takes an RPC on the peer listener, for every service there: the faults
-/// for its sender first (a partition drops it), then its payload decoded.
+/// Takes an RPC on the peer listener, for every service there: over TLS,
+/// the sender it names must be the node the connection authenticated (a
+/// node speaks only for itself); then the faults for its sender (a
+/// partition drops it), then its payload decoded.
 pub fn accept<T: DeserializeOwned>(
     faults: &Faults,
     req: Request<RaftMessage>,
 ) -> Result<T, Status> {
+    let caller = req.extensions().get::<meridian_tls::Caller>().cloned();
     let msg = req.into_inner();
+    if let Some(caller) = caller {
+        if caller.identity != (meridian_pki::Identity::Node { id: msg.from }) {
+            tracing::warn!(
+                caller = %caller.identity,
+                claimed = msg.from,
+                "peer message refused: its sender is not the authenticated node"
+            );
+            return Err(Status::permission_denied(format!(
+                "{} may not send messages as node/{}: a node speaks only for itself",
+                caller.identity, msg.from
+            )));
+        }
+    }
     faults.admit(msg.from)?;
     wire::decode(&msg.payload).map_err(|e| Status::invalid_argument(e.to_string()))
 }

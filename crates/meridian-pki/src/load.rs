@@ -105,6 +105,19 @@ pub fn load(cert: &Path, key: &Path, roots: &Path, domain: &TrustDomain) -> Resu
     })
 }
 
+/// As [`load`], with the trust domain taken from the CA bundle: the first
+/// CA carrying a `spiffe://DOMAIN` URI SAN names it (what `meridian certs
+/// init-ca` writes); a bundle without one means the default domain. So a
+/// listener or client needs no trust-domain setting of its own.
+pub fn load_trusting(cert: &Path, key: &Path, roots: &Path) -> Result<(Loaded, TrustDomain), Error> {
+    let domain = certificates(roots)?
+        .iter()
+        .find_map(|der| crate::ca_trust_domain(der).ok())
+        .unwrap_or_default();
+    let loaded = load(cert, key, roots, &domain)?;
+    Ok((loaded, domain))
+}
+
 /// The `(label, DER)` of every PEM block in `bytes`.
 pub(crate) fn pem_blocks(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
     Pem::iter_from_buffer(bytes)

@@ -31,6 +31,10 @@ pub struct ClusterOpts {
     pub data_root: Option<PathBuf>,
     /// Prefix of the temp dir's name.
     pub dir_prefix: String,
+    /// Mutual TLS on every listener, with a CA and certificates made in
+    /// the cluster's dir (`Cluster::pki`); the kit's own clients and `cli`
+    /// use an admin operator certificate. Off: the servers run `--insecure`.
+    pub tls: bool,
 }
 
 impl Default for ClusterOpts {
@@ -44,6 +48,7 @@ impl Default for ClusterOpts {
             log_filter: "info,openraft=warn".into(),
             data_root: None,
             dir_prefix: "meridian-test-".into(),
+            tls: false,
         }
     }
 }
@@ -100,6 +105,7 @@ pub struct Cluster {
     pub opts: ClusterOpts,
     dir: tempfile::TempDir,
     next_id: u64,
+    pki: Option<crate::pki::Pki>,
 }
 
 impl Cluster {
@@ -116,11 +122,16 @@ impl Cluster {
             .prefix(&opts.dir_prefix)
             .tempdir_in(&root)
             .with_context(|| format!("creating a temp dir in {}", root.display()))?;
+        let pki = match opts.tls {
+            true => Some(crate::pki::Pki::create(&dir.path().join("certs"))?),
+            false => None,
+        };
         let mut c = Cluster {
             nodes: Vec::new(),
             opts,
             dir,
             next_id: 1,
+            pki,
         };
         for i in 0..n {
             let bootstrap = c.opts.auto_join && i == 0;
@@ -274,6 +285,10 @@ impl Cluster {
     fn try_spawn(&mut self, id: u64) -> Result<()> {
         let bin = crate::try_meridian_bin()?;
         let opts = self.opts.clone();
+        let tls = match &self.pki {
+            Some(p) => Some(p.node(id)?),
+            None => None,
+        };
         let n = self.node_mut(id);
         assert!(n.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new()
@@ -301,6 +316,14 @@ impl Cluster {
             .stderr(log);
         if opts.fault_injection {
             cmd.arg("--enable-fault-injection");
+        }
+        match &tls {
+            Some(f) => {
+                cmd.arg("--tls-cert").arg(&f.cert).arg("--tls-key").arg(&f.key).arg("--tls-ca").arg(&f.ca);
+            }
+            None => {
+                cmd.arg("--insecure");
+            }
         }
         if n.bootstrap {
             cmd.arg("--bootstrap");
@@ -372,14 +395,21 @@ impl Cluster {
             .join(",")
     }
 
-    /// Runs the CLI against this cluster.
+    /// Runs the CLI against this cluster (as the kit's admin operator when
+    /// the cluster has TLS).
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(meridian_bin())
-            .args(["--server", &self.servers()])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run meridian cli")
+        let mut cmd = Command::new(meridian_bin());
+        cmd.args(["--server", &self.servers()]);
+        if let Some(p) = &self.pki {
+            let f = p.admin();
+            cmd.arg("--ca").arg(&f.ca).arg("--cert").arg(&f.cert).arg("--key").arg(&f.key);
+        }
+        cmd.args(args).stdin(Stdio::null()).output().expect("run meridian cli")
+    }
+
+    /// The cluster's CA and certificates, when it runs with TLS.
+    pub fn pki(&self) -> Option<&crate::pki::Pki> {
+        self.pki.as_ref()
     }
 
     pub fn log_of(&self, id: u64) -> String {

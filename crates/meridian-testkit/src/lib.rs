@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod envoy;
 pub mod http;
 pub mod percentile;
+pub mod pki;
 pub mod ports;
 pub mod upstream;
 

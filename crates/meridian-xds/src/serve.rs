@@ -20,6 +20,27 @@ pub async fn serve(
     server: XdsServer,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), XdsError> {
+    serve_incoming(nodelay(TcpListenerStream::new(listener)), server, shutdown).await
+}
+
+/// [`serve`] on connections accepted elsewhere (the node's TLS acceptor,
+/// whose connection info, the verified caller, reaches every request's
+/// extensions).
+pub async fn serve_incoming<I, IO, IE>(
+    incoming: I,
+    server: XdsServer,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), XdsError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let cfg = server.config().clone();
     let max = cfg.max_request_bytes;
     let mut builder = tonic::transport::Server::builder()
@@ -57,7 +78,7 @@ pub async fn serve(
             SecretDiscoveryServiceServer::new(server.clone()).max_decoding_message_size(max),
         )
         .add_service(ClientStatusDiscoveryServiceServer::new(server).max_decoding_message_size(max))
-        .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(XdsError::Transport)
 }

@@ -56,6 +56,15 @@ pub struct Global {
     /// Log format of `server` and `dev`.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Mutual TLS: the CA bundle the controllers' certificates must chain to.
+    #[arg(long, global = true, env = "MERIDIAN_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Mutual TLS: this client's certificate (`meridian certs operator`, or an agent's).
+    #[arg(long, global = true, env = "MERIDIAN_CERT", value_name = "FILE")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Mutual TLS: the key of --cert.
+    #[arg(long, global = true, env = "MERIDIAN_KEY", value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -68,18 +77,62 @@ impl Global {
     /// The controllers to talk to: `--server`/`MERIDIAN_SERVER`, else the
     /// CLI config file's context, else the local default.
     pub fn servers(&self) -> Servers {
-        if !self.server.is_empty() {
-            return Servers::new(&self.server, self.timeout);
+        let list = if !self.server.is_empty() {
+            self.server.clone()
+        } else {
+            match context::context_for(self.context.as_deref()) {
+                Ok(ctx) => ctx.map(|c| c.servers).unwrap_or_default(),
+                // Never fall back to another cluster than the one asked for.
+                Err(e) => usage_exit(e),
+            }
+        };
+        self.servers_at(&list)
+    }
+
+    /// These controllers, with the TLS settings of the flags or context.
+    pub fn servers_at(&self, list: &[String]) -> Servers {
+        let servers = Servers::new(list, self.timeout);
+        match self.tls().and_then(|tls| servers.with_tls(tls)) {
+            Ok(s) => s,
+            Err(e) => usage_exit(e),
         }
-        match context::servers_for(self.context.as_deref()) {
-            Ok(list) => Servers::new(&list, self.timeout),
-            // Never fall back to another cluster than the one asked for.
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                std::process::exit(2);
+    }
+
+    /// The client TLS files: each of `--ca`/`--cert`/`--key` (or its
+    /// environment variable), else the context's; none at all is plaintext.
+    pub fn tls_files(&self) -> Result<Option<meridian_tls::TlsFiles>> {
+        let ctx = context::context_for(self.context.as_deref())?;
+        let pick = |flag: &Option<std::path::PathBuf>, f: fn(&context::NamedContext) -> &Option<std::path::PathBuf>| {
+            flag.clone().or_else(|| ctx.as_ref().and_then(|c| f(c).clone()))
+        };
+        let (ca, cert, key) = (pick(&self.ca, |c| &c.ca), pick(&self.cert, |c| &c.cert), pick(&self.key, |c| &c.key));
+        match (ca, cert, key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(meridian_tls::TlsFiles { cert, key, ca })),
+            (ca, cert, key) => {
+                let missing: Vec<&str> = [("--ca", ca.is_none()), ("--cert", cert.is_none()), ("--key", key.is_none())]
+                    .into_iter()
+                    .filter_map(|(f, m)| m.then_some(f))
+                    .collect();
+                anyhow::bail!("mutual TLS needs --ca, --cert and --key together; {} missing (flags, MERIDIAN_CA/CERT/KEY, or the context)", missing.join(" and "))
             }
         }
     }
+
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<meridian_tls::TlsSource>>> {
+        match self.tls_files()? {
+            None => Ok(None),
+            Some(files) => Ok(Some(meridian_tls::TlsSource::client(files)?)),
+        }
+    }
+}
+
+fn usage_exit(e: anyhow::Error) -> ! {
+    eprintln!("error: {e:#}");
+    std::process::exit(2);
+}
+
+impl Global {
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,6 +1,8 @@
 //! Connecting to controllers: the addresses come from `--server`,
 //! `MERIDIAN_SERVER` or the CLI config file, and the CLI moves on to the next
-//! address when one does not answer.
+//! address when one does not answer. With a client certificate (`--ca`,
+//! `--cert`, `--key` or the context's) every connection is mutual TLS and
+//! the server must prove it is a controller (`node/ID`).
 
 use std::time::Duration;
 
@@ -13,18 +15,36 @@ use crate::exit::{coded, UNAVAILABLE};
 
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7400";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Servers {
     pub addrs: Vec<String>,
     pub timeout: Duration,
+    tls: Option<std::sync::Arc<meridian_tls::TlsSource>>,
+    /// Some address was given as `https://`: TLS is required.
+    https: bool,
+}
+
+impl std::fmt::Debug for Servers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Servers")
+            .field("addrs", &self.addrs)
+            .field("tls", &self.tls.as_ref().map(|t| t.identity().to_string()))
+            .finish()
+    }
 }
 
 impl Servers {
     pub fn new(list: &[String], timeout: Duration) -> Servers {
+        let https = list.iter().any(|s| s.contains("https://"));
         let addrs: Vec<String> = list
             .iter()
             .flat_map(|s| s.split(','))
-            .map(|s| s.trim().trim_start_matches("http://").to_string())
+            .map(|s| {
+                s.trim()
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://")
+                    .to_string()
+            })
             .filter(|s| !s.is_empty())
             .collect();
         let addrs = if addrs.is_empty() {
@@ -32,7 +52,25 @@ impl Servers {
         } else {
             addrs
         };
-        Servers { addrs, timeout }
+        Servers {
+            addrs,
+            timeout,
+            tls: None,
+            https,
+        }
+    }
+
+    /// Connects over mutual TLS with this client certificate. `None` is
+    /// plaintext, refused when an address was given as `https://`.
+    pub fn with_tls(
+        mut self,
+        tls: Option<std::sync::Arc<meridian_tls::TlsSource>>,
+    ) -> Result<Servers> {
+        if tls.is_none() && self.https {
+            anyhow::bail!("an https:// server needs a client certificate: give --ca, --cert and --key (or MERIDIAN_CA/CERT/KEY, or a context with them)");
+        }
+        self.tls = tls;
+        Ok(self)
     }
 
     async fn connect(&self, addr: &str) -> Result<Result<Channel, String>> {
@@ -41,8 +79,11 @@ impl Servers {
             .connect_timeout(Duration::from_secs(2))
             .timeout(self.timeout)
             .tcp_nodelay(true);
-        Ok(ep
-            .connect()
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|t| (t, meridian_tls::Expect::AnyNode));
+        Ok(meridian_tls::connect(ep, tls)
             .await
             .map_err(|e| format!("{addr} ({})", root_cause(&e))))
     }

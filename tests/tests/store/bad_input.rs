@@ -170,7 +170,7 @@ async fn a_data_dir_refuses_another_identity() {
     c.stop(1);
     let n = c.node(1);
     let out = std::process::Command::new(meridian_tests::meridian_bin())
-        .args(["server", "--node-id", "7", "--region", "us-east"])
+        .args(["server", "--insecure", "--node-id", "7", "--region", "us-east"])
         .arg("--data-dir")
         .arg(&n.data_dir)
         .args([

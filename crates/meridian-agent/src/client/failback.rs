@@ -125,9 +125,9 @@ impl Failback {
         loop {
             tokio::time::sleep(self.round_wait()).await;
             let due: Vec<usize> = (0..index).filter(|j| self.due(*j)).collect();
-            let probes = due
-                .iter()
-                .map(|&j| async move { (j, probe(controllers[j], timeout).await) });
+            let probes = due.iter().map(|&j| async move {
+                (j, probe(controllers[j], timeout, config.tls.as_ref()).await)
+            });
             // In list order: the first ready one is the most preferred.
             let mut target = None;
             for (j, answer) in futures::future::join_all(probes).await {
@@ -164,16 +164,20 @@ impl Failback {
 }
 
 /// The controller's region if it is ready to take the agent.
-async fn probe(controller: &str, timeout: Duration) -> Result<String, String> {
-    let endpoint = Endpoint::from_shared(uri(controller))
+async fn probe(
+    controller: &str,
+    timeout: Duration,
+    tls: Option<&std::sync::Arc<meridian_tls::TlsSource>>,
+) -> Result<String, String> {
+    let endpoint = Endpoint::from_shared(meridian_tls::plain_uri(&uri(controller)))
         .map_err(|e| format!("bad controller address: {e}"))?
         .connect_timeout(timeout)
         .timeout(timeout);
     let ask = async {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("connect: {}", error_chain(&e)))?;
+        let channel =
+            meridian_tls::connect(endpoint, tls.map(|t| (t, meridian_tls::Expect::AnyNode)))
+                .await
+                .map_err(|e| format!("connect: {}", error_chain(&e)))?;
         let status = ClusterServiceClient::new(channel)
             .get_node_status(NodeStatusRequest {})
             .await

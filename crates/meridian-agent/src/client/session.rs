@@ -220,16 +220,17 @@ impl<'a> Session<'a> {
         End,
     > {
         let not_welcomed = |reason: String| broken(false, reason);
-        let endpoint = Endpoint::from_shared(uri(self.controller))
+        let endpoint = Endpoint::from_shared(meridian_tls::plain_uri(&uri(self.controller)))
             .map_err(|e| not_welcomed(format!("bad controller address: {e}")))?
             .connect_timeout(self.config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .keep_alive_timeout(Duration::from_secs(10));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| not_welcomed(format!("connect: {}", error_chain(&e))))?;
+        let tls = self.config.tls.as_ref();
+        let channel =
+            meridian_tls::connect(endpoint, tls.map(|t| (t, meridian_tls::Expect::AnyNode)))
+                .await
+                .map_err(|e| not_welcomed(format!("connect: {}", error_chain(&e))))?;
         let (tx, rx) = mpsc::channel(16);
         let c = self.config;
         let hello = AgentHello {

@@ -9,7 +9,7 @@ use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
 use meridian_store::Raft;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::metrics::WriteMetrics;
 
@@ -62,16 +62,24 @@ pub(super) async fn count_snapshots(
 pub(super) async fn join_cluster(
     addrs: Vec<String>,
     me: pb::NodeInfo,
+    tls: Option<Arc<meridian_tls::TlsSource>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let mut delay = Duration::from_millis(200);
     loop {
         for addr in &addrs {
-            let ep = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+            let ep = match tonic::transport::Endpoint::from_shared(meridian_tls::plain_uri(addr)) {
                 Ok(ep) => ep.connect_timeout(Duration::from_secs(2)),
                 Err(e) => return Err(format!("--join {addr:?}: {e}")),
             };
-            let Ok(ch) = ep.connect().await else { continue };
+            let tls = tls.as_ref().map(|t| (t, meridian_tls::Expect::AnyNode));
+            let ch = match meridian_tls::connect(ep, tls).await {
+                Ok(ch) => ch,
+                Err(e) => {
+                    debug!(via = %addr, error = %e, "cannot reach the member to join through; retrying");
+                    continue;
+                }
+            };
             let req = pb::AddNodeRequest {
                 node: Some(me.clone()),
                 learner_only: false,

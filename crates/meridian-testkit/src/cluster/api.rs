@@ -20,16 +20,23 @@ impl Cluster {
             || {
                 let addr = addr.clone();
                 async move {
-                    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                         .ok()?
-                        .connect_timeout(Duration::from_secs(1))
-                        .connect()
-                        .await
-                        .ok()
+                        .connect_timeout(Duration::from_secs(1));
+                    self.connect(ep).await.ok()
                 }
             },
         )
         .await
+    }
+
+    /// Connects `ep`, over TLS as the kit's admin when the cluster has TLS.
+    pub async fn connect(
+        &self,
+        ep: tonic::transport::Endpoint,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let admin = self.pki().map(|p| p.admin_source());
+        meridian_tls::connect(ep, admin.as_ref().map(|s| (s, meridian_tls::Expect::AnyNode))).await
     }
 
     pub async fn config(&self, id: u64) -> ConfigServiceClient<Channel> {
@@ -47,7 +54,7 @@ impl Cluster {
                 .ok()?
                 .connect_timeout(Duration::from_millis(500))
                 .timeout(Duration::from_secs(2));
-        let ch = ep.connect().await.ok()?;
+        let ch = self.connect(ep).await.ok()?;
         ClusterServiceClient::new(ch)
             .get_node_status(pb::NodeStatusRequest {})
             .await

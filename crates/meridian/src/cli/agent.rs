@@ -93,6 +93,17 @@ pub async fn run(args: AgentArgs, g: &Global) -> Result<()> {
     let mut config = AgentConfig::new(args.cluster, args.region, args.controllers, token);
     config.zone = args.zone;
     config.failback_interval = args.failback_interval;
+    // The agent's `cluster/NAME` certificate, if given, from the same
+    // --ca/--cert/--key (or MERIDIAN_CA/CERT/KEY) as the rest of the CLI.
+    config.tls = g.tls()?;
+    if let Some(t) = &config.tls {
+        let sources = vec![t.clone()];
+        tokio::spawn(meridian_tls::reload_loop(
+            sources,
+            std::time::Duration::from_secs(5),
+            std::future::pending(),
+        ));
+    }
     info!(
         cluster = %config.cluster,
         region = %config.region,

@@ -8,7 +8,7 @@ use meridian_proto::v1 as pb;
 use serde_json::json;
 
 use super::Global;
-use crate::client::{status, Servers};
+use crate::client::status;
 use crate::output::{table, Format};
 
 #[derive(clap::Args, Debug)]
@@ -53,7 +53,7 @@ pub async fn run(cmd: ClusterCmd, g: &Global) -> Result<()> {
         ClusterCmd::Init { members_from } => {
             let mut members = Vec::new();
             for addr in &members_from {
-                let one = Servers::new(std::slice::from_ref(addr), g.timeout);
+                let one = g.servers_at(std::slice::from_ref(addr));
                 let st = one
                     .cluster()
                     .await?
@@ -67,7 +67,7 @@ pub async fn run(cmd: ClusterCmd, g: &Global) -> Result<()> {
             let target = if members_from.is_empty() {
                 servers
             } else {
-                Servers::new(&members_from[..1], g.timeout)
+                g.servers_at(&members_from[..1])
             };
             target
                 .cluster()

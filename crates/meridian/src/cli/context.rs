@@ -1,5 +1,7 @@
 //! The CLI's config file, kubeconfig-style: named contexts, each a list of
-//! controller addresses, and the current one. `--server` and
+//! controller addresses (and, for a secure cluster, the CA bundle, client
+//! certificate and key), and the current one. `--ca`/`--cert`/`--key`
+//! (or `MERIDIAN_CA`/`MERIDIAN_CERT`/`MERIDIAN_KEY`) win over a context's. `--server` and
 //! `MERIDIAN_SERVER` win over it; `--context` picks another context for one
 //! command. The file is `$MERIDIAN_CONFIG`, else
 //! `~/.config/meridian/config.yaml`.
@@ -27,6 +29,14 @@ pub struct CliConfig {
 pub struct NamedContext {
     pub name: String,
     pub servers: Vec<String>,
+    /// CA bundle the controllers' certificates must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (an `operator/ROLE/NAME` identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -35,7 +45,8 @@ pub enum ConfigCmd {
     GetContexts,
     /// Make a context the current one.
     UseContext { name: String },
-    /// Create or change a context.
+    /// Create or change a context; `--ca`, `--cert` and `--key` given with it
+    /// are stored in it (as absolute paths).
     SetContext {
         name: String,
         /// Controller API addresses (comma-separated).
@@ -73,16 +84,23 @@ fn save(cfg: &CliConfig) -> Result<()> {
     std::fs::write(&p, serde_yaml_ng::to_string(cfg)?).with_context(|| format!("writing {}", p.display()))
 }
 
-/// The servers of the named context, or of the current one.
-pub fn servers_for(context: Option<&str>) -> Result<Vec<String>> {
+/// The named context, or the current one (`None` when there is no current one).
+pub fn context_for(context: Option<&str>) -> Result<Option<NamedContext>> {
     let cfg = load()?;
     let name = match context.or(cfg.current_context.as_deref()) {
-        Some(n) => n,
-        None => return Ok(Vec::new()),
+        Some(n) => n.to_string(),
+        None => return Ok(None),
     };
-    match cfg.contexts.iter().find(|c| c.name == name) {
-        Some(c) => Ok(c.servers.clone()),
+    match cfg.contexts.into_iter().find(|c| c.name == name) {
+        Some(c) => Ok(Some(c)),
         None => bail!("context {name:?} is not in {}; see `meridian config get-contexts`", path()?.display()),
+    }
+}
+
+fn absolute(p: &Option<PathBuf>, flag: &str) -> Result<Option<PathBuf>> {
+    match p {
+        None => Ok(None),
+        Some(p) => std::fs::canonicalize(p).map(Some).with_context(|| format!("--{flag} {}", p.display())),
     }
 }
 
@@ -95,7 +113,8 @@ pub fn run(cmd: ConfigCmd, g: &Global) -> Result<()> {
                 .iter()
                 .map(|c| {
                     let cur = if cfg.current_context.as_deref() == Some(c.name.as_str()) { "*" } else { "" };
-                    vec![cur.to_string(), c.name.clone(), c.servers.join(",")]
+                    let tls = if c.cert.is_some() { "mtls" } else { "" };
+                    vec![cur.to_string(), c.name.clone(), c.servers.join(","), tls.to_string()]
                 })
                 .collect();
             if g.output == Format::Json || g.output == Format::Yaml {
@@ -103,7 +122,7 @@ pub fn run(cmd: ConfigCmd, g: &Global) -> Result<()> {
             } else if rows.is_empty() {
                 eprintln!("no contexts in {}; add one with `meridian config set-context NAME --server ADDR`", path()?.display());
             } else {
-                print!("{}", table(&["CURRENT", "NAME", "SERVERS"], &rows));
+                print!("{}", table(&["CURRENT", "NAME", "SERVERS", "TLS"], &rows));
             }
         }
         ConfigCmd::UseContext { name } => {
@@ -115,9 +134,15 @@ pub fn run(cmd: ConfigCmd, g: &Global) -> Result<()> {
             println!("switched to context {name:?}");
         }
         ConfigCmd::SetContext { name, server } => {
+            let (ca, cert, key) = (absolute(&g.ca, "ca")?, absolute(&g.cert, "cert")?, absolute(&g.key, "key")?);
             match cfg.contexts.iter_mut().find(|c| c.name == name) {
-                Some(c) => c.servers = server,
-                None => cfg.contexts.push(NamedContext { name: name.clone(), servers: server }),
+                Some(c) => {
+                    c.servers = server;
+                    c.ca = ca.or(c.ca.take());
+                    c.cert = cert.or(c.cert.take());
+                    c.key = key.or(c.key.take());
+                }
+                None => cfg.contexts.push(NamedContext { name: name.clone(), servers: server, ca, cert, key }),
             }
             if cfg.current_context.is_none() {
                 cfg.current_context = Some(name.clone());

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use meridian_node::{Listeners, Node, NodeConfig, RaftTimings};
-use tracing::info;
+use meridian_node::{Listeners, Node, NodeConfig, RaftTimings, TlsConfig};
+use tracing::{info, warn};
 
 use super::{Global, LogFormat};
 
@@ -64,6 +64,18 @@ pub struct ServerArgs {
     /// xDS: end Envoy connections after this age so they rebalance across controllers (0s: never).
     #[arg(long, value_parser = super::parse_duration)]
     pub xds_max_connection_age: Option<std::time::Duration>,
+    /// Mutual TLS on every listener: this node's certificate (`meridian certs node`).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The CA bundle clients' and other nodes' certificates must chain to.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// Run without TLS: anyone who reaches a port can read and change everything. Trusted networks only.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "tls_ca"])]
+    pub insecure: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -93,6 +105,8 @@ struct FileConfig {
     bootstrap: Option<bool>,
     join: Option<Vec<String>>,
     xds: Option<meridian_node::XdsOptions>,
+    tls: Option<TlsConfig>,
+    insecure: Option<bool>,
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -178,7 +192,22 @@ pub fn build_config(a: ServerArgs) -> Result<NodeConfig> {
         },
         None => file.raft.unwrap_or_default(),
     };
+    let insecure = a.insecure || file.insecure.unwrap_or(false);
+    let tls = match (a.tls_cert, a.tls_key, a.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            let mut t = file
+                .tls
+                .unwrap_or_else(|| TlsConfig::shared(cert.clone(), key.clone(), ca.clone()));
+            (t.cert, t.key, t.ca) = (Some(cert), Some(key), Some(ca));
+            Some(t)
+        }
+        _ => file.tls,
+    };
+    if tls.is_some() && insecure {
+        bail!("--insecure and TLS settings (--tls-* or tls: in --config) contradict each other; drop one");
+    }
     let cfg = NodeConfig {
+        tls,
         node_id,
         region,
         data_dir,
@@ -217,12 +246,26 @@ pub fn build_config(a: ServerArgs) -> Result<NodeConfig> {
     };
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    // After the other checks, so that a wrong setting is named first.
+    if cfg.tls.is_none() && !insecure {
+        bail!(
+            "meridian server needs TLS: give --tls-cert, --tls-key and --tls-ca (from `meridian certs node`; see docs/SECURITY.md) or tls: in --config; \
+             --insecure runs it plaintext, for trusted networks only"
+        );
+    }
     Ok(cfg)
 }
 
 pub async fn run(a: ServerArgs, g: &Global) -> Result<()> {
     init_logging(g.log_format);
     let cfg = build_config(a)?;
+    if cfg.tls.is_none() {
+        warn!(
+            node = cfg.node_id,
+            "INSECURE: --insecure given; the peer, API and xDS listeners are plaintext and unauthenticated. \
+             Anyone who reaches them can rewrite the config, read every secret and speak Raft. Use TLS (docs/SECURITY.md)."
+        );
+    }
     serve(cfg).await
 }
 
@@ -260,6 +303,8 @@ pub async fn dev(a: DevArgs, g: &Global) -> Result<()> {
         join: vec![],
         enable_fault_injection: false,
         xds: Default::default(),
+        // Plaintext, but every listener is bound to 127.0.0.1 only.
+        tls: None,
     };
     println!(
         "meridian dev: a single-node controller, data in {}",

@@ -1,0 +1,236 @@
+//! Who may call what on the API listener: the one table from gRPC method
+//! to the role it needs, enforced by a tower layer in front of every API
+//! service, from the identity the TLS handshake verified. A request that
+//! is refused never reaches its service, so it changes nothing.
+//!
+//! Nodes may call everything: a node forwards its clients' requests (after
+//! checking them itself) and joins through `AddNode`, and a node
+//! certificate is already everything (docs/SECURITY.md). On a plaintext
+//! (`--insecure`) listener there is no caller and no check.
+
+use std::task::{Context, Poll};
+
+use meridian_pki::{Identity, Role};
+use tracing::warn;
+
+use crate::tls::Caller;
+
+/// One API method, the role an operator needs for it, and whether agents
+/// (`cluster/NAME`) may call it.
+struct Rule {
+    path: &'static str,
+    role: Role,
+    agents: bool,
+}
+
+const fn rule(path: &'static str, role: Role, agents: bool) -> Rule {
+    Rule { path, role, agents }
+}
+
+use Role::{Admin, Editor, Viewer};
+
+/// Every method the API listener serves. A method missing here is refused
+/// to everyone but nodes (the unit test keeps this complete).
+const RULES: &[Rule] = &[
+    rule("/meridian.v1.ConfigService/Get", Viewer, false),
+    rule("/meridian.v1.ConfigService/List", Viewer, false),
+    rule("/meridian.v1.ConfigService/Watch", Viewer, false),
+    rule("/meridian.v1.ConfigService/GetHistory", Viewer, false),
+    rule("/meridian.v1.ConfigService/Txn", Editor, false),
+    rule("/meridian.v1.ConfigService/Rollback", Editor, false),
+    rule("/meridian.v1.ClusterService/GetNodeStatus", Viewer, true),
+    rule(
+        "/meridian.v1.ClusterService/GetClusterStatus",
+        Viewer,
+        false,
+    ),
+    rule("/meridian.v1.ClusterService/GetProxyStatus", Viewer, false),
+    rule("/meridian.v1.ClusterService/GetProxyConfig", Viewer, false),
+    rule("/meridian.v1.ClusterService/Init", Admin, false),
+    rule("/meridian.v1.ClusterService/AddNode", Admin, false),
+    rule("/meridian.v1.ClusterService/RemoveNode", Admin, false),
+    rule("/meridian.v1.ClusterService/Snapshot", Admin, false),
+    // The agents' upward protocol: agents only (their cluster is checked
+    // by the session); operators have no business there.
+    rule("/meridian.v1.AgentService/Report", Admin, true),
+    rule(
+        "/envoy.service.status.v3.ClientStatusDiscoveryService/StreamClientStatus",
+        Viewer,
+        false,
+    ),
+    rule(
+        "/envoy.service.status.v3.ClientStatusDiscoveryService/FetchClientStatus",
+        Viewer,
+        false,
+    ),
+];
+
+/// `Ok` if `caller` may call `path`; else the PERMISSION_DENIED message,
+/// naming the identity and what it lacks.
+pub(crate) fn check(caller: Option<&Identity>, path: &str) -> Result<(), String> {
+    let Some(id) = caller else { return Ok(()) };
+    if matches!(id, Identity::Node { .. }) {
+        return Ok(());
+    }
+    let method = path.rsplit('/').next().unwrap_or(path);
+    let Some(rule) = RULES.iter().find(|r| r.path == path) else {
+        return Err(format!(
+            "{id} may not call {path}: not a method of this API"
+        ));
+    };
+    match id {
+        Identity::Operator { role, .. } if rule.path.starts_with("/meridian.v1.AgentService/") => Err(format!(
+            "{id} may not call {method}: only agents (cluster/NAME) speak the agents' protocol, and {role} is an operator role"
+        )),
+        Identity::Operator { role, .. } if role.allows(rule.role) => Ok(()),
+        Identity::Operator { role, .. } => Err(format!(
+            "{id} may not call {method}: it needs the {} role, and {id} has {role}",
+            rule.role
+        )),
+        Identity::Agent { .. } if rule.agents => Ok(()),
+        Identity::Agent { .. } => Err(format!(
+            "{id} may not call {method}: an agent may use only the agents' protocol and node status"
+        )),
+        _ => Err(format!("{id} may not call {method} on the API listener")),
+    }
+}
+
+/// The layer in front of the API listener's services.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct AuthzLayer;
+
+impl<S> tower_layer::Layer<S> for AuthzLayer {
+    type Service = Authz<S>;
+    fn layer(&self, inner: S) -> Authz<S> {
+        Authz { inner }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Authz<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for Authz<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    R: Default,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = futures::future::Either<
+        futures::future::Ready<Result<http::Response<R>, S::Error>>,
+        S::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let caller = req.extensions().get::<Caller>();
+        match check(caller.map(|c| &c.identity), req.uri().path()) {
+            Ok(()) => futures::future::Either::Right(self.inner.call(req)),
+            Err(msg) => {
+                warn!(
+                    caller = %caller.map(|c| c.identity.to_string()).unwrap_or_default(),
+                    method = %req.uri().path(),
+                    reason = %msg,
+                    "request refused"
+                );
+                let denied = tonic::Status::permission_denied(msg).into_http();
+                futures::future::Either::Left(futures::future::ready(Ok(denied)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `/meridian.v1.Service/Rpc` of every rpc in a proto file's services.
+    fn methods(proto: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut service = None;
+        for line in proto.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("service ") {
+                service = rest.split_whitespace().next().map(str::to_string);
+            } else if let (Some(svc), Some(rest)) = (&service, line.strip_prefix("rpc ")) {
+                let name = rest.split('(').next().unwrap_or("").trim();
+                out.push(format!("/meridian.v1.{svc}/{name}"));
+            }
+        }
+        out
+    }
+
+    fn api_methods() -> Vec<String> {
+        let mut all = Vec::new();
+        for proto in [
+            include_str!("../../../proto/meridian/v1/config.proto"),
+            include_str!("../../../proto/meridian/v1/cluster.proto"),
+            include_str!("../../../proto/meridian/v1/agent.proto"),
+        ] {
+            all.extend(methods(proto));
+        }
+        all.push("/envoy.service.status.v3.ClientStatusDiscoveryService/StreamClientStatus".into());
+        all.push("/envoy.service.status.v3.ClientStatusDiscoveryService/FetchClientStatus".into());
+        all
+    }
+
+    #[test]
+    fn every_api_method_is_in_the_table_and_nothing_else() {
+        let all = api_methods();
+        assert!(all.len() > 10, "the proto parse found only {all:?}");
+        for m in &all {
+            assert!(
+                RULES.iter().any(|r| r.path == m),
+                "{m} has no rule in RULES"
+            );
+        }
+        for r in RULES {
+            assert!(
+                all.iter().any(|m| m == r.path),
+                "RULES names {} which no service serves",
+                r.path
+            );
+        }
+    }
+
+    fn op(role: Role) -> Identity {
+        Identity::Operator {
+            name: "alice".into(),
+            role,
+        }
+    }
+
+    #[test]
+    fn roles_follow_the_table() {
+        let txn = "/meridian.v1.ConfigService/Txn";
+        let add = "/meridian.v1.ClusterService/AddNode";
+        let get = "/meridian.v1.ConfigService/Get";
+        assert!(check(Some(&op(Viewer)), get).is_ok());
+        let denied = check(Some(&op(Viewer)), txn).unwrap_err();
+        assert!(
+            denied.contains("operator/viewer/alice") && denied.contains("editor"),
+            "{denied}"
+        );
+        assert!(check(Some(&op(Editor)), txn).is_ok());
+        let denied = check(Some(&op(Editor)), add).unwrap_err();
+        assert!(denied.contains("admin"), "{denied}");
+        assert!(check(Some(&op(Admin)), add).is_ok());
+        let agent = Identity::Agent {
+            cluster: "us".into(),
+        };
+        assert!(check(Some(&agent), "/meridian.v1.AgentService/Report").is_ok());
+        assert!(check(Some(&agent), txn).is_err());
+        assert!(check(Some(&op(Admin)), "/meridian.v1.AgentService/Report").is_err());
+        assert!(check(Some(&Identity::Node { id: 2 }), add).is_ok());
+        assert!(check(Some(&Identity::Proxy { group: "g".into() }), get).is_err());
+        assert!(check(Some(&op(Admin)), "/meridian.v1.ConfigService/Nope").is_err());
+        assert!(
+            check(None, txn).is_ok(),
+            "plaintext listeners carry no caller"
+        );
+    }
+}
