@@ -149,6 +149,8 @@ impl Nodes {
         cmd.args(["netns", "exec", &ns])
             .arg(&bin)
             .arg("server")
+            // Plaintext: the suite tests consensus and the API, not TLS.
+            .arg("--insecure")
             .args(["--node-id", &id.to_string(), "--region", "us-east"])
             .arg("--data-dir")
             .arg(&n.data)

@@ -7,6 +7,8 @@ rendered overlays (one list of documents per region).
 
 import re
 
+import yaml
+
 PEER_PORT_NAME = "peer"
 ADMIN_PORT_NAME = "admin"
 CONTROLLER = {"app.kubernetes.io/name": "meridian", "app.kubernetes.io/component": "controller"}
@@ -261,8 +263,12 @@ def node_ids(docs):
     out = []
     for cm in (d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("meridian-node-ids")):
         for key, text in cm.get("data", {}).items():
-            m = re.fullmatch(r"\s*node_id:\s*(\d+)\s*", text)
-            out.append((key, int(m.group(1)) if m else None, name(cm)))
+            try:
+                cfg = yaml.safe_load(text)
+            except yaml.YAMLError:
+                cfg = None
+            nid = cfg.get("node_id") if isinstance(cfg, dict) else None
+            out.append((key, nid if isinstance(nid, int) and nid > 0 else None, name(cm), cfg))
     return out
 
 
@@ -273,14 +279,25 @@ def check_node_ids(regions):
     for region, docs in regions.items():
         ids = node_ids(docs)
         for sts in controller_sets(docs):
-            have = {k for k, _, _ in ids}
+            have = {k for k, _, _, _ in ids}
             for i in range(sts["spec"].get("replicas", 1)):
                 if f"{sts['metadata']['name']}-{i}.yaml" not in have:
                     problems.append(f"{region}: {name(sts)}: pod {sts['metadata']['name']}-{i} has no node id in the meridian-node-ids ConfigMap")
-        for key, nid, where in ids:
+        for key, nid, where, cfg in ids:
             if not nid:
-                problems.append(f"{region}: {where}: data.{key} must be `node_id: N` with N > 0")
+                problems.append(f"{region}: {where}: data.{key} must set `node_id: N` with N > 0")
                 continue
+            # The server refuses to start without TLS (no --insecure here),
+            # and a pod must present its own node's certificate.
+            tls = cfg.get("tls") or {}
+            want = {
+                "cert": f"/etc/meridian/tls/node-{nid}.pem",
+                "key": f"/etc/meridian/tls/node-{nid}-key.pem",
+                "ca": "/etc/meridian/tls/ca.pem",
+            }
+            for field, path in want.items():
+                if tls.get(field) != path:
+                    problems.append(f"{region}: {where}: data.{key} tls.{field} must be {path}, got {tls.get(field)!r}")
             if nid in seen:
                 problems.append(f"{region}: {where}: data.{key} node id {nid} is also {seen[nid]}")
             seen[nid] = f"{region}/{key}"

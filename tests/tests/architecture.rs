@@ -63,6 +63,22 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "meridian-proto",
         ],
     ),
+    // The TLS layer knows certificates and connections, never what flows
+    // over them.
+    (
+        "meridian-tls",
+        &[
+            "openraft",
+            "sled",
+            "envoy-types",
+            "meridian-store",
+            "meridian-model",
+            "meridian-translate",
+            "meridian-xds",
+            "meridian-node",
+            "meridian-proto",
+        ],
+    ),
     // meridian-xds dev-depends on the test kit: an edge back would build
     // two copies of the xDS types.
     ("meridian-testkit", &["meridian-xds"]),
@@ -87,6 +103,7 @@ const PRODUCT: &[&str] = &[
     "meridian-xds",
     "meridian-agent",
     "meridian-pki",
+    "meridian-tls",
     "meridian-cli-output",
 ];
 
@@ -94,7 +111,7 @@ const PRODUCT: &[&str] = &[
 const NOT_LIBRARIES: &[&str] = &["meridian", "meridian-bench", "meridian-testkit", "meridian-tests"];
 
 /// Test and benchmark crates: never a normal dependency of what ships.
-const LAB: &[&str] = &["meridian-bench", "meridian-testkit", "meridian-tests"];
+const LAB: &[&str] = &["meridian-bench", "meridian-testkit", "meridian-tests", "meridian-chaos"];
 
 /// Crates that may read both the traffic model and the store's types: the
 /// node (it joins them), and the binary (it decodes snapshot files for
