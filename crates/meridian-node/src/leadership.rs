@@ -40,8 +40,15 @@ pub(crate) struct Leadership {
 }
 
 impl Leadership {
-    pub(crate) fn new(id: NodeId, raft: Raft, activity: Activity, contact_limit_ms: u64) -> Self {
-        let startup_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
+    /// `startup_log`: the last log index on disk when the process started,
+    /// read from the log store before openraft was started.
+    pub(crate) fn new(
+        id: NodeId,
+        raft: Raft,
+        activity: Activity,
+        contact_limit_ms: u64,
+        startup_log: u64,
+    ) -> Self {
         Leadership {
             id,
             raft,

@@ -98,9 +98,20 @@ impl Node {
         let admin_l = bind("admin", config.listen.admin).await?;
         let xds_l = bind("xds", config.listen.xds).await?;
 
-        let (log_store, sm) = meridian_store::open(&config.data_dir)
+        let (mut log_store, sm) = meridian_store::open(&config.data_dir)
             .await
             .map_err(|e| NodeError::Storage(e.to_string()))?;
+        // Read before openraft starts: its metrics say nothing of the log
+        // until its core task has loaded it (see `Leadership`).
+        let startup_log = {
+            use openraft::storage::RaftLogStorage;
+            log_store
+                .get_log_state()
+                .await
+                .map_err(|e| NodeError::Storage(e.to_string()))?
+                .last_log_id
+                .map_or(0, |l| l.index)
+        };
         let faults = Faults::default();
         let activity = Activity::default();
         let mut network =
@@ -134,6 +145,7 @@ impl Node {
             raft.clone(),
             activity.clone(),
             config.raft.election_max_ms,
+            startup_log,
         );
         let router = Router::new(
             leadership.clone(),
