@@ -31,7 +31,9 @@ fn chromium_bin() -> PathBuf {
             .iter()
             .map(PathBuf::from)
             .find(|p| p.exists())
-            .unwrap_or_else(|| panic!("no Chromium: set MERIDIAN_CHROMIUM or run scripts/install-chromium.sh")),
+            .unwrap_or_else(|| {
+                panic!("no Chromium: set MERIDIAN_CHROMIUM or run scripts/install-chromium.sh")
+            }),
     }
 }
 
@@ -88,22 +90,34 @@ impl Browser {
         .unwrap_or_else(|| panic!("chromium printed no DevTools address:\n{}", seen.join("\n")));
         // Keep draining its stderr so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Browser { child, _profile: profile, debug_port }
+        Browser {
+            child,
+            _profile: profile,
+            debug_port,
+        }
     }
 
     /// The DevTools session of the page that shows `url`.
     async fn page(&self, url: &str) -> Cdp {
         let list = format!("http://127.0.0.1:{}/json/list", self.debug_port);
-        let ws = eventually("chromium's page target", Duration::from_secs(20), || async {
-            let body = get_json(&list).await?;
-            let targets: Vec<Value> = serde_json::from_str(&body).ok()?;
-            targets
-                .iter()
-                .find(|t| t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.starts_with(url)))
-                .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(String::from))
-        })
+        let ws = eventually(
+            "chromium's page target",
+            Duration::from_secs(20),
+            || async {
+                let body = get_json(&list).await?;
+                let targets: Vec<Value> = serde_json::from_str(&body).ok()?;
+                targets
+                    .iter()
+                    .find(|t| {
+                        t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.starts_with(url))
+                    })
+                    .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(String::from))
+            },
+        )
         .await;
-        let (ws, _) = tokio_tungstenite::connect_async(ws.as_str()).await.expect("connect to the page's DevTools socket");
+        let (ws, _) = tokio_tungstenite::connect_async(ws.as_str())
+            .await
+            .expect("connect to the page's DevTools socket");
         Cdp { ws, next: 0 }
     }
 }
@@ -111,7 +125,9 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // The renderer and GPU processes share the group of the one started.
-        let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{}", self.child.id())]).status();
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -134,7 +150,11 @@ async fn get_json(url: &str) -> Option<String> {
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
                 let len = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().ok()))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().ok())
+                    })
                     .flatten();
                 if n == 0 || len.is_some_and(|len| body.len() >= len) {
                     return Some(body.to_string());
@@ -150,7 +170,9 @@ async fn get_json(url: &str) -> Option<String> {
 
 /// A DevTools-protocol client: one command at a time, events skipped.
 struct Cdp {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
     next: u64,
 }
 
@@ -159,7 +181,10 @@ impl Cdp {
         self.next += 1;
         let id = self.next;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
-        self.ws.send(Message::text(msg)).await.expect("send to DevTools");
+        self.ws
+            .send(Message::text(msg))
+            .await
+            .expect("send to DevTools");
         loop {
             let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
                 .await
@@ -178,9 +203,16 @@ impl Cdp {
     /// The value of a JavaScript expression in the page (promises awaited).
     async fn eval(&mut self, expr: &str) -> Value {
         let r = self
-            .call("Runtime.evaluate", json!({"expression": expr, "returnByValue": true, "awaitPromise": true}))
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+            )
             .await;
-        assert!(r.get("exceptionDetails").is_none(), "{expr}: {}", r["exceptionDetails"]);
+        assert!(
+            r.get("exceptionDetails").is_none(),
+            "{expr}: {}",
+            r["exceptionDetails"]
+        );
         r["result"]["value"].clone()
     }
 
@@ -194,7 +226,10 @@ impl Cdp {
             }
             if start.elapsed() > limit {
                 let body = self.eval("document.body.innerText").await;
-                panic!("the page did not show {what} within {limit:?}; it shows:\n{}", body.as_str().unwrap_or(""));
+                panic!(
+                    "the page did not show {what} within {limit:?}; it shows:\n{}",
+                    body.as_str().unwrap_or("")
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -203,7 +238,11 @@ impl Cdp {
 
 fn cli_ok(c: &Cluster, args: &[&str]) -> String {
     let out = c.cli(args);
-    assert!(out.status.success(), "meridian {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "meridian {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -223,7 +262,14 @@ fn output_dir() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_three_regions_an_envoy_and_a_new_revision_without_reload() {
     let regions: Vec<String> = REGIONS.iter().map(|r| r.to_string()).collect();
-    let c = Cluster::start(3, ClusterOpts { regions, ..Default::default() }).await;
+    let c = Cluster::start(
+        3,
+        ClusterOpts {
+            regions,
+            ..Default::default()
+        },
+    )
+    .await;
     let port = meridian_tests::ports::free_port();
     apply(
         &c,
@@ -241,7 +287,14 @@ async fn the_status_page_shows_three_regions_an_envoy_and_a_new_revision_without
 
     // A secret, whose key must reach neither the state nor a diff.
     let pki = meridian_tests::pki::Pki::create(&c.dir().join("secret-ca")).unwrap();
-    let files = pki.issue(Identity::Proxy { group: "edge".into() }, Validity::leaf_default()).unwrap();
+    let files = pki
+        .issue(
+            Identity::Proxy {
+                group: "edge".into(),
+            },
+            Validity::leaf_default(),
+        )
+        .unwrap();
     let key_pem = std::fs::read_to_string(&files.key).unwrap();
     let key_line = key_pem.lines().nth(1).unwrap().to_string();
     apply(
@@ -268,15 +321,25 @@ async fn the_status_page_shows_three_regions_an_envoy_and_a_new_revision_without
         })()"#,
     )
     .await;
-    let controllers = page.eval("document.querySelectorAll('#controllers tbody tr').length").await;
+    let controllers = page
+        .eval("document.querySelectorAll('#controllers tbody tr').length")
+        .await;
     assert_eq!(controllers, 3, "one row per controller");
-    let before: u64 = page.eval("Number(document.getElementById('revision').textContent)").await.as_u64().unwrap();
+    let before: u64 = page
+        .eval("Number(document.getElementById('revision').textContent)")
+        .await
+        .as_u64()
+        .unwrap();
     assert!(before > 0);
 
     // A change, applied while the page stays open: the same document (the
     // marker survives) shows the new revision.
     page.eval("window.sameDocument = 'yes'").await;
-    apply(&c, "change.json", json!([{"kind": "service", "name": "checkout", "spec": {"port": 9090}}]));
+    apply(
+        &c,
+        "change.json",
+        json!([{"kind": "service", "name": "checkout", "spec": {"port": 9090}}]),
+    );
     let rev = page
         .until(
             "the applied revision in its history",
@@ -290,14 +353,25 @@ async fn the_status_page_shows_three_regions_an_envoy_and_a_new_revision_without
         .as_u64()
         .unwrap();
     assert!(rev > before, "new revision {rev} after {before}");
-    assert_eq!(page.eval("window.sameDocument").await, "yes", "the page was reloaded");
-    let shown = page.until("the new revision in the header", Duration::from_secs(10), &format!(
-        "Number(document.getElementById('revision').textContent) >= {rev}"
-    )).await;
+    assert_eq!(
+        page.eval("window.sameDocument").await,
+        "yes",
+        "the page was reloaded"
+    );
+    let shown = page
+        .until(
+            "the new revision in the header",
+            Duration::from_secs(10),
+            &format!("Number(document.getElementById('revision').textContent) >= {rev}"),
+        )
+        .await;
     assert_eq!(shown, true);
 
     // Its diff, on click.
-    page.eval(&format!("document.querySelector('#history tr[data-rev=\"{rev}\"]').click()")).await;
+    page.eval(&format!(
+        "document.querySelector('#history tr[data-rev=\"{rev}\"]').click()"
+    ))
+    .await;
     let diff = page
         .until("the revision's diff", Duration::from_secs(10), &format!(
             "document.getElementById('diff').dataset.rev === '{rev}' && document.getElementById('diff').innerText"
@@ -306,9 +380,16 @@ async fn the_status_page_shows_three_regions_an_envoy_and_a_new_revision_without
     let diff = diff.as_str().unwrap();
     assert!(diff.contains("+  \"port\": 9090"), "{diff}");
 
-    let shot = page.call("Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true})).await;
+    let shot = page
+        .call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        )
+        .await;
     use base64::Engine;
-    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     let shot_path = output_dir().join("status-page.png");
     std::fs::write(&shot_path, png).unwrap();
@@ -327,26 +408,48 @@ async fn the_status_page_shows_three_regions_an_envoy_and_a_new_revision_without
         )
         .await;
     let text = text.as_str().unwrap();
-    assert!(text.contains("by-region") && text.contains("progressing"), "{text}");
-    assert!(text.contains("current: 2. eu-west+ap-south · baking"), "{text}");
+    assert!(
+        text.contains("by-region") && text.contains("progressing"),
+        "{text}"
+    );
+    assert!(
+        text.contains("current: 2. eu-west+ap-south · baking"),
+        "{text}"
+    );
 
     // No secret in the state or in the secret's own diff.
-    let (code, state) = http_get(&c.nodes[1].admin_url("/ui/api/state")).await.unwrap();
+    let (code, state) = http_get(&c.nodes[1].admin_url("/ui/api/state"))
+        .await
+        .unwrap();
     assert_eq!(code, 200);
     let st: Value = serde_json::from_str(&state).unwrap();
     let secret_rev = st["history"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["changes"].as_array().unwrap().iter().any(|c| c["kind"] == "secret"))
+        .find(|r| {
+            r["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["kind"] == "secret")
+        })
         .expect("the secret's revision is listed")["revision"]
         .as_u64()
         .unwrap();
-    let (code, diff) = http_get(&c.nodes[1].admin_url(&format!("/ui/api/revision/{secret_rev}"))).await.unwrap();
+    let (code, diff) = http_get(&c.nodes[1].admin_url(&format!("/ui/api/revision/{secret_rev}")))
+        .await
+        .unwrap();
     assert_eq!(code, 200, "{diff}");
-    assert!(diff.contains("edge-cert") && diff.contains("redacted"), "{diff}");
+    assert!(
+        diff.contains("edge-cert") && diff.contains("redacted"),
+        "{diff}"
+    );
     for (what, body) in [("state", &state), ("diff", &diff)] {
-        assert!(!body.contains(&key_line) && !body.contains("PRIVATE KEY"), "the secret's key is in the {what}: {body}");
+        assert!(
+            !body.contains(&key_line) && !body.contains("PRIVATE KEY"),
+            "the secret's key is in the {what}: {body}"
+        );
     }
 }
 
@@ -357,12 +460,24 @@ async fn get_with_host(addr: &str, path: &str, host: &str) -> (u16, String) {
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
-    let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        buf.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
 }
 
 /// `meridian ui` as `identity`; returns the process and the page's address.
-async fn meridian_ui(c: &Cluster, files: &meridian_tls::TlsFiles) -> (tokio::process::Child, String) {
+async fn meridian_ui(
+    c: &Cluster,
+    files: &meridian_tls::TlsFiles,
+) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(meridian_tests::meridian_bin())
         .args(["--server", &c.servers()])
         .arg("--ca")
@@ -379,7 +494,10 @@ async fn meridian_ui(c: &Cluster, files: &meridian_tls::TlsFiles) -> (tokio::pro
         .unwrap();
     let mut line = String::new();
     let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
-    tokio::time::timeout(Duration::from_secs(10), out.read_line(&mut line)).await.expect("meridian ui prints its address").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), out.read_line(&mut line))
+        .await
+        .expect("meridian ui prints its address")
+        .unwrap();
     let addr = line
         .split("http://")
         .nth(1)
@@ -391,12 +509,22 @@ async fn meridian_ui(c: &Cluster, files: &meridian_tls::TlsFiles) -> (tokio::pro
 }
 
 fn identity_of(files: &meridian_tls::TlsFiles) -> String {
-    meridian_tls::TlsSource::client(files.clone()).unwrap().identity().to_string()
+    meridian_tls::TlsSource::client(files.clone())
+        .unwrap()
+        .identity()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_tls_the_page_is_local_and_meridian_ui_shows_it_with_the_operators_role() {
-    let c = Cluster::start(1, ClusterOpts { tls: true, ..Default::default() }).await;
+    let c = Cluster::start(
+        1,
+        ClusterOpts {
+            tls: true,
+            ..Default::default()
+        },
+    )
+    .await;
     let pki = c.pki().unwrap();
     let admin = format!("127.0.0.1:{}", c.nodes[0].ports.admin);
 
@@ -405,15 +533,28 @@ async fn under_tls_the_page_is_local_and_meridian_ui_shows_it_with_the_operators
     let (code, body) = get_with_host(&admin, "/ui/api/state", &admin).await;
     assert_eq!(code, 200, "{body}");
     let st: Value = serde_json::from_str(&body).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let expiry = st["controllers"][0]["cert_not_after_unix"].as_i64().expect("the certificate's expiry");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let expiry = st["controllers"][0]["cert_not_after_unix"]
+        .as_i64()
+        .expect("the certificate's expiry");
     assert!(expiry > now, "expiry {expiry} is in the future");
     let (code, body) = get_with_host(&admin, "/ui", "status.rebound.example").await;
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("loopback Host"), "{body}");
 
     // A viewer sees everything through `meridian ui`.
-    let viewer = pki.issue(Identity::Operator { name: "ann".into(), role: Role::Viewer }, Validity::leaf_default()).unwrap();
+    let viewer = pki
+        .issue(
+            Identity::Operator {
+                name: "ann".into(),
+                role: Role::Viewer,
+            },
+            Validity::leaf_default(),
+        )
+        .unwrap();
     let (_ui, addr) = meridian_ui(&c, &viewer).await;
     let (code, html) = get_with_host(&addr, "/ui", &addr).await;
     assert_eq!(code, 200);
@@ -429,13 +570,26 @@ async fn under_tls_the_page_is_local_and_meridian_ui_shows_it_with_the_operators
 
     // An agent's certificate is not an operator's: the API refuses each
     // question, and the page says so instead of showing anything.
-    let agent = pki.issue(Identity::Agent { cluster: "k8s-a".into() }, Validity::leaf_default()).unwrap();
+    let agent = pki
+        .issue(
+            Identity::Agent {
+                cluster: "k8s-a".into(),
+            },
+            Validity::leaf_default(),
+        )
+        .unwrap();
     let (_ui, addr) = meridian_ui(&c, &agent).await;
     let (code, body) = get_with_host(&addr, "/ui/api/state", &addr).await;
     assert_eq!(code, 200);
     let st: Value = serde_json::from_str(&body).unwrap();
     let errors = st["errors"].as_array().unwrap();
-    assert!(errors.iter().any(|e| e.as_str().unwrap().contains("may not call GetClusterStatus")), "{body}");
+    assert!(
+        errors.iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .contains("may not call GetClusterStatus")),
+        "{body}"
+    );
     assert_eq!(st["controllers"], json!([]), "{body}");
 
     // Only a loopback address is served.
@@ -445,5 +599,8 @@ async fn under_tls_the_page_is_local_and_meridian_ui_shows_it_with_the_operators
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--listen 0.0.0.0:0: must be a loopback address"), "{err}");
+    assert!(
+        err.contains("--listen 0.0.0.0:0: must be a loopback address"),
+        "{err}"
+    );
 }
