@@ -417,6 +417,23 @@ async fn the_status_page_shows_three_regions_an_envoy_and_a_new_revision_without
         "{text}"
     );
 
+    // What one poll costs when it is not answered from the cache: a
+    // fan-out to the three controllers (printed, not asserted).
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let t = Instant::now();
+        let (_, body) = http_get(&c.nodes[1].admin_url("/ui/api/state"))
+            .await
+            .unwrap();
+        took.push((t.elapsed(), body.len()));
+    }
+    took.sort();
+    println!(
+        "measured: /ui/api/state gathered in {:?} (median of 5), {} bytes",
+        took[2].0, took[2].1
+    );
+
     // No secret in the state or in the secret's own diff.
     let (code, state) = http_get(&c.nodes[1].admin_url("/ui/api/state"))
         .await

@@ -171,10 +171,10 @@ pub async fn serve(
 }
 
 /// `Err` with the answer when this request may not see the page.
-fn admit(page: &Page, headers: &HeaderMap) -> Result<(), Response> {
+fn admit(page: &Page, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
     match &page.access {
         Access::Open => Ok(()),
-        Access::Off(why) => Err((StatusCode::FORBIDDEN, format!("{why}\n")).into_response()),
+        Access::Off(why) => Err((StatusCode::FORBIDDEN, format!("{why}\n"))),
         Access::Loopback => {
             let host = headers
                 .get(header::HOST)
@@ -186,8 +186,7 @@ fn admit(page: &Page, headers: &HeaderMap) -> Result<(), Response> {
                 Err((
                     StatusCode::FORBIDDEN,
                     format!("the status page answers only to a loopback Host (127.0.0.1, [::1] or localhost), not {host:?}\n"),
-                )
-                    .into_response())
+                ))
             }
         }
     }
@@ -218,7 +217,7 @@ const PAGE_HEADERS: [(header::HeaderName, &str); 4] = [
 
 async fn index(State(page): State<Arc<Page>>, headers: HeaderMap) -> Response {
     if let Err(r) = admit(&page, &headers) {
-        return r;
+        return r.into_response();
     }
     let mut r = (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
@@ -246,7 +245,7 @@ fn json(body: String) -> Response {
 
 async fn state(State(page): State<Arc<Page>>, headers: HeaderMap) -> Response {
     if let Err(r) = admit(&page, &headers) {
-        return r;
+        return r.into_response();
     }
     json(page.state_json().await.as_str().to_owned())
 }
@@ -257,7 +256,7 @@ async fn revision(
     Path(rev): Path<u64>,
 ) -> Response {
     if let Err(r) = admit(&page, &headers) {
-        return r;
+        return r.into_response();
     }
     match page.source.history(0).await {
         Err(e) => (
