@@ -8,5 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export MERIDIAN_ENVOY="${MERIDIAN_ENVOY:-$(scripts/install-envoy.sh)}"
 echo "envoy: $MERIDIAN_ENVOY ($("$MERIDIAN_ENVOY" --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1))"
+export MERIDIAN_CHROMIUM="${MERIDIAN_CHROMIUM:-$(scripts/install-chromium.sh)}"
 cargo build --locked -p meridian -p meridian-bench -p meridian-xds-conformance
 cargo test --locked --workspace "$@"

@@ -1,5 +1,6 @@
-//! The admin HTTP listener: liveness, readiness, Prometheus metrics and, when
-//! enabled, fault injection for tests and chaos runs.
+//! The admin HTTP listener: liveness, readiness, Prometheus metrics, the
+//! status page (`/ui`, under the rule of `ui::Access`) and, when enabled,
+//! fault injection for tests and chaos runs.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub(crate) struct Admin {
     pub write_metrics: Arc<WriteMetrics>,
     pub xds: meridian_xds::XdsServer,
     pub sm: meridian_store::StateMachineStore,
+    pub ui: Arc<crate::ui::Page>,
 }
 
 pub(crate) fn router(s: Arc<Admin>) -> Router {
@@ -32,7 +34,8 @@ pub(crate) fn router(s: Arc<Admin>) -> Router {
     if s.fault_injection {
         r = r.route("/debug/faults", get(get_faults).put(put_faults));
     }
-    r.with_state(s)
+    let ui = crate::ui::routes(s.ui.clone());
+    r.with_state(s).merge(ui)
 }
 
 async fn readyz(State(s): State<Arc<Admin>>) -> impl IntoResponse {

@@ -38,6 +38,7 @@ mod retry;
 mod routing;
 mod status;
 pub mod tls;
+pub mod ui;
 mod write;
 mod xds_source;
 

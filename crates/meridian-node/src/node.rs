@@ -162,7 +162,8 @@ impl Node {
             EndpointWrites::start(raft.clone(), write_timeout, write_metrics.clone());
         let agent_writes =
             AgentWrites::new(router.clone(), endpoint_writes.clone(), faults.clone());
-        let status = LocalStatus::new(leadership.clone(), info.clone(), sm.clone(), xds_gate);
+        let status = LocalStatus::new(leadership.clone(), info.clone(), sm.clone(), xds_gate)
+            .with_certs(tls.as_ref().map(|t| t.all()).unwrap_or_default());
         let proxies = Proxies::new(
             config.node_id,
             config.region.clone(),
@@ -213,22 +214,32 @@ impl Node {
             .map_err(|e| format!("peer listener: {e}"))
         });
 
-        let config_svc = ConfigServiceServer::new(ConfigApi::new(
+        // Shared with the status page, which asks them in process.
+        let config_api = Arc::new(ConfigApi::new(
             router.clone(),
             config_writes,
             sm.clone(),
             shutdown.clone(),
-        ))
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .max_encoding_message_size(256 * 1024 * 1024);
-        let cluster_svc = ClusterServiceServer::new(ClusterApi::new(
+        ));
+        let cluster_api = Arc::new(ClusterApi::new(
             router.clone(),
             Membership::new(raft.clone(), sm.clone(), write_timeout),
             status.clone(),
             proxies,
             sm.clone(),
-        ))
-        .max_encoding_message_size(256 * 1024 * 1024);
+        ));
+        let ui = crate::ui::Page::new(
+            Arc::new(crate::ui::NodeSource {
+                cluster: cluster_api.clone(),
+                config: config_api.clone(),
+            }),
+            crate::ui::Access::for_admin(tls.is_some(), config.listen.admin),
+        );
+        let config_svc = ConfigServiceServer::from_arc(config_api)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024);
+        let cluster_svc = ClusterServiceServer::from_arc(cluster_api)
+            .max_encoding_message_size(256 * 1024 * 1024);
         let agent_svc = AgentServiceServer::new(AgentApi::new(
             agent_writes.clone(),
             sm.clone(),
@@ -293,6 +304,7 @@ impl Node {
             write_metrics,
             xds: xds.clone(),
             sm: sm.clone(),
+            ui,
         });
         let rx = shutdown.clone();
         let xds_tls = tls.as_ref().map(|t| t.xds.clone());

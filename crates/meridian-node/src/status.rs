@@ -21,6 +21,7 @@ pub(crate) struct LocalStatus {
     sm: StateMachineStore,
     started: Instant,
     gate: XdsGate,
+    certs: Vec<std::sync::Arc<meridian_tls::TlsSource>>,
 }
 
 pub(crate) fn info_to_pb(id: NodeId, n: &NodeInfo) -> pb::NodeInfo {
@@ -47,7 +48,17 @@ impl LocalStatus {
             sm,
             started: Instant::now(),
             gate,
+            certs: Vec::new(),
         }
+    }
+
+    /// The node's certificates, whose earliest expiry the status reports.
+    pub(crate) fn with_certs(
+        mut self,
+        certs: Vec<std::sync::Arc<meridian_tls::TlsSource>>,
+    ) -> Self {
+        self.certs = certs;
+        self
     }
 
     /// Whether xDS takes new streams, as the readiness task last found.
@@ -114,6 +125,12 @@ impl LocalStatus {
             initialized,
             ready: ready.is_ok(),
             not_ready_reason: ready.err().unwrap_or_default(),
+            cert_not_after_unix: self
+                .certs
+                .iter()
+                .map(|c| c.status().not_after_unix)
+                .min()
+                .unwrap_or(0),
         }
     }
 

@@ -14,6 +14,7 @@ pub(crate) mod objects;
 mod proxy;
 mod server;
 mod snapshot;
+mod ui;
 mod wait;
 
 use std::time::Duration;
@@ -188,6 +189,8 @@ pub enum Command {
     Endpoints(clusters::EndpointsArgs),
     /// Run a federation agent: report one cluster's endpoints to its region's controllers.
     Agent(agent::AgentArgs),
+    /// Serve the status page on this machine's loopback, with your credentials (kubectl-proxy style).
+    Ui(ui::UiArgs),
     /// Contexts of the CLI config file (like kubeconfig).
     #[command(subcommand)]
     Config(context::ConfigCmd),
@@ -201,10 +204,7 @@ pub enum Command {
 impl Command {
     /// Processes that run until stopped and write logs rather than output.
     pub fn is_long_running(&self) -> bool {
-        matches!(
-            self,
-            Command::Server(_) | Command::Dev(_) | Command::Agent(_)
-        )
+        matches!(self, Command::Server(_) | Command::Dev(_) | Command::Agent(_) | Command::Ui(_))
     }
 }
 
@@ -230,6 +230,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Clusters(a) => clusters::run(a, &g).await,
         Command::Endpoints(a) => clusters::endpoints(a, &g).await,
         Command::Agent(a) => agent::run(a, &g).await,
+        Command::Ui(a) => ui::run(a, &g).await,
         Command::Config(c) => context::run(c, &g),
         Command::Completion { shell } => {
             clap_complete::generate(
