@@ -36,6 +36,11 @@ pub struct FailoverArgs {
     /// The service's health check interval (healthy threshold 2).
     #[arg(long, default_value = "1s", value_parser = crate::output::parse_duration)]
     pub hc_interval: Duration,
+    /// Turn the route's retries off (`retries: {attempts: 0}`): the
+    /// behaviour before failover services got retries by default, for a
+    /// before/after comparison with one binary.
+    #[arg(long)]
+    pub no_retries: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +120,10 @@ async fn one_run(mode: Mode, run: usize, a: &FailoverArgs) -> Result<Value> {
         .map(|(u, r)| json!({"address": "127.0.0.1", "port": u.port, "region": r}))
         .collect();
     let port = meridian_testkit::ports::free_port();
+    let mut rule = json!({"backends": [{"service": "web"}]});
+    if a.no_retries {
+        rule["retries"] = json!({"attempts": 0});
+    }
     let file = c.dir().join("failover.json");
     std::fs::write(
         &file,
@@ -126,7 +135,7 @@ async fn one_run(mode: Mode, run: usize, a: &FailoverArgs) -> Result<Value> {
                 "healthCheck": {"protocol": "http", "interval": format!("{}ms", a.hc_interval.as_millis())},
                 "failover": {"thresholdPercent": 50}
             }},
-            {"kind": "route", "name": "web", "spec": {"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}},
+            {"kind": "route", "name": "web", "spec": {"hosts": ["*"], "rules": [rule]}},
             {"kind": "listener", "name": "edge", "spec": {"address": "127.0.0.1", "port": port, "routes": ["web"]}}
         ])
         .to_string(),
@@ -213,7 +222,7 @@ pub async fn run(a: FailoverArgs, g: &Global) -> Result<()> {
             rows.push(one_run(mode, run, &a).await?);
         }
     }
-    let report = json!({"rate": a.rate, "observe_s": a.observe.as_secs_f64(), "hc_interval_ms": a.hc_interval.as_millis() as u64, "runs": rows});
+    let report = json!({"rate": a.rate, "observe_s": a.observe.as_secs_f64(), "hc_interval_ms": a.hc_interval.as_millis() as u64, "retries": !a.no_retries, "runs": rows});
     match g.output {
         Format::Json | Format::Yaml => print_value(&report, g.output)?,
         _ => {
