@@ -7,8 +7,10 @@
 //!
 //! Properties: when us-east's upstreams answer 503, or refuse connections,
 //! traffic moves to eu-west within 1 s and never comes back while they
-//! still fail (about 10 s observed); when they heal, traffic returns within
-//! the health check's healthy threshold, with no failed request.
+//! still fail (about 10 s observed), and no request fails on the way: the
+//! route's default retries (the service has `failover`) send a failed GET
+//! to the other region, which is healthy; when they heal, traffic returns
+//! within the health check's healthy threshold, with no failed request.
 //! Times and counts are printed with a `measured:` prefix.
 
 use std::sync::{Arc, Mutex};
@@ -165,7 +167,8 @@ fn settle(samples: &[Sample], fault: Instant, want: &str) -> (Duration, usize, S
 }
 
 /// Watches a fault for `OBSERVE`: traffic must have moved to eu-west within
-/// `MOVE_WITHIN` and stayed there to the end.
+/// `MOVE_WITHIN` and stayed there to the end, and, eu-west being healthy,
+/// no request may have failed (each failed try is retried elsewhere).
 async fn must_fail_over(traffic: &Traffic, fault: Instant, what: &str) {
     tokio::time::sleep(OBSERVE).await;
     let samples = traffic.since(fault);
@@ -176,6 +179,10 @@ async fn must_fail_over(traffic: &Traffic, fault: Instant, what: &str) {
     assert!(
         samples.len() >= 100,
         "the client sent too few requests to tell ({counts})"
+    );
+    assert_eq!(
+        failed, 0,
+        "{what}: requests failed while eu-west was healthy and the route retries ({counts})"
     );
     assert!(
         moved <= MOVE_WITHIN,
@@ -304,6 +311,22 @@ async fn envoy_reconnects_within_seconds_of_its_controller_being_ready() {
         took <= Duration::from_secs(5),
         "Envoy took {took:?} to reconnect"
     );
+    // It reconnected holding the current config, so nothing was sent; the
+    // status must still say it runs it (SYNCED and the revision), within
+    // 5 s of the controller being ready (issue 13), not NOT_SENT/never.
+    let c = &b.c;
+    let synced = meridian_tests::eventually(
+        "proxy-status to show the Envoy SYNCED",
+        Duration::from_secs(30),
+        || async move { synced_in_proxy_status(c, "fo-reconnect").then(Instant::now) },
+    )
+    .await;
+    let took = synced.saturating_duration_since(ready);
+    eprintln!("measured: reconnect: proxy-status SYNCED {took:?} after the controller was ready");
+    assert!(
+        took <= Duration::from_secs(5),
+        "proxy-status showed the reconnected Envoy SYNCED only {took:?} after its controller was ready"
+    );
     // And it is served: a change arrives.
     must_cli(&b.c, &["put", "route", "web", "--value", &json!({"hosts": ["*"], "rules": [
         {"matches": [{"path": {"exact": "/version"}}], "directResponse": {"status": 200, "body": "v2"}},
@@ -314,4 +337,35 @@ async fn envoy_reconnects_within_seconds_of_its_controller_being_ready() {
         matches!(http_get(&format!("http://127.0.0.1:{port}/version")).await, Ok((200, body)) if body == "v2").then_some(())
     })
     .await;
+}
+
+/// Whether `meridian proxy-status` shows Envoy `node` with every type
+/// SYNCED (or with nothing to send), CDS among them, a version for it, a
+/// last ACK and the revision it runs.
+fn synced_in_proxy_status(c: &Cluster, node: &str) -> bool {
+    let out = c.cli(&["proxy-status", "-o", "json"]);
+    if !out.status.success() {
+        return false;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let Some(p) = v["proxies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["node_id"] == node)
+    else {
+        return false;
+    };
+    let types = p["types"].as_array().cloned().unwrap_or_default();
+    let all = !types.is_empty()
+        && types
+            .iter()
+            .all(|t| t["state"] == "SYNCED" || t["state"] == "NOT_SENT");
+    let cds = types.iter().any(|t| {
+        t["type"] == "cds"
+            && t["state"] == "SYNCED"
+            && t["acked"] == true
+            && t["acked_version"].as_str().is_some_and(|v| !v.is_empty())
+    });
+    all && cds && p["synced_revision"].as_u64().unwrap_or(0) > 0
 }

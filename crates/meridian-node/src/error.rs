@@ -78,6 +78,12 @@ pub(crate) enum ApiError {
     /// Transient: a connection, a shutdown, a failed proposal.
     #[error("{0}")]
     Unavailable(String),
+    /// Another node could not be reached at all: the transport's own
+    /// UNAVAILABLE (no Meridian handler answered), e.g. a leader that just
+    /// died; the router turns it into [`ApiError::NoLeader`] when the
+    /// unreachable node was the leader it knew.
+    #[error("{0}")]
+    Unreachable(String),
     #[error("{0}")]
     Cancelled(String),
     #[error("{0}")]
@@ -97,6 +103,7 @@ impl ApiError {
                 | ApiError::NoLeader(_)
                 | ApiError::NoQuorum(_)
                 | ApiError::Unavailable(_)
+                | ApiError::Unreachable(_)
         )
     }
 
@@ -121,6 +128,7 @@ impl ApiError {
             ApiError::Removed => ("removed", Code::Unavailable),
             ApiError::MembershipChange(_) => ("membership-change", Code::Unavailable),
             ApiError::Unavailable(_) => ("unavailable", Code::Unavailable),
+            ApiError::Unreachable(_) => ("unreachable", Code::Unavailable),
             ApiError::Cancelled(_) => ("cancelled", Code::Cancelled),
             ApiError::Internal(_) => ("internal", Code::Internal),
             ApiError::Other { code, .. } => ("other", *code),
@@ -159,7 +167,9 @@ impl ApiError {
             (Some("no-quorum"), _) => ApiError::NoQuorum(m),
             (Some("removed"), _) => ApiError::Removed,
             (Some("membership-change"), _) => ApiError::MembershipChange(m),
-            (Some("unavailable"), _) | (None, Code::Unavailable) => ApiError::Unavailable(m),
+            (Some("unavailable"), _) => ApiError::Unavailable(m),
+            // No kind: no Meridian handler answered, the transport did.
+            (Some("unreachable"), _) | (None, Code::Unavailable) => ApiError::Unreachable(m),
             (Some("cancelled"), _) | (None, Code::Cancelled) => ApiError::Cancelled(m),
             (Some("internal"), _) | (None, Code::Internal) => ApiError::Internal(m),
             (_, code) => ApiError::Other { code, message: m },
@@ -204,6 +214,7 @@ mod tests {
             (ApiError::Removed, Code::Unavailable, false),
             (ApiError::MembershipChange(m()), Code::Unavailable, false),
             (ApiError::Unavailable(m()), Code::Unavailable, true),
+            (ApiError::Unreachable(m()), Code::Unavailable, true),
             (ApiError::Cancelled(m()), Code::Cancelled, false),
             (ApiError::Internal(m()), Code::Internal, false),
             (
@@ -237,7 +248,7 @@ mod tests {
     #[test]
     fn the_transports_own_status_goes_by_its_code() {
         let e = ApiError::from_status(Status::unavailable("connection refused"));
-        assert_eq!(e, ApiError::Unavailable("connection refused".into()));
+        assert_eq!(e, ApiError::Unreachable("connection refused".into()));
         assert!(e.retryable());
         let e = ApiError::from_status(Status::invalid_argument("bad"));
         assert!(!e.retryable());

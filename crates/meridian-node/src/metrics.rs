@@ -22,6 +22,8 @@ pub(crate) struct WriteMetrics {
     /// The node's TLS sources, set once at start (none when plaintext):
     /// their expiry and reload counters print with these.
     pub tls: std::sync::OnceLock<Vec<std::sync::Arc<meridian_tls::TlsSource>>>,
+    /// The peer transport's failed RPCs by peer, set once at start.
+    pub peers: std::sync::OnceLock<meridian_peer::Unreachables>,
 }
 
 /// The two lanes of the write path, counted apart.
@@ -76,6 +78,16 @@ impl WriteMetrics {
     pub(crate) fn render(&self, out: &mut String) {
         if let Some(tls) = self.tls.get() {
             crate::tls::render(tls, out);
+        }
+        if let Some(peers) = self.peers.get() {
+            let name = "meridian_peer_unreachable_total";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Raft RPCs to a peer that could not be reached (refused, reset, no answer in time).\n# TYPE {name} counter"
+            );
+            for (peer, n) in peers.totals() {
+                let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {n}");
+            }
         }
         self.proposal_latency.render(
             out,

@@ -119,6 +119,7 @@ impl Node {
         if let Some(t) = &tls {
             network = network.with_tls(t.client.clone());
         }
+        let unreachable_peers = network.unreachables();
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
@@ -137,6 +138,7 @@ impl Node {
         // The seams.
         let write_timeout = config.write_timeout();
         let write_metrics = Arc::new(WriteMetrics::default());
+        let _ = write_metrics.peers.set(unreachable_peers);
         if let Some(t) = &tls {
             let _ = write_metrics.tls.set(t.all());
         }

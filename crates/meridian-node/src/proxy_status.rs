@@ -117,6 +117,7 @@ impl Proxies {
     }
 
     fn convert(&self, p: ProxyStatus) -> pb::ProxyInfo {
+        let synced_revision = p.synced_revision().unwrap_or(0);
         let types = p
             .types
             .values()
@@ -149,6 +150,7 @@ impl Proxies {
             types,
             connected_ms: age_ms(p.connected_at),
             view_revision: p.view_revision,
+            synced_revision,
         }
     }
 }

@@ -97,9 +97,21 @@ impl Router {
                 Ok(LeaderIs::Unknown | LeaderIs::Removed) => {
                     unreachable!("await_leader returns a known leader")
                 }
+                // Ran out of time with no leader at all: say so, and who
+                // waited.
+                Err(ApiError::NoLeader(m)) => Err(ApiError::NoLeader(format!(
+                    "no leader yet (election in progress) as seen by controller {}: {m}",
+                    self.leadership.id()
+                ))),
                 Err(e) => Err(e),
             };
             let result = match target {
+                Ok(Target::Leader(id, info)) => {
+                    let addr = info.api_addr.clone();
+                    attempt(Target::Leader(id, info), deadline)
+                        .await
+                        .map_err(|e| self.leader_unreachable(e, id, &addr))
+                }
                 Ok(t) => attempt(t, deadline).await,
                 Err(e) => Err(e),
             };
@@ -108,6 +120,23 @@ impl Router {
                 Err(e) if forwarded => return Err(e),
                 Err(e) => retry.again(e).await?,
             }
+        }
+    }
+
+    /// A leader that cannot be reached has most likely died, and the
+    /// others are electing a new one: the request waits for it (the error
+    /// stays retryable), and if it gives up, it says so and names this
+    /// controller, instead of the transport's "tcp connect error".
+    fn leader_unreachable(&self, e: ApiError, leader: NodeId, addr: &str) -> ApiError {
+        match e {
+            ApiError::Unreachable(reason) => {
+                tracing::debug!(node = self.leadership.id(), leader, addr, error = %reason, "leader unreachable, waiting for an election");
+                ApiError::NoLeader(format!(
+                    "no leader yet (election in progress): controller {} forwarded to node {leader} ({addr}), the leader it knew, which is unreachable ({reason}); retry, or check `meridian status`",
+                    self.leadership.id()
+                ))
+            }
+            e => e,
         }
     }
 

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::faults::Faults;
+use crate::unreachable::Unreachables;
 use crate::wire;
 
 /// The largest message the peer transport sends or takes, both ways.
@@ -37,9 +38,16 @@ pub struct PeerNetworkFactory {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     tls: Option<Arc<meridian_tls::TlsSource>>,
+    unreachable: Unreachables,
 }
 
 impl PeerNetworkFactory {
+    /// The per-peer failure counts (and their rate-limited log) of every
+    /// client this factory makes.
+    pub fn unreachables(&self) -> Unreachables {
+        self.unreachable.clone()
+    }
+
     pub fn new(self_id: NodeId, faults: Faults, connect_timeout: Duration) -> Self {
         PeerNetworkFactory {
             self_id,
@@ -47,6 +55,7 @@ impl PeerNetworkFactory {
             channels: Default::default(),
             connect_timeout,
             tls: None,
+            unreachable: Unreachables::default(),
         }
     }
 
@@ -94,6 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             node: node.clone(),
             channel: self.channel(&node.peer_addr, target),
             faults: self.faults.clone(),
+            unreachable: self.unreachable.clone(),
         }
     }
 }
@@ -104,6 +114,7 @@ pub struct PeerClient {
     node: NodeInfo,
     channel: Result<Channel, String>,
     faults: Faults,
+    unreachable: Unreachables,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +126,16 @@ enum Rpc {
     Append,
     Vote,
     Snapshot,
+}
+
+impl Rpc {
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::Append => "append-entries",
+            Rpc::Vote => "vote",
+            Rpc::Snapshot => "install-snapshot",
+        }
+    }
 }
 
 impl PeerClient {
@@ -150,15 +171,19 @@ impl PeerClient {
                 Rpc::Snapshot => client.install_snapshot(msg).await,
             }
         };
+        let note = |error: &str| {
+            self.unreachable
+                .note(self.target, &self.node.peer_addr, rpc.name(), error)
+        };
         let reply = match tokio::time::timeout(option.hard_ttl(), fut).await {
             Err(_) => {
-                return Err(RPCError::Network(NetworkError::new(&TransportError(
-                    format!(
-                        "peer {} did not answer within {:?}",
-                        self.target,
-                        option.hard_ttl()
-                    ),
-                ))))
+                let error = format!(
+                    "peer {} did not answer within {:?}",
+                    self.target,
+                    option.hard_ttl()
+                );
+                note(&error);
+                return Err(RPCError::Network(NetworkError::new(&TransportError(error))));
             }
             Ok(Err(status)) => {
                 let err = TransportError(format!(
@@ -168,7 +193,10 @@ impl PeerClient {
                     status.message()
                 ));
                 return Err(match status.code() {
-                    tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&err)),
+                    tonic::Code::Unavailable => {
+                        note(status.message());
+                        RPCError::Unreachable(Unreachable::new(&err))
+                    }
                     _ => RPCError::Network(NetworkError::new(&err)),
                 });
             }

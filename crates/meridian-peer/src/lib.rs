@@ -10,10 +10,12 @@ mod activity;
 mod client;
 mod faults;
 mod server;
+mod unreachable;
 pub mod wire;
 
 pub use activity::Activity;
 pub use client::PeerNetworkFactory;
 pub use faults::{Dropped, FaultConfig, Faults};
 pub use server::{accept, PeerService};
+pub use unreachable::Unreachables;
 pub use wire::WireError;

@@ -11,7 +11,7 @@ use envoy_types::pb::{
                 redirect_action::{
                     PathRewriteSpecifier, RedirectResponseCode, SchemeRewriteSpecifier,
                 },
-                retry_policy::RetryBackOff,
+                retry_policy::{self, RetryBackOff, RetryHostPredicate, RetryPriority},
                 route::Action,
                 route_action::{ClusterSpecifier, HostRewriteSpecifier, RequestMirrorPolicy},
                 route_match::PathSpecifier,
@@ -21,6 +21,10 @@ use envoy_types::pb::{
                 WeightedCluster,
             },
         },
+        extensions::retry::{
+            host::previous_hosts::v3::PreviousHostsPredicate,
+            priority::previous_priorities::v3::PreviousPrioritiesConfig,
+        },
         r#type::{
             matcher::v3::{string_matcher::MatchPattern, RegexMatcher, StringMatcher},
             v3::{fractional_percent::DenominatorType, FractionalPercent},
@@ -28,6 +32,7 @@ use envoy_types::pb::{
     },
     google::protobuf::{Duration, UInt32Value},
 };
+use envoy_types::util::pack_any;
 use meridian_model::{
     spec::{HeaderOps, Match, Retries, Rule},
     ConfigSet, ListenerSpec,
@@ -73,29 +78,42 @@ pub(crate) fn build(
                 }
             }
             let action = action(rule);
-            let matches: Vec<RouteMatch> = if rule.matches.is_empty() {
-                vec![route_match(&Match::default())]
+            let default_match = [Match::default()];
+            let matches = if rule.matches.is_empty() {
+                &default_match[..]
             } else {
-                rule.matches.iter().map(route_match).collect()
+                &rule.matches[..]
             };
+            let failover = rule.backends.iter().any(|b| {
+                config
+                    .service(&b.service)
+                    .is_some_and(|s| s.failover.is_some())
+            });
             // Envoy routes have one match each: a rule with several matches
-            // becomes consecutive routes sharing the action.
-            for (m, rm) in matches.into_iter().enumerate() {
-                let mut route = Route {
-                    name: format!("{route_name}/{r}/{m}"),
-                    r#match: Some(rm),
-                    action: Some(action.clone()),
-                    ..Default::default()
-                };
-                if let Some(ops) = &rule.request_headers {
-                    route.request_headers_to_add = header_options(ops);
-                    route.request_headers_to_remove = ops.remove.clone();
+            // becomes consecutive routes sharing the action (and the
+            // failover retry default splits a match by method).
+            for (m, mt) in matches.iter().enumerate() {
+                for (suffix, rm, retry) in retry_variants(rule, mt, failover) {
+                    let mut action = action.clone();
+                    if let Action::Route(ra) = &mut action {
+                        ra.retry_policy = retry;
+                    }
+                    let mut route = Route {
+                        name: format!("{route_name}/{r}/{m}{suffix}"),
+                        r#match: Some(route_match(&rm)),
+                        action: Some(action),
+                        ..Default::default()
+                    };
+                    if let Some(ops) = &rule.request_headers {
+                        route.request_headers_to_add = header_options(ops);
+                        route.request_headers_to_remove = ops.remove.clone();
+                    }
+                    if let Some(ops) = &rule.response_headers {
+                        route.response_headers_to_add = header_options(ops);
+                        route.response_headers_to_remove = ops.remove.clone();
+                    }
+                    routes.push(route);
                 }
-                if let Some(ops) = &rule.response_headers {
-                    route.response_headers_to_add = header_options(ops);
-                    route.response_headers_to_remove = ops.remove.clone();
-                }
-                routes.push(route);
             }
         }
         virtual_hosts.push(VirtualHost {
@@ -248,25 +266,6 @@ fn action(rule: &Rule) -> Action {
         ..Default::default()
     };
     ra.timeout = rule.timeout.map(duration);
-    if let Some(r) = &rule.retries {
-        let on: Vec<&str> = if r.on.is_empty() {
-            Retries::DEFAULT_ON.to_vec()
-        } else {
-            r.on.iter().map(String::as_str).collect()
-        };
-        ra.retry_policy = Some(RetryPolicy {
-            retry_on: on.join(","),
-            num_retries: Some(UInt32Value {
-                value: r.attempts.unwrap_or(Retries::DEFAULT_ATTEMPTS),
-            }),
-            per_try_timeout: r.per_try_timeout.map(duration),
-            retry_back_off: r.backoff.as_ref().map(|b| RetryBackOff {
-                base_interval: Some(duration(b.base)),
-                max_interval: b.max.map(duration),
-            }),
-            ..Default::default()
-        });
-    }
     if let Some(rw) = &rule.rewrite {
         ra.prefix_rewrite = rw.path_prefix.clone().unwrap_or_default();
         ra.host_rewrite_specifier = rw
@@ -310,4 +309,100 @@ fn header_options(ops: &HeaderOps) -> Vec<HeaderValueOption> {
             ..Default::default()
         })
         .collect()
+}
+
+/// The Envoy routes one match of a rule becomes, each with its retry
+/// policy: one route, unless the rule has no `retries` and sends to a
+/// service with `failover`. Then idempotent methods get the failover
+/// default (5xx and resets retried on another host, then region) and a
+/// second route after it catches every other method with the retries that
+/// are safe for them (the request never reached the application). Envoy
+/// matches routes in order, so the second only sees what the first left.
+fn retry_variants(
+    rule: &Rule,
+    m: &Match,
+    failover: bool,
+) -> Vec<(&'static str, Match, Option<RetryPolicy>)> {
+    if rule.backends.is_empty() {
+        return vec![("", m.clone(), None)];
+    }
+    if let Some(r) = &rule.retries {
+        let policy = (r.attempts() > 0).then(|| {
+            let mut p = retry_policy(&r.conditions(), r.attempts(), failover);
+            p.retriable_status_codes = r.status_codes().into_iter().map(u32::from).collect();
+            p.per_try_timeout = r.per_try_timeout.map(duration);
+            p.retry_back_off = r.backoff.as_ref().map(|b| RetryBackOff {
+                base_interval: Some(duration(b.base)),
+                max_interval: b.max.map(duration),
+            });
+            p
+        });
+        return vec![("", m.clone(), policy)];
+    }
+    if !failover {
+        return vec![("", m.clone(), None)];
+    }
+    let idempotent: Vec<String> = if m.methods.is_empty() {
+        Retries::IDEMPOTENT_METHODS
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        m.methods
+            .iter()
+            .filter(|x| Retries::IDEMPOTENT_METHODS.contains(&x.as_str()))
+            .cloned()
+            .collect()
+    };
+    let others = m.methods.is_empty() || idempotent.len() < m.methods.len();
+    let attempts = Retries::FAILOVER_ATTEMPTS;
+    let mut out = Vec::new();
+    if !idempotent.is_empty() {
+        let only = Match {
+            methods: idempotent,
+            ..m.clone()
+        };
+        let policy = retry_policy(Retries::FAILOVER_ON, attempts, true);
+        out.push(("", only, Some(policy)));
+    }
+    if others {
+        let policy = retry_policy(Retries::FAILOVER_UNSAFE_ON, attempts, true);
+        let suffix = if out.is_empty() {
+            ""
+        } else {
+            "/non-idempotent"
+        };
+        out.push((suffix, m.clone(), Some(policy)));
+    }
+    out
+}
+
+/// A retry never picks a host it already tried (Envoy's default may pick
+/// the same failing host again); to a service with `failover`, the last
+/// retries also leave the priority (region) already tried, so a failing
+/// region is not retried into itself.
+fn retry_policy(on: &[&str], attempts: u32, failover: bool) -> RetryPolicy {
+    RetryPolicy {
+        retry_on: on.join(","),
+        num_retries: Some(UInt32Value { value: attempts }),
+        retry_host_predicate: vec![RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".into(),
+            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+                pack_any(PreviousHostsPredicate {}),
+            )),
+        }],
+        host_selection_retry_max_attempts: 3,
+        // With two or more retries the first stays in the region (another
+        // host), the later ones go to the next region; with one, it leaves
+        // at once.
+        retry_priority: failover.then(|| RetryPriority {
+            name: "envoy.retry_priorities.previous_priorities".into(),
+            config_type: Some(retry_policy::retry_priority::ConfigType::TypedConfig(
+                pack_any(PreviousPrioritiesConfig {
+                    update_frequency: if attempts >= 2 { 2 } else { 1 },
+                }),
+            )),
+        }),
+        ..Default::default()
+    }
 }

@@ -26,6 +26,21 @@ pub struct ProxyStatus {
     pub types: BTreeMap<String, TypeStatus>,
 }
 
+impl ProxyStatus {
+    /// The revision this Envoy is known to run: the revision of the view
+    /// its stream serves, once every type it subscribed to is synced (or
+    /// has nothing to send). `apply --wait` and `meridian proxy-status`
+    /// both read this one answer.
+    pub fn synced_revision(&self) -> Option<u64> {
+        let synced = !self.types.is_empty()
+            && self
+                .types
+                .values()
+                .all(|t| matches!(t.state, SyncState::Synced | SyncState::NotSent));
+        (synced && self.view_revision > 0).then_some(self.view_revision)
+    }
+}
+
 /// One type on one stream.
 #[derive(Clone, Debug)]
 pub struct TypeStatus {
@@ -34,7 +49,8 @@ pub struct TypeStatus {
     pub wildcard: bool,
     /// Names asked for explicitly.
     pub requested: Vec<String>,
-    /// SotW: `version_info` of the latest response; delta: empty.
+    /// SotW: `version_info` of the latest response; delta: the same hash
+    /// over what the client holds (sent, or reported on reconnect).
     pub sent_version: Option<String>,
     pub sent_nonce: Option<String>,
     pub acked_version: Option<String>,
@@ -102,14 +118,15 @@ fn of_type<S: SubscriptionState>(t: &str, sub: &S, all: &Resources) -> TypeStatu
         })
         .collect();
     let ledger = sub.ledger();
+    let (sent_version, acked_version) = sub.status_versions();
     TypeStatus {
         type_url: t.to_string(),
-        state: sub.sync_state(),
+        state: sub.sync_state_in(all),
         wildcard: sub.wildcard(),
         requested: sub.names().iter().map(|n| n.to_string()).collect(),
-        sent_version: sub.sent_version().map(str::to_string),
+        sent_version,
         sent_nonce: ledger.last_nonce_sent.clone(),
-        acked_version: sub.acked_version().map(str::to_string),
+        acked_version,
         acked_nonce: ledger.acked_nonce.clone(),
         last_ack: ledger.last_ack,
         last_nack: ledger.last_nack.clone(),

@@ -129,6 +129,22 @@ pub trait SubscriptionState: Default + Send + 'static {
     fn sync_state(&self) -> SyncState {
         self.ledger().sync_state()
     }
+    /// The sync state against the view's resources of the type: by
+    /// default the nonces' ([`Ledger::sync_state`]). Delta overrides it so
+    /// that a client that reconnected holding the current versions (sent
+    /// nothing, as the protocol wants) is synced, not "not sent".
+    fn sync_state_in(&self, _all: &crate::source::Resources) -> SyncState {
+        self.sync_state()
+    }
+    /// The versions status shows as sent and acknowledged: SotW's
+    /// `version_info`s; delta's are computed the same way over the
+    /// resources the client holds and acknowledged.
+    fn status_versions(&self) -> (Option<String>, Option<String>) {
+        (
+            self.sent_version().map(str::to_string),
+            self.acked_version().map(str::to_string),
+        )
+    }
 }
 
 /// The accessors every subscription implements the same way: both keep a

@@ -119,9 +119,14 @@ pub struct Retries {
     /// safe subset: see `DEFAULT_ON`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<String>,
-    /// Retries after the first try, 1-10; default 1.
+    /// Retries after the first try, 0-10; default 1. 0: never retry (and
+    /// no failover default either).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
+    /// Status codes retried under `retriable-status-codes`, 400-599;
+    /// default `[503]` when `on` names that condition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status_codes: Vec<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,10 +134,52 @@ pub struct Retries {
 }
 
 impl Retries {
+    pub fn attempts(&self) -> u32 {
+        self.attempts.unwrap_or(Self::DEFAULT_ATTEMPTS)
+    }
+
+    /// The conditions translation emits: `on`, else `DEFAULT_ON`.
+    pub fn conditions(&self) -> Vec<&str> {
+        if self.on.is_empty() {
+            Self::DEFAULT_ON.to_vec()
+        } else {
+            self.on.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// The codes translation emits: `statusCodes`, else `[503]` when the
+    /// conditions name `retriable-status-codes`, else none.
+    pub fn status_codes(&self) -> Vec<u16> {
+        if !self.status_codes.is_empty() {
+            self.status_codes.clone()
+        } else if self.on.iter().any(|c| c == "retriable-status-codes") {
+            Self::DEFAULT_STATUS_CODES.to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Conditions retried when `on` is empty: failures where the request
     /// certainly did not reach the application, so retrying is safe.
     pub const DEFAULT_ON: &'static [&'static str] = &["connect-failure", "refused-stream", "reset"];
     pub const DEFAULT_ATTEMPTS: u32 = 1;
+    pub const DEFAULT_STATUS_CODES: &'static [u16] = &[503];
+    /// A rule without `retries` whose backends include a service with
+    /// `failover` gets this many retries: one to another host of the
+    /// region, one to the next region (see `FAILOVER_ON`).
+    pub const FAILOVER_ATTEMPTS: u32 = 2;
+    /// The failover default for idempotent methods (RFC 9110: GET, HEAD,
+    /// OPTIONS, TRACE, PUT, DELETE): every failure outlier detection would
+    /// eject a host for is retried elsewhere, so a failing region costs
+    /// no request while another one is healthy.
+    pub const FAILOVER_ON: &'static [&'static str] =
+        &["5xx", "reset", "connect-failure", "refused-stream"];
+    /// The failover default for every other method (POST, PATCH, ...):
+    /// only failures where the request never reached the application.
+    pub const FAILOVER_UNSAFE_ON: &'static [&'static str] =
+        &["connect-failure", "refused-stream", "reset-before-request"];
+    pub const IDEMPOTENT_METHODS: &'static [&'static str] =
+        &["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
     /// Every condition Envoy's router accepts in `retry_on`.
     pub const CONDITIONS: &'static [&'static str] = &[
         "5xx",

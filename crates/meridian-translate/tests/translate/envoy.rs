@@ -165,7 +165,9 @@ spec:
 
 /// Every failover and health-check knob, set and defaulted, is accepted by
 /// Envoy (the merge window of 0, a panic threshold of 0, the edge
-/// intervals, gateway-failure enforcement, the ejection cap).
+/// intervals, gateway-failure enforcement, the ejection cap), and so are
+/// the retries to other hosts and regions (the failover default, split by
+/// method, and a rule's own with status codes).
 #[test]
 fn failover_and_health_check_knobs() {
     let yaml = r#"
@@ -202,7 +204,13 @@ kind: route
 name: web
 spec:
   hosts: ["*"]
-  rules: [{backends: [{service: web}, {service: api}]}]
+  rules:
+    - matches: [{methods: [GET, POST]}]
+      backends: [{service: web}]
+    - matches: [{path: {prefix: /codes}}]
+      backends: [{service: api}]
+      retries: {on: [retriable-status-codes, reset-before-request], statusCodes: [503, 429], attempts: 1}
+    - backends: [{service: web}, {service: api}]
 ---
 kind: listener
 name: edge

@@ -476,3 +476,124 @@ fn versions_are_hashes_of_bytes() {
     let secret = res.get(SECRET, "shop-tls").unwrap();
     assert!(!format!("{secret:?}").contains("PRIVATE"));
 }
+
+/// One Envoy route as the retry tests read it: its name, the `:method`
+/// regex it matches (if any), and its retry policy as `on/retries/host
+/// predicate/priority update frequency/status codes`.
+fn retry_table(yaml: &str) -> Vec<(String, Option<String>, Option<String>)> {
+    use envoy_types::pb::envoy::{
+        config::route::v3::{header_matcher::HeaderMatchSpecifier, retry_policy, route},
+        extensions::retry::priority::previous_priorities::v3::PreviousPrioritiesConfig,
+        r#type::matcher::v3::string_matcher::MatchPattern,
+    };
+    let config = must_parse(yaml);
+    let services: Vec<&str> = config.services().map(|(n, _)| n).collect();
+    let res = must_translate(&config, &endpoints_for(&services), "us-east");
+    let rc = RouteConfiguration::decode(&*res.get(ROUTE, "l").unwrap().encoded).unwrap();
+    let mut out = Vec::new();
+    for r in &rc.virtual_hosts[0].routes {
+        let method = r.r#match.as_ref().unwrap().headers.iter().find_map(|h| {
+            match (&h.name[..], &h.header_match_specifier) {
+                (":method", Some(HeaderMatchSpecifier::StringMatch(m))) => match &m.match_pattern {
+                    Some(MatchPattern::SafeRegex(re)) => Some(re.regex.clone()),
+                    _ => None,
+                },
+                _ => None,
+            }
+        });
+        let policy = match &r.action {
+            Some(route::Action::Route(ra)) => ra.retry_policy.as_ref().map(|p| {
+                let hosts: Vec<&str> = p.retry_host_predicate.iter().map(|h| &h.name[..]).collect();
+                let prio = p.retry_priority.as_ref().map(|rp| {
+                    assert_eq!(rp.name, "envoy.retry_priorities.previous_priorities");
+                    let Some(retry_policy::retry_priority::ConfigType::TypedConfig(any)) =
+                        &rp.config_type
+                    else {
+                        panic!("retry priority without config")
+                    };
+                    PreviousPrioritiesConfig::decode(&*any.value)
+                        .unwrap()
+                        .update_frequency
+                });
+                format!(
+                    "{}/{}/{}x{}/{:?}/{:?}",
+                    p.retry_on,
+                    p.num_retries.unwrap().value,
+                    hosts.join("+"),
+                    p.host_selection_retry_max_attempts,
+                    prio,
+                    p.retriable_status_codes
+                )
+            }),
+            _ => None,
+        };
+        out.push((r.name.clone(), method, policy));
+    }
+    out
+}
+
+fn retry_yaml(rules: &str) -> String {
+    with_regions(&format!(
+        "kind: service
+name: fo
+spec: {{port: 8080, failover: {{}}}}
+---
+kind: service
+name: plain
+spec: {{port: 8081}}
+---
+kind: route
+name: r
+spec:
+  hosts: [\"*\"]
+  rules:
+{rules}
+---
+kind: listener
+name: l
+spec: {{port: 80, routes: [r]}}"
+    ))
+}
+
+/// The failover retry default: idempotent methods retried on 5xx, every
+/// other method only on failures that never reached the application, both
+/// to other hosts and then other regions; a rule's own `retries` replaces
+/// it (for every method), `attempts: 0` turns it off, and a service
+/// without failover gets no default.
+#[test]
+fn failover_services_get_retries_to_other_hosts_and_regions() {
+    const PH: &str = "envoy.retry_host_predicates.previous_hosts";
+    const IDEM: &str = "^(GET|HEAD|OPTIONS|TRACE|PUT|DELETE)$";
+    let s = |x: &str| Some(x.to_string());
+    let cases: Vec<(&str, Vec<(String, Option<String>, Option<String>)>)> = vec![
+        (
+            "    - backends: [{service: fo}]",
+            vec![
+                ("r/0/0".into(), s(IDEM), s(&format!("5xx,reset,connect-failure,refused-stream/2/{PH}x3/Some(2)/[]"))),
+                ("r/0/0/non-idempotent".into(), None, s(&format!("connect-failure,refused-stream,reset-before-request/2/{PH}x3/Some(2)/[]"))),
+            ],
+        ),
+        (
+            // A rule already restricted to methods keeps only its share.
+            "    - matches: [{methods: [GET, POST]}]\n      backends: [{service: fo}, {service: plain}]\n    - matches: [{methods: [PATCH]}]\n      backends: [{service: fo}]\n    - matches: [{methods: [HEAD]}]\n      backends: [{service: fo}]",
+            vec![
+                ("r/0/0".into(), s("^(GET)$"), s(&format!("5xx,reset,connect-failure,refused-stream/2/{PH}x3/Some(2)/[]"))),
+                ("r/0/0/non-idempotent".into(), s("^(GET|POST)$"), s(&format!("connect-failure,refused-stream,reset-before-request/2/{PH}x3/Some(2)/[]"))),
+                ("r/1/0".into(), s("^(PATCH)$"), s(&format!("connect-failure,refused-stream,reset-before-request/2/{PH}x3/Some(2)/[]"))),
+                ("r/2/0".into(), s("^(HEAD)$"), s(&format!("5xx,reset,connect-failure,refused-stream/2/{PH}x3/Some(2)/[]"))),
+            ],
+        ),
+        (
+            "    - backends: [{service: fo}]\n      retries: {on: [retriable-status-codes, reset], attempts: 1}\n    - backends: [{service: fo}]\n      retries: {attempts: 0}\n    - backends: [{service: plain}]\n    - backends: [{service: plain}]\n      retries: {on: [retriable-status-codes], statusCodes: [502, 503], attempts: 3}",
+            vec![
+                ("r/0/0".into(), None, s(&format!("retriable-status-codes,reset/1/{PH}x3/Some(1)/[503]"))),
+                ("r/1/0".into(), None, None),
+                ("r/2/0".into(), None, None),
+                ("r/3/0".into(), None, s(&format!("retriable-status-codes/3/{PH}x3/None/[502, 503]"))),
+            ],
+        ),
+    ];
+    for (rules, want) in cases {
+        assert_eq!(retry_table(&retry_yaml(rules)), want, "rules:\n{rules}");
+    }
+}

@@ -2,8 +2,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{Ledger, NackRecord, Pending, RequestKind, ResourceState, SubscriptionState};
-use crate::source::{version_key, version_string, Resources, VersionedResource};
+use super::{
+    Ledger, NackRecord, Pending, RequestKind, ResourceState, SubscriptionState, SyncState,
+};
+use crate::source::{version_key, version_string, Resources, VersionedResource, FOREIGN_VERSION};
 
 /// Responses remembered for ACK/NACK correlation; older nonces count as unknown.
 const IN_FLIGHT: usize = 32;
@@ -76,6 +78,18 @@ impl DeltaSubscription {
                 .iter()
                 .map(|(k, v)| (intern(k), version_key(v)))
                 .collect();
+            // A client reports only versions it accepted, so what it holds
+            // counts as acknowledged: a reconnect that needs no answer is
+            // in sync from its first request, on whichever controller.
+            self.acked = self
+                .client_has
+                .iter()
+                .filter(|(_, k)| **k != FOREIGN_VERSION)
+                .map(|(n, k)| (n.clone(), *k))
+                .collect();
+            if !self.acked.is_empty() {
+                self.ledger.last_ack = Some(now);
+            }
             // Legacy rule: a first request naming nothing is a wildcard
             // one, for LDS and CDS only.
             if crate::types::is_full_state(type_url) && req.subscribe.iter().all(|n| n.is_empty()) {
@@ -283,5 +297,30 @@ impl SubscriptionState for DeltaSubscription {
     }
     fn resource_state(&self, name: &str, exists: bool) -> ResourceState {
         DeltaSubscription::resource_state(self, name, exists)
+    }
+    /// Nothing sent on this stream: synced when the client holds exactly
+    /// what the view has in scope (a reconnect at current versions), stale
+    /// when it holds something else (an answer is due), not sent when it
+    /// holds nothing.
+    fn sync_state_in(&self, all: &Resources) -> SyncState {
+        let by_nonce = self.ledger.sync_state();
+        if by_nonce != SyncState::NotSent || !self.started || self.client_has.is_empty() {
+            return by_nonce;
+        }
+        if self.force.is_empty() && self.plan_all(all, false).is_empty() {
+            SyncState::Synced
+        } else {
+            SyncState::Stale
+        }
+    }
+    fn status_versions(&self) -> (Option<String>, Option<String>) {
+        let hash = |m: &BTreeMap<Arc<str>, u64>| {
+            (!m.is_empty()).then(|| {
+                let held: Vec<(&str, String)> =
+                    m.iter().map(|(n, k)| (&**n, version_string(*k))).collect();
+                super::sotw::names_versions_hash(held.iter().map(|(n, v)| (*n, v.as_str())))
+            })
+        };
+        (hash(&self.client_has), hash(&self.acked))
     }
 }

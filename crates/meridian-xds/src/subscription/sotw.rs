@@ -244,11 +244,18 @@ impl SubscriptionState for SotwSubscription {
 /// A SotW response's `version_info`: a hash of its names and versions, so any
 /// replica with the same content reports the same version.
 pub fn response_version(list: &[Arc<VersionedResource>]) -> String {
+    names_versions_hash(list.iter().map(|r| (&*r.name, r.version.as_str())))
+}
+
+/// The hash behind [`response_version`], over (name, version) pairs in
+/// name order; delta status uses it for what a client holds, so both
+/// variants show one version for one set of resources.
+pub(crate) fn names_versions_hash<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     let mut h = Sha256::new();
-    for r in list {
-        h.update(r.name.as_bytes());
+    for (name, version) in pairs {
+        h.update(name.as_bytes());
         h.update([0u8]);
-        h.update(r.version.as_bytes());
+        h.update(version.as_bytes());
         h.update([0u8]);
     }
     hex::encode(&h.finalize()[..8])

@@ -272,3 +272,76 @@ async fn stalled_stream_does_not_block_others(f: Flavor) {
         let _ = srv.server.status(); // status never waits on a stream either
     }
 }
+
+/// The status of Envoy `node`'s newest stream, once it has one for `t`.
+async fn newest_status(srv: &TestServer, node: &str, t: &str) -> meridian_xds::ProxyStatus {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = srv.server.status();
+        if let Some(p) = st
+            .into_iter()
+            .filter(|p| p.node_id == node && p.types.contains_key(t))
+            .max_by_key(|p| p.stream_id)
+        {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "no stream of {node} for {t}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Property: a delta Envoy that reconnects holding the current versions
+/// (to the same server after a restart, or to another one serving the same
+/// config: a moved Envoy) is sent nothing, and status says SYNCED with the
+/// version it holds, the one the first stream showed, and the revision it
+/// runs; holding an old version it is STALE until it is answered, never
+/// "not sent".
+#[tokio::test]
+async fn delta_reconnect_at_current_versions_is_synced_with_its_version() {
+    use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+    use meridian_xds::testing::DeltaClient;
+    let (src, srv) = start().await;
+    let other = TestServer::start(src.clone(), fast()).await;
+    let mut c = DeltaClient::ads(srv.addr, envoy("n")).await.unwrap();
+    c.subscribe(CLUSTER, &[], &[], "").await;
+    let cds = c.expect_response().await;
+    c.ack(&cds).await;
+    c.expect_silence(QUIET).await;
+    let first = newest_status(&srv, "n", CLUSTER).await;
+    let first = first.types[CLUSTER].clone();
+    assert_eq!(first.state, SyncState::Synced);
+    drop(c);
+    let versions = |r: &DeltaDiscoveryResponse| {
+        r.resources
+            .iter()
+            .map(|x| (x.name.clone(), x.version.clone()))
+            .collect::<std::collections::HashMap<String, String>>()
+    };
+    for (to, what) in [(&srv, "the same server"), (&other, "another server")] {
+        let mut again = DeltaClient::ads(to.addr, envoy("n")).await.unwrap();
+        again.resume(CLUSTER, &[], versions(&cds)).await;
+        again.expect_silence(QUIET).await;
+        let p = newest_status(to, "n", CLUSTER).await;
+        let t = &p.types[CLUSTER];
+        assert_eq!(t.state, SyncState::Synced, "{what}: {t:?}");
+        assert!(t.sent_version.is_some(), "{what}: no version shown");
+        assert_eq!(t.sent_version, first.sent_version, "{what}");
+        assert_eq!(t.acked_version, t.sent_version, "{what}");
+        assert!(t.last_ack.is_some(), "{what}");
+        assert_eq!(p.synced_revision(), Some(src.revision()), "{what}");
+    }
+    // Holding an old version of c1: stale until the answer is ACKed.
+    let mut held = versions(&cds);
+    held.insert("c1".into(), "00000000000000aa".into());
+    let mut stale = DeltaClient::ads(other.addr, envoy("m")).await.unwrap();
+    stale.resume(CLUSTER, &[], held).await;
+    let r = stale.expect_response().await;
+    assert_eq!(meridian_xds::testing::delta_names(&r), vec!["c1"]);
+    let p = newest_status(&other, "m", CLUSTER).await;
+    assert_eq!(p.types[CLUSTER].state, SyncState::Stale);
+    assert_eq!(p.synced_revision(), None);
+    stale.ack(&r).await;
+    stale.expect_silence(QUIET).await;
+    let p = newest_status(&other, "m", CLUSTER).await;
+    assert_eq!(p.types[CLUSTER].state, SyncState::Synced);
+}

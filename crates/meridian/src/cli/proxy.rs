@@ -44,6 +44,7 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
                         "node_id": p.node_id, "region": p.region, "group": p.proxy_group,
                         "controller": p.controller_id, "controller_region": p.controller_region,
                         "variant": p.variant, "connected_ms": p.connected_ms,
+                        "view_revision": p.view_revision, "synced_revision": p.synced_revision,
                         "types": p.types.iter().map(|t| json!({
                             "type": t.r#type, "state": t.state, "sent_version": t.sent_version,
                             "acked_version": t.acked_version, "acked": t.acked,
@@ -83,22 +84,11 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
                         .map(|t| t.last_ack_age_ms)
                         .min();
                     row.push(last.map(age).unwrap_or_else(|| "never".into()));
+                    row.push(if p.synced_revision > 0 { p.synced_revision.to_string() } else { "-".into() });
                     row
                 })
                 .collect();
-            let headers = [
-                "NODE",
-                "REGION",
-                "GROUP",
-                "CONTROLLER",
-                "VARIANT",
-                "CDS",
-                "EDS",
-                "LDS",
-                "RDS",
-                "SDS",
-                "LAST ACK",
-            ];
+            let headers = ["NODE", "REGION", "GROUP", "CONTROLLER", "VARIANT", "CDS", "EDS", "LDS", "RDS", "SDS", "LAST ACK", "REVISION"];
             if rows.is_empty() {
                 eprintln!("no Envoys connected");
             } else {

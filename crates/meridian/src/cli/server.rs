@@ -110,8 +110,13 @@ struct FileConfig {
 }
 
 pub fn init_logging(format: LogFormat) {
+    // openraft's replication logs every failed RPC to a peer at ERROR, one
+    // line per retry; the peer transport logs them at WARN, rate-limited,
+    // and counts them (`meridian_peer_unreachable_total`).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn")
+        tracing_subscriber::EnvFilter::new(
+            "info,openraft=warn,openraft::replication=off,sled=warn,h2=warn,tower=warn",
+        )
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -45,18 +45,22 @@ fn state_of(p: &pb::ProxyInfo, revision: u64) -> State {
     if p.types.is_empty() {
         return State::Pending("subscribed to nothing yet".into());
     }
-    // NOT_SENT: nothing of that type exists for this Envoy, nothing to ACK.
+    // The controller decides when an Envoy runs a revision (the same
+    // answer proxy-status shows); the types only explain the wait.
+    if p.synced_revision >= revision {
+        return State::Done;
+    }
     let waiting: Vec<String> = p
         .types
         .iter()
         .filter(|t| t.state != "SYNCED" && t.state != "NOT_SENT")
         .map(|t| format!("{} {}", t.r#type, t.state))
         .collect();
-    if waiting.is_empty() {
-        State::Done
+    State::Pending(if waiting.is_empty() {
+        format!("runs revision {}", p.synced_revision)
     } else {
-        State::Pending(waiting.join(", "))
-    }
+        waiting.join(", ")
+    })
 }
 
 fn label(p: &pb::ProxyInfo) -> String {

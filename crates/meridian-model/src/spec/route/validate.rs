@@ -179,7 +179,21 @@ impl Rule {
                 }
             }
             if let Some(a) = r.attempts {
-                check_range(errs, &format!("{at}.retries.attempts"), a.into(), 1, 10);
+                check_range(errs, &format!("{at}.retries.attempts"), a.into(), 0, 10);
+            }
+            let mut seen = BTreeSet::new();
+            for (k, code) in r.status_codes.iter().enumerate() {
+                let path = format!("{at}.retries.statusCodes[{k}]");
+                check_range(errs, &path, (*code).into(), 400, 599);
+                if !seen.insert(code) {
+                    errs.push(path, format!("status code {code} is listed twice"));
+                }
+            }
+            if !r.status_codes.is_empty() && !r.on.iter().any(|c| c == "retriable-status-codes") {
+                errs.push(
+                    format!("{at}.retries.statusCodes"),
+                    "only used with the condition retriable-status-codes in retries.on",
+                );
             }
             check_duration(
                 errs,
