@@ -149,6 +149,8 @@ impl Proxies {
             types,
             connected_ms: age_ms(p.connected_at),
             view_revision: p.view_revision,
+            // Filled from the stats sink by `GetProxyStatus`.
+            ..Default::default()
         }
     }
 }
