@@ -44,6 +44,10 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
                         "node_id": p.node_id, "region": p.region, "group": p.proxy_group,
                         "controller": p.controller_id, "controller_region": p.controller_region,
                         "variant": p.variant, "connected_ms": p.connected_ms,
+                        // From the stats the Envoy pushes; null when none arrived.
+                        "traffic_1m": p.stats_reported.then(|| json!({
+                            "requests": p.requests_1m, "errors_5xx": p.errors_1m,
+                        })),
                         "types": p.types.iter().map(|t| json!({
                             "type": t.r#type, "state": t.state, "sent_version": t.sent_version,
                             "acked_version": t.acked_version, "acked": t.acked,
@@ -56,6 +60,7 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
             print_value(&json!({"proxies": items, "errors": r.errors}), g.output)?;
         }
         Format::Table | Format::Wide => {
+            let wide = g.output == Format::Wide;
             let cols = ["cds", "eds", "lds", "rds", "sds"];
             let rows: Vec<Vec<String>> = proxies
                 .iter()
@@ -83,10 +88,18 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
                         .map(|t| t.last_ack_age_ms)
                         .min();
                     row.push(last.map(age).unwrap_or_else(|| "never".into()));
+                    if wide {
+                        let (rq, err) = if p.stats_reported {
+                            (p.requests_1m.to_string(), p.errors_1m.to_string())
+                        } else {
+                            ("-".into(), "-".into())
+                        };
+                        row.extend([rq, err]);
+                    }
                     row
                 })
                 .collect();
-            let headers = [
+            let mut headers = vec![
                 "NODE",
                 "REGION",
                 "GROUP",
@@ -99,6 +112,10 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
                 "SDS",
                 "LAST ACK",
             ];
+            if wide {
+                // Upstream requests and 5xx over the last minute.
+                headers.extend(["RQ/1M", "5XX/1M"]);
+            }
             if rows.is_empty() {
                 eprintln!("no Envoys connected");
             } else {
