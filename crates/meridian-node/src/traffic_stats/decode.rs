@@ -79,7 +79,7 @@ fn classify<'a>(family: &'a str, m: &'a Metric) -> Option<(&'a str, Which)> {
 /// A counter's value as a count: Envoy sends integers as doubles.
 fn count(name: &str, v: f64) -> Result<u64, DecodeError> {
     // 2^53: beyond it a double no longer holds every integer.
-    if v.is_finite() && v >= 0.0 && v <= 9_007_199_254_740_992.0 && v.fract() == 0.0 {
+    if (0.0..=9_007_199_254_740_992.0).contains(&v) && v.fract() == 0.0 {
         Ok(v as u64)
     } else {
         Err(DecodeError::NotACount {
