@@ -142,7 +142,7 @@ impl TrafficStats {
         since_ms: u64,
     ) -> Vec<pb::EnvoyTraffic> {
         let mut t = self.table();
-        t.sweep(now_ms());
+        t.maybe_sweep(now_ms());
         self.set_envoys(&t);
         t.since(region, group, since_ms)
             .into_iter()
@@ -217,7 +217,7 @@ impl Drop for OpenStream {
         let now = now_ms();
         let mut t = self.stats.table();
         t.close(&self.node_id, now);
-        t.sweep(now);
+        t.maybe_sweep(now);
         self.stats.set_envoys(&t);
         self.stats
             .inner

@@ -187,6 +187,15 @@ fn disconnected_envoys_are_dropped_after_the_retention() {
     t.sweep(62 * S);
     assert!(!t.has("gone"));
     assert!(t.has("here"), "a connected Envoy stays, however quiet");
+    // Stream ends and questions sweep at most every 10 s.
+    t.open("gone", "us", "g", 70 * S).unwrap();
+    t.close("gone", 71 * S);
+    t.maybe_sweep(130 * S);
+    assert!(t.has("gone"), "silent 59 s");
+    t.maybe_sweep(135 * S);
+    assert!(t.has("gone"), "swept 5 s ago: not yet again");
+    t.maybe_sweep(140 * S);
+    assert!(!t.has("gone"));
 }
 
 #[test]

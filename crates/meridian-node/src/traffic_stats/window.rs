@@ -123,13 +123,19 @@ pub(crate) enum Refused {
 pub(crate) struct Table {
     limits: Limits,
     envoys: HashMap<String, Envoy>,
+    last_sweep_ms: u64,
 }
+
+/// How often stream ends and questions sweep the table: a sweep visits
+/// every Envoy, and a mass reconnect ends thousands of streams at once.
+const SWEEP_EVERY_MS: u64 = 10_000;
 
 impl Table {
     pub(crate) fn new(limits: Limits) -> Table {
         Table {
             limits,
             envoys: HashMap::new(),
+            last_sweep_ms: 0,
         }
     }
 
@@ -254,9 +260,17 @@ impl Table {
         Ok(())
     }
 
+    /// [`Table::sweep`], unless one ran within the last 10 s.
+    pub(crate) fn maybe_sweep(&mut self, now_ms: u64) {
+        if now_ms >= self.last_sweep_ms.saturating_add(SWEEP_EVERY_MS) {
+            self.sweep(now_ms);
+        }
+    }
+
     /// Drops disconnected Envoys silent for longer than the retention: no
     /// window can reach what they said.
     pub(crate) fn sweep(&mut self, now_ms: u64) {
+        self.last_sweep_ms = now_ms;
         let keep = self.limits.retention_ms;
         self.envoys
             .retain(|_, e| e.streams > 0 || e.last_activity_ms.saturating_add(keep) >= now_ms);
