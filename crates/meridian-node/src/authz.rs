@@ -46,6 +46,11 @@ const RULES: &[Rule] = &[
     ),
     rule("/meridian.v1.ClusterService/GetProxyStatus", Viewer, false),
     rule("/meridian.v1.ClusterService/GetProxyConfig", Viewer, false),
+    rule(
+        "/meridian.v1.ClusterService/GetTrafficErrors",
+        Viewer,
+        false,
+    ),
     rule("/meridian.v1.ClusterService/Init", Admin, false),
     rule("/meridian.v1.ClusterService/AddNode", Admin, false),
     rule("/meridian.v1.ClusterService/RemoveNode", Admin, false),

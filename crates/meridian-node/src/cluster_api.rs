@@ -18,6 +18,7 @@ use crate::membership::Membership;
 use crate::proxy_status::Proxies;
 use crate::routing::{forwarded, mark_forwarded, Router, Target};
 use crate::status::LocalStatus;
+use crate::traffic_stats::TrafficStats;
 
 /// Bytes per chunk of a streamed backup.
 const CHUNK: usize = 1024 * 1024;
@@ -28,6 +29,7 @@ pub(crate) struct ClusterApi {
     status: LocalStatus,
     proxies: Proxies,
     sm: StateMachineStore,
+    traffic: TrafficStats,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
@@ -66,6 +68,7 @@ impl ClusterApi {
         status: LocalStatus,
         proxies: Proxies,
         sm: StateMachineStore,
+        traffic: TrafficStats,
     ) -> Self {
         ClusterApi {
             router,
@@ -73,6 +76,7 @@ impl ClusterApi {
             status,
             proxies,
             sm,
+            traffic,
         }
     }
 
@@ -257,6 +261,13 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         req: Request<pb::ProxyConfigRequest>,
     ) -> Result<Response<pb::ProxyConfigResponse>, Status> {
         Ok(Response::new(self.proxy_config(req.into_inner()).await?))
+    }
+
+    async fn get_traffic_errors(
+        &self,
+        req: Request<pb::TrafficErrorsRequest>,
+    ) -> Result<Response<pb::TrafficErrorsResponse>, Status> {
+        Ok(Response::new(self.traffic.traffic(&req.into_inner()).await))
     }
 
     type SnapshotStream = ChunkStream;

@@ -8,7 +8,8 @@
 //! - services: `config_api`, `cluster_api`, `agent_api`, `internal_api`,
 //!   `admin`, `leases` (a task of the leader);
 //! - seams: `routing` (to the leader, under the one retry policy), `write`
-//!   (the lanes), `agent_writes`, `membership`, `status`, `proxy_status`;
+//!   (the lanes), `agent_writes`, `membership`, `status`, `proxy_status`,
+//!   `traffic_stats` (Envoys' pushed counters, and their sink);
 //! - core: `leadership`, `retry`, `request_ids`, `error`, `metrics`, `config`, `identity`,
 //!   `xds_source`, `tls` (the listeners' certificates) and `authz` (the API's
 //!   method-to-role table).
@@ -39,6 +40,7 @@ mod routing;
 mod status;
 pub mod tls;
 pub mod ui;
+mod traffic_stats;
 mod write;
 mod xds_source;
 

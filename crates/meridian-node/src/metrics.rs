@@ -24,6 +24,105 @@ pub(crate) struct WriteMetrics {
     pub tls: std::sync::OnceLock<Vec<std::sync::Arc<meridian_tls::TlsSource>>>,
     /// The peer transport's failed RPCs by peer, set once at start.
     pub peers: std::sync::OnceLock<meridian_peer::Unreachables>,
+    pub envoy_stats: EnvoyStatsMetrics,
+}
+
+/// Why pushed Envoy stats were refused (`reason` label of
+/// `meridian_envoy_stats_rejected_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StatsRejection {
+    /// Bytes that are not a StreamMetricsMessage.
+    Malformed,
+    /// A message above the size limit.
+    Oversized,
+    /// Well-formed but unusable: no node on the first message, a counter
+    /// that is not a count, too many clusters.
+    Invalid,
+    /// A proxy certificate for another group than the node claims.
+    Identity,
+    /// The table of Envoys is full.
+    Capacity,
+}
+
+impl StatsRejection {
+    const ALL: [StatsRejection; 5] = [
+        StatsRejection::Malformed,
+        StatsRejection::Oversized,
+        StatsRejection::Invalid,
+        StatsRejection::Identity,
+        StatsRejection::Capacity,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            StatsRejection::Malformed => "malformed",
+            StatsRejection::Oversized => "oversized",
+            StatsRejection::Invalid => "invalid",
+            StatsRejection::Identity => "identity",
+            StatsRejection::Capacity => "capacity",
+        }
+    }
+}
+
+/// The stats sink's own numbers.
+#[derive(Default)]
+pub(crate) struct EnvoyStatsMetrics {
+    pub streams: AtomicU64,
+    pub envoys: AtomicU64,
+    pub reports: AtomicU64,
+    rejected: [AtomicU64; 5],
+}
+
+impl EnvoyStatsMetrics {
+    pub(crate) fn rejected(&self, why: StatsRejection) {
+        self.rejected[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rejected_count(&self, why: StatsRejection) -> u64 {
+        self.rejected[why as usize].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        for (name, help, kind, v) in [
+            (
+                "meridian_envoy_stats_streams",
+                "Open stats streams from Envoys (envoy.stat_sinks.metrics_service) on this node.",
+                "gauge",
+                &self.streams,
+            ),
+            (
+                "meridian_envoy_stats_envoys",
+                "Envoys whose pushed stats this node keeps (connected, or disconnected within the window).",
+                "gauge",
+                &self.envoys,
+            ),
+            (
+                "meridian_envoy_stats_reports_total",
+                "Stats messages from Envoys taken into the window.",
+                "counter",
+                &self.reports,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        let name = "meridian_envoy_stats_rejected_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Stats streams or messages from Envoys refused, by reason.\n# TYPE {name} counter"
+        );
+        for why in StatsRejection::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{}\"}} {}",
+                why.name(),
+                self.rejected_count(why)
+            );
+        }
+    }
 }
 
 /// The two lanes of the write path, counted apart.
@@ -89,6 +188,7 @@ impl WriteMetrics {
                 let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {n}");
             }
         }
+        self.envoy_stats.render(out);
         self.proposal_latency.render(
             out,
             "meridian_raft_proposal_duration_seconds",

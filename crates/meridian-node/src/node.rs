@@ -34,6 +34,7 @@ use crate::proxy_status::Proxies;
 use crate::routing::Router;
 use crate::status::{info_to_pb, LocalStatus};
 use crate::tls::NodeTls;
+use crate::traffic_stats::{Limits, MetricsSink, TrafficStats};
 use crate::write::{ConfigWrites, EndpointWrites};
 use crate::xds_source::{StoreSource, XdsGate};
 use tasks::{count_snapshots, incoming, join_cluster};
@@ -223,12 +224,21 @@ impl Node {
             sm.clone(),
             shutdown.clone(),
         ));
+        let membership = Membership::new(raft.clone(), sm.clone(), write_timeout);
+        let traffic = TrafficStats::new(
+            config.node_id,
+            config.region.clone(),
+            Limits::default(),
+            write_metrics.clone(),
+            Some((router.clone(), membership.clone())),
+        );
         let cluster_api = Arc::new(ClusterApi::new(
             router.clone(),
-            Membership::new(raft.clone(), sm.clone(), write_timeout),
+            membership,
             status.clone(),
             proxies,
             sm.clone(),
+            traffic.clone(),
         ));
         let ui = crate::ui::Page::new(
             Arc::new(crate::ui::NodeSource {
@@ -310,17 +320,22 @@ impl Node {
         });
         let rx = shutdown.clone();
         let xds_tls = tls.as_ref().map(|t| t.xds.clone());
+        // Envoys push their stats where they get their config: same
+        // listener, TLS and identities.
+        let sink =
+            tonic::service::Routes::new(MetricsSink::new(traffic, shutdown.clone()).into_server());
         tasks.spawn(async move {
             match xds_tls {
                 Some(t) => {
-                    meridian_xds::serve_incoming(
+                    meridian_xds::serve_incoming_with(
                         meridian_tls::incoming(xds_l, t),
                         xds,
+                        sink,
                         until_stop(rx),
                     )
                     .await
                 }
-                None => meridian_xds::serve(xds_l, xds, until_stop(rx)).await,
+                None => meridian_xds::serve_with(xds_l, xds, sink, until_stop(rx)).await,
             }
             .map_err(|e| format!("xds listener: {e}"))
         });

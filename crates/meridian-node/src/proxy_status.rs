@@ -151,6 +151,8 @@ impl Proxies {
             connected_ms: age_ms(p.connected_at),
             view_revision: p.view_revision,
             synced_revision,
+            // Filled from the stats sink by `GetProxyStatus`.
+            ..Default::default()
         }
     }
 }

@@ -1,7 +1,8 @@
 //! A cluster of real `meridian server` processes on loopback, for the
 //! black-box tests and for `meridian-bench`. The children live in a guard
 //! that kills them on drop, so an error, a panic or Ctrl-C never leaves
-//! servers behind.
+//! servers behind. This file is long because rustfmt spreads the
+//! processes' flags over many lines; the API calls are in `cluster/api.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

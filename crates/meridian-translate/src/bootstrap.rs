@@ -13,6 +13,7 @@
 //! no admin address the check is a TCP connect to the xDS port.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -27,6 +28,8 @@ pub const XDS_RETRY_BASE: &str = "0.5s";
 pub const XDS_RETRY_MAX: &str = "3s";
 /// The readiness path of a controller's admin listener.
 pub const READY_PATH: &str = "/readyz";
+/// How often an Envoy pushes its counters to the controllers by default.
+pub const STATS_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Which flavour of ADS the Envoy speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -62,6 +65,10 @@ pub struct BootstrapSpec {
     pub controller_admin: BTreeMap<String, String>,
     /// The region's failover order (its Region object), after itself.
     pub failover: Vec<String>,
+    /// How often Envoy pushes its counters to the controllers (the
+    /// `metrics_service` stats sink, through the xDS cluster); `None`: no
+    /// sink, and no traffic stats for rollouts from this Envoy.
+    pub stats_flush_interval: Option<Duration>,
 }
 
 impl BootstrapSpec {
@@ -84,6 +91,7 @@ impl BootstrapSpec {
             controllers,
             controller_admin: BTreeMap::new(),
             failover: Vec::new(),
+            stats_flush_interval: Some(STATS_FLUSH_INTERVAL),
         }
     }
 }
@@ -94,6 +102,8 @@ pub enum BootstrapError {
     NoPort(String),
     #[error("controller address {0:?}: bad port")]
     BadPort(String, #[source] std::num::ParseIntError),
+    #[error("stats flush interval {0:?}: must be between 1s and 300s (Envoy's bound)")]
+    StatsFlushInterval(Duration),
 }
 
 /// HOST and PORT of "HOST:PORT" or "[V6]:PORT".
@@ -206,7 +216,7 @@ pub fn bootstrap(s: &BootstrapSpec) -> Result<Value, BootstrapError> {
     if !s.zone.is_empty() {
         locality["zone"] = json!(s.zone);
     }
-    Ok(json!({
+    let mut b = json!({
         "node": {"id": s.node_id, "cluster": s.group, "locality": locality},
         "admin": {"address": {"socket_address": {"address": s.admin_address, "port_value": s.admin_port}}},
         "dynamic_resources": {
@@ -242,7 +252,37 @@ pub fn bootstrap(s: &BootstrapSpec) -> Result<Value, BootstrapError> {
                 "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": endpoints},
             }],
         },
-    }))
+    });
+    add_stats_sink(s, &mut b)?;
+    Ok(b)
+}
+
+/// Envoy pushes its counters (`envoy.stat_sinks.metrics_service`) to the
+/// controllers through the xDS cluster, so the stream gets the same
+/// transport, priorities and failover as ADS. Counters go as totals, not
+/// deltas: the controllers take differences themselves, and a lost message
+/// then loses nothing. Histograms only as summaries: the controllers read
+/// none, and full buckets would multiply the message.
+fn add_stats_sink(s: &BootstrapSpec, b: &mut Value) -> Result<(), BootstrapError> {
+    let Some(every) = s.stats_flush_interval else {
+        return Ok(());
+    };
+    if every < Duration::from_secs(1) || every > Duration::from_secs(300) {
+        return Err(BootstrapError::StatsFlushInterval(every));
+    }
+    b["stats_flush_interval"] = json!(format!("{}.{:03}s", every.as_secs(), every.subsec_millis()));
+    b["stats_sinks"] = json!([{
+        "name": "envoy.stat_sinks.metrics_service",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig",
+            "transport_api_version": "V3",
+            "report_counters_as_deltas": false,
+            "emit_tags_as_labels": false,
+            "histogram_emit_mode": "SUMMARY",
+            "grpc_service": {"envoy_grpc": {"cluster_name": XDS_CLUSTER}},
+        },
+    }]);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -319,6 +359,34 @@ mod tests {
             grpc["retry_policy"]["retry_back_off"],
             json!({"base_interval": "0.5s", "max_interval": "3s"})
         );
+    }
+
+    #[test]
+    fn counters_are_pushed_as_totals_through_the_xds_cluster() {
+        let mut s = BootstrapSpec::new("e", "us", 9901, vec![ctl("us", "10.0.0.1:1")]);
+        let b = bootstrap(&s).unwrap();
+        assert_eq!(b["stats_flush_interval"], "5.000s");
+        let sink = &b["stats_sinks"][0];
+        assert_eq!(sink["name"], "envoy.stat_sinks.metrics_service");
+        let cfg = &sink["typed_config"];
+        assert_eq!(
+            cfg["grpc_service"]["envoy_grpc"]["cluster_name"],
+            XDS_CLUSTER
+        );
+        assert_eq!(cfg["report_counters_as_deltas"], false);
+        assert_eq!(cfg["transport_api_version"], "V3");
+        s.stats_flush_interval = Some(Duration::from_millis(2500));
+        assert_eq!(bootstrap(&s).unwrap()["stats_flush_interval"], "2.500s");
+        for bad in [Duration::from_millis(999), Duration::from_secs(301)] {
+            s.stats_flush_interval = Some(bad);
+            assert!(matches!(
+                bootstrap(&s),
+                Err(BootstrapError::StatsFlushInterval(_))
+            ));
+        }
+        s.stats_flush_interval = None;
+        let b = bootstrap(&s).unwrap();
+        assert!(b.get("stats_sinks").is_none() && b.get("stats_flush_interval").is_none());
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod view;
 pub use config::XdsConfig;
 pub use error::XdsError;
 pub use metrics::{Histogram, Variant, XdsMetrics};
-pub use serve::{serve, serve_incoming};
+pub use serve::{serve, serve_incoming, serve_incoming_with, serve_with};
 pub use server::XdsServer;
 pub use source::{
     content_version, version_key, version_string, MemorySource, NotReady, Resources,

@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Routes;
 
 use crate::error::XdsError;
 use crate::server::{AdsWire, XdsServer};
@@ -41,6 +42,44 @@ where
         + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_incoming_with(incoming, server, Routes::default(), shutdown).await
+}
+
+/// [`serve`] on a plain TCP listener, with `extra` services beside xDS on
+/// the same listener (the node's stats sink for Envoys): they share its
+/// connections, keepalives and connection age.
+pub async fn serve_with(
+    listener: TcpListener,
+    server: XdsServer,
+    extra: Routes,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), XdsError> {
+    serve_incoming_with(
+        nodelay(TcpListenerStream::new(listener)),
+        server,
+        extra,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve_incoming`] with `extra` services beside xDS (see [`serve_with`]).
+pub async fn serve_incoming_with<I, IO, IE>(
+    incoming: I,
+    server: XdsServer,
+    extra: Routes,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), XdsError>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let cfg = server.config().clone();
     let max = cfg.max_request_bytes;
     let mut builder = tonic::transport::Server::builder()
@@ -58,6 +97,7 @@ where
         drainer.drain();
     };
     builder
+        .add_routes(extra)
         .add_service(AdsWire {
             server: server.clone(),
             max_request_bytes: max,

@@ -19,7 +19,8 @@ use meridian_proto::v1::{
     AgentSuperseded, AgentWelcome, ClusterStatusRequest, ClusterStatusResponse, ControllerMessage,
     EndpointUpdate, InitRequest, InitResponse, NodeInfo, NodeStatus, NodeStatusRequest,
     ProxyConfigRequest, ProxyConfigResponse, ProxyStatusRequest, ProxyStatusResponse,
-    RemoveNodeRequest, RemoveNodeResponse, SnapshotChunk, SnapshotRequest,
+    RemoveNodeRequest, RemoveNodeResponse, SnapshotChunk, SnapshotRequest, TrafficErrorsRequest,
+    TrafficErrorsResponse,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::{TcpListenerStream, UnboundedReceiverStream};
@@ -125,6 +126,12 @@ impl ClusterService for StatusSvc {
         &self,
         _: Request<ProxyConfigRequest>,
     ) -> Result<Response<ProxyConfigResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn get_traffic_errors(
+        &self,
+        _: Request<TrafficErrorsRequest>,
+    ) -> Result<Response<TrafficErrorsResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
 }

@@ -1,5 +1,5 @@
 //! The cluster API's questions to every member: cluster status, and where
-//! each Envoy is connected.
+//! each Envoy is connected, with its traffic of the last minute.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -80,6 +80,8 @@ impl ClusterApi {
     pub(super) async fn proxy_status(&self, local_only: bool) -> pb::ProxyStatusResponse {
         let mut proxies = self.proxies.local();
         let mut errors = Vec::new();
+        let minute_ago = crate::traffic_stats::now_ms().saturating_sub(60_000);
+        let mut traffic = self.traffic.local(None, None, minute_ago);
         if !local_only {
             let asks = self.others().into_iter().map(|(id, info)| {
                 let client = self.client(&info);
@@ -91,7 +93,10 @@ impl ClusterApi {
                     )
                     .await
                     {
-                        Ok(Ok(r)) => Ok(r.into_inner().proxies),
+                        Ok(Ok(r)) => {
+                            let r = r.into_inner();
+                            Ok((r.proxies, r.traffic))
+                        }
                         Ok(Err(st)) => Err(format!("node {id}: {}", st.message())),
                         Err(_) => Err(format!("node {id}: no answer within 2s")),
                     }
@@ -99,17 +104,37 @@ impl ClusterApi {
             });
             for r in futures::future::join_all(asks).await {
                 match r {
-                    Ok(p) => proxies.extend(p),
+                    Ok((p, t)) => {
+                        proxies.extend(p);
+                        traffic.extend(t);
+                    }
                     Err(e) => errors.push(e),
                 }
             }
+        }
+        // An Envoy's stats may reach another controller than its xDS
+        // stream, or two after a move: every holder's part counts.
+        for p in &mut proxies {
+            let mine: Vec<_> = traffic
+                .iter()
+                .filter(|t| t.node_id == p.node_id)
+                .cloned()
+                .collect();
+            let sum = crate::traffic_stats::sum(&mine);
+            p.requests_1m = sum.requests;
+            p.errors_1m = sum.errors;
+            p.stats_reported = !mine.is_empty();
         }
         proxies.sort_by(|a, b| {
             a.node_id
                 .cmp(&b.node_id)
                 .then(a.controller_id.cmp(&b.controller_id))
         });
-        pb::ProxyStatusResponse { proxies, errors }
+        pb::ProxyStatusResponse {
+            proxies,
+            errors,
+            traffic,
+        }
     }
 
     pub(super) async fn proxy_config(

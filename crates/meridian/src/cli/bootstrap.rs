@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use meridian_proto::v1 as pb;
@@ -42,9 +43,30 @@ pub struct BootstrapArgs {
     /// flag it checks the xDS port by TCP).
     #[arg(long, value_delimiter = ',')]
     pub controllers: Vec<String>,
+    /// How often Envoy pushes its counters to the controllers (1s to 300s), which rollouts
+    /// read for the canary's 5xx rate; `off`: no stats sink.
+    #[arg(long, default_value = "5s", value_parser = flush_interval)]
+    pub stats_flush_interval: FlushInterval,
     /// Write to this file instead of stdout.
     #[arg(long = "out", short = 'O')]
     pub out: Option<PathBuf>,
+}
+
+/// `--stats-flush-interval`: a duration, or `off`.
+#[derive(Clone, Copy, Debug)]
+pub struct FlushInterval(Option<Duration>);
+
+fn flush_interval(s: &str) -> Result<FlushInterval, String> {
+    if s == "off" {
+        return Ok(FlushInterval(None));
+    }
+    let d = super::parse_duration(s)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(300) {
+        return Err(format!(
+            "{s}: must be between 1s and 300s (Envoy's bound), or off"
+        ));
+    }
+    Ok(FlushInterval(Some(d)))
 }
 
 pub async fn run(a: BootstrapArgs, g: &Global) -> Result<()> {
@@ -147,5 +169,6 @@ fn spec(a: &BootstrapArgs, controllers: &[(String, String)], failover: &[String]
         controllers: controllers.to_vec(),
         controller_admin: BTreeMap::new(),
         failover: failover.to_vec(),
+        stats_flush_interval: a.stats_flush_interval.0,
     }
 }

@@ -45,6 +45,10 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
                         "controller": p.controller_id, "controller_region": p.controller_region,
                         "variant": p.variant, "connected_ms": p.connected_ms,
                         "view_revision": p.view_revision, "synced_revision": p.synced_revision,
+                        // From the stats the Envoy pushes; null when none arrived.
+                        "traffic_1m": p.stats_reported.then(|| json!({
+                            "requests": p.requests_1m, "errors_5xx": p.errors_1m,
+                        })),
                         "types": p.types.iter().map(|t| json!({
                             "type": t.r#type, "state": t.state, "sent_version": t.sent_version,
                             "acked_version": t.acked_version, "acked": t.acked,
@@ -57,6 +61,7 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
             print_value(&json!({"proxies": items, "errors": r.errors}), g.output)?;
         }
         Format::Table | Format::Wide => {
+            let wide = g.output == Format::Wide;
             let cols = ["cds", "eds", "lds", "rds", "sds"];
             let rows: Vec<Vec<String>> = proxies
                 .iter()
@@ -85,10 +90,35 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
                         .min();
                     row.push(last.map(age).unwrap_or_else(|| "never".into()));
                     row.push(if p.synced_revision > 0 { p.synced_revision.to_string() } else { "-".into() });
+                    if wide {
+                        let (rq, err) = if p.stats_reported {
+                            (p.requests_1m.to_string(), p.errors_1m.to_string())
+                        } else {
+                            ("-".into(), "-".into())
+                        };
+                        row.extend([rq, err]);
+                    }
                     row
                 })
                 .collect();
-            let headers = ["NODE", "REGION", "GROUP", "CONTROLLER", "VARIANT", "CDS", "EDS", "LDS", "RDS", "SDS", "LAST ACK", "REVISION"];
+            let mut headers = vec![
+                "NODE",
+                "REGION",
+                "GROUP",
+                "CONTROLLER",
+                "VARIANT",
+                "CDS",
+                "EDS",
+                "LDS",
+                "RDS",
+                "SDS",
+                "LAST ACK",
+                "REVISION",
+            ];
+            if wide {
+                // Upstream requests and 5xx over the last minute.
+                headers.extend(["RQ/1M", "5XX/1M"]);
+            }
             if rows.is_empty() {
                 eprintln!("no Envoys connected");
             } else {
