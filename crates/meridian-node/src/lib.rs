@@ -39,6 +39,7 @@ mod routing;
 mod status;
 pub mod tls;
 mod write;
+mod xds_authz;
 mod xds_source;
 
 pub use config::{Listeners, NodeConfig, RaftTimings, TlsConfig, TlsListenerFiles, XdsOptions};
