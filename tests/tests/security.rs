@@ -349,7 +349,7 @@ async fn roles_decide_what_an_operator_may_do_also_through_a_follower() {
     let svc = svc.to_str().unwrap();
 
     let o = cli_as(&c, &viewer, &via_follower, &["apply", "-f", svc]);
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(9), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("operator/viewer/vera") && err.contains("editor"),
@@ -375,7 +375,7 @@ async fn roles_decide_what_an_operator_may_do_also_through_a_follower() {
         &via_follower,
         &["cluster", "remove-node", &follower.to_string()],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(9), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("operator/editor/ed") && err.contains("admin"),
@@ -904,4 +904,68 @@ async fn an_xds_stream_views_only_as_its_certificate_group_and_gets_only_its_sec
         3.0,
         "{denied:?}"
     );
+}
+
+/// Property: `meridian status` shows each node's certificate expiry (the
+/// table's soonest, JSON every listener's), and the CLI's exit code tells
+/// a denied request (9) and a failed TLS handshake (11, both ways: the
+/// server refusing our certificate, we refusing the server's) from an
+/// unreachable cluster (6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_certificate_expiry_and_the_cli_exit_code_names_denials_and_tls_failures() {
+    let c = Cluster::start(1, tls_opts()).await;
+    let pki = c.pki().unwrap();
+    let servers = c.servers();
+
+    let o = c.cli(&["status", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let certs = v["members"][0]["certificates"].as_array().unwrap().clone();
+    let listeners: Vec<&str> = certs
+        .iter()
+        .map(|c| c["listener"].as_str().unwrap())
+        .collect();
+    assert_eq!(listeners, vec!["peer", "api", "xds", "client"], "{v}");
+    for cert in &certs {
+        assert_eq!(cert["identity"], "node/1");
+        let left = cert["expires_in_seconds"].as_i64().unwrap();
+        assert!(left > 300 * 86400, "{cert}");
+        assert!(cert["not_after"].as_str().unwrap().ends_with(" UTC"), "{cert}");
+    }
+    let o = c.cli(&["status"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("CERT EXPIRY"), "{table}");
+    let days = certs[0]["expires_in_seconds"].as_i64().unwrap() / 86400;
+    assert!(table.contains(&format!("{days}d")), "{table}");
+
+    // A viewer's write: PERMISSION_DENIED, exit 9.
+    let viewer = pki
+        .issue(operator("vera", Role::Viewer), Validity::leaf_default())
+        .unwrap();
+    let svc = c.dir().join("svc.yaml");
+    std::fs::write(&svc, "kind: service\nname: web\nspec:\n  port: 80\n").unwrap();
+    let o = cli_as(&c, &viewer, &servers, &["apply", "-f", svc.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(9), "{}", show(&o));
+
+    // The server refuses a certificate of another CA (the client trusts both).
+    let foreign_files = foreign(pki, &c.dir().join("other-ca"), operator("eve", Role::Admin)).unwrap();
+    let o = cli_as(&c, &foreign_files, &servers, &["get", "service"]);
+    assert_eq!(o.status.code(), Some(11), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("TLS handshake failed"),
+        "{}",
+        show(&o)
+    );
+    // The client does not trust the server's CA.
+    let distrust = TlsFiles {
+        ca: c.dir().join("other-ca").join("ca.pem"),
+        ..foreign_files.clone()
+    };
+    let o = cli_as(&c, &distrust, &servers, &["get", "service"]);
+    assert_eq!(o.status.code(), Some(11), "{}", show(&o));
+
+    // Nothing listening: unavailable, exit 6, as before.
+    let nobody = format!("127.0.0.1:{}", meridian_tests::ports::free_port());
+    let o = cli_as(&c, pki.admin(), &nobody, &["get", "service"]);
+    assert_eq!(o.status.code(), Some(6), "{}", show(&o));
 }

@@ -171,7 +171,13 @@ impl Node {
             EndpointWrites::start(raft.clone(), write_timeout, write_metrics.clone());
         let agent_writes =
             AgentWrites::new(router.clone(), endpoint_writes.clone(), faults.clone());
-        let status = LocalStatus::new(leadership.clone(), info.clone(), sm.clone(), xds_gate);
+        let status = LocalStatus::new(
+            leadership.clone(),
+            info.clone(),
+            sm.clone(),
+            xds_gate,
+            tls.as_ref().map(|t| t.all()).unwrap_or_default(),
+        );
         let proxies = Proxies::new(
             config.node_id,
             config.region.clone(),

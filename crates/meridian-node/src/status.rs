@@ -2,6 +2,7 @@
 //! `/metrics` report them, and the task that finds whether this replica
 //! may serve xDS ([`run_xds_gate`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meridian_proto::v1 as pb;
@@ -21,6 +22,9 @@ pub(crate) struct LocalStatus {
     sm: StateMachineStore,
     started: Instant,
     gate: XdsGate,
+    /// The loaded certificates (empty on a plaintext node), for their
+    /// expiry in `cluster status`.
+    tls: Vec<Arc<meridian_tls::TlsSource>>,
 }
 
 pub(crate) fn info_to_pb(id: NodeId, n: &NodeInfo) -> pb::NodeInfo {
@@ -40,6 +44,7 @@ impl LocalStatus {
         info: NodeInfo,
         sm: StateMachineStore,
         gate: XdsGate,
+        tls: Vec<Arc<meridian_tls::TlsSource>>,
     ) -> Self {
         LocalStatus {
             leadership,
@@ -47,6 +52,7 @@ impl LocalStatus {
             sm,
             started: Instant::now(),
             gate,
+            tls,
         }
     }
 
@@ -114,6 +120,19 @@ impl LocalStatus {
             initialized,
             ready: ready.is_ok(),
             not_ready_reason: ready.err().unwrap_or_default(),
+            certificates: self
+                .tls
+                .iter()
+                .map(|t| {
+                    let s = t.status();
+                    pb::CertificateStatus {
+                        listener: s.name.to_string(),
+                        identity: s.identity.to_string(),
+                        not_after_unix: s.not_after_unix,
+                        expires_in_seconds: s.expires_in_seconds,
+                    }
+                })
+                .collect(),
         }
     }
 
