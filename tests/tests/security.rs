@@ -385,6 +385,35 @@ async fn roles_decide_what_an_operator_may_do_also_through_a_follower() {
     let st = c.status(leader).await.unwrap();
     assert_eq!(st.voters.len(), 3, "an editor changed membership: {st:?}");
 
+    // Registering an agent's cluster is a Txn, yet admin-only.
+    let o = cli_as(
+        &c,
+        &editor,
+        &via_follower,
+        &["clusters", "add", "rogue", "--region", "us-east"],
+    );
+    assert_eq!(o.status.code(), Some(9), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("operator/editor/ed") && err.contains("admin"),
+        "{}",
+        show(&o)
+    );
+    let o = cli_as(
+        &c,
+        pki.admin(),
+        &via_follower,
+        &["clusters", "add", "honest", "--region", "us-east"],
+    );
+    assert_eq!(o.status.code(), Some(0), "an admin registers: {}", show(&o));
+    let o = cli_as(&c, &editor, &via_follower, &["clusters", "list", "-o", "json"]);
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        listed.contains("honest") && !listed.contains("rogue"),
+        "{}",
+        show(&o)
+    );
+
     // Raw gRPC: PERMISSION_DENIED, naming who and what is missing.
     let ch = channel(&via_follower, with(pki, &editor)).await.unwrap();
     let st = ClusterServiceClient::new(ch)
