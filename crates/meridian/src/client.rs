@@ -94,9 +94,8 @@ impl Servers {
     /// source) that a probe shows to be one.
     async fn refused_tls(&self, addr: &str, st: &tonic::Status) -> Option<String> {
         let tls = self.tls.as_ref()?;
-        if std::error::Error::source(st).is_none() {
-            return None;
-        }
+        // A status the server sent has no source: only transport ones do.
+        std::error::Error::source(st)?;
         meridian_tls::Connector::new(tls.clone(), meridian_tls::Expect::AnyNode).probe(addr).await
     }
 
