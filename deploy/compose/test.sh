@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The compose demo end to end (CI runs it from scripts/check-deploy.sh):
-# up from the images of deploy/docker/build.sh, traffic through each
+# up from the images of deploy/docker/build.sh (mutual TLS between
+# controllers, agents, Envoys and the CLI), traffic through each
 # region's Envoy, us-east cut off from the other regions with `docker network
 # disconnect`, the other two keep serving and still commit writes, us-east
 # reconnected catches up and its Envoy converges; then everything is torn
@@ -42,8 +43,19 @@ tmp=$(mktemp -d)
 trap 'teardown; rm -rf "$tmp"' EXIT
 teardown 0
 dc up -d >/dev/null 2>&1 || fail "docker-compose up"
+# Every listener is mutual TLS: the host's CLI uses the admin operator's
+# certificate that `setup` made (as README shows).
+for f in ca.pem operator-compose-admin.pem operator-compose-admin-key.pem; do
+  docker cp "meridian-setup:/etc/meridian/tls/$f" "$tmp/$f" >/dev/null || fail "copying $f out of the certs volume"
+done
+export MERIDIAN_CA="$tmp/ca.pem" MERIDIAN_CERT="$tmp/operator-compose-admin.pem" MERIDIAN_KEY="$tmp/operator-compose-admin-key.pem"
 until_ok 240 caught_up "$east" || fail "nine ready voters"
 phase "9 voters ready"
+# The API is up and takes mutual TLS only: a client without a certificate
+# gets nothing.
+if env -u MERIDIAN_CA -u MERIDIAN_CERT -u MERIDIAN_KEY "$bin" --timeout 5s --server "$east" get service >/dev/null 2>&1; then
+  fail "the API answered a client without a certificate"
+fi
 for rp in us-east:18001 eu-west:18002 ap-south:18003; do
   until_ok 120 body "${rp#*:}" "${rp%:*}" || fail "no traffic through envoy-${rp%:*}"
 done

@@ -4,11 +4,16 @@
 //! an expired certificate or of the wrong identity type, and lets the
 //! right one in; operators' roles decide what they may call; certificates
 //! rotate on disk while streams and writes go on; `meridian server`
-//! refuses to run without TLS unless told `--insecure`.
+//! refuses to run without TLS unless told `--insecure`; a real Envoy gets
+//! its config over mutual TLS from `meridian bootstrap --tls-*`, and an
+//! xDS stream views only as the proxy group its certificate names, so
+//! another group's secrets never reach it.
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
 use meridian_pki::{Identity, Role, Validity};
@@ -16,10 +21,14 @@ use meridian_proto::v1 as pb;
 use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
 use meridian_proto::v1::config_service_client::ConfigServiceClient;
 use meridian_proto::v1::raft_service_client::RaftServiceClient;
+use meridian_tests::envoy::{wait_all_ok, Envoy};
 use meridian_tests::http::http_get;
 use meridian_tests::pki::{foreign, Pki};
+use meridian_tests::upstream::Upstream;
 use meridian_tests::{eventually, meridian_bin, Cluster, ClusterOpts};
 use meridian_tls::{Connector, Expect, TlsFiles};
+use meridian_xds::testing::{names, node, SotwClient};
+use meridian_xds::types::{LISTENER, SECRET};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -340,7 +349,7 @@ async fn roles_decide_what_an_operator_may_do_also_through_a_follower() {
     let svc = svc.to_str().unwrap();
 
     let o = cli_as(&c, &viewer, &via_follower, &["apply", "-f", svc]);
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(9), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("operator/viewer/vera") && err.contains("editor"),
@@ -366,7 +375,7 @@ async fn roles_decide_what_an_operator_may_do_also_through_a_follower() {
         &via_follower,
         &["cluster", "remove-node", &follower.to_string()],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(o.status.code(), Some(9), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("operator/editor/ed") && err.contains("admin"),
@@ -375,6 +384,35 @@ async fn roles_decide_what_an_operator_may_do_also_through_a_follower() {
     );
     let st = c.status(leader).await.unwrap();
     assert_eq!(st.voters.len(), 3, "an editor changed membership: {st:?}");
+
+    // Registering an agent's cluster is a Txn, yet admin-only.
+    let o = cli_as(
+        &c,
+        &editor,
+        &via_follower,
+        &["clusters", "add", "rogue", "--region", "us-east"],
+    );
+    assert_eq!(o.status.code(), Some(9), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("operator/editor/ed") && err.contains("admin"),
+        "{}",
+        show(&o)
+    );
+    let o = cli_as(
+        &c,
+        pki.admin(),
+        &via_follower,
+        &["clusters", "add", "honest", "--region", "us-east"],
+    );
+    assert_eq!(o.status.code(), Some(0), "an admin registers: {}", show(&o));
+    let o = cli_as(&c, &editor, &via_follower, &["clusters", "list", "-o", "json"]);
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        listed.contains("honest") && !listed.contains("rogue"),
+        "{}",
+        show(&o)
+    );
 
     // Raw gRPC: PERMISSION_DENIED, naming who and what is missing.
     let ch = channel(&via_follower, with(pki, &editor)).await.unwrap();
@@ -590,4 +628,373 @@ fn the_server_refuses_to_start_without_tls_unless_insecure() {
         !dir.path().join("data").exists(),
         "a refused start touched the data dir"
     );
+}
+
+fn put(kind: &str, name: &str, spec: serde_json::Value) -> pb::TxnOp {
+    pb::TxnOp {
+        op: Some(pb::txn_op::Op::Put(pb::PutOp {
+            key: Some(pb::ObjectKey {
+                kind: kind.into(),
+                name: name.into(),
+            }),
+            value: serde_json::to_vec(&spec).unwrap(),
+            expected_revision: None,
+        })),
+    }
+}
+
+async fn apply(c: &Cluster, request_id: &str, ops: Vec<pb::TxnOp>) {
+    c.config(1)
+        .await
+        .txn(pb::TxnRequest {
+            request_id: request_id.into(),
+            ops,
+            dry_run: false,
+        })
+        .await
+        .expect("apply as the kit's admin");
+}
+
+fn proxy(group: &str) -> Identity {
+    Identity::Proxy {
+        group: group.into(),
+    }
+}
+
+/// `--tls-cert F --tls-key F --tls-ca F` of `files`.
+fn tls_flags(files: &TlsFiles) -> Vec<String> {
+    [
+        ("--tls-cert", &files.cert),
+        ("--tls-key", &files.key),
+        ("--tls-ca", &files.ca),
+    ]
+    .iter()
+    .flat_map(|(f, p)| [f.to_string(), p.to_str().unwrap().to_string()])
+    .collect()
+}
+
+/// Property: an Envoy started from `meridian bootstrap --tls-*` reaches
+/// the controllers of a TLS cluster (which take only mutual TLS),
+/// presenting its proxy certificate, gets its listeners and serves
+/// traffic; an Envoy whose certificate names another group than its
+/// `node.cluster` gets nothing, and its log says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn envoy_gets_its_config_over_mutual_tls_and_only_as_its_certificate_group() {
+    let c = Cluster::start(3, tls_opts()).await;
+    let pki = c.pki().unwrap();
+    let up = Upstream::start("secure").await;
+    let port = meridian_tests::ports::free_port();
+    apply(
+        &c,
+        "web",
+        vec![
+            put(
+                "service",
+                "web",
+                serde_json::json!({"port": up.port, "endpoints": [{"address": "127.0.0.1", "region": "us-east"}]}),
+            ),
+            put(
+                "route",
+                "main",
+                serde_json::json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
+            ),
+            put(
+                "listener",
+                "edge",
+                serde_json::json!({"address": "127.0.0.1", "port": port, "routes": ["main"]}),
+            ),
+        ],
+    )
+    .await;
+
+    let files = pki
+        .issue(proxy("default"), Validity::leaf_default())
+        .unwrap();
+    let flags = tls_flags(&files);
+    let mut args: Vec<&str> = vec!["--region", "us-east", "--group", "default"];
+    args.extend(flags.iter().map(String::as_str));
+    let envoy = Envoy::from_cli(&c, "secure-1", &args);
+    wait_all_ok(port, "/", 5, Duration::from_secs(60), |b| b == "secure").await;
+    // Really TLS: every controller took the Envoy's certificate (the
+    // readiness checks, on the plain admin port, kept them healthy).
+    let bootstrap = std::fs::read_to_string(c.dir().join("secure-1.yaml")).unwrap();
+    assert!(
+        bootstrap.contains("UpstreamTlsContext"),
+        "the bootstrap has no TLS socket"
+    );
+    let e = &envoy;
+    eventually(
+        "every controller healthy in the Envoy's xDS cluster",
+        Duration::from_secs(30),
+        || async move {
+            let healthy = e.stat("cluster.meridian_xds.membership_healthy").await;
+            (healthy.as_deref() == Some("3")).then_some(())
+        },
+    )
+    .await;
+
+    // Another group's certificate, claiming group default: refused.
+    let other = pki.issue(proxy("other"), Validity::leaf_default()).unwrap();
+    let flags = tls_flags(&other);
+    let mut args: Vec<&str> = vec!["--region", "us-east", "--group", "default"];
+    args.extend(flags.iter().map(String::as_str));
+    let impostor = Envoy::from_cli(&c, "impostor-1", &args);
+    let cr = &c;
+    eventually(
+        "a controller refuses the impostor's stream",
+        Duration::from_secs(60),
+        || async move {
+            let mut denied = 0.0;
+            for id in [1, 2, 3] {
+                denied += metric(cr, id, "meridian_xds_denied_streams_total")
+                    .await
+                    .iter()
+                    .map(|(_, v)| *v)
+                    .sum::<f64>();
+            }
+            (denied >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let refusals: String = [1, 2, 3]
+        .iter()
+        .map(|id| c.log_of(*id))
+        .collect::<Vec<_>>()
+        .concat();
+    assert!(
+        refusals.contains("node=impostor-1")
+            && refusals.contains("proxy/other may not receive proxy group \"default\""),
+        "the refusal is logged naming the Envoy, its identity and the group"
+    );
+    assert_eq!(
+        impostor
+            .stat("control_plane.connected_state")
+            .await
+            .as_deref(),
+        Some("0"),
+        "the impostor holds a stream"
+    );
+    assert_eq!(
+        impostor
+            .stat("listener_manager.lds.update_success")
+            .await
+            .as_deref(),
+        Some("0"),
+        "the impostor got listeners"
+    );
+}
+
+/// A SotW ADS stream to node 1's xDS listener as `identity`, viewing as
+/// `group` (`node.cluster`).
+async fn stream_as(c: &Cluster, files: &TlsFiles, group: &str) -> SotwClient {
+    let pki = c.pki().unwrap();
+    let ch = channel(
+        &format!("127.0.0.1:{}", c.node(1).ports.xds),
+        with(pki, files),
+    )
+    .await
+    .expect("TLS channel to xDS");
+    SotwClient::ads_on(ch, node(&format!("{group}-envoy"), group, "us-east"))
+        .await
+        .expect("open ADS")
+}
+
+/// Every secret name a stream receives before `deadline` passes with no
+/// response.
+async fn secrets_seen(s: &mut SotwClient, quiet: Duration) -> Vec<String> {
+    let mut seen = Vec::new();
+    while let Some(r) = s.recv_within(quiet).await {
+        if r.type_url == SECRET {
+            seen.extend(names(&r));
+        }
+    }
+    seen
+}
+
+/// Property: on a TLS xDS listener, a stream's proxy group is the one its
+/// certificate names: `node.cluster` naming another group, or a node
+/// identity posing as a proxy, ends with PERMISSION_DENIED naming both
+/// (also on the unary fetch), and is counted; a secret used only by group
+/// A's listener is served to A and never to group B, whatever B asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_xds_stream_views_only_as_its_certificate_group_and_gets_only_its_secrets() {
+    let c = Cluster::start(1, tls_opts()).await;
+    let pki = c.pki().unwrap();
+    // The listener's own certificate, as a Secret object.
+    let served = pki.issue(proxy("www"), Validity::leaf_default()).unwrap();
+    let chain = std::fs::read_to_string(&served.cert).unwrap();
+    let key = std::fs::read_to_string(&served.key).unwrap();
+    let (pa, pb) = (
+        meridian_tests::ports::free_port(),
+        meridian_tests::ports::free_port(),
+    );
+    apply(
+        &c,
+        "groups",
+        vec![
+            put("service", "web", serde_json::json!({"port": 8080})),
+            put(
+                "route",
+                "main",
+                serde_json::json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
+            ),
+            put(
+                "secret",
+                "a-cert",
+                serde_json::json!({"certificateChain": chain, "privateKey": key}),
+            ),
+            put(
+                "listener",
+                "a",
+                serde_json::json!({"port": pa, "proxyGroups": ["group-a"], "routes": ["main"], "tls": {"secret": "a-cert"}}),
+            ),
+            put(
+                "listener",
+                "b",
+                serde_json::json!({"port": pb, "proxyGroups": ["group-b"], "routes": ["main"]}),
+            ),
+        ],
+    )
+    .await;
+    let a = pki
+        .issue(proxy("group-a"), Validity::leaf_default())
+        .unwrap();
+    let b = pki
+        .issue(proxy("group-b"), Validity::leaf_default())
+        .unwrap();
+
+    // Group A gets its listener and its secret.
+    let mut sa = stream_as(&c, &a, "group-a").await;
+    sa.request(LISTENER, &[], "", "").await;
+    let lds = sa.expect_response().await;
+    assert_eq!(names(&lds), vec!["a".to_string()]);
+    sa.request(SECRET, &["a-cert"], "", "").await;
+    let sds = sa.expect_response().await;
+    assert_eq!(names(&sds), vec!["a-cert".to_string()]);
+
+    // Group B asks for A's secret by name, on its own honest stream: its
+    // listeners come, the secret never does.
+    let mut sb = stream_as(&c, &b, "group-b").await;
+    sb.request(SECRET, &["a-cert"], "", "").await;
+    sb.request(LISTENER, &[], "", "").await;
+    let mut got_lds = false;
+    let mut secrets = Vec::new();
+    while let Some(r) = sb.recv_within(Duration::from_secs(5)).await {
+        if r.type_url == LISTENER {
+            assert_eq!(names(&r), vec!["b".to_string()]);
+            got_lds = true;
+            break;
+        }
+        secrets.extend(names(&r));
+    }
+    assert!(got_lds, "group B's stream got no listeners");
+    secrets.extend(secrets_seen(&mut sb, Duration::from_secs(1)).await);
+    assert!(
+        !secrets.contains(&"a-cert".to_string()),
+        "group B received group A's secret"
+    );
+
+    // Group B's certificate claiming group A: refused, naming both.
+    let mut posing = stream_as(&c, &b, "group-a").await;
+    posing.request(SECRET, &["a-cert"], "", "").await;
+    let st = posing.next_raw().await.expect_err("a refused stream");
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    assert!(
+        st.message().contains("proxy/group-b") && st.message().contains("\"group-a\""),
+        "{st:?}"
+    );
+
+    // A node's certificate may not pose as a proxy either.
+    let node1 = pki.node(1).unwrap();
+    let mut as_node = stream_as(&c, &node1, "group-a").await;
+    as_node.request(LISTENER, &[], "", "").await;
+    let st = as_node.next_raw().await.expect_err("a refused stream");
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+    assert!(st.message().contains("node/1 is not a proxy"), "{st:?}");
+
+    // The unary fetch takes the same check.
+    let ch = channel(&format!("127.0.0.1:{}", c.node(1).ports.xds), with(pki, &b))
+        .await
+        .unwrap();
+    let st = SecretDiscoveryServiceClient::new(ch)
+        .fetch_secrets(DiscoveryRequest {
+            node: Some(node("b-fetch", "group-a", "us-east")),
+            type_url: SECRET.into(),
+            resource_names: vec!["a-cert".into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("a refused fetch");
+    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
+
+    let denied = metric(&c, 1, "meridian_xds_denied_streams_total").await;
+    assert_eq!(
+        denied.iter().map(|(_, v)| *v).sum::<f64>(),
+        3.0,
+        "{denied:?}"
+    );
+}
+
+/// Property: `meridian status` shows each node's certificate expiry (the
+/// table's soonest, JSON every listener's), and the CLI's exit code tells
+/// a denied request (9) and a failed TLS handshake (11, both ways: the
+/// server refusing our certificate, we refusing the server's) from an
+/// unreachable cluster (6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_certificate_expiry_and_the_cli_exit_code_names_denials_and_tls_failures() {
+    let c = Cluster::start(1, tls_opts()).await;
+    let pki = c.pki().unwrap();
+    let servers = c.servers();
+
+    let o = c.cli(&["status", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let certs = v["members"][0]["certificates"].as_array().unwrap().clone();
+    let listeners: Vec<&str> = certs
+        .iter()
+        .map(|c| c["listener"].as_str().unwrap())
+        .collect();
+    assert_eq!(listeners, vec!["peer", "api", "xds", "client"], "{v}");
+    for cert in &certs {
+        assert_eq!(cert["identity"], "node/1");
+        let left = cert["expires_in_seconds"].as_i64().unwrap();
+        assert!(left > 300 * 86400, "{cert}");
+        assert!(cert["not_after"].as_str().unwrap().ends_with(" UTC"), "{cert}");
+    }
+    let o = c.cli(&["status"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("CERT EXPIRY"), "{table}");
+    let days = certs[0]["expires_in_seconds"].as_i64().unwrap() / 86400;
+    assert!(table.contains(&format!("{days}d")), "{table}");
+
+    // A viewer's write: PERMISSION_DENIED, exit 9.
+    let viewer = pki
+        .issue(operator("vera", Role::Viewer), Validity::leaf_default())
+        .unwrap();
+    let svc = c.dir().join("svc.yaml");
+    std::fs::write(&svc, "kind: service\nname: web\nspec:\n  port: 80\n").unwrap();
+    let o = cli_as(&c, &viewer, &servers, &["apply", "-f", svc.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(9), "{}", show(&o));
+
+    // The server refuses a certificate of another CA (the client trusts both).
+    let foreign_files = foreign(pki, &c.dir().join("other-ca"), operator("eve", Role::Admin)).unwrap();
+    let o = cli_as(&c, &foreign_files, &servers, &["get", "service"]);
+    assert_eq!(o.status.code(), Some(11), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("TLS handshake failed"),
+        "{}",
+        show(&o)
+    );
+    // The client does not trust the server's CA.
+    let distrust = TlsFiles {
+        ca: c.dir().join("other-ca").join("ca.pem"),
+        ..foreign_files.clone()
+    };
+    let o = cli_as(&c, &distrust, &servers, &["get", "service"]);
+    assert_eq!(o.status.code(), Some(11), "{}", show(&o));
+
+    // Nothing listening: unavailable, exit 6, as before.
+    let nobody = format!("127.0.0.1:{}", meridian_tests::ports::free_port());
+    let o = cli_as(&c, pki.admin(), &nobody, &["get", "service"]);
+    assert_eq!(o.status.code(), Some(6), "{}", show(&o));
 }

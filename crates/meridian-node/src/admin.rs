@@ -221,6 +221,11 @@ fn render_xds(s: &Admin, out: &mut String) {
             XdsMetrics::get(&m.refused_streams),
         ),
         (
+            "meridian_xds_denied_streams_total",
+            "New xDS streams refused with PERMISSION_DENIED (certificate and node.cluster disagree, or not a proxy).",
+            XdsMetrics::get(&m.denied_streams),
+        ),
+        (
             "meridian_xds_debounce_merges_total",
             "Changes merged into a pending push by the debouncer.",
             XdsMetrics::get(&m.debounce_merges),

@@ -100,6 +100,33 @@ pub(crate) fn check(caller: Option<&Identity>, path: &str) -> Result<(), String>
     }
 }
 
+/// Kinds a `Txn` may write only with the admin role: registering an
+/// agent's cluster (`clusters add`) decides which agent may report
+/// endpoints, which is cluster administration, not config editing. The
+/// table above is keyed by method and cannot see what a `Txn` writes.
+const ADMIN_KINDS: &[&str] = &["cluster"];
+
+/// `Ok` if `caller` may write objects of `kinds` in one transaction (the
+/// method itself was let through by [`check`]); else the PERMISSION_DENIED
+/// message. Nodes forward writes they have checked at the entry node.
+pub(crate) fn check_kinds<'a>(
+    caller: Option<&Identity>,
+    kinds: impl IntoIterator<Item = &'a str>,
+) -> Result<(), String> {
+    let Some(id @ Identity::Operator { role, .. }) = caller else {
+        return Ok(());
+    };
+    if role.allows(Role::Admin) {
+        return Ok(());
+    }
+    match kinds.into_iter().find(|k| ADMIN_KINDS.contains(k)) {
+        Some(kind) => Err(format!(
+            "{id} may not write {kind} objects (cluster registration): it needs the admin role, and {id} has {role}"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The layer in front of the API listener's services.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct AuthzLayer;

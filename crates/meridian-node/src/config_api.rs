@@ -151,6 +151,14 @@ impl ConfigApi {
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<pb::TxnResponse, ApiError> {
         let forwarded = forwarded(&req);
+        let caller = req.extensions().get::<crate::tls::Caller>().map(|c| c.identity.clone());
+        let kinds = req.get_ref().ops.iter().filter_map(|op| match &op.op {
+            Some(pb::txn_op::Op::Put(p)) => p.key.as_ref(),
+            Some(pb::txn_op::Op::Delete(d)) => d.key.as_ref(),
+            _ => None,
+        });
+        crate::authz::check_kinds(caller.as_ref(), kinds.map(|k| k.kind.as_str()))
+            .map_err(ApiError::PermissionDenied)?;
         let mut msg = req.into_inner();
         let txn = &txn_from_pb(&msg)?;
         // The request id travels along: a retry after a lost answer is

@@ -42,6 +42,7 @@ pub mod tls;
 pub mod ui;
 mod traffic_stats;
 mod write;
+mod xds_authz;
 mod xds_source;
 
 pub use config::{Listeners, NodeConfig, RaftTimings, TlsConfig, TlsListenerFiles, XdsOptions};

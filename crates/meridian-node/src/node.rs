@@ -133,7 +133,16 @@ impl Node {
 
         let xds_gate = XdsGate::default();
         let xds_source = Arc::new(StoreSource::new(sm.clone(), xds_gate.clone()));
-        let xds = meridian_xds::XdsServer::new(xds_source.clone(), xds_config(&config));
+        // On a TLS listener an Envoy views only as the group its
+        // certificate names; plaintext (--insecure) trusts node.cluster.
+        let authorizer = tls.as_ref().map(|_| {
+            Arc::new(crate::xds_authz::ProxyGroupBinding) as Arc<dyn meridian_xds::StreamAuthorizer>
+        });
+        let xds = meridian_xds::XdsServer::with_authorizer(
+            xds_source.clone(),
+            xds_config(&config),
+            authorizer,
+        );
         let (stop, shutdown) = watch::channel(false);
 
         // The seams.
@@ -165,8 +174,13 @@ impl Node {
             EndpointWrites::start(raft.clone(), write_timeout, write_metrics.clone());
         let agent_writes =
             AgentWrites::new(router.clone(), endpoint_writes.clone(), faults.clone());
-        let status = LocalStatus::new(leadership.clone(), info.clone(), sm.clone(), xds_gate)
-            .with_certs(tls.as_ref().map(|t| t.all()).unwrap_or_default());
+        let status = LocalStatus::new(
+            leadership.clone(),
+            info.clone(),
+            sm.clone(),
+            xds_gate,
+            tls.as_ref().map(|t| t.all()).unwrap_or_default(),
+        );
         let proxies = Proxies::new(
             config.node_id,
             config.region.clone(),

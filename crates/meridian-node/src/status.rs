@@ -2,6 +2,7 @@
 //! `/metrics` report them, and the task that finds whether this replica
 //! may serve xDS ([`run_xds_gate`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meridian_proto::v1 as pb;
@@ -21,7 +22,9 @@ pub(crate) struct LocalStatus {
     sm: StateMachineStore,
     started: Instant,
     gate: XdsGate,
-    certs: Vec<std::sync::Arc<meridian_tls::TlsSource>>,
+    /// The loaded certificates (empty on a plaintext node), for their
+    /// expiry in `cluster status`.
+    tls: Vec<Arc<meridian_tls::TlsSource>>,
 }
 
 pub(crate) fn info_to_pb(id: NodeId, n: &NodeInfo) -> pb::NodeInfo {
@@ -41,6 +44,7 @@ impl LocalStatus {
         info: NodeInfo,
         sm: StateMachineStore,
         gate: XdsGate,
+        tls: Vec<Arc<meridian_tls::TlsSource>>,
     ) -> Self {
         LocalStatus {
             leadership,
@@ -48,17 +52,8 @@ impl LocalStatus {
             sm,
             started: Instant::now(),
             gate,
-            certs: Vec::new(),
+            tls,
         }
-    }
-
-    /// The node's certificates, whose earliest expiry the status reports.
-    pub(crate) fn with_certs(
-        mut self,
-        certs: Vec<std::sync::Arc<meridian_tls::TlsSource>>,
-    ) -> Self {
-        self.certs = certs;
-        self
     }
 
     /// Whether xDS takes new streams, as the readiness task last found.
@@ -125,12 +120,19 @@ impl LocalStatus {
             initialized,
             ready: ready.is_ok(),
             not_ready_reason: ready.err().unwrap_or_default(),
-            cert_not_after_unix: self
-                .certs
+            certificates: self
+                .tls
                 .iter()
-                .map(|c| c.status().not_after_unix)
-                .min()
-                .unwrap_or(0),
+                .map(|t| {
+                    let s = t.status();
+                    pb::CertificateStatus {
+                        listener: s.name.to_string(),
+                        identity: s.identity.to_string(),
+                        not_after_unix: s.not_after_unix,
+                        expires_in_seconds: s.expires_in_seconds,
+                    }
+                })
+                .collect(),
         }
     }
 

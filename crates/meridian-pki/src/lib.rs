@@ -18,7 +18,7 @@ pub use identity::{
     IdError, Identity, Role, SpiffeId, TrustDomain, DEFAULT_TRUST_DOMAIN, MAX_NAME_LEN,
 };
 pub use issue::{Ca, Issued, LeafRequest};
-pub use load::{load, load_trusting, Loaded, PrivateKey, PrivateKeyFormat};
+pub use load::{bundle_trust_domain, load, load_trusting, Loaded, PrivateKey, PrivateKeyFormat};
 pub use validity::{format_utc, parse_period, Validity, CA_VALIDITY, LEAF_VALIDITY};
 pub use x509::{ca_trust_domain, inspect, verify_issued_by, CertInfo};
 

@@ -109,17 +109,21 @@ pub fn load(cert: &Path, key: &Path, roots: &Path, domain: &TrustDomain) -> Resu
 /// CA carrying a `spiffe://DOMAIN` URI SAN names it (what `meridian certs
 /// init-ca` writes); a bundle without one means the default domain. So a
 /// listener or client needs no trust-domain setting of its own.
-pub fn load_trusting(
-    cert: &Path,
-    key: &Path,
-    roots: &Path,
-) -> Result<(Loaded, TrustDomain), Error> {
-    let domain = certificates(roots)?
-        .iter()
-        .find_map(|der| crate::ca_trust_domain(der).ok())
-        .unwrap_or_default();
+pub fn load_trusting(cert: &Path, key: &Path, roots: &Path) -> Result<(Loaded, TrustDomain), Error> {
+    let domain = bundle_trust_domain(roots)?;
     let loaded = load(cert, key, roots, &domain)?;
     Ok((loaded, domain))
+}
+
+/// The trust domain a CA bundle speaks for: that of the first CA carrying
+/// a `spiffe://DOMAIN` URI SAN, else the default one (see
+/// [`load_trusting`]). For tools that write other programs' TLS settings
+/// (an Envoy bootstrap), which must match what the TLS layer will decide.
+pub fn bundle_trust_domain(roots: &Path) -> Result<TrustDomain, Error> {
+    Ok(certificates(roots)?
+        .iter()
+        .find_map(|der| crate::ca_trust_domain(der).ok())
+        .unwrap_or_default())
 }
 
 /// The `(label, DER)` of every PEM block in `bytes`.

@@ -49,6 +49,35 @@ impl Connector {
 
 type Io = TokioIo<TlsStream<TcpStream>>;
 
+/// How long [`Connector::probe`] waits for the server's first bytes.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Connector {
+    /// Whether `addr` takes this client's certificate, asked on a fresh
+    /// connection: the handshake, then a read of the server's first record.
+    /// In TLS 1.3 a server that refuses the client's certificate says so
+    /// only after the client's handshake is done, in an alert that a
+    /// request racing it often loses to a broken pipe; reading first gets
+    /// the alert itself. `Some(reason)` when TLS refused the connection
+    /// either way; `None` when the server spoke, or for any other failure.
+    /// For diagnosing a failed call only: it costs a connection.
+    pub async fn probe(&self, addr: &str) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let uri: http::Uri = plain_uri(addr).parse().ok()?;
+        let conn = match tower_service::Service::call(&mut self.clone(), uri).await {
+            Ok(c) => c,
+            Err(e) => return handshake_failure(&e),
+        };
+        let mut tls = conn.into_inner();
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(PROBE_WAIT, tls.read(&mut first)).await {
+            Ok(Err(e)) => handshake_failure(&e),
+            Ok(Ok(0)) => Some("the server closed the connection right after the handshake".into()),
+            Ok(Ok(_)) | Err(_) => None,
+        }
+    }
+}
+
 impl tower_service::Service<http::Uri> for Connector {
     type Response = Io;
     type Error = io::Error;
@@ -118,4 +147,33 @@ pub fn connect_lazy(endpoint: Endpoint, tls: Option<(&Arc<TlsSource>, Expect)>) 
         }
         None => endpoint.connect_lazy(),
     }
+}
+
+/// Why a connection failed in the TLS handshake, if that is what an
+/// error (a connect error, or a call's status) comes down to: our check
+/// of the server refused it, or the server refused our certificate (an
+/// alert, which TLS 1.3 delivers on the first read, so it surfaces in the
+/// first call). `None` for anything else (refused TCP, timeouts), so a
+/// CLI can tell "fix your certificates" from "nothing is listening".
+/// Meant for errors of TLS connections: an InvalidData I/O error counts.
+pub fn handshake_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if let Some(t) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return Some(t.to_string());
+            }
+            // rustls reports a received alert (the server refusing our
+            // certificate) as InvalidData with only its text; on a TLS
+            // connection nothing else is InvalidData at this layer.
+            if io.kind() == io::ErrorKind::InvalidData {
+                return Some(io.to_string());
+            }
+        }
+        cur = err.source();
+    }
+    None
 }

@@ -18,7 +18,7 @@ mod source;
 mod verify;
 
 pub use accept::{incoming, Caller, TlsConn};
-pub use connect::{connect, connect_lazy, plain_uri, Connector};
+pub use connect::{connect, connect_lazy, handshake_failure, plain_uri, Connector};
 pub use source::{reload_loop, Expect, Listener, TlsFiles, TlsSource, TlsStatus};
 
 /// Why TLS material could not be used. Each message names the file or the

@@ -69,6 +69,21 @@ pub struct BootstrapSpec {
     /// `metrics_service` stats sink, through the xDS cluster); `None`: no
     /// sink, and no traffic stats for rollouts from this Envoy.
     pub stats_flush_interval: Option<Duration>,
+    /// Mutual TLS to the controllers; `None` for plaintext (`--insecure`
+    /// controllers).
+    pub tls: Option<XdsTls>,
+}
+
+/// How an Envoy authenticates to the controllers and checks them: its own
+/// `proxy/GROUP` certificate, and the CA that must have issued a
+/// controller's. Paths are as Envoy sees them (they are not read here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdsTls {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+    /// The trust domain of the controllers' `spiffe://DOMAIN/node/ID`.
+    pub trust_domain: String,
 }
 
 impl BootstrapSpec {
@@ -92,6 +107,7 @@ impl BootstrapSpec {
             controller_admin: BTreeMap::new(),
             failover: Vec::new(),
             stats_flush_interval: Some(STATS_FLUSH_INTERVAL),
+            tls: None,
         }
     }
 }
@@ -159,6 +175,62 @@ fn priorities(
         .collect()
 }
 
+/// Label of the transport socket match the readiness checks use: a
+/// controller's admin listener (`/readyz`) is plain HTTP, while the xDS
+/// port is mutual TLS.
+const PLAIN_HEALTH_CHECK: &str = "meridian-plain-health-check";
+
+/// Adds mutual TLS to the controllers' cluster: Envoy presents its proxy
+/// certificate and accepts a controller only if the CA issued it and its
+/// URI SAN is a node identity of the trust domain. A host name is never
+/// checked: controllers are dialled by IP or by names that change, and
+/// their identity is `node/ID` (as the CLI and agents check them).
+fn add_xds_tls(cluster: &mut Value, health_check: &mut Value, tls: &XdsTls, http_checks: bool) {
+    let node_uri = format!(
+        "^spiffe://{}/node/[1-9][0-9]*$",
+        regex_escape(&tls.trust_domain)
+    );
+    cluster["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [{
+                    "certificate_chain": {"filename": tls.cert},
+                    "private_key": {"filename": tls.key},
+                }],
+                "validation_context": {
+                    "trusted_ca": {"filename": tls.ca},
+                    "match_typed_subject_alt_names": [{
+                        "san_type": "URI",
+                        "matcher": {"safe_regex": {"regex": node_uri}},
+                    }],
+                },
+            },
+        },
+    });
+    if http_checks {
+        // Without this the readiness checks would speak TLS to the plain
+        // admin port and every controller would look down.
+        cluster["transport_socket_matches"] = json!([{
+            "name": PLAIN_HEALTH_CHECK,
+            "match": {PLAIN_HEALTH_CHECK: true},
+            "transport_socket": {
+                "name": "envoy.transport_sockets.raw_buffer",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"},
+            },
+        }]);
+        health_check["transport_socket_match_criteria"] = json!({PLAIN_HEALTH_CHECK: true});
+    }
+}
+
+/// A trust domain's characters (`a-z0-9.-_`) with the regex meta character
+/// among them escaped.
+fn regex_escape(s: &str) -> String {
+    s.replace('.', "\\.")
+}
+
 /// The bootstrap, as JSON (Envoy reads it as JSON or YAML).
 pub fn bootstrap(s: &BootstrapSpec) -> Result<Value, BootstrapError> {
     let prio = priorities(
@@ -216,6 +288,27 @@ pub fn bootstrap(s: &BootstrapSpec) -> Result<Value, BootstrapError> {
     if !s.zone.is_empty() {
         locality["zone"] = json!(s.zone);
     }
+    let mut cluster = json!({
+        "name": XDS_CLUSTER,
+        "type": if all_ips { "STATIC" } else { "STRICT_DNS" },
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {
+                    // gRPC keepalive: a silently dead controller is noticed in seconds.
+                    "connection_keepalive": {"interval": "10s", "timeout": "5s"}
+                }}
+            }
+        },
+        "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": endpoints},
+    });
+    if let Some(tls) = &s.tls {
+        add_xds_tls(&mut cluster, &mut health_check, tls, readiness);
+    }
+    // Active checks move Envoy off a dead controller, and off a whole dead
+    // region to the next priority.
+    cluster["health_checks"] = json!([health_check]);
     let mut b = json!({
         "node": {"id": s.node_id, "cluster": s.group, "locality": locality},
         "admin": {"address": {"socket_address": {"address": s.admin_address, "port_value": s.admin_port}}},
@@ -232,26 +325,7 @@ pub fn bootstrap(s: &BootstrapSpec) -> Result<Value, BootstrapError> {
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"},
         },
-        "static_resources": {
-            "clusters": [{
-                "name": XDS_CLUSTER,
-                "type": if all_ips { "STATIC" } else { "STRICT_DNS" },
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": {"http2_protocol_options": {
-                            // gRPC keepalive: a silently dead controller is noticed in seconds.
-                            "connection_keepalive": {"interval": "10s", "timeout": "5s"}
-                        }}
-                    }
-                },
-                // Active checks move Envoy off a dead controller, and off a
-                // whole dead region to the next priority.
-                "health_checks": [health_check],
-                "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": endpoints},
-            }],
-        },
+        "static_resources": {"clusters": [cluster]},
     });
     add_stats_sink(s, &mut b)?;
     Ok(b)
@@ -439,5 +513,54 @@ mod tests {
         s.controller_admin
             .insert("10.0.0.2:18000".into(), "10.0.0.9".into());
         assert!(matches!(bootstrap(&s), Err(BootstrapError::NoPort(_))));
+    }
+
+    #[test]
+    fn tls_presents_the_proxy_certificate_and_checks_controllers_by_node_identity() {
+        let mut s = BootstrapSpec::new("e", "us", 9901, vec![ctl("us", "10.0.0.1:18000")]);
+        assert!(bootstrap(&s).unwrap()["static_resources"]["clusters"][0]
+            .get("transport_socket")
+            .is_none());
+        s.tls = Some(XdsTls {
+            cert: "/certs/proxy-default.pem".into(),
+            key: "/certs/proxy-default-key.pem".into(),
+            ca: "/certs/ca.pem".into(),
+            trust_domain: "corp.example".into(),
+        });
+        let c = bootstrap(&s).unwrap()["static_resources"]["clusters"][0].clone();
+        let ctx = &c["transport_socket"]["typed_config"]["common_tls_context"];
+        assert_eq!(
+            ctx["tls_certificates"][0]["certificate_chain"]["filename"],
+            "/certs/proxy-default.pem"
+        );
+        assert_eq!(
+            ctx["tls_certificates"][0]["private_key"]["filename"],
+            "/certs/proxy-default-key.pem"
+        );
+        let v = &ctx["validation_context"];
+        assert_eq!(v["trusted_ca"]["filename"], "/certs/ca.pem");
+        assert_eq!(
+            v["match_typed_subject_alt_names"],
+            json!([{"san_type": "URI", "matcher": {"safe_regex": {"regex": "^spiffe://corp\\.example/node/[1-9][0-9]*$"}}}])
+        );
+        // TCP checks go to the xDS port, over TLS like the stream.
+        assert!(c.get("transport_socket_matches").is_none());
+        assert!(c["health_checks"][0]
+            .get("transport_socket_match_criteria")
+            .is_none());
+
+        // Readiness checks go to the plain admin port.
+        s.controller_admin
+            .insert("10.0.0.1:18000".into(), "10.0.0.1:9000".into());
+        let c = bootstrap(&s).unwrap()["static_resources"]["clusters"][0].clone();
+        let criteria = &c["health_checks"][0]["transport_socket_match_criteria"];
+        assert_eq!(
+            &c["transport_socket_matches"][0]["match"], criteria,
+            "the health checks' criteria select the plain socket"
+        );
+        assert_eq!(
+            c["transport_socket_matches"][0]["transport_socket"]["name"],
+            "envoy.transport_sockets.raw_buffer"
+        );
     }
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod authorize;
 mod config;
 mod csds;
 mod error;
@@ -24,6 +25,7 @@ pub mod testing;
 pub mod types;
 mod view;
 
+pub use authorize::{Denied, StreamAuthorizer};
 pub use config::XdsConfig;
 pub use error::XdsError;
 pub use metrics::{Histogram, Variant, XdsMetrics};

@@ -46,6 +46,9 @@ pub struct XdsMetrics {
     /// New streams (and fetches) refused with UNAVAILABLE because the
     /// source was not ready (`SnapshotSource::ready`).
     pub refused_streams: AtomicU64,
+    /// New streams (and fetches) refused with PERMISSION_DENIED by the
+    /// [`StreamAuthorizer`](crate::StreamAuthorizer).
+    pub denied_streams: AtomicU64,
     pub debounce_merges: AtomicU64,
     pub pushes_in_flight: AtomicI64,
     /// Highest `pushes_in_flight` seen: shows the concurrency limit holds.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Semaphore};
 
+use crate::authorize::StreamAuthorizer;
 use crate::config::XdsConfig;
 use crate::metrics::XdsMetrics;
 use crate::source::SnapshotSource;
@@ -31,6 +32,8 @@ pub struct XdsServer {
 
 pub(crate) struct Inner {
     pub source: Arc<dyn SnapshotSource>,
+    /// None: every caller may view as any viewer.
+    pub authorizer: Option<Arc<dyn StreamAuthorizer>>,
     pub config: XdsConfig,
     pub identifier: Arc<str>,
     pub metrics: Arc<XdsMetrics>,
@@ -71,6 +74,16 @@ impl XdsServer {
     /// Starts the debounce task, so it must be called inside a Tokio runtime.
     /// `config.identifier` is what Envoy reports as `control_plane.identifier`.
     pub fn new(source: Arc<dyn SnapshotSource>, config: XdsConfig) -> XdsServer {
+        Self::with_authorizer(source, config, None)
+    }
+
+    /// As [`XdsServer::new`], with every new stream and fetch checked by
+    /// `authorizer` (which sees the connection's request extensions).
+    pub fn with_authorizer(
+        source: Arc<dyn SnapshotSource>,
+        config: XdsConfig,
+        authorizer: Option<Arc<dyn StreamAuthorizer>>,
+    ) -> XdsServer {
         let metrics = Arc::new(XdsMetrics::default());
         let changes = source.changes();
         let (push_tx, push) = watch::channel(*changes.borrow());
@@ -80,6 +93,7 @@ impl XdsServer {
             permits: Semaphore::new(config.push_concurrency.max(1)),
             views: Views::default(),
             source,
+            authorizer,
             metrics: metrics.clone(),
             registry: Mutex::new(BTreeMap::new()),
             push,

@@ -11,7 +11,7 @@ use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
 use meridian_proto::v1::config_service_client::ConfigServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::exit::{coded, UNAVAILABLE};
+use crate::exit::{coded, TLS_HANDSHAKE, UNAVAILABLE};
 
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7400";
 
@@ -73,7 +73,7 @@ impl Servers {
         Ok(self)
     }
 
-    async fn connect(&self, addr: &str) -> Result<Result<Channel, String>> {
+    async fn connect(&self, addr: &str) -> Result<Result<Channel, Tried>> {
         let ep = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| anyhow!("--server {addr:?}: not an address: {e}"))?
             .connect_timeout(Duration::from_secs(2))
@@ -83,9 +83,20 @@ impl Servers {
             .tls
             .as_ref()
             .map(|t| (t, meridian_tls::Expect::AnyNode));
-        Ok(meridian_tls::connect(ep, tls)
-            .await
-            .map_err(|e| format!("{addr} ({})", root_cause(&e))))
+        Ok(meridian_tls::connect(ep, tls).await.map_err(|e| Tried {
+            text: format!("{addr} ({})", root_cause(&e)),
+            tls: meridian_tls::handshake_failure(&e).is_some(),
+        }))
+    }
+
+    /// Why `addr` refused this client's TLS, when `st` is a transport
+    /// failure (a status made from a transport error, which carries a
+    /// source) that a probe shows to be one.
+    async fn refused_tls(&self, addr: &str, st: &tonic::Status) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        // A status the server sent has no source: only transport ones do.
+        std::error::Error::source(st)?;
+        meridian_tls::Connector::new(tls.clone(), meridian_tls::Expect::AnyNode).probe(addr).await
     }
 
     /// Connects to the first address that accepts a connection.
@@ -121,11 +132,26 @@ impl Servers {
             };
             match call(ch).await {
                 Ok(v) => return Ok(v),
-                Err(st) if st.code() == tonic::Code::Unavailable => {
-                    tried.push(format!("{addr} ({})", st.message()));
+                // The server refused our certificate (TLS 1.3 says so on
+                // the first read): try the next one, as for a refused connect.
+                Err(st) if meridian_tls::handshake_failure(&st).is_some() => {
+                    let why = meridian_tls::handshake_failure(&st).unwrap_or_default();
+                    tried.push(Tried { text: format!("{addr} ({why})"), tls: true });
+                }
+                Err(st) => {
+                    // A transport failure on a TLS connection may be the
+                    // server refusing our certificate, with its alert lost
+                    // to the request's broken pipe: ask the server again.
+                    if let Some(why) = self.refused_tls(addr, &st).await {
+                        tried.push(Tried { text: format!("{addr} ({why})"), tls: true });
+                        continue;
+                    }
+                    if st.code() != tonic::Code::Unavailable {
+                        return Err(status(st));
+                    }
+                    tried.push(Tried { text: format!("{addr} ({})", st.message()), tls: false });
                     last = Some(st);
                 }
-                Err(st) => return Err(status(st)),
             }
         }
         match last {
@@ -135,19 +161,42 @@ impl Servers {
             Some(st) => Err(status(tonic::Status::unavailable(format!(
                 "{} (tried {})",
                 st.message(),
-                tried.join(", ")
+                Tried::list(&tried)
             )))),
             None => Err(unreachable_error(&tried)),
         }
     }
 }
 
-fn unreachable_error(tried: &[String]) -> anyhow::Error {
+/// One controller that could not be used, and whether because of TLS.
+struct Tried {
+    text: String,
+    tls: bool,
+}
+
+impl Tried {
+    fn list(tried: &[Tried]) -> String {
+        tried.iter().map(|t| t.text.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Every controller failed. When each failed in the TLS handshake, the
+/// fix is the certificates, not the servers: say so, with its own code.
+fn unreachable_error(tried: &[Tried]) -> anyhow::Error {
+    if !tried.is_empty() && tried.iter().all(|t| t.tls) {
+        return coded(
+            TLS_HANDSHAKE,
+            format!(
+                "TLS handshake failed with every controller; tried {}. Check --ca (the CA that issued the controllers' certificates), --cert and --key (a certificate of that CA with an operator identity)",
+                Tried::list(tried)
+            ),
+        );
+    }
     coded(
         UNAVAILABLE,
         format!(
             "cannot reach any controller; tried {}. Is `meridian server` running? Set --server or MERIDIAN_SERVER",
-            tried.join(", ")
+            Tried::list(tried)
         ),
     )
 }

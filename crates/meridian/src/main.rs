@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(block_sigpipe)
         .build()
     {
         Ok(rt) => rt,
@@ -33,6 +34,24 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// With SIGPIPE's default disposition (above), a write to a socket the
+/// server closed would kill the CLI without a word: a server that refuses
+/// the client's certificate closes the TLS connection, and the writev of
+/// the next record raises SIGPIPE (writev has no MSG_NOSIGNAL). The
+/// runtime's threads, which do the network I/O, block it, so the write
+/// fails with EPIPE and the CLI reports the refusal; only printing from
+/// the main thread still ends quietly on a closed pipe.
+fn block_sigpipe() {
+    // SAFETY: a sigset_t filled by sigemptyset/sigaddset, applied to the
+    // calling thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 

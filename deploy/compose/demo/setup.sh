@@ -1,6 +1,7 @@
-# compose's `setup`: certificates (for mutual TLS, once `meridian server`
-# takes them) and each region's Envoy bootstrap, into shared volumes. Runs
-# on every `up`; keeps what exists.
+# compose's `setup`: the certificates of every controller, agent, Envoy
+# and of the admin operator `init` and the host's CLI use, and each
+# region's Envoy bootstrap (mutual TLS to its controllers), into shared
+# volumes. Runs on every `up`; keeps what exists.
 set -euo pipefail
 tls=/etc/meridian/tls
 shared=/etc/meridian/shared
@@ -15,10 +16,13 @@ if [ ! -f "$tls/ca.pem" ]; then
     meridian certs agent --dir "$tls" --cluster "compose-$r"
   done
   meridian certs envoy --dir "$tls" --group default
+  meridian certs operator --dir "$tls" --name compose-admin --role admin
 fi
 for rn in $regions; do
   r=${rn%:*}
   meridian bootstrap --node-id "envoy-$r" --region "$r" \
-    --controllers "$r=$r-1:7402,$r=$r-2:7402,$r=$r-3:7402" -O "$shared/envoy-$r.yaml"
+    --controllers "$r=$r-1:7402,$r=$r-2:7402,$r=$r-3:7402" \
+    --tls-cert "$tls/proxy-default.pem" --tls-key "$tls/proxy-default-key.pem" --tls-ca "$tls/ca.pem" \
+    -O "$shared/envoy-$r.yaml"
 done
 echo "setup: certificates in $tls, Envoy bootstraps in $shared"

@@ -282,7 +282,7 @@ fn controllers(c: &pb::ClusterStatusResponse) -> Vec<ControllerView> {
                 commit_index: s.commit_index,
                 lag,
                 revision: s.revision,
-                cert_not_after_unix: (s.cert_not_after_unix != 0).then_some(s.cert_not_after_unix),
+                cert_not_after_unix: s.certificates.iter().map(|c| c.not_after_unix).min(),
                 error: m.error.clone(),
             }
         })

@@ -36,7 +36,8 @@ impl XdsServer {
         variant: Variant,
         fixed: Option<&'static str>,
     ) -> Response<SotwStream> {
-        let rx = self.open_sotw_raw(req.into_inner(), variant, fixed);
+        let (_, peer, inbound) = req.into_parts();
+        let rx = self.open_sotw_raw(inbound, peer, variant, fixed);
         Response::new(Box::pin(
             ReceiverStream::new(rx).map(|r| r.map(|o| o.into_response())),
         ))
@@ -47,6 +48,7 @@ impl XdsServer {
     pub(crate) fn open_sotw_raw(
         &self,
         inbound: Streaming<DiscoveryRequest>,
+        peer: tonic::Extensions,
         variant: Variant,
         fixed: Option<&'static str>,
     ) -> mpsc::Receiver<Result<crate::stream::SotwOut, Status>> {
@@ -54,7 +56,7 @@ impl XdsServer {
         let inner = self.inner.clone();
         inner.metrics.stream_opened(variant);
         tokio::spawn(async move {
-            run::<Sotw>(inner.clone(), inbound, variant, fixed, tx).await;
+            run::<Sotw>(inner.clone(), inbound, peer, variant, fixed, tx).await;
             inner.metrics.stream_closed(variant);
         });
         rx
@@ -69,8 +71,9 @@ impl XdsServer {
         let (tx, rx) = mpsc::channel(self.inner.config.stream_buffer.max(1));
         let inner = self.inner.clone();
         inner.metrics.stream_opened(variant);
+        let (_, peer, inbound) = req.into_parts();
         tokio::spawn(async move {
-            run::<Delta>(inner.clone(), req.into_inner(), variant, fixed, tx).await;
+            run::<Delta>(inner.clone(), inbound, peer, variant, fixed, tx).await;
             inner.metrics.stream_closed(variant);
         });
         Response::new(Box::pin(
@@ -82,16 +85,17 @@ impl XdsServer {
     /// (all when none), nothing remembered.
     fn fetch(
         &self,
-        req: DiscoveryRequest,
+        req: Request<DiscoveryRequest>,
         type_url: &'static str,
     ) -> Result<DiscoveryResponse, Status> {
+        let (_, peer, req) = req.into_parts();
         if !req.type_url.is_empty() && req.type_url != type_url {
             return Err(Status::invalid_argument(format!(
                 "fetch of {} on the {type_url} service",
                 req.type_url
             )));
         }
-        crate::stream::admit(&self.inner, req.node.as_ref())?;
+        crate::stream::admit(&self.inner, req.node.as_ref(), &peer)?;
         let viewer = Viewer::from_node(req.node.as_ref(), &self.inner.config.region);
         let snap = self.inner.source.snapshot(&viewer);
         let mut sub = SotwSubscription::default();
@@ -151,8 +155,7 @@ macro_rules! per_type_service {
                 &self,
                 request: Request<DiscoveryRequest>,
             ) -> Result<Response<DiscoveryResponse>, Status> {
-                self.fetch(request.into_inner(), $type_url)
-                    .map(Response::new)
+                self.fetch(request, $type_url).map(Response::new)
             }
         }
     };

@@ -71,7 +71,8 @@ impl Service<http::Request<tonic::body::Body>> for AdsWire {
                 SOTW => {
                     let decoder = ProstDecoder::<DiscoveryRequest>::new(settings);
                     let streaming = Streaming::new_request(decoder, body, None, Some(max));
-                    let rx = server.open_sotw_raw(streaming, Variant::SotwAds, None);
+                    let peer = parts.extensions;
+                    let rx = server.open_sotw_raw(streaming, peer, Variant::SotwAds, None);
                     Ok(FramedBody::response(Box::pin(ReceiverStream::new(rx))))
                 }
                 DELTA => {

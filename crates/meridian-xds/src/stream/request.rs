@@ -22,13 +22,14 @@ pub(crate) fn on_request<P: Protocol>(
     inner: &Arc<Inner>,
     reg: &mut Option<Registration<P::Sub>>,
     req: P::Req,
+    peer: &tonic::Extensions,
     variant: Variant,
     fixed: Option<&'static str>,
     waiting: Option<Stage>,
 ) -> Result<Vec<P::Out>, Status> {
     let type_url = resolve_type(P::type_url(&req), fixed)?;
     if reg.is_none() {
-        admit(inner, P::node(&req))?;
+        admit(inner, P::node(&req), peer)?;
     }
     let reg = reg.get_or_insert_with(|| register(inner, P::node(&req), variant));
     let view = current_view(inner, &reg.state);
@@ -117,12 +118,31 @@ fn held<P: Protocol>(waiting: Option<Stage>, type_url: &str) -> bool {
     }
 }
 
-/// A new stream is served only when the source is ready for its viewer;
-/// otherwise it ends with UNAVAILABLE before anything is sent, so an Envoy
-/// keeps the config it has and retries (another server, after its
-/// back-off) instead of taking an empty or old state from this one.
-pub(crate) fn admit(inner: &Inner, node: Option<&Node>) -> Result<(), Status> {
+/// A new stream is served only when its caller may have its viewer
+/// (PERMISSION_DENIED otherwise: retrying cannot help) and the source is
+/// ready for it; otherwise it ends with UNAVAILABLE before anything is
+/// sent, so an Envoy keeps the config it has and retries (another server,
+/// after its back-off) instead of taking an empty or old state from this
+/// one.
+pub(crate) fn admit(
+    inner: &Inner,
+    node: Option<&Node>,
+    peer: &tonic::Extensions,
+) -> Result<(), Status> {
     let viewer = Viewer::from_node(node, &inner.config.region);
+    if let Some(auth) = &inner.authorizer {
+        auth.authorize(&viewer, peer).map_err(|why| {
+            XdsMetrics::inc(&inner.metrics.denied_streams);
+            tracing::warn!(
+                node = %node.map(|n| n.id.as_str()).unwrap_or(""),
+                region = %viewer.region,
+                group = %viewer.proxy_group,
+                reason = %why,
+                "xDS stream refused: permission denied"
+            );
+            Status::permission_denied(why.reason)
+        })?;
+    }
     inner.source.ready(&viewer).map_err(|why| {
         XdsMetrics::inc(&inner.metrics.refused_streams);
         tracing::info!(

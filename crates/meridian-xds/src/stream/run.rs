@@ -72,6 +72,7 @@ fn synced<S: SubscriptionState>(st: &StreamState<S>) -> bool {
 pub(crate) async fn run<P: Protocol>(
     inner: Arc<Inner>,
     mut inbound: tonic::Streaming<P::Req>,
+    peer: tonic::Extensions,
     variant: Variant,
     fixed: Option<&'static str>,
     tx: mpsc::Sender<Result<P::Out, Status>>,
@@ -107,7 +108,7 @@ pub(crate) async fn run<P: Protocol>(
                     }
                 };
                 let waiting = gate.map(|g| g.0);
-                match request::on_request::<P>(&inner, &mut reg, req, variant, fixed, waiting) {
+                match request::on_request::<P>(&inner, &mut reg, req, &peer, variant, fixed, waiting) {
                     Ok(outs) => {
                         if !send_all(&tx, outs).await {
                             break;

@@ -4,12 +4,13 @@
 //! too.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use meridian_proto::v1 as pb;
-use meridian_translate::bootstrap::{bootstrap, AdsVariant, BootstrapSpec};
+use meridian_pki::{bundle_trust_domain, TrustDomain};
+use meridian_translate::bootstrap::{bootstrap, AdsVariant, BootstrapSpec, XdsTls};
 use serde_json::Value;
 
 use super::Global;
@@ -50,6 +51,28 @@ pub struct BootstrapArgs {
     /// Write to this file instead of stdout.
     #[arg(long = "out", short = 'O')]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: EnvoyTlsArgs,
+}
+
+/// Mutual TLS between the Envoy and the controllers. Paths are as the Envoy
+/// sees them; they are read here only to learn the CA's trust domain.
+#[derive(clap::Args, Debug, Default)]
+pub struct EnvoyTlsArgs {
+    /// The Envoy's certificate (identity proxy/GROUP, GROUP = --group), PEM.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<String>,
+    /// The Envoy's private key, PEM.
+    #[arg(long, requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<String>,
+    /// The CA bundle that issued the controllers' certificates, PEM.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<String>,
+    /// Trust domain of the controllers' identities (spiffe://DOMAIN/node/ID);
+    /// default: read from --tls-ca when that file is readable here, else
+    /// meridian.local.
+    #[arg(long, requires = "tls_ca")]
+    pub tls_trust_domain: Option<String>,
 }
 
 /// `--stats-flush-interval`: a duration, or `off`.
@@ -113,6 +136,7 @@ pub async fn run(a: BootstrapArgs, g: &Global) -> Result<()> {
     };
     let mut spec = spec(&a, &controllers, &failover);
     spec.controller_admin = admin;
+    spec.tls = xds_tls(&a.tls)?;
     let yaml = serde_yaml_ng::to_string(&bootstrap(&spec)?)?;
     match &a.out {
         Some(p) => std::fs::write(p, yaml).with_context(|| format!("writing {}", p.display()))?,
@@ -152,6 +176,37 @@ async fn region_failover(g: &Global, region: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The TLS settings of the bootstrap, or `None` without `--tls-*` flags. A
+/// trust domain given by hand must agree with a CA file readable here: a
+/// mismatch would leave Envoy refusing every controller, silently.
+fn xds_tls(a: &EnvoyTlsArgs) -> Result<Option<XdsTls>> {
+    let (Some(cert), Some(key), Some(ca)) = (&a.tls_cert, &a.tls_key, &a.tls_ca) else {
+        return Ok(None);
+    };
+    let given = a
+        .tls_trust_domain
+        .as_deref()
+        .map(|d| TrustDomain::new(d).map_err(|e| anyhow::anyhow!("--tls-trust-domain: {e}")))
+        .transpose()?;
+    let local = Path::new(ca);
+    let from_ca =
+        if local.exists() { Some(bundle_trust_domain(local).with_context(|| format!("--tls-ca {ca}"))?) } else { None };
+    let domain = match (given, from_ca) {
+        (Some(g), Some(f)) if g != f => {
+            bail!("--tls-trust-domain {g} does not match the trust domain of --tls-ca {ca} ({f})")
+        }
+        (Some(d), _) | (None, Some(d)) => d,
+        (None, None) => {
+            eprintln!(
+                "note: --tls-ca {ca} is not readable here; assuming trust domain {} (set --tls-trust-domain)",
+                TrustDomain::default()
+            );
+            TrustDomain::default()
+        }
+    };
+    Ok(Some(XdsTls { cert: cert.clone(), key: key.clone(), ca: ca.clone(), trust_domain: domain.as_str().to_string() }))
+}
+
 /// The typed input of the generator, from the flags.
 fn spec(a: &BootstrapArgs, controllers: &[(String, String)], failover: &[String]) -> BootstrapSpec {
     BootstrapSpec {
@@ -170,5 +225,6 @@ fn spec(a: &BootstrapArgs, controllers: &[(String, String)], failover: &[String]
         controller_admin: BTreeMap::new(),
         failover: failover.to_vec(),
         stats_flush_interval: a.stats_flush_interval.0,
+        tls: None,
     }
 }

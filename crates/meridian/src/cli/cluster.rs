@@ -155,6 +155,8 @@ fn print_status(
     format: Format,
 ) -> Result<()> {
     let show_envoys = !envoys.is_empty() || format != Format::Table;
+    // A plaintext cluster has no certificates to show.
+    let show_certs = r.members.iter().filter_map(|m| m.status.as_ref()).any(|s| !s.certificates.is_empty());
     let members: Vec<serde_json::Value> = r
         .members
         .iter()
@@ -181,6 +183,12 @@ fn print_status(
                 "revision": s.as_ref().map(|s| s.revision),
                 "error": if m.error.is_empty() { None } else { Some(m.error.clone()) },
                 "envoys": envoys.get(&n.id).copied().unwrap_or(0),
+                "certificates": s.as_ref().map(|s| s.certificates.iter().map(|c| json!({
+                    "listener": c.listener,
+                    "identity": c.identity,
+                    "not_after": meridian_pki::format_utc(std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.not_after_unix.max(0) as u64)),
+                    "expires_in_seconds": c.expires_in_seconds,
+                })).collect::<Vec<_>>()),
             })
         })
         .collect();
@@ -245,6 +253,9 @@ fn print_status(
                     if show_envoys {
                         row.push(envoys.get(&n.id).copied().unwrap_or(0).to_string());
                     }
+                    if show_certs {
+                        row.push(m.status.as_ref().map(|s| cert_expiry(&s.certificates, format == Format::Wide)).unwrap_or_else(|| "-".into()));
+                    }
                     if format == Format::Wide {
                         row.push(n.peer_addr.clone());
                         row.push(n.admin_addr.clone());
@@ -269,6 +280,9 @@ fn print_status(
             if show_envoys {
                 headers.push("ENVOYS");
             }
+            if show_certs {
+                headers.push("CERT EXPIRY");
+            }
             if format == Format::Wide {
                 headers.extend(["PEER", "ADMIN", "ERROR"]);
             }
@@ -281,5 +295,33 @@ fn print_status(
             print!("{}", table(&headers, &rows));
             Ok(())
         }
+    }
+}
+
+/// The soonest expiry of a node's certificates and whose it is (`29d (xds)`),
+/// or, wide, each listener's (`peer 364d, api 364d, ...`).
+fn cert_expiry(certs: &[pb::CertificateStatus], every: bool) -> String {
+    if certs.is_empty() {
+        return "-".into();
+    }
+    if every {
+        return certs.iter().map(|c| format!("{} {}", c.listener, left(c.expires_in_seconds))).collect::<Vec<_>>().join(", ");
+    }
+    let soonest = certs.iter().min_by_key(|c| c.expires_in_seconds).expect("not empty");
+    let all_same = certs.iter().all(|c| c.expires_in_seconds / 86400 == soonest.expires_in_seconds / 86400);
+    if all_same {
+        left(soonest.expires_in_seconds)
+    } else {
+        format!("{} ({})", left(soonest.expires_in_seconds), soonest.listener)
+    }
+}
+
+/// Time left, coarse: days, else hours, else minutes; `EXPIRED` once past.
+fn left(seconds: i64) -> String {
+    match seconds {
+        s if s <= 0 => "EXPIRED".into(),
+        s if s >= 2 * 86400 => format!("{}d", s / 86400),
+        s if s >= 3600 => format!("{}h", s / 3600),
+        s => format!("{}m", (s / 60).max(1)),
     }
 }

@@ -28,7 +28,16 @@ fn member(id: u64, region: &str, role: &str, lag: &[(u64, u64)]) -> pb::MemberSt
             applied_index: 40,
             revision: 12,
             replication_lag: lag.iter().copied().collect(),
-            cert_not_after_unix: if id == 1 { 1_900_000_000 } else { 0 },
+            certificates: if id == 1 {
+                vec![pb::CertificateStatus {
+                    listener: "api".into(),
+                    identity: "node/1".into(),
+                    not_after_unix: 1_900_000_000,
+                    expires_in_seconds: 100,
+                }]
+            } else {
+                vec![]
+            },
             ..Default::default()
         }),
         error: String::new(),
@@ -63,6 +72,7 @@ fn proxy(node_id: &str, region: &str, states: &[(&str, &str)]) -> pb::ProxyInfo 
             .collect(),
         connected_ms: 1000,
         view_revision: 12,
+        ..Default::default()
     }
 }
 
@@ -123,6 +133,7 @@ fn parts() -> Parts {
                 ),
             ],
             errors: vec!["node 4: no answer within 2s".into()],
+            ..Default::default()
         })),
         history: Some(Ok(pb::HistoryResponse {
             entries: vec![
