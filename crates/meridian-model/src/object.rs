@@ -3,7 +3,10 @@ use serde::Serialize;
 use crate::{
     error::Errors,
     parse::spec_from_json,
-    spec::{ClusterSpec, ListenerSpec, PrivateKeyPem, RegionSpec, RouteSpec, SecretSpec, ServiceSpec, RolloutSpec},
+    spec::{
+        ClusterSpec, ListenerSpec, PrivateKeyPem, RegionSpec, RolloutSpec, RouteSpec, SecretSpec,
+        ServiceSpec,
+    },
     validate_name, Kind, ModelError, MAX_OBJECT_BYTES,
 };
 

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Deserializer};
 
 use crate::{
-    spec::{ClusterSpec, ListenerSpec, RegionSpec, RolloutSpec, RouteSpec, SecretSpec, ServiceSpec},
+    spec::{
+        ClusterSpec, ListenerSpec, RegionSpec, RolloutSpec, RouteSpec, SecretSpec, ServiceSpec,
+    },
     suggest::did_you_mean,
     Kind, ModelError, Object, Spec,
 };

@@ -53,7 +53,10 @@ impl RunState {
     /// Whether the run still holds its objects: no other write may touch
     /// them until it ends.
     pub fn is_active(self) -> bool {
-        matches!(self, RunState::Progressing | RunState::Paused | RunState::Halted)
+        matches!(
+            self,
+            RunState::Progressing | RunState::Paused | RunState::Halted
+        )
     }
 }
 
@@ -71,7 +74,9 @@ pub struct RolledObject {
 impl RolledObject {
     /// The previous value as an object; `Ok(None)` when it did not exist.
     pub fn previous_object(&self) -> Result<Option<Object>, ModelError> {
-        let Some(v) = &self.previous else { return Ok(None) };
+        let Some(v) = &self.previous else {
+            return Ok(None);
+        };
         let bytes = serde_json::to_vec(v).unwrap_or_default();
         Object::from_stored(self.kind.as_str(), &self.name, &bytes).map(Some)
     }
@@ -115,7 +120,11 @@ impl RolloutRun {
     }
 
     pub fn holds(&self, kind: Kind, name: &str) -> bool {
-        self.state.is_active() && self.objects.iter().any(|o| o.kind == kind && o.name == name)
+        self.state.is_active()
+            && self
+                .objects
+                .iter()
+                .any(|o| o.kind == kind && o.name == name)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -190,7 +199,10 @@ mod tests {
         assert!(r.serves_new("us-east", "edge"));
         assert!(r.serves_new("eu-west", "edge"));
         assert!(!r.serves_new("ap-south", "edge"));
-        assert!(!r.serves_new("elsewhere", "edge"), "unnamed proxies wait for completion");
+        assert!(
+            !r.serves_new("elsewhere", "edge"),
+            "unnamed proxies wait for completion"
+        );
         assert!(!run(RunState::Halted, 1).serves_new("us-east", "edge"));
         assert!(run(RunState::Complete, 2).serves_new("elsewhere", "edge"));
         assert!(r.holds(Kind::Route, "web"));
@@ -202,6 +214,8 @@ mod tests {
         let r = run(RunState::Paused, 2);
         assert_eq!(RolloutRun::from_bytes(&r.to_bytes()).unwrap(), r);
         let past = run(RunState::Progressing, 3);
-        assert!(RolloutRun::from_bytes(&past.to_bytes()).unwrap_err().starts_with("step:"));
+        assert!(RolloutRun::from_bytes(&past.to_bytes())
+            .unwrap_err()
+            .starts_with("step:"));
     }
 }

@@ -2,16 +2,16 @@
 //! unknown fields are errors. Defaults that translation applies are
 //! constants here so MODEL.md, translation and tests agree.
 
-mod listener;
 mod cluster;
+mod listener;
 mod region;
 mod rollout;
 mod route;
 mod secret;
 mod service;
 
-pub use listener::{ListenerProtocol, ListenerSpec, Tls};
 pub use cluster::{ClusterSpec, LeaseExpiry};
+pub use listener::{ListenerProtocol, ListenerSpec, Tls};
 pub use region::RegionSpec;
 pub use rollout::{Fraction, RolloutSpec, RolloutStep, MAX_STEPS};
 pub use route::{
@@ -20,10 +20,8 @@ pub use route::{
 };
 pub use secret::{PrivateKeyPem, SecretSpec};
 pub use service::{
-    StaticEndpoint,
     CircuitBreakers, Failover, HealthCheck, HealthCheckProtocol, LoadBalancing, OutlierDetection,
-    OutlierSettings,
-    Protocol, ServiceSpec,
+    OutlierSettings, Protocol, ServiceSpec, StaticEndpoint,
 };
 
 use crate::error::Errors;

@@ -12,6 +12,7 @@ use meridian_model::reported::{
     endpoint_set, split_endpoints_name, Lease, ReportedEndpoint, KIND_CLAIM, KIND_ENDPOINTS,
     KIND_LEASE,
 };
+use meridian_model::rollout_run::{RolloutRun, KIND_ROLLOUT_RUN};
 use meridian_model::{ConfigSet, EndpointSet, Object};
 use meridian_store::{ObjectKey, StateMachineStore};
 use meridian_translate::{translate, TranslateOptions};
@@ -82,6 +83,12 @@ struct Cache {
     config: Arc<ConfigSet>,
     endpoints: Arc<EndpointSet>,
     views: HashMap<Viewer, Arc<ViewSnapshot>>,
+    /// Runs that hold objects (progressing, paused, halted), by id.
+    runs: Arc<BTreeMap<String, RolloutRun>>,
+    /// The config as served to viewers that some runs have not reached yet,
+    /// keyed by those runs' ids: built once per revision and shared by
+    /// every viewer in the same position.
+    variants: HashMap<Vec<String>, Arc<ConfigSet>>,
     committed_at_ms: u64,
     /// Last good view per viewer, served when a translation fails.
     last_good: HashMap<Viewer, Arc<ViewSnapshot>>,
@@ -94,6 +101,7 @@ struct Parsed {
     config: ConfigSet,
     leases: BTreeMap<String, Lease>,
     reports: BTreeMap<(String, String), Vec<ReportedEndpoint>>,
+    runs: BTreeMap<String, RolloutRun>,
     /// Config objects are cloned into a new `ConfigSet` only when one of
     /// them changed; endpoint churn reuses the last one.
     config_changed: bool,
@@ -131,6 +139,20 @@ impl Parsed {
                 }
             }
             KIND_CLAIM => {}
+            KIND_ROLLOUT_RUN => {
+                self.config_changed = true;
+                self.runs.remove(&key.name);
+                if let Some(v) = value {
+                    match RolloutRun::from_bytes(v) {
+                        Ok(r) => {
+                            self.runs.insert(key.name.clone(), r);
+                        }
+                        Err(e) => {
+                            warn!(object = %key, error = %e, "stored rollout run does not parse")
+                        }
+                    }
+                }
+            }
             kind => {
                 self.config_changed = true;
                 if let Ok(k) = kind.parse() {
@@ -202,10 +224,51 @@ impl StoreSource {
         let p = &mut cache.parsed;
         if std::mem::take(&mut p.config_changed) {
             cache.config = Arc::new(p.config.clone());
+            let active = p.runs.iter().filter(|(_, r)| r.state.is_active());
+            cache.runs = Arc::new(active.map(|(k, r)| (k.clone(), r.clone())).collect());
         }
+        cache.variants.clear();
         cache.endpoints = Arc::new(endpoint_set(&cache.config, &p.leases, &p.reports));
         cache.revision = Some(revision);
         cache.views.clear();
+    }
+}
+
+impl StoreSource {
+    /// The config `viewer` is served: the stored one, with the objects of
+    /// every rollout that has not reached the viewer's step replaced by
+    /// their previous values (removed where they did not exist).
+    fn config_for(&self, cache: &mut Cache, viewer: &Viewer) -> Arc<ConfigSet> {
+        let behind: Vec<String> = cache
+            .runs
+            .iter()
+            .filter(|(_, r)| !r.serves_new(&viewer.region, &viewer.proxy_group))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if behind.is_empty() {
+            return cache.config.clone();
+        }
+        if let Some(c) = cache.variants.get(&behind) {
+            return c.clone();
+        }
+        let mut set = (*cache.config).clone();
+        for id in &behind {
+            for o in &cache.runs[id].objects {
+                set.remove_unchecked(o.kind, &o.name);
+                match o.previous_object() {
+                    Ok(Some(prev)) => {
+                        set.insert(prev);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(rollout = %id, object = %format!("{}/{}", o.kind, o.name), error = %e, "previous value does not parse; serving without it")
+                    }
+                }
+            }
+        }
+        let set = Arc::new(set);
+        cache.variants.insert(behind, set.clone());
+        set
     }
 }
 
@@ -223,12 +286,8 @@ impl SnapshotSource for StoreSource {
             region: viewer.region.clone(),
             proxy_group: Some(viewer.proxy_group.clone()),
         };
-        let view = match translate(
-            &cache.config,
-            &cache.endpoints,
-            &tv,
-            &TranslateOptions::default(),
-        ) {
+        let config = self.config_for(&mut cache, viewer);
+        let view = match translate(&config, &cache.endpoints, &tv, &TranslateOptions::default()) {
             Ok(resources) => {
                 let mut snap = ViewSnapshot {
                     revision: cache.revision.unwrap_or(0),

@@ -89,7 +89,9 @@ impl RolloutSpec {
     /// The first step whose proxies include (region, group); `None` for
     /// proxies no step names: they get the change when the rollout completes.
     pub fn step_of(&self, region: &str, proxy_group: &str) -> Option<usize> {
-        self.steps.iter().position(|s| s.matches(region, proxy_group))
+        self.steps
+            .iter()
+            .position(|s| s.matches(region, proxy_group))
     }
 
     pub(crate) fn validate(&self, errs: &mut Errors<'_>) {
@@ -121,7 +123,13 @@ impl RolloutSpec {
             for (j, g) in s.proxy_groups.iter().enumerate() {
                 check_ref_name(errs, &format!("{path}.proxyGroups[{j}]"), g);
             }
-            check_duration(errs, &format!("{path}.bakeTime"), s.bake_time, 1_000, 86_400_000);
+            check_duration(
+                errs,
+                &format!("{path}.bakeTime"),
+                s.bake_time,
+                1_000,
+                86_400_000,
+            );
         }
         check_duration(errs, "bakeTime", self.bake_time, 1_000, 86_400_000);
         if let Some(n) = self.min_requests {
@@ -224,22 +232,38 @@ mod tests {
         assert!(!f.exceeded_by(0, 0), "no requests: nothing to judge");
         assert!(spec(serde_json::json!({"steps": [], "maxErrorRate": 1.5})).is_err());
         assert!(spec(serde_json::json!({"steps": [], "maxErrorRate": 0.00001})).is_err());
-        let back = serde_json::to_string(&spec(serde_json::json!({"steps": [], "maxErrorRate": 0.05})).unwrap()).unwrap();
+        let back = serde_json::to_string(
+            &spec(serde_json::json!({"steps": [], "maxErrorRate": 0.05})).unwrap(),
+        )
+        .unwrap();
         assert_eq!(back, r#"{"steps":[],"maxErrorRate":0.05}"#);
     }
 
     #[test]
     fn invalid_policies_name_the_field() {
         let errs = errors(spec(serde_json::json!({"steps": []})).unwrap());
-        assert_eq!(errs, vec!["rollout/canary: steps: at least one step is required"]);
+        assert_eq!(
+            errs,
+            vec!["rollout/canary: steps: at least one step is required"]
+        );
         let errs = errors(
             spec(serde_json::json!({
                 "steps": [{"regions": ["us-east"]}, {}, {"regions": ["us-east"], "bakeTime": "10ms"}],
             }))
             .unwrap(),
         );
-        assert!(errs.contains(&"rollout/canary: steps[1]: name at least one of regions or proxyGroups".to_string()), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("rollout/canary: steps[2].regions[0]: region \"us-east\" is already")), "{errs:?}");
+        assert!(
+            errs.contains(
+                &"rollout/canary: steps[1]: name at least one of regions or proxyGroups"
+                    .to_string()
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e
+                .starts_with("rollout/canary: steps[2].regions[0]: region \"us-east\" is already")),
+            "{errs:?}"
+        );
         assert!(errs.iter().any(|e| e.starts_with("rollout/canary: steps[2].bakeTime: must be between 1s and")), "{errs:?}");
         assert_eq!(Kind::Rollout.as_str(), "rollout");
     }

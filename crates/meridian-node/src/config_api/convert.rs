@@ -96,6 +96,18 @@ pub(super) fn txn_from_pb(req: &pb::TxnRequest) -> Result<Txn, ApiError> {
             }
         }
     }
+    // Runs are written only with the objects they hold, by the rollout
+    // service and controller: a client's write could free or seize objects.
+    if let Some((i, _)) = ops
+        .iter()
+        .enumerate()
+        .find(|(_, op)| op.key().kind == meridian_model::rollout_run::KIND_ROLLOUT_RUN)
+    {
+        return Err(ApiError::Invalid(format!(
+            "ops[{i}].kind: {} is the controllers' record of a rollout; use `meridian rollout`",
+            meridian_model::rollout_run::KIND_ROLLOUT_RUN
+        )));
+    }
     crate::request_ids::check_public(&req.request_id)?;
     let request_id = if req.request_id.is_empty() {
         new_request_id()
