@@ -10,6 +10,7 @@ use std::time::Duration;
 use meridian_peer::{Activity, Faults, PeerNetworkFactory, PeerService};
 use meridian_proto::v1::agent_service_server::AgentServiceServer;
 use meridian_proto::v1::internal_service_server::InternalServiceServer;
+use meridian_proto::v1::rollout_service_server::RolloutServiceServer;
 use meridian_proto::v1::{
     cluster_service_server::ClusterServiceServer, config_service_server::ConfigServiceServer,
 };
@@ -213,6 +214,25 @@ impl Node {
             .map_err(|e| format!("peer listener: {e}"))
         });
 
+        let rollout_runs =
+            crate::rollout::Runs::new(sm.clone(), config_writes.clone(), write_metrics.clone());
+        let rollout_svc = RolloutServiceServer::new(crate::rollout_api::RolloutApi::new(
+            router.clone(),
+            rollout_runs.clone(),
+        ));
+        let membership = Membership::new(raft.clone(), sm.clone(), write_timeout);
+        tasks.spawn(crate::rollout::run(
+            leadership.clone(),
+            rollout_runs,
+            crate::rollout::Fleet {
+                router: router.clone(),
+                membership: membership.clone(),
+                proxies: proxies.clone(),
+                me: config.node_id,
+            },
+            crate::rollout::NoTrafficStats,
+            shutdown.clone(),
+        ));
         let config_svc = ConfigServiceServer::new(ConfigApi::new(
             router.clone(),
             config_writes,
@@ -223,7 +243,7 @@ impl Node {
         .max_encoding_message_size(256 * 1024 * 1024);
         let cluster_svc = ClusterServiceServer::new(ClusterApi::new(
             router.clone(),
-            Membership::new(raft.clone(), sm.clone(), write_timeout),
+            membership,
             status.clone(),
             proxies,
             sm.clone(),
@@ -266,6 +286,7 @@ impl Node {
                 .layer(AuthzLayer)
                 .add_service(config_svc)
                 .add_service(cluster_svc)
+                .add_service(rollout_svc)
                 .add_service(agent_svc)
                 .add_service(csds_svc);
             match api_tls {

@@ -72,7 +72,7 @@ pub(super) fn key_from_pb(key: Option<pb::ObjectKey>, field: &str) -> Result<Obj
     Ok(ObjectKey::new(key.kind, key.name))
 }
 
-pub(super) fn txn_from_pb(req: &pb::TxnRequest) -> Result<Txn, ApiError> {
+pub(crate) fn txn_from_pb(req: &pb::TxnRequest) -> Result<Txn, ApiError> {
     let mut ops = Vec::with_capacity(req.ops.len());
     for (i, op) in req.ops.iter().enumerate() {
         match &op.op {
