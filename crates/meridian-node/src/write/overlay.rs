@@ -327,7 +327,13 @@ impl Overlay {
                 .iter()
                 .find(|(id, r)| id.as_str() != except && r.holds(kind, name))
         };
-        for c in changes {
+        // Runs first: a rollout that starts on held objects is told which
+        // rollout holds them.
+        let runs_first = changes
+            .iter()
+            .filter(|c| matches!(c, Change::Run(..)))
+            .chain(changes.iter().filter(|c| !matches!(c, Change::Run(..))));
+        for c in runs_first {
             let (kind, name) = match c {
                 Change::Put(o) => (o.kind, o.name.as_str()),
                 Change::Delete(k, n) => (*k, n.as_str()),
