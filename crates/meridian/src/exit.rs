@@ -11,6 +11,8 @@ pub const UNAVAILABLE: u8 = 6;
 pub const NACKED: u8 = 7;
 /// `apply --wait`: some Envoy did not ACK the new config in time.
 pub const WAIT_TIMEOUT: u8 = 8;
+/// `apply --rollout --wait`: the rollout halted, was rolled back or aborted.
+pub const ROLLOUT_HALTED: u8 = 9;
 
 /// An error that carries its own exit code.
 #[derive(Debug, thiserror::Error)]
