@@ -259,13 +259,14 @@ impl Runs {
             updated_at_ms: now,
             ..run.clone()
         };
-        if state == RunState::RolledBack {
+        let result = self
+            .write(id, stored, &next, self.restore_ops(run), state.as_str())
+            .await;
+        // Counted once the halt is written (as a rollback, or a halt below).
+        if state == RunState::RolledBack && matches!(result, Ok(_) | Err(ApiError::Invalid(_))) {
             self.metrics.rollout_halts.fetch_add(1, Ordering::Relaxed);
         }
-        match self
-            .write(id, stored, &next, self.restore_ops(run), state.as_str())
-            .await
-        {
+        match result {
             Ok(rev) => {
                 info!(rollout = %id, policy = %run.policy, step = run.step + 1, state = state.as_str(), reason = %reason, revision = rev, "rollout rolled back");
                 Ok((next, rev))
