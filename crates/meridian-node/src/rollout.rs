@@ -12,6 +12,10 @@
 //! made of the run id, that revision and the action, so a leader change
 //! halfway through applies a transition once, and the new leader resumes
 //! from the step the log holds.
+//!
+//! Long because the transitions, the controller and the rule it applies
+//! (with its unit tests against a fake error source) belong together: one
+//! file shows every way a run moves.
 
 use std::collections::BTreeSet;
 use std::future::Future;
