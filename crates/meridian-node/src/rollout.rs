@@ -1,3 +1,7 @@
+//! Long because the transitions, the controller and the rule it applies
+//! (with its unit tests against a fake error source) belong together: one
+//! file shows every way a run moves.
+//!
 //! Progressive rollouts: the run records (`rolloutrun/<id>`, see
 //! `meridian_model::rollout_run`), the transitions an operator or the
 //! controller makes to them, and the controller itself, which runs on the
@@ -12,10 +16,6 @@
 //! made of the run id, that revision and the action, so a leader change
 //! halfway through applies a transition once, and the new leader resumes
 //! from the step the log holds.
-//!
-//! Long because the transitions, the controller and the rule it applies
-//! (with its unit tests against a fake error source) belong together: one
-//! file shows every way a run moves.
 
 use std::collections::BTreeSet;
 use std::future::Future;

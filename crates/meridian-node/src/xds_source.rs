@@ -1,3 +1,6 @@
+//! Long because its tests build real store states (change catch-up,
+//! rollouts' per-viewer variants) next to the cache they check.
+//!
 //! The adapter between the replicated store and the xDS server: implements
 //! the xDS crate's `SnapshotSource` by translating the local replica's config
 //! for each viewer, once per store revision, shared by every stream of that
@@ -510,6 +513,104 @@ mod tests {
         }
         let full_reads = live.cache.lock().unwrap().full_reads;
         assert_eq!(full_reads, 1, "only the first build reads everything");
+    }
+    fn listener_names(src: &StoreSource, region: &str) -> Vec<String> {
+        let viewer = Viewer {
+            region: region.to_string(),
+            proxy_group: "default".to_string(),
+        };
+        let snap = src.snapshot(&viewer);
+        snap.by_type
+            .iter()
+            .filter(|(t, _)| t.ends_with("Listener"))
+            .flat_map(|(_, rs)| rs.values().map(|r| r.name.to_string()))
+            .collect()
+    }
+
+    /// A viewer a rollout has reached is served the stored config; the
+    /// others the rollout's objects at their previous values (absent ones
+    /// removed); once the run ends, everyone gets what is stored.
+    #[tokio::test]
+    async fn viewers_not_reached_by_a_rollout_get_the_previous_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachineStore::open(&dir.path().join("snapshots"))
+            .await
+            .unwrap();
+        let route = serde_json::json!({"hosts": ["*"], "rules": [{"directResponse": {"status": 200, "body": "v1"}}]});
+        let listener = |port: u16| serde_json::json!({"address": "127.0.0.1", "port": port, "routes": ["web"]});
+        apply(
+            &mut sm,
+            1,
+            true,
+            vec![
+                put("route", "web", route.clone()),
+                put("listener", "old", listener(8001)),
+            ],
+        )
+        .await;
+        let run = |state: &str| {
+            serde_json::json!({
+                "policy": "regions",
+                "spec": {"steps": [{"regions": ["us-east"]}, {"regions": ["eu-west"]}]},
+                "objects": [
+                    {"kind": "listener", "name": "old", "previous": listener(8001)},
+                    {"kind": "listener", "name": "new"},
+                ],
+                "step": 0, "state": state,
+                "startedAtMs": 1, "stepStartedAtMs": 1, "updatedAtMs": 1,
+            })
+        };
+        apply(
+            &mut sm,
+            2,
+            true,
+            vec![
+                put("listener", "old", listener(8002)),
+                put("listener", "new", listener(8003)),
+                put(KIND_ROLLOUT_RUN, "regions-1", run("progressing")),
+            ],
+        )
+        .await;
+        let src = StoreSource::new(sm.clone(), XdsGate::default());
+        let reached = listener_names(&src, "us-east");
+        let behind = listener_names(&src, "eu-west");
+        assert!(reached.iter().any(|n| n.contains("new")), "{reached:?}");
+        assert!(!behind.iter().any(|n| n.contains("new")), "{behind:?}");
+        let port_of = |region: &str| {
+            let viewer = Viewer {
+                region: region.into(),
+                proxy_group: "default".into(),
+            };
+            let snap = src.snapshot(&viewer);
+            let (_, rs) = snap
+                .by_type
+                .iter()
+                .find(|(t, _)| t.ends_with("Listener"))
+                .unwrap();
+            let r = rs.values().find(|r| r.name.contains("old")).unwrap();
+            format!("{:?}", r.resource.value)
+        };
+        assert_ne!(
+            port_of("us-east"),
+            port_of("eu-west"),
+            "both served the same listener/old"
+        );
+        assert_eq!(
+            port_of("eu-west"),
+            port_of("ap-south"),
+            "viewers behind share one variant"
+        );
+        assert_eq!(src.cache.lock().unwrap().variants.len(), 1);
+        apply(
+            &mut sm,
+            3,
+            true,
+            vec![put(KIND_ROLLOUT_RUN, "regions-1", run("complete"))],
+        )
+        .await;
+        assert!(listener_names(&src, "eu-west")
+            .iter()
+            .any(|n| n.contains("new")));
     }
 }
 
