@@ -41,8 +41,8 @@ struct Bed {
     envoys: Vec<Envoy>,
 }
 
-/// The cluster, the policies (`regions`: one region per step, 2 s bake;
-/// `slow`: the same with 15 s), generation v1 everywhere, and the Envoys.
+/// The cluster, the policies (one region per step; `regions` bakes 2 s,
+/// `slow` 15 s, `manual` 24 h), generation v1 everywhere, and the Envoys.
 async fn bed() -> Bed {
     let c = Cluster::start(
         3,
@@ -60,6 +60,7 @@ async fn bed() -> Bed {
     let mut docs = vec![
         json!({"kind": "rollout", "name": "regions", "spec": {"steps": steps, "bakeTime": "2s"}}),
         json!({"kind": "rollout", "name": "slow", "spec": {"steps": steps, "bakeTime": "15s"}}),
+        json!({"kind": "rollout", "name": "manual", "spec": {"steps": steps, "bakeTime": "24h"}}),
         route("v1"),
     ];
     for (g, p) in GROUPS.iter().zip(&ports) {
@@ -106,6 +107,25 @@ impl Bed {
             .unwrap_or_else(|| panic!("no rollout {id}"))
     }
 
+    /// Waits until the regions before `reached` serve `new` and checks that
+    /// the others still serve `old`.
+    async fn staged(&self, reached: usize, new: &str, old: &str) {
+        for i in 0..reached {
+            eventually("a reached region to serve the change", CONVERGE, || async {
+                (self.body(i).await.as_deref() == Some(new)).then_some(())
+            })
+            .await;
+        }
+        for i in reached..3 {
+            assert_eq!(
+                self.body(i).await.as_deref(),
+                Some(old),
+                "{} got the change before its step",
+                REGIONS[i]
+            );
+        }
+    }
+
     /// Starts a rollout of generation `body` under `policy`; its id.
     fn start(&self, body: &str, policy: &str) -> String {
         let f = write(&self.c, &format!("{body}.json"), json!([route(body)]));
@@ -122,10 +142,8 @@ impl Bed {
 
     /// Observes traffic and status until the rollout `id` completes: a
     /// region serves the new generation only once its step is reached
-    /// (status read after the request, and steps only move forward), and
-    /// at some point earlier regions had it while later ones did not.
-    async fn watch_promotions(&self, id: &str, new: &str) -> bool {
-        let mut staged = false;
+    /// (status read after the request, and steps only move forward).
+    async fn watch_promotions(&self, id: &str, new: &str) {
         for _ in 0..600 {
             let mut seen = Vec::new();
             for i in 0..3 {
@@ -146,9 +164,8 @@ impl Bed {
                     step + 1
                 );
             }
-            staged |= seen[0] && !seen[2];
             if complete && seen.iter().all(|s| *s) {
-                return staged;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -165,7 +182,7 @@ impl Bed {
 async fn rollouts_promote_region_by_region_refuse_overlaps_and_roll_back_nacks() {
     let bed = bed().await;
     let c = &bed.c;
-    let id = bed.start("v2", "regions");
+    let id = bed.start("v2", "manual");
     ok(&c.cli(&["rollout", "pause", &id]), "pause");
     assert_eq!(bed.rollout(&id)["state"], "paused");
 
@@ -210,12 +227,27 @@ async fn rollouts_promote_region_by_region_refuse_overlaps_and_roll_back_nacks()
     let status: Value =
         serde_json::from_str(&ok(&c.cli(&["status", "-o", "json"]), "status")).unwrap();
     assert_eq!(status["rollouts"][0]["id"], id.as_str(), "{status}");
-
     ok(&c.cli(&["rollout", "resume", &id]), "resume");
-    assert!(
-        bed.watch_promotions(&id, "v2").await,
-        "no moment where us-east had v2 and ap-south did not"
+
+    // Step by step (promoted by hand: the policy bakes 24 h).
+    bed.staged(1, "v2", "v1").await;
+    ok(&c.cli(&["rollout", "promote", &id]), "promote");
+    bed.staged(2, "v2", "v1").await;
+    ok(
+        &c.cli(&["rollout", "promote"]),
+        "promote the one active rollout",
     );
+    bed.staged(3, "v2", "v1").await;
+    assert_eq!(
+        bed.rollout(&id)["state"],
+        "progressing",
+        "the last step bakes too"
+    );
+    ok(
+        &c.cli(&["rollout", "promote", &id]),
+        "promote the last step",
+    );
+    assert_eq!(bed.rollout(&id)["state"], "complete");
     // Ended: the object is free again.
     ok(
         &c.cli(&[
@@ -227,6 +259,10 @@ async fn rollouts_promote_region_by_region_refuse_overlaps_and_roll_back_nacks()
         ]),
         "put after completion",
     );
+
+    // On its own, 2 s a step: never a region before its step.
+    let id = bed.start("v3", "regions");
+    bed.watch_promotions(&id, "v3").await;
 
     // NACK: Envoy cannot bind 192.0.2.1 (TEST-NET-1); the model accepts it.
     let bad = json!([{"kind": "listener", "name": "unbindable", "spec": {"address": "192.0.2.1", "port": meridian_tests::ports::free_port(), "routes": ["web"]}}]);
@@ -266,7 +302,7 @@ async fn rollouts_promote_region_by_region_refuse_overlaps_and_roll_back_nacks()
             "{} saw the bad listener",
             REGIONS[i]
         );
-        assert_eq!(bed.body(i).await.as_deref(), Some("v2"));
+        assert_eq!(bed.body(i).await.as_deref(), Some("v3"));
     }
     eventually(
         "us-east back in sync after the rollback",
@@ -302,6 +338,11 @@ async fn rollouts_promote_region_by_region_refuse_overlaps_and_roll_back_nacks()
         );
     }
     assert_eq!(halts, 1);
+    assert_eq!(
+        bed.body(0).await.as_deref(),
+        Some("v3"),
+        "us-east is back on the config before the change"
+    );
 }
 
 /// The leader killed mid-rollout: the new leader continues the same run
