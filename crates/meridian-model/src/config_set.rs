@@ -228,7 +228,9 @@ fn references(obj: &Object) -> Vec<(String, Kind, String)> {
                 out.push((format!("failover[{i}]"), Kind::Region, name.clone()));
             }
         }
-        Spec::Secret(_) | Spec::Cluster(_) => {}
+        // A policy names regions and proxy groups of proxies, which need no
+        // Region object to exist.
+        Spec::Secret(_) | Spec::Cluster(_) | Spec::Rollout(_) => {}
     }
     out
 }

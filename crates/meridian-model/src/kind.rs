@@ -14,16 +14,18 @@ pub enum Kind {
     Secret,
     Region,
     Cluster,
+    Rollout,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Service,
         Kind::Route,
         Kind::Listener,
         Kind::Secret,
         Kind::Region,
         Kind::Cluster,
+        Kind::Rollout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::Secret => "secret",
             Kind::Region => "region",
             Kind::Cluster => "cluster",
+            Kind::Rollout => "rollout",
         }
     }
 }

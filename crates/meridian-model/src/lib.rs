@@ -23,6 +23,7 @@ mod object;
 mod parse;
 mod pem;
 pub mod reported;
+pub mod rollout_run;
 pub mod spec;
 mod suggest;
 
@@ -35,5 +36,6 @@ pub use name::{validate_name, MAX_NAME_LEN, MAX_OBJECT_BYTES};
 pub use object::{Object, Spec};
 pub use parse::{parse_documents, parse_documents_located};
 pub use spec::{
-    ClusterSpec, LeaseExpiry, ListenerSpec, RegionSpec, RouteSpec, SecretSpec, ServiceSpec,
+    ClusterSpec, LeaseExpiry, ListenerSpec, RegionSpec, RolloutSpec, RouteSpec, SecretSpec,
+    ServiceSpec,
 };

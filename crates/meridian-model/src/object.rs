@@ -4,7 +4,8 @@ use crate::{
     error::Errors,
     parse::spec_from_json,
     spec::{
-        ClusterSpec, ListenerSpec, PrivateKeyPem, RegionSpec, RouteSpec, SecretSpec, ServiceSpec,
+        ClusterSpec, ListenerSpec, PrivateKeyPem, RegionSpec, RolloutSpec, RouteSpec, SecretSpec,
+        ServiceSpec,
     },
     validate_name, Kind, ModelError, MAX_OBJECT_BYTES,
 };
@@ -25,6 +26,7 @@ pub enum Spec {
     Secret(SecretSpec),
     Region(RegionSpec),
     Cluster(ClusterSpec),
+    Rollout(RolloutSpec),
 }
 
 impl Spec {
@@ -36,6 +38,7 @@ impl Spec {
             Spec::Secret(_) => Kind::Secret,
             Spec::Region(_) => Kind::Region,
             Spec::Cluster(_) => Kind::Cluster,
+            Spec::Rollout(_) => Kind::Rollout,
         }
     }
 
@@ -49,6 +52,7 @@ impl Spec {
             Spec::Secret(s) => serde_json::to_value(s),
             Spec::Region(s) => serde_json::to_value(s),
             Spec::Cluster(s) => serde_json::to_value(s),
+            Spec::Rollout(s) => serde_json::to_value(s),
         };
         v.unwrap_or(serde_json::Value::Null)
     }
@@ -106,6 +110,7 @@ impl Object {
             Spec::Secret(s) => s.validate(now_unix, &mut errs),
             Spec::Region(s) => s.validate(&self.name, &mut errs),
             Spec::Cluster(s) => s.validate(&mut errs),
+            Spec::Rollout(s) => s.validate(&mut errs),
         }
         errs.list
     }

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Deserializer};
 
 use crate::{
-    spec::{ClusterSpec, ListenerSpec, RegionSpec, RouteSpec, SecretSpec, ServiceSpec},
+    spec::{
+        ClusterSpec, ListenerSpec, RegionSpec, RolloutSpec, RouteSpec, SecretSpec, ServiceSpec,
+    },
     suggest::did_you_mean,
     Kind, ModelError, Object, Spec,
 };
@@ -309,6 +311,7 @@ fn decode<'de, D: Deserializer<'de>>(
         Kind::Secret => go!(SecretSpec, Secret),
         Kind::Region => go!(RegionSpec, Region),
         Kind::Cluster => go!(ClusterSpec, Cluster),
+        Kind::Rollout => go!(RolloutSpec, Rollout),
     })
 }
 

@@ -5,6 +5,7 @@
 mod cluster;
 mod listener;
 mod region;
+mod rollout;
 mod route;
 mod secret;
 mod service;
@@ -12,6 +13,7 @@ mod service;
 pub use cluster::{ClusterSpec, LeaseExpiry};
 pub use listener::{ListenerProtocol, ListenerSpec, Tls};
 pub use region::RegionSpec;
+pub use rollout::{Fraction, RolloutSpec, RolloutStep, MAX_STEPS};
 pub use route::{
     Backend, Backoff, DirectResponse, HeaderMatch, HeaderOps, HeaderValue, Match, Mirror,
     PathMatch, QueryMatch, Redirect, Retries, Rewrite, RouteSpec, Rule,

@@ -144,6 +144,7 @@ async fn metrics(State(s): State<Arc<Admin>>) -> impl IntoResponse {
         );
     }
     s.write_metrics.render(&mut out);
+    crate::rollout::render_metrics(&s.sm, &s.write_metrics, &mut out);
     render_xds(&s, &mut out);
     render_agents(&s, &mut out);
     ([("content-type", "text/plain; version=0.0.4")], out)

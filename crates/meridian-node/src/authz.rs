@@ -55,6 +55,12 @@ const RULES: &[Rule] = &[
     rule("/meridian.v1.ClusterService/AddNode", Admin, false),
     rule("/meridian.v1.ClusterService/RemoveNode", Admin, false),
     rule("/meridian.v1.ClusterService/Snapshot", Admin, false),
+    rule("/meridian.v1.RolloutService/ListRollouts", Viewer, false),
+    rule("/meridian.v1.RolloutService/StartRollout", Editor, false),
+    rule("/meridian.v1.RolloutService/PromoteRollout", Editor, false),
+    rule("/meridian.v1.RolloutService/PauseRollout", Editor, false),
+    rule("/meridian.v1.RolloutService/ResumeRollout", Editor, false),
+    rule("/meridian.v1.RolloutService/AbortRollout", Editor, false),
     // The agents' upward protocol: agents only (their cluster is checked
     // by the session); operators have no business there.
     rule("/meridian.v1.AgentService/Report", Admin, true),
@@ -202,6 +208,7 @@ mod tests {
             include_str!("../../../proto/meridian/v1/config.proto"),
             include_str!("../../../proto/meridian/v1/cluster.proto"),
             include_str!("../../../proto/meridian/v1/agent.proto"),
+            include_str!("../../../proto/meridian/v1/rollout.proto"),
         ] {
             all.extend(methods(proto));
         }

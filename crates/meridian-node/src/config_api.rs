@@ -20,7 +20,8 @@ use tracing::info;
 use crate::error::ApiError;
 use crate::routing::{forwarded, mark_forwarded, Router, Target};
 use crate::write::ConfigWrites;
-use convert::{is_config_kind, key_from_pb, to_pb_object, txn_from_pb, visible_value};
+pub(crate) use convert::txn_from_pb;
+use convert::{is_config_kind, key_from_pb, to_pb_object, visible_value};
 
 pub(crate) struct ConfigApi {
     router: Router,

@@ -36,6 +36,8 @@ mod node;
 mod proxy_status;
 mod request_ids;
 mod retry;
+mod rollout;
+mod rollout_api;
 mod routing;
 mod status;
 pub mod tls;

@@ -17,6 +17,8 @@ pub(crate) struct WriteMetrics {
     pub agent_updates: AtomicU64,
     pub agent_nacks: AtomicU64,
     pub lease_expiries: AtomicU64,
+    /// Rollouts halted and rolled back by this node as leader.
+    pub rollout_halts: AtomicU64,
     pub snapshots: AtomicU64,
     pub purges: AtomicU64,
     /// The node's TLS sources, set once at start (none when plaintext):

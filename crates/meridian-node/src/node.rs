@@ -10,6 +10,7 @@ use std::time::Duration;
 use meridian_peer::{Activity, Faults, PeerNetworkFactory, PeerService};
 use meridian_proto::v1::agent_service_server::AgentServiceServer;
 use meridian_proto::v1::internal_service_server::InternalServiceServer;
+use meridian_proto::v1::rollout_service_server::RolloutServiceServer;
 use meridian_proto::v1::{
     cluster_service_server::ClusterServiceServer, config_service_server::ConfigServiceServer,
 };
@@ -231,6 +232,8 @@ impl Node {
             .map_err(|e| format!("peer listener: {e}"))
         });
 
+        let rollout_runs =
+            crate::rollout::Runs::new(sm.clone(), config_writes.clone(), write_metrics.clone());
         // Shared with the status page, which asks them in process.
         let config_api = Arc::new(ConfigApi::new(
             router.clone(),
@@ -246,6 +249,22 @@ impl Node {
             write_metrics.clone(),
             Some((router.clone(), membership.clone())),
         );
+        let rollout_svc = RolloutServiceServer::new(crate::rollout_api::RolloutApi::new(
+            router.clone(),
+            rollout_runs.clone(),
+        ));
+        tasks.spawn(crate::rollout::run(
+            leadership.clone(),
+            rollout_runs,
+            crate::rollout::Fleet {
+                router: router.clone(),
+                membership: membership.clone(),
+                proxies: proxies.clone(),
+                me: config.node_id,
+            },
+            traffic.clone(),
+            shutdown.clone(),
+        ));
         let cluster_api = Arc::new(ClusterApi::new(
             router.clone(),
             membership,
@@ -303,6 +322,7 @@ impl Node {
                 .layer(AuthzLayer)
                 .add_service(config_svc)
                 .add_service(cluster_svc)
+                .add_service(rollout_svc)
                 .add_service(agent_svc)
                 .add_service(csds_svc);
             match api_tls {

@@ -9,7 +9,10 @@ pub(crate) const AGENT: &str = "agent-";
 /// Lease expiries: `expire-CLUSTER-REVISION`.
 pub(crate) const EXPIRY: &str = "expire-";
 
-const RESERVED: [&str; 2] = [AGENT, EXPIRY];
+/// The rollout controller's writes: `rollout-ID-REVISION-ACTION`.
+pub(crate) const ROLLOUT: &str = "rollout-";
+
+const RESERVED: [&str; 3] = [AGENT, EXPIRY, ROLLOUT];
 
 /// Refuses a request id from the public API that a node could also write.
 pub(crate) fn check_public(request_id: &str) -> Result<(), ApiError> {

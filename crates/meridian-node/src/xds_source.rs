@@ -1,3 +1,6 @@
+//! Long because its tests build real store states (change catch-up,
+//! rollouts' per-viewer variants) next to the cache they check.
+//!
 //! The adapter between the replicated store and the xDS server: implements
 //! the xDS crate's `SnapshotSource` by translating the local replica's config
 //! for each viewer, once per store revision, shared by every stream of that
@@ -12,6 +15,7 @@ use meridian_model::reported::{
     endpoint_set, split_endpoints_name, Lease, ReportedEndpoint, KIND_CLAIM, KIND_ENDPOINTS,
     KIND_LEASE,
 };
+use meridian_model::rollout_run::{RolloutRun, KIND_ROLLOUT_RUN};
 use meridian_model::{ConfigSet, EndpointSet, Object};
 use meridian_store::{ObjectKey, StateMachineStore};
 use meridian_translate::{translate, TranslateOptions};
@@ -82,6 +86,12 @@ struct Cache {
     config: Arc<ConfigSet>,
     endpoints: Arc<EndpointSet>,
     views: HashMap<Viewer, Arc<ViewSnapshot>>,
+    /// Runs that hold objects (progressing, paused, halted), by id.
+    runs: Arc<BTreeMap<String, RolloutRun>>,
+    /// The config as served to viewers that some runs have not reached yet,
+    /// keyed by those runs' ids: built once per revision and shared by
+    /// every viewer in the same position.
+    variants: HashMap<Vec<String>, Arc<ConfigSet>>,
     committed_at_ms: u64,
     /// Last good view per viewer, served when a translation fails.
     last_good: HashMap<Viewer, Arc<ViewSnapshot>>,
@@ -94,6 +104,7 @@ struct Parsed {
     config: ConfigSet,
     leases: BTreeMap<String, Lease>,
     reports: BTreeMap<(String, String), Vec<ReportedEndpoint>>,
+    runs: BTreeMap<String, RolloutRun>,
     /// Config objects are cloned into a new `ConfigSet` only when one of
     /// them changed; endpoint churn reuses the last one.
     config_changed: bool,
@@ -131,6 +142,20 @@ impl Parsed {
                 }
             }
             KIND_CLAIM => {}
+            KIND_ROLLOUT_RUN => {
+                self.config_changed = true;
+                self.runs.remove(&key.name);
+                if let Some(v) = value {
+                    match RolloutRun::from_bytes(v) {
+                        Ok(r) => {
+                            self.runs.insert(key.name.clone(), r);
+                        }
+                        Err(e) => {
+                            warn!(object = %key, error = %e, "stored rollout run does not parse")
+                        }
+                    }
+                }
+            }
             kind => {
                 self.config_changed = true;
                 if let Ok(k) = kind.parse() {
@@ -202,10 +227,51 @@ impl StoreSource {
         let p = &mut cache.parsed;
         if std::mem::take(&mut p.config_changed) {
             cache.config = Arc::new(p.config.clone());
+            let active = p.runs.iter().filter(|(_, r)| r.state.is_active());
+            cache.runs = Arc::new(active.map(|(k, r)| (k.clone(), r.clone())).collect());
         }
+        cache.variants.clear();
         cache.endpoints = Arc::new(endpoint_set(&cache.config, &p.leases, &p.reports));
         cache.revision = Some(revision);
         cache.views.clear();
+    }
+}
+
+impl StoreSource {
+    /// The config `viewer` is served: the stored one, with the objects of
+    /// every rollout that has not reached the viewer's step replaced by
+    /// their previous values (removed where they did not exist).
+    fn config_for(&self, cache: &mut Cache, viewer: &Viewer) -> Arc<ConfigSet> {
+        let behind: Vec<String> = cache
+            .runs
+            .iter()
+            .filter(|(_, r)| !r.serves_new(&viewer.region, &viewer.proxy_group))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if behind.is_empty() {
+            return cache.config.clone();
+        }
+        if let Some(c) = cache.variants.get(&behind) {
+            return c.clone();
+        }
+        let mut set = (*cache.config).clone();
+        for id in &behind {
+            for o in &cache.runs[id].objects {
+                set.remove_unchecked(o.kind, &o.name);
+                match o.previous_object() {
+                    Ok(Some(prev)) => {
+                        set.insert(prev);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(rollout = %id, object = %format!("{}/{}", o.kind, o.name), error = %e, "previous value does not parse; serving without it")
+                    }
+                }
+            }
+        }
+        let set = Arc::new(set);
+        cache.variants.insert(behind, set.clone());
+        set
     }
 }
 
@@ -223,12 +289,8 @@ impl SnapshotSource for StoreSource {
             region: viewer.region.clone(),
             proxy_group: Some(viewer.proxy_group.clone()),
         };
-        let view = match translate(
-            &cache.config,
-            &cache.endpoints,
-            &tv,
-            &TranslateOptions::default(),
-        ) {
+        let config = self.config_for(&mut cache, viewer);
+        let view = match translate(&config, &cache.endpoints, &tv, &TranslateOptions::default()) {
             Ok(resources) => {
                 let mut snap = ViewSnapshot {
                     revision: cache.revision.unwrap_or(0),
@@ -451,6 +513,104 @@ mod tests {
         }
         let full_reads = live.cache.lock().unwrap().full_reads;
         assert_eq!(full_reads, 1, "only the first build reads everything");
+    }
+    fn listener_names(src: &StoreSource, region: &str) -> Vec<String> {
+        let viewer = Viewer {
+            region: region.to_string(),
+            proxy_group: "default".to_string(),
+        };
+        let snap = src.snapshot(&viewer);
+        snap.by_type
+            .iter()
+            .filter(|(t, _)| t.ends_with("Listener"))
+            .flat_map(|(_, rs)| rs.values().map(|r| r.name.to_string()))
+            .collect()
+    }
+
+    /// A viewer a rollout has reached is served the stored config; the
+    /// others the rollout's objects at their previous values (absent ones
+    /// removed); once the run ends, everyone gets what is stored.
+    #[tokio::test]
+    async fn viewers_not_reached_by_a_rollout_get_the_previous_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachineStore::open(&dir.path().join("snapshots"))
+            .await
+            .unwrap();
+        let route = serde_json::json!({"hosts": ["*"], "rules": [{"directResponse": {"status": 200, "body": "v1"}}]});
+        let listener = |port: u16| serde_json::json!({"address": "127.0.0.1", "port": port, "routes": ["web"]});
+        apply(
+            &mut sm,
+            1,
+            true,
+            vec![
+                put("route", "web", route.clone()),
+                put("listener", "old", listener(8001)),
+            ],
+        )
+        .await;
+        let run = |state: &str| {
+            serde_json::json!({
+                "policy": "regions",
+                "spec": {"steps": [{"regions": ["us-east"]}, {"regions": ["eu-west"]}]},
+                "objects": [
+                    {"kind": "listener", "name": "old", "previous": listener(8001)},
+                    {"kind": "listener", "name": "new"},
+                ],
+                "step": 0, "state": state,
+                "startedAtMs": 1, "stepStartedAtMs": 1, "updatedAtMs": 1,
+            })
+        };
+        apply(
+            &mut sm,
+            2,
+            true,
+            vec![
+                put("listener", "old", listener(8002)),
+                put("listener", "new", listener(8003)),
+                put(KIND_ROLLOUT_RUN, "regions-1", run("progressing")),
+            ],
+        )
+        .await;
+        let src = StoreSource::new(sm.clone(), XdsGate::default());
+        let reached = listener_names(&src, "us-east");
+        let behind = listener_names(&src, "eu-west");
+        assert!(reached.iter().any(|n| n.contains("new")), "{reached:?}");
+        assert!(!behind.iter().any(|n| n.contains("new")), "{behind:?}");
+        let port_of = |region: &str| {
+            let viewer = Viewer {
+                region: region.into(),
+                proxy_group: "default".into(),
+            };
+            let snap = src.snapshot(&viewer);
+            let (_, rs) = snap
+                .by_type
+                .iter()
+                .find(|(t, _)| t.ends_with("Listener"))
+                .unwrap();
+            let r = rs.values().find(|r| r.name.contains("old")).unwrap();
+            format!("{:?}", r.resource.value)
+        };
+        assert_ne!(
+            port_of("us-east"),
+            port_of("eu-west"),
+            "both served the same listener/old"
+        );
+        assert_eq!(
+            port_of("eu-west"),
+            port_of("ap-south"),
+            "viewers behind share one variant"
+        );
+        assert_eq!(src.cache.lock().unwrap().variants.len(), 1);
+        apply(
+            &mut sm,
+            3,
+            true,
+            vec![put(KIND_ROLLOUT_RUN, "regions-1", run("complete"))],
+        )
+        .await;
+        assert!(listener_names(&src, "eu-west")
+            .iter()
+            .any(|n| n.contains("new")));
     }
 }
 

@@ -12,6 +12,7 @@ mod files;
 mod history;
 pub(crate) mod objects;
 mod proxy;
+mod rollout;
 mod server;
 mod snapshot;
 mod ui;
@@ -179,6 +180,9 @@ pub enum Command {
     Certs(certs::CertsCommand),
     /// Print an Envoy bootstrap that points at this cluster's controllers.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Progressive rollouts started by `apply --rollout`: status, promote, pause, resume, abort.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCmd),
     /// Every connected Envoy and its per-type sync state.
     ProxyStatus(proxy::ProxyStatusArgs),
     /// The resources served to one Envoy (`-o json` for the decoded resources).
@@ -225,6 +229,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Snapshot(c) => snapshot::run(c, &g).await,
         Command::Certs(c) => certs::run(c, &g),
         Command::Bootstrap(a) => bootstrap::run(a, &g).await,
+        Command::Rollout(c) => rollout::run(c, &g).await,
         Command::ProxyStatus(a) => proxy::run(a, &g).await,
         Command::ProxyConfig(a) => proxy::config(a, &g).await,
         Command::Clusters(a) => clusters::run(a, &g).await,

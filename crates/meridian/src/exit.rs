@@ -20,6 +20,8 @@ pub const UNAUTHENTICATED: u8 = 10;
 /// The TLS handshake failed: the server's certificate is not one the CA
 /// bundle trusts as a controller, or the server refused ours.
 pub const TLS_HANDSHAKE: u8 = 11;
+/// `apply --rollout --wait`: the rollout halted, was rolled back or aborted.
+pub const ROLLOUT_HALTED: u8 = 12;
 
 /// An error that carries its own exit code.
 #[derive(Debug, thiserror::Error)]

@@ -72,7 +72,7 @@ pub(super) fn key_from_pb(key: Option<pb::ObjectKey>, field: &str) -> Result<Obj
     Ok(ObjectKey::new(key.kind, key.name))
 }
 
-pub(super) fn txn_from_pb(req: &pb::TxnRequest) -> Result<Txn, ApiError> {
+pub(crate) fn txn_from_pb(req: &pb::TxnRequest) -> Result<Txn, ApiError> {
     let mut ops = Vec::with_capacity(req.ops.len());
     for (i, op) in req.ops.iter().enumerate() {
         match &op.op {
@@ -95,6 +95,18 @@ pub(super) fn txn_from_pb(req: &pb::TxnRequest) -> Result<Txn, ApiError> {
                 )))
             }
         }
+    }
+    // Runs are written only with the objects they hold, by the rollout
+    // service and controller: a client's write could free or seize objects.
+    if let Some((i, _)) = ops
+        .iter()
+        .enumerate()
+        .find(|(_, op)| op.key().kind == meridian_model::rollout_run::KIND_ROLLOUT_RUN)
+    {
+        return Err(ApiError::Invalid(format!(
+            "ops[{i}].kind: {} is the controllers' record of a rollout; use `meridian rollout`",
+            meridian_model::rollout_run::KIND_ROLLOUT_RUN
+        )));
     }
     crate::request_ids::check_public(&req.request_id)?;
     let request_id = if req.request_id.is_empty() {

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use meridian_model::rollout_run::{RolloutRun, KIND_ROLLOUT_RUN};
 use meridian_model::{ConfigSet, Kind, Object};
 use meridian_store::limits::MAX_TXN_BYTES;
 use meridian_store::{ObjectKey, StoredObject, Txn, TxnOp};
@@ -25,6 +26,9 @@ pub(crate) struct Overlay {
     /// objects written by another build): a write is refused only for the
     /// errors it adds.
     base_errors: HashSet<String>,
+    /// Rollout runs by id: an object an active run holds may be written
+    /// only by a transaction that also writes that run.
+    runs: BTreeMap<String, RolloutRun>,
 }
 
 /// A transaction that passed every check of its own (kinds, sizes, each
@@ -38,10 +42,17 @@ pub(crate) struct Prepared {
 enum Change {
     Put(Object),
     Delete(Kind, String),
+    /// A rollout run written (`Some`) or deleted.
+    Run(String, Option<RolloutRun>),
+}
+
+enum Replaced {
+    Object(Kind, String, Option<Object>),
+    Run(String, Option<RolloutRun>),
 }
 
 /// What applying a [`Prepared`] replaced, to take it back.
-pub(crate) struct Undo(Vec<(Kind, String, Option<Object>)>);
+pub(crate) struct Undo(Vec<Replaced>);
 
 pub(crate) enum Verdict {
     Invalid(Vec<String>),
@@ -50,6 +61,9 @@ pub(crate) enum Verdict {
         expected: u64,
         actual: u64,
     },
+    /// Touches an object a running rollout holds (or starts a rollout of
+    /// one): refused as a failed precondition, naming both.
+    Locked(String),
     /// Touches an object an earlier transaction of this batch changed, with a
     /// precondition: decide it in the next batch, against committed revisions.
     Defer,
@@ -62,7 +76,18 @@ impl Overlay {
         let mut set = ConfigSet::default();
         let mut revisions = BTreeMap::new();
         let mut broken = Vec::new();
+        let mut runs = BTreeMap::new();
         for (key, obj) in objects {
+            if key.kind == KIND_ROLLOUT_RUN {
+                revisions.insert(key.clone(), obj.revision);
+                match RolloutRun::from_bytes(&obj.value) {
+                    Ok(r) => {
+                        runs.insert(key.name.clone(), r);
+                    }
+                    Err(e) => broken.push(format!("{key}: {e}")),
+                }
+                continue;
+            }
             // Agents' reports and leases are not config: they neither
             // validate nor are validated against.
             if key.kind.parse::<Kind>().is_err() {
@@ -87,6 +112,7 @@ impl Overlay {
                 revisions,
                 touched: HashSet::new(),
                 base_errors,
+                runs,
             },
             broken,
         )
@@ -142,14 +168,23 @@ impl Overlay {
         let mut changes = Vec::new();
         for (i, op) in txn.ops.iter().enumerate() {
             let raw = op.key();
-            let kind = match raw.kind.parse::<Kind>() {
-                Ok(k) => k,
-                Err(e) => {
-                    errors.push(format!("ops[{i}].kind: {e}"));
-                    continue;
+            // Runs reach this lane only from the node itself: the config
+            // API refuses the kind from clients.
+            let kind = if raw.kind == KIND_ROLLOUT_RUN {
+                None
+            } else {
+                match raw.kind.parse::<Kind>() {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        errors.push(format!("ops[{i}].kind: {e}"));
+                        continue;
+                    }
                 }
             };
-            let key = ObjectKey::new(kind.as_str(), raw.name.clone());
+            let key = ObjectKey::new(
+                kind.map_or(KIND_ROLLOUT_RUN, Kind::as_str),
+                raw.name.clone(),
+            );
             if !seen.insert(key.clone()) {
                 errors.push(format!(
                     "ops[{i}]: {key} appears twice in one transaction (kinds are case-insensitive); \
@@ -170,6 +205,43 @@ impl Overlay {
                     });
                 }
             }
+            let Some(kind) = kind else {
+                match op {
+                    TxnOp::Put {
+                        value,
+                        expected_revision,
+                        ..
+                    } => match RolloutRun::from_bytes(value) {
+                        Ok(run) => {
+                            canonical_ops.push(TxnOp::Put {
+                                key,
+                                value: run.to_bytes(),
+                                expected_revision: *expected_revision,
+                            });
+                            changes.push(Change::Run(raw.name.clone(), Some(run)));
+                        }
+                        Err(e) => errors.push(format!("{key}: {e}")),
+                    },
+                    TxnOp::Delete {
+                        expected_revision, ..
+                    } => {
+                        changes.push(Change::Run(raw.name.clone(), None));
+                        canonical_ops.push(TxnOp::Delete {
+                            key,
+                            expected_revision: *expected_revision,
+                        });
+                    }
+                    TxnOp::Check {
+                        expected_revision, ..
+                    } => {
+                        canonical_ops.push(TxnOp::Check {
+                            key,
+                            expected_revision: *expected_revision,
+                        });
+                    }
+                }
+                continue;
+            };
             match op {
                 // The precondition was checked above; a check changes nothing.
                 TxnOp::Check {
@@ -223,6 +295,7 @@ impl Overlay {
         if !errors.is_empty() {
             return Err(Verdict::Invalid(errors));
         }
+        self.check_locks(&changes)?;
         let txn = Txn {
             request_id: txn.request_id.clone(),
             ops: canonical_ops,
@@ -238,6 +311,59 @@ impl Overlay {
         Ok(Prepared { txn, changes })
     }
 
+    /// Objects held by an active rollout may change only together with that
+    /// rollout's run (the controller's promotions and rollbacks); a run
+    /// that starts may not take objects another active run holds.
+    fn check_locks(&self, changes: &[Change]) -> Result<(), Verdict> {
+        let written_runs: HashSet<&str> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Run(id, _) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let holder = |kind: Kind, name: &str, except: &str| {
+            self.runs
+                .iter()
+                .find(|(id, r)| id.as_str() != except && r.holds(kind, name))
+        };
+        // Runs first: a rollout that starts on held objects is told which
+        // rollout holds them.
+        let runs_first = changes
+            .iter()
+            .filter(|c| matches!(c, Change::Run(..)))
+            .chain(changes.iter().filter(|c| !matches!(c, Change::Run(..))));
+        for c in runs_first {
+            let (kind, name) = match c {
+                Change::Put(o) => (o.kind, o.name.as_str()),
+                Change::Delete(k, n) => (*k, n.as_str()),
+                Change::Run(id, Some(run)) if run.state.is_active() => {
+                    for o in &run.objects {
+                        if let Some((other, r)) = holder(o.kind, &o.name, id) {
+                            return Err(Verdict::Locked(format!(
+                                "{}/{}: already part of rollout {other} ({}, step {} of {}); \
+                                 wait until it completes, or end it with `meridian rollout abort {other}`",
+                                o.kind, o.name, r.state.as_str(), r.step + 1, r.spec.steps.len()
+                            )));
+                        }
+                    }
+                    continue;
+                }
+                Change::Run(..) => continue,
+            };
+            if let Some((id, r)) = holder(kind, name, "") {
+                if !written_runs.contains(id.as_str()) {
+                    return Err(Verdict::Locked(format!(
+                        "{kind}/{name}: part of rollout {id} ({}, step {} of {}); nothing was changed. \
+                         Wait until it completes, or end it with `meridian rollout abort {id}`",
+                        r.state.as_str(), r.step + 1, r.spec.steps.len()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Applies a prepared transaction to the overlay; returns what it
     /// replaced, and the errors of its deletes (objects still referenced
     /// from outside the group it deletes), in which case it was undone.
@@ -248,12 +374,19 @@ impl Overlay {
             match change {
                 Change::Put(obj) => {
                     let prev = self.set.insert(obj.clone());
-                    undo.push((obj.kind, obj.name.clone(), prev));
+                    undo.push(Replaced::Object(obj.kind, obj.name.clone(), prev));
                 }
                 Change::Delete(kind, name) => {
                     let prev = self.set.remove_unchecked(*kind, name);
-                    undo.push((*kind, name.clone(), prev));
+                    undo.push(Replaced::Object(*kind, name.clone(), prev));
                     deleted.insert((*kind, name.clone()));
+                }
+                Change::Run(id, run) => {
+                    let prev = match run {
+                        Some(r) => self.runs.insert(id.clone(), r.clone()),
+                        None => self.runs.remove(id),
+                    };
+                    undo.push(Replaced::Run(id.clone(), prev));
                 }
             }
         }
@@ -263,7 +396,7 @@ impl Overlay {
         let mut errors = Vec::new();
         let deletes = p.changes.iter().filter_map(|c| match c {
             Change::Delete(kind, name) => Some((kind, name)),
-            Change::Put(_) => None,
+            Change::Put(_) | Change::Run(..) => None,
         });
         for (kind, name) in deletes {
             let outside: Vec<String> = self
@@ -297,13 +430,19 @@ impl Overlay {
 
     /// Takes an applied transaction back (in reverse order of application).
     pub(crate) fn undo(&mut self, undo: Undo) {
-        for (kind, name, prev) in undo.0.into_iter().rev() {
-            match prev {
-                Some(obj) => {
+        for replaced in undo.0.into_iter().rev() {
+            match replaced {
+                Replaced::Object(_, _, Some(obj)) => {
                     self.set.insert(obj);
                 }
-                None => {
+                Replaced::Object(kind, name, None) => {
                     self.set.remove_unchecked(kind, &name);
+                }
+                Replaced::Run(id, Some(r)) => {
+                    self.runs.insert(id, r);
+                }
+                Replaced::Run(id, None) => {
+                    self.runs.remove(&id);
                 }
             }
         }

@@ -47,6 +47,7 @@ impl Validation {
                 expected,
                 actual,
             } => ApiError::Conflict(conflict_message(&self.sm, &key, expected, actual)),
+            Verdict::Locked(why) => ApiError::Conflict(why),
             Verdict::Defer => unreachable!("deferred transactions are carried, not refused"),
         };
         p.answer(Err(err));

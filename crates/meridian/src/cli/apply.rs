@@ -34,6 +34,11 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true,
           default_missing_value = "60s", value_parser = super::parse_duration)]
     pub wait: Option<std::time::Duration>,
+    /// Publish the change step by step under this `rollout` policy: Envoys
+    /// of later steps keep the previous config until their step. With
+    /// --wait, wait until the rollout completes (or halts: exit 12).
+    #[arg(long, value_name = "POLICY")]
+    pub rollout: Option<String>,
 }
 
 /// The objects in the cluster, as listed.
@@ -176,6 +181,9 @@ pub async fn run(a: ApplyArgs, g: &Global) -> Result<()> {
             }
         })
         .collect();
+    if let Some(policy) = &a.rollout {
+        return with_rollout(&a, policy, &servers, &changes, ops).await;
+    }
     if ops.is_empty() {
         for (c, fo) in &changes {
             println!("{} {}{suffix}", fo.key(), c.verb());
@@ -218,6 +226,79 @@ pub async fn run(a: ApplyArgs, g: &Global) -> Result<()> {
     }
     if let Some(t) = a.wait {
         super::wait::wait_for_envoys(&servers, r.revision, t).await?;
+    }
+    Ok(())
+}
+
+/// `apply --rollout POLICY`: the objects and the rollout start in one
+/// transaction; with --wait, until the rollout ends.
+async fn with_rollout(
+    a: &ApplyArgs,
+    policy: &str,
+    servers: &Servers,
+    changes: &[(Change, &FileObject)],
+    ops: Vec<pb::TxnOp>,
+) -> Result<()> {
+    let suffix = if a.dry_run { " (dry run)" } else { "" };
+    if ops.is_empty() {
+        for (c, fo) in changes {
+            println!("{} {}{suffix}", fo.key(), c.verb());
+        }
+        println!("nothing changed, so no rollout was started");
+        return Ok(());
+    }
+    let req = pb::StartRolloutRequest {
+        policy: policy.to_string(),
+        ops,
+        request_id: request_id(a.request_id.clone()),
+        dry_run: a.dry_run,
+    };
+    let r = match super::rollout::start(servers, req.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            if !a.dry_run && e.downcast_ref::<crate::exit::CodedError>().is_none() {
+                eprintln!(
+                    "request id {id}: if the outcome is unknown, retry with --request-id {id} (it takes effect at most once)",
+                    id = req.request_id
+                );
+            }
+            return Err(e);
+        }
+    };
+    for (c, fo) in changes {
+        println!("{} {}{suffix}", fo.key(), c.verb());
+    }
+    let ro = r.rollout.unwrap_or_default();
+    let first = ro.steps.first().map(|s| {
+        let mut t = s.regions.join(",");
+        if !s.proxy_groups.is_empty() {
+            t = format!(
+                "{t}{}groups {}",
+                if t.is_empty() { "" } else { "; " },
+                s.proxy_groups.join(",")
+            );
+        }
+        t
+    });
+    if a.dry_run {
+        println!("the server accepts rollout of these changes under policy {policy}; nothing was changed (dry run)");
+        return Ok(());
+    }
+    println!(
+        "rollout {} started (policy {policy}, {} step{}): step 1 is {}",
+        ro.id,
+        ro.steps.len(),
+        plural(ro.steps.len()),
+        first.unwrap_or_default()
+    );
+    if r.duplicate {
+        eprintln!(
+            "note: request id {} was applied before; this is that write's answer",
+            req.request_id
+        );
+    }
+    if let Some(t) = a.wait {
+        super::rollout::wait(servers, &ro.id, t).await?;
     }
     Ok(())
 }

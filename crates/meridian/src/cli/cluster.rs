@@ -122,7 +122,7 @@ pub async fn run(cmd: ClusterCmd, g: &Global) -> Result<()> {
                     c.get_cluster_status(pb::ClusterStatusRequest {}).await
                 })
                 .await?;
-            print_status(&r, &BTreeMap::new(), g.output)?;
+            print_status(&r, &BTreeMap::new(), &[], g.output)?;
         }
     }
     Ok(())
@@ -146,12 +146,20 @@ pub async fn overview(g: &Global) -> Result<()> {
     for p in &proxies.proxies {
         *envoys.entry(p.controller_id).or_default() += 1;
     }
-    print_status(&r, &envoys, g.output)
+    // Rollouts are shown when the servers know them (an older build does not).
+    let rollouts: Vec<pb::Rollout> = super::rollout::list(&servers, "")
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| matches!(r.state.as_str(), "progressing" | "paused" | "halted"))
+        .collect();
+    print_status(&r, &envoys, &rollouts, g.output)
 }
 
 fn print_status(
     r: &pb::ClusterStatusResponse,
     envoys: &BTreeMap<u64, usize>,
+    rollouts: &[pb::Rollout],
     format: Format,
 ) -> Result<()> {
     let show_envoys = !envoys.is_empty() || format != Format::Table;
@@ -194,7 +202,8 @@ fn print_status(
         .collect();
     match format {
         Format::Json | Format::Yaml => Ok(crate::output::print_value(
-            &json!({"leader_id": r.leader_id, "term": r.term, "answered_by": r.answered_by, "members": members}),
+            &json!({"leader_id": r.leader_id, "term": r.term, "answered_by": r.answered_by, "members": members,
+                "rollouts": rollouts.iter().map(super::rollout::to_json).collect::<Vec<_>>()}),
             format,
         )?),
         Format::Table | Format::Wide => {
@@ -293,6 +302,10 @@ fn print_status(
             };
             println!("leader: {leader}   term: {}", r.term);
             print!("{}", table(&headers, &rows));
+            if !rollouts.is_empty() {
+                println!("\nactive rollouts:");
+                print!("{}", super::rollout::rows(rollouts));
+            }
             Ok(())
         }
     }

@@ -41,6 +41,7 @@ fn accepted(ov: &mut Overlay, t: &Txn) -> Result<(), String> {
         Err(Verdict::Invalid(e)) => return Err(e.join("\n")),
         Err(Verdict::Conflict { key, .. }) => return Err(format!("conflict on {key}")),
         Err(Verdict::Defer) => return Err("deferred".into()),
+        Err(Verdict::Locked(why)) => return Err(format!("locked: {why}")),
     };
     ov.apply(&p).map_err(|e| e.join("\n"))?;
     let errors = ov.relation_errors();
@@ -93,4 +94,88 @@ fn a_check_on_a_non_canonical_kind_guards_like_the_canonical_one() {
             Err(_) => panic!("Check Service/x @{expected}: neither passed nor conflicted"),
         }
     }
+}
+
+fn run_holding(objects: &[(&str, &str)], state: &str) -> serde_json::Value {
+    serde_json::json!({
+        "policy": "regions",
+        "spec": {"steps": [{"regions": ["us-east"]}, {"regions": ["eu-west"]}]},
+        "objects": objects.iter().map(|(k, n)| serde_json::json!({"kind": k, "name": n})).collect::<Vec<_>>(),
+        "step": 0, "state": state,
+        "startedAtMs": 1, "stepStartedAtMs": 1, "updatedAtMs": 1,
+    })
+}
+
+fn put(kind: &str, name: &str, value: Vec<u8>, expected: Option<u64>) -> TxnOp {
+    TxnOp::Put {
+        key: ObjectKey::new(kind, name),
+        value,
+        expected_revision: expected,
+    }
+}
+
+/// An object a running rollout holds is written only together with that
+/// rollout's run; a second rollout of it, or a plain write, is refused
+/// naming the object and the rollout, and a finished run holds nothing.
+#[test]
+fn objects_of_a_running_rollout_are_locked() {
+    let objects = vec![
+        (
+            ObjectKey::new("service", "x"),
+            stored(5, serde_json::json!({"port": 80})),
+        ),
+        (
+            ObjectKey::new("route", "r"),
+            stored(6, serde_json::from_slice(&route_to("x")).unwrap()),
+        ),
+        (
+            ObjectKey::new("rolloutrun", "regions-1"),
+            stored(6, run_holding(&[("route", "r")], "progressing")),
+        ),
+    ];
+    let (mut ov, broken) = Overlay::from_state(objects.clone());
+    assert!(broken.is_empty(), "{broken:?}");
+    let plain = txn(vec![put("route", "r", route_to("x"), None)]);
+    let err = accepted(&mut ov, &plain).unwrap_err();
+    assert!(
+        err.starts_with("locked: route/r: part of rollout regions-1 (progressing, step 1 of 2)"),
+        "{err}"
+    );
+    let second = txn(vec![
+        put("route", "r", route_to("x"), None),
+        put(
+            "rolloutrun",
+            "regions-2",
+            serde_json::to_vec(&run_holding(&[("route", "r")], "progressing")).unwrap(),
+            Some(0),
+        ),
+    ]);
+    let err = accepted(&mut ov, &second).unwrap_err();
+    assert!(
+        err.contains("route/r: already part of rollout regions-1"),
+        "{err}"
+    );
+    // The run's own transition (a rollback writing the previous value) passes.
+    let own = txn(vec![
+        put("route", "r", route_to("x"), None),
+        put(
+            "rolloutrun",
+            "regions-1",
+            serde_json::to_vec(&run_holding(&[("route", "r")], "rolled-back")).unwrap(),
+            Some(6),
+        ),
+    ]);
+    accepted(&mut ov, &own).unwrap();
+    // Once it ended, plain writes go through again.
+    accepted(&mut ov, &plain).unwrap();
+    // A run that does not decode is refused before it is stored.
+    let bad = txn(vec![put(
+        "rolloutrun",
+        "x",
+        br#"{"policy": 1}"#.to_vec(),
+        Some(0),
+    )]);
+    assert!(accepted(&mut Overlay::from_state(objects).0, &bad)
+        .unwrap_err()
+        .contains("rolloutrun/x"));
 }

@@ -55,6 +55,8 @@ fn rank(kind: Kind) -> u8 {
         Kind::Cluster => 3,
         Kind::Route => 4,
         Kind::Listener => 5,
+        // Policies refer to nothing; a run's state is not restored as config.
+        Kind::Rollout => 6,
     }
 }
 
