@@ -160,7 +160,8 @@ async fn run(a: &Args, list: &[Scenario]) -> Result<Vec<Row>, Error> {
         extra_args: Vec::new(),
     };
     let started = Instant::now();
-    let mut nodes = Nodes::start(a.nodes, opts).await?;
+    // One spare slot, for the membership faults to add a node in.
+    let mut nodes = Nodes::start(a.nodes, 1, opts).await?;
     println!(
         "cluster of {} nodes up in {:.1}s; data and logs in {}",
         a.nodes,

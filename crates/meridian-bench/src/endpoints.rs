@@ -135,7 +135,10 @@ impl Totals {
             None => (None, None),
         };
         let sum = |f: fn(&EnvoyStats) -> &AtomicU64| -> u64 {
-            envoys.iter().map(|(s, _)| f(s).load(Ordering::Relaxed)).sum()
+            envoys
+                .iter()
+                .map(|(s, _)| f(s).load(Ordering::Relaxed))
+                .sum()
         };
         Totals {
             batches,
@@ -517,4 +520,3 @@ async fn bench(a: EndpointsArgs, timeout: Duration) -> Result<Report> {
         errors,
     })
 }
-

@@ -140,4 +140,3 @@ pub async fn etcd_bench(a: EtcdArgs, g: &Global) -> Result<Report> {
     })
     .await
 }
-

@@ -235,5 +235,4 @@ fn references(obj: &Object) -> Vec<(String, Kind, String)> {
 
 fn is_http_service(p: Protocol) -> bool {
     p != Protocol::Tcp
-
 }

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::faults::Faults;
+use crate::incarnation::Incarnations;
 use crate::wire;
 
 /// The largest message the peer transport sends or takes, both ways.
@@ -37,6 +38,7 @@ pub struct PeerNetworkFactory {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     tls: Option<Arc<meridian_tls::TlsSource>>,
+    incarnations: Incarnations,
 }
 
 impl PeerNetworkFactory {
@@ -47,7 +49,16 @@ impl PeerNetworkFactory {
             channels: Default::default(),
             connect_timeout,
             tls: None,
+            // Incarnation 0 sends none and checks none: for tests without a
+            // data dir; a node passes its own (`with_incarnations`).
+            incarnations: Incarnations::in_memory(0),
         }
+    }
+
+    /// Sends this data dir's incarnation and refuses peers whose own changed.
+    pub fn with_incarnations(mut self, incarnations: Incarnations) -> Self {
+        self.incarnations = incarnations;
+        self
     }
 
     /// Dials peers over mutual TLS with this (the node's) certificate, and
@@ -94,6 +105,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             node: node.clone(),
             channel: self.channel(&node.peer_addr, target),
             faults: self.faults.clone(),
+            incarnations: self.incarnations.clone(),
         }
     }
 }
@@ -104,6 +116,7 @@ pub struct PeerClient {
     node: NodeInfo,
     channel: Result<Channel, String>,
     faults: Faults,
+    incarnations: Incarnations,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +155,8 @@ impl PeerClient {
         let msg = RaftMessage {
             payload,
             from: self.self_id,
+            incarnation: self.incarnations.own(),
+            target_incarnation: self.incarnations.known(self.target),
         };
         let fut = async {
             match rpc {
@@ -160,6 +175,13 @@ impl PeerClient {
                     ),
                 ))))
             }
+            // The peer refused us for its own changed data dir (it logged
+            // why): unreachable, so openraft backs off instead of spinning.
+            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                    format!("peer {}: {}", self.target, status.message()),
+                ))))
+            }
             Ok(Err(status)) => {
                 let err = TransportError(format!(
                     "peer {} ({}): {}",
@@ -174,6 +196,12 @@ impl PeerClient {
             }
             Ok(Ok(reply)) => reply.into_inner(),
         };
+        // A follower whose data dir changed must never reach openraft: its
+        // empty log would read as a log going backwards (openraft asserts
+        // it never does), and its answers are not the ones counted on.
+        if let Err(m) = self.incarnations.check(self.target, reply.incarnation) {
+            return Err(RPCError::Unreachable(Unreachable::new(&m)));
+        }
         let decode_err = |e: wire::WireError| RPCError::Network(NetworkError::new(&e));
         if reply.is_error {
             let err: RaftError<NodeId, E> = wire::decode(&reply.payload).map_err(decode_err)?;

@@ -9,11 +9,13 @@
 mod activity;
 mod client;
 mod faults;
+mod incarnation;
 mod server;
 pub mod wire;
 
 pub use activity::Activity;
 pub use client::PeerNetworkFactory;
 pub use faults::{Dropped, FaultConfig, Faults};
+pub use incarnation::{IncarnationError, Incarnations, Mismatch};
 pub use server::{accept, PeerService};
 pub use wire::WireError;

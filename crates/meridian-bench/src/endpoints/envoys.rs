@@ -97,4 +97,3 @@ pub(super) async fn run_envoy(
         }
     }
 }
-

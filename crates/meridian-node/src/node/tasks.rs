@@ -58,6 +58,31 @@ pub(super) async fn count_snapshots(
     }
 }
 
+/// Forgets the incarnations of peers that left the membership, so that a
+/// member removed and added again (the way back for a wiped node) is
+/// learnt anew.
+pub(super) async fn forget_removed_peers(
+    raft: Raft,
+    incarnations: meridian_peer::Incarnations,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut rx = raft.metrics();
+    loop {
+        let members: std::collections::BTreeSet<u64> = {
+            let cur = rx.borrow();
+            cur.membership_config.nodes().map(|(id, _)| *id).collect()
+        };
+        // Empty until openraft's core loaded the log: not a removal.
+        if !members.is_empty() {
+            incarnations.retain(&members);
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        }
+    }
+}
+
 /// Asks the given members to admit this node until one does.
 pub(super) async fn join_cluster(
     addrs: Vec<String>,
