@@ -181,6 +181,7 @@ async fn run(a: &Args, list: &[Scenario]) -> Result<Vec<Row>, Error> {
 
 fn cleanup() {
     meridian_chaos::nodes::kill_all_started();
+    meridian_chaos::nodes::unmount_all();
     meridian_chaos::net::destroy_all_made();
 }
 

@@ -49,6 +49,11 @@ pub enum Fault {
     /// restarts and a random older member is removed (`meridian cluster
     /// remove-node`, the leader too), freeing its slot.
     Membership,
+    /// A random node's data-dir filesystem filled to the last byte: it
+    /// must stop acknowledging (a failed flush is final) and exit saying
+    /// why, never panic; when the fault ends the room comes back and the
+    /// node is restarted on its data dir, once.
+    DiskFull,
 }
 
 pub const ALL: &[Fault] = &[
@@ -65,6 +70,7 @@ pub const ALL: &[Fault] = &[
     Fault::OneWayIn,
     Fault::WipeOne,
     Fault::Membership,
+    Fault::DiskFull,
 ];
 
 impl Fault {
@@ -83,6 +89,7 @@ impl Fault {
             Fault::OneWayIn => "one-way-in",
             Fault::WipeOne => "wipe-one",
             Fault::Membership => "membership",
+            Fault::DiskFull => "disk-full",
         }
     }
 
@@ -144,6 +151,8 @@ pub enum Undo {
         older: Vec<u64>,
         pick: u64,
     },
+    /// Give the disk its room back, restart the node.
+    Unfill(u64),
     Nothing,
 }
 
@@ -284,6 +293,18 @@ pub async fn start(nodes: &mut Nodes, step: &Step) -> Result<(String, Undo), Err
                 },
             )
         }
+        Fault::DiskFull => {
+            let id = ids[rng.gen_range(0..ids.len())];
+            let n = nodes.fill_disk(id)?;
+            (
+                format!(
+                    "filled the data dir's filesystem of node {id}{} ({} MiB)",
+                    lead(id),
+                    n >> 20
+                ),
+                Undo::Unfill(id),
+            )
+        }
         Fault::OneWayOut | Fault::OneWayIn => {
             // Half the time the leader: the case where a one-way cut hurts.
             let id = if rng.gen_bool(0.5) {
@@ -340,6 +361,26 @@ pub async fn undo(nodes: &mut Nodes, undo: Undo) -> Result<(), Error> {
             let mut rng = StdRng::seed_from_u64(pick);
             let slot = older[rng.gen_range(0..older.len())];
             remove_retrying(nodes, slot).await;
+        }
+        Undo::Unfill(id) => {
+            let alive = nodes.alive(id);
+            println!(
+                "   node {id} {} with its disk full",
+                if alive { "still runs" } else { "exited" }
+            );
+            // A node that exited must have said why (the disk), not died
+            // of a panic or silently.
+            let log = nodes.log_text(id);
+            if !alive && !log.contains("raft stopped") {
+                nodes.notes.push(format!(
+                    "disk-full: node {id} exited without saying the disk was the cause"
+                ));
+            }
+            nodes.free_disk(id)?;
+            // As an operator would: restart it once, on the same data dir
+            // (a node that exited must start clean from what is on disk).
+            nodes.kill(id);
+            nodes.spawn(id)?;
         }
         Undo::Nothing => {}
     }

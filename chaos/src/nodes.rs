@@ -27,6 +27,12 @@ const ADMIN_PORT: u16 = 7003;
 
 /// Every pid this process started, for the signal handler.
 static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Every tmpfs this process mounted, for the signal handler.
+static MOUNTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Each slot's data dirs live on a small filesystem of its own, so that a
+/// fault can fill one node's disk and no other's.
+const DISK_SIZE: &str = "size=96m";
 
 #[derive(Clone, Debug)]
 pub struct NodeOpts {
@@ -79,6 +85,9 @@ impl Nodes {
                 what: "creating the data dir".into(),
                 source: e,
             })?;
+        for &id in &slots {
+            mount_disk(&dir.path().join(format!("disk-{id}")))?;
+        }
         let nodes = slots
             .iter()
             .map(|&id| Node {
@@ -87,7 +96,7 @@ impl Nodes {
                 member: id <= n as u64,
                 child: None,
                 paused: false,
-                data: dir.path().join(format!("node-{id}")),
+                data: dir.path().join(format!("disk-{id}/node-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
             })
             .collect();
@@ -300,7 +309,10 @@ impl Nodes {
     pub fn add(&mut self, slot: u64) -> Result<u64, Error> {
         let raft_id = self.next_id;
         self.next_id += 1;
-        let dir = self.dir.path().join(format!("node-{slot}-id{raft_id}"));
+        let dir = self
+            .dir
+            .path()
+            .join(format!("disk-{slot}/node-{slot}-id{raft_id}"));
         let n = self.node(slot);
         n.raft_id = raft_id;
         n.member = true;
@@ -339,6 +351,58 @@ impl Nodes {
         self.kill(slot);
         self.node(slot).member = false;
         Ok(text)
+    }
+
+    fn disk(&self, slot: u64) -> PathBuf {
+        self.dir.path().join(format!("disk-{slot}"))
+    }
+
+    /// Fills slot `slot`'s filesystem to the last byte; returns how much
+    /// was written.
+    pub fn fill_disk(&self, slot: u64) -> Result<u64, Error> {
+        use std::io::Write;
+        let path = self.disk(slot).join("filler");
+        let mut f = std::fs::File::create(&path).map_err(|e| Error::Io {
+            what: format!("creating {}", path.display()),
+            source: e,
+        })?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        // Then smaller writes, for the last partial megabyte.
+        for size in [1 << 20, 4096, 1] {
+            while f.write_all(&chunk[..size]).is_ok() {
+                n += size as u64;
+            }
+        }
+        let _ = f.sync_all();
+        Ok(n)
+    }
+
+    /// Gives slot `slot`'s filesystem its room back.
+    pub fn free_disk(&self, slot: u64) -> Result<(), Error> {
+        let path = self.disk(slot).join("filler");
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                what: format!("deleting {}", path.display()),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether slot `slot`'s process is still running (reaps it if not).
+    pub fn alive(&mut self, slot: u64) -> bool {
+        let n = self.node(slot);
+        match &mut n.child {
+            Some(c) => match c.try_wait() {
+                Ok(None) => true,
+                _ => {
+                    n.child = None;
+                    false
+                }
+            },
+            None => false,
+        }
     }
 
     /// Continues paused nodes and starts killed ones.
@@ -430,8 +494,10 @@ impl Nodes {
             .collect()
     }
 
-    /// Keeps the data dir and logs past the run (for a failed one).
+    /// Keeps the data dir and logs past the run (for a failed one); the
+    /// slots' filesystems stay mounted for reading (`umount` them after).
     pub fn keep(&mut self) -> Result<PathBuf, Error> {
+        MOUNTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let fresh = tempfile::tempdir().map_err(|e| Error::Io {
             what: "creating a temp dir".into(),
             source: e,
@@ -448,11 +514,49 @@ impl Drop for Nodes {
                 let _ = c.wait();
             }
         }
+        unmount_all();
     }
 }
 
 /// SIGKILL (after SIGCONT, so a paused one dies too) to every server this
 /// process started: for the signal handler, when no destructor will run.
+/// A small tmpfs at `path`, for one slot's data dirs.
+fn mount_disk(path: &std::path::Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(|e| Error::Io {
+        what: format!("creating {}", path.display()),
+        source: e,
+    })?;
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", DISK_SIZE, "tmpfs"])
+        .arg(path)
+        .output()
+        .map_err(|e| Error::Setup(format!("running mount: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Setup(format!(
+            "mounting a tmpfs at {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    MOUNTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(path.to_path_buf());
+    Ok(())
+}
+
+/// Unmounts every slot's filesystem this process mounted (and did not keep).
+pub fn unmount_all() {
+    for m in MOUNTS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&m)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 pub fn kill_all_started() {
     for pid in PIDS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
         // SAFETY: kill(2); a pid already reaped and reused is the risk,

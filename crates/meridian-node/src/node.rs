@@ -36,7 +36,7 @@ use crate::status::{info_to_pb, LocalStatus};
 use crate::tls::NodeTls;
 use crate::write::{ConfigWrites, EndpointWrites};
 use crate::xds_source::{StoreSource, XdsGate};
-use tasks::{count_snapshots, forget_removed_peers, incoming, join_cluster};
+use tasks::{count_snapshots, exit_on_raft_fatal, forget_removed_peers, incoming, join_cluster};
 
 pub struct Node;
 
@@ -257,6 +257,7 @@ impl Node {
             Duration::from_millis(config.xds.serve_persisted_after_ms),
             shutdown.clone(),
         ));
+        tasks.spawn(exit_on_raft_fatal(raft.clone(), shutdown.clone()));
         tasks.spawn(forget_removed_peers(
             raft.clone(),
             incarnations.clone(),

@@ -83,6 +83,30 @@ pub(super) async fn forget_removed_peers(
     }
 }
 
+/// Ends the node when openraft stopped on a fatal error (a failed flush of
+/// the log, a full disk): a node whose Raft is gone would keep its
+/// listeners open and answer nothing useful. Exiting says why, and a
+/// restart recovers from what is really on disk.
+pub(super) async fn exit_on_raft_fatal(
+    raft: Raft,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut rx = raft.metrics();
+    loop {
+        if let Err(fatal) = &rx.borrow().running_state {
+            error!(error = %fatal, "raft stopped; the node exits (restart it once the cause is fixed)");
+            return Err(format!(
+                "raft stopped: {fatal} (a full or failing disk under the data dir?); \
+                 nothing unflushed was acknowledged; restart the node once the disk has room"
+            ));
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        }
+    }
+}
+
 /// Asks the given members to admit this node until one does.
 pub(super) async fn join_cluster(
     addrs: Vec<String>,
