@@ -17,7 +17,7 @@ use meridian_chaos::Error;
 #[derive(Parser, Debug)]
 #[command(about = "Seeded chaos runs against real meridian processes")]
 struct Args {
-    /// The fixed set of scenarios and seeds CI runs (about 2.5 minutes).
+    /// The fixed set of scenarios and seeds CI runs (about 4 minutes).
     #[arg(long, conflicts_with_all = ["soak", "scenario"])]
     quick: bool,
     /// Mixed faults for this long (`20m`, `1h`), in 60 s scenarios of

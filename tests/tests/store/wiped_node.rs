@@ -19,11 +19,13 @@ async fn a_wiped_node_is_refused_and_the_operator_can_replace_it() {
             .await
             .expect("writes before the wipe");
     }
-    // Node 3 never bootstraps: it joins through the others, as it would
-    // after a disk replacement.
-    c.kill(3);
-    std::fs::remove_dir_all(&c.node(3).data_dir).expect("wipe node 3's data dir");
-    c.spawn(3);
+    // A follower that did not bootstrap (node 1 did): it joins through the
+    // others, as it would after a disk replacement.
+    let victim = if leader == 3 { 2 } else { 3 };
+    let others: Vec<u64> = (1..=3).filter(|i| *i != victim).collect();
+    c.kill(victim);
+    std::fs::remove_dir_all(&c.node(victim).data_dir).expect("wipe the data dir");
+    c.spawn(victim);
 
     eventually(
         "node 3 refuses the old cluster",
@@ -34,24 +36,41 @@ async fn a_wiped_node_is_refused_and_the_operator_can_replace_it() {
         },
     )
     .await;
-    let url = c.node(3).admin_url("/metrics");
-    eventually("node 3 counts refusals", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move {
-            let (_, body) = http_get(&url).await.ok()?;
-            body.lines()
-                .find_map(|l| l.strip_prefix("meridian_peer_incarnation_refused_total "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|v| *v > 0.0)
-        }
-    })
+    let url = c.node(victim).admin_url("/metrics");
+    eventually(
+        "the wiped node counts refusals",
+        Duration::from_secs(10),
+        || {
+            let url = url.clone();
+            async move {
+                let (_, body) = http_get(&url).await.ok()?;
+                body.lines()
+                    .find_map(|l| l.strip_prefix("meridian_peer_incarnation_refused_total "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|v| *v > 0.0)
+            }
+        },
+    )
     .await;
 
-    // The cluster runs on with the two others, and nobody crashed.
-    let leader = c.wait_leader().await;
-    put_service(&c, leader, "during", 8080)
-        .await
-        .expect("writes with the wiped node refused");
+    // The cluster runs on with the two others (the wiped node knows no
+    // leader), and nobody crashed.
+    eventually(
+        "a write with the wiped node refused",
+        Duration::from_secs(30),
+        || {
+            let (c, others) = (&c, &others);
+            async move {
+                for id in others {
+                    if put_service(c, *id, "during", 8080).await.is_ok() {
+                        return Some(());
+                    }
+                }
+                None
+            }
+        },
+    )
+    .await;
     for id in 1..=3 {
         assert!(
             !c.log_of(id).contains("panicked at"),
@@ -61,8 +80,8 @@ async fn a_wiped_node_is_refused_and_the_operator_can_replace_it() {
     }
 
     // The operator's fix, as the ERROR says: remove it, start a new id.
-    must_succeed(&c.cli(&["cluster", "remove-node", "3"]));
-    c.kill(3);
+    must_succeed(&c.cli(&["cluster", "remove-node", &victim.to_string()]));
+    c.kill(victim);
     let new = c.add_node().await;
     eventually(
         "the new node serves the data",
