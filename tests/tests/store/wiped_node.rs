@@ -28,10 +28,10 @@ async fn a_wiped_node_is_refused_and_the_operator_can_replace_it() {
     c.spawn(victim);
 
     eventually(
-        "node 3 refuses the old cluster",
+        "the wiped node refuses the old cluster",
         Duration::from_secs(30),
         || {
-            let log = c.log_of(3);
+            let log = c.log_of(victim);
             async move { log.contains("this node's data dir is new").then_some(()) }
         },
     )
