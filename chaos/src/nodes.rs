@@ -8,6 +8,11 @@
 //! the Raft node id in a slot changes when the slot's node is removed and
 //! another joins there (ids are never reused). Spare slots start empty, for
 //! the membership faults.
+//!
+//! This file is long because it is every operation on a node process the
+//! nemesis needs (start, kill, pause, wipe, add, remove, fill its disk),
+//! each short, around one table of slots; split, they would share that
+//! table through accessors.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -46,58 +46,24 @@ fn ep(service: &str, port: u16) -> pb::AgentEndpoint {
 }
 
 impl TestAgent {
-    async fn connect(
-        c: &Cluster,
-        node: u64,
-        cluster: &str,
-        region: &str,
-        token: &str,
-        session: &str,
-    ) -> Result<TestAgent, tonic::Status> {
+    async fn connect(c: &Cluster, node: u64, cluster: &str, region: &str, token: &str, session: &str) -> Result<TestAgent, tonic::Status> {
         let (tx, rx) = mpsc::channel(16);
-        tx.send(hello(cluster, region, token, session))
-            .await
-            .unwrap();
+        tx.send(hello(cluster, region, token, session)).await.unwrap();
         let mut client = AgentServiceClient::new(c.channel(node).await);
         let mut stream = client.report(ReceiverStream::new(rx)).await?.into_inner();
         match stream.message().await? {
-            Some(pb::ControllerMessage {
-                msg: Some(pb::controller_message::Msg::Welcome(_)),
-            }) => {}
+            Some(pb::ControllerMessage { msg: Some(pb::controller_message::Msg::Welcome(_)) }) => {}
             other => panic!("expected welcome, got {other:?}"),
         }
-        Ok(TestAgent {
-            tx,
-            rx: stream,
-            version: 0,
-        })
+        Ok(TestAgent { tx, rx: stream, version: 0 })
     }
 
-    async fn send(
-        &mut self,
-        replace: bool,
-        upserts: Vec<pb::AgentEndpoint>,
-        removals: Vec<pb::AgentEndpoint>,
-    ) -> pb::controller_message::Msg {
+    async fn send(&mut self, replace: bool, upserts: Vec<pb::AgentEndpoint>, removals: Vec<pb::AgentEndpoint>) -> pb::controller_message::Msg {
         self.version += 1;
-        let u = pb::EndpointUpdate {
-            version: self.version,
-            replace,
-            upserts,
-            removals,
-        };
-        self.tx
-            .send(pb::AgentMessage {
-                msg: Some(pb::agent_message::Msg::Update(u)),
-            })
-            .await
-            .unwrap();
+        let u = pb::EndpointUpdate { version: self.version, replace, upserts, removals };
+        self.tx.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Update(u)) }).await.unwrap();
         loop {
-            let m = tokio::time::timeout(Duration::from_secs(15), self.rx.message())
-                .await
-                .expect("answer")
-                .expect("stream")
-                .expect("message");
+            let m = tokio::time::timeout(Duration::from_secs(15), self.rx.message()).await.expect("answer").expect("stream").expect("message");
             if let Some(msg) = m.msg {
                 return msg;
             }
@@ -105,53 +71,26 @@ impl TestAgent {
     }
 
     async fn heartbeat(&self) {
-        let _ = self
-            .tx
-            .send(pb::AgentMessage {
-                msg: Some(pb::agent_message::Msg::Heartbeat(pb::AgentHeartbeat {})),
-            })
-            .await;
+        let _ = self.tx.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Heartbeat(pb::AgentHeartbeat {})) }).await;
     }
 }
 
 fn register(c: &Cluster, name: &str, region: &str, ttl: &str, policy: &str) -> String {
-    let out = c.cli(&[
-        "clusters",
-        "add",
-        name,
-        "--region",
-        region,
-        "--lease-ttl",
-        ttl,
-        "--on-lease-expiry",
-        policy,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = c.cli(&["clusters", "add", name, "--region", region, "--lease-ttl", ttl, "--on-lease-expiry", policy]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn endpoints(c: &Cluster, service: &str) -> Vec<Value> {
     let out = c.cli(&["endpoints", service, "-o", "json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v["endpoints"].as_array().unwrap().clone()
 }
 
 fn clusters(c: &Cluster) -> Value {
     let out = c.cli(&["clusters", "-o", "json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -165,37 +104,16 @@ async fn a_wrong_token_cannot_write_another_clusters_endpoints() {
     assert!(token.starts_with("mrd_"));
     let rev_before = c.status(1).await.unwrap().revision;
 
-    let err = TestAgent::connect(&c, 1, "east-1", "us-east", "not-the-token", "s1")
-        .await
-        .err()
-        .expect("refused");
+    let err = TestAgent::connect(&c, 1, "east-1", "us-east", "not-the-token", "s1").await.err().expect("refused");
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     assert!(err.message().contains("east-1"), "{}", err.message());
-    let err = TestAgent::connect(&c, 1, "west-9", "us-east", &token, "s1")
-        .await
-        .err()
-        .expect("refused");
+    let err = TestAgent::connect(&c, 1, "west-9", "us-east", &token, "s1").await.err().expect("refused");
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
-    assert!(
-        err.message().contains("meridian clusters add"),
-        "{}",
-        err.message()
-    );
-    let err = TestAgent::connect(&c, 1, "east-1", "eu-west", &token, "s1")
-        .await
-        .err()
-        .expect("refused");
+    assert!(err.message().contains("meridian clusters add"), "{}", err.message());
+    let err = TestAgent::connect(&c, 1, "east-1", "eu-west", &token, "s1").await.err().expect("refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(
-        err.message().contains("registered in region"),
-        "{}",
-        err.message()
-    );
-    assert_eq!(
-        c.status(1).await.unwrap().revision,
-        rev_before,
-        "a refused agent changed the store"
-    );
+    assert!(err.message().contains("registered in region"), "{}", err.message());
+    assert_eq!(c.status(1).await.unwrap().revision, rev_before, "a refused agent changed the store");
     // The token never shows in the node's log.
     assert!(!c.log_of(1).contains(&token));
 }
@@ -208,35 +126,16 @@ async fn a_wrong_token_cannot_write_another_clusters_endpoints() {
 async fn full_delta_nack_restart_and_supersede() {
     let c = Cluster::start(3, ClusterOpts::default()).await;
     let token = register(&c, "east-1", "us-east", "30s", "drop");
-    let mut a = TestAgent::connect(&c, 2, "east-1", "us-east", &token, "run-1")
-        .await
-        .unwrap();
-    let m = a
-        .send(
-            true,
-            vec![ep("web", 8001), ep("web", 8002), ep("api", 9001)],
-            vec![],
-        )
-        .await;
-    assert!(
-        matches!(m, pb::controller_message::Msg::Ack(ref ack) if ack.version == 1 && ack.revision > 0),
-        "{m:?}"
-    );
+    let mut a = TestAgent::connect(&c, 2, "east-1", "us-east", &token, "run-1").await.unwrap();
+    let m = a.send(true, vec![ep("web", 8001), ep("web", 8002), ep("api", 9001)], vec![]).await;
+    assert!(matches!(m, pb::controller_message::Msg::Ack(ref ack) if ack.version == 1 && ack.revision > 0), "{m:?}");
     // Acknowledged means committed: a linearizable read on another node sees it.
     assert_eq!(endpoints(&c, "web").len(), 2);
     assert_eq!(endpoints(&c, "api").len(), 1);
 
-    let m = a
-        .send(false, vec![ep("web", 8003)], vec![ep("web", 8001)])
-        .await;
-    assert!(
-        matches!(m, pb::controller_message::Msg::Ack(ref ack) if ack.version == 2),
-        "{m:?}"
-    );
-    let ports: Vec<u64> = endpoints(&c, "web")
-        .iter()
-        .map(|e| e["port"].as_u64().unwrap())
-        .collect();
+    let m = a.send(false, vec![ep("web", 8003)], vec![ep("web", 8001)]).await;
+    assert!(matches!(m, pb::controller_message::Msg::Ack(ref ack) if ack.version == 2), "{m:?}");
+    let ports: Vec<u64> = endpoints(&c, "web").iter().map(|e| e["port"].as_u64().unwrap()).collect();
     assert_eq!(ports, vec![8002, 8003]);
 
     let mut bad = ep("web", 8004);
@@ -249,45 +148,25 @@ async fn full_delta_nack_restart_and_supersede() {
         }
         other => panic!("expected a nack, got {other:?}"),
     }
-    assert_eq!(
-        endpoints(&c, "web").len(),
-        2,
-        "a NACKed update changed something"
-    );
+    assert_eq!(endpoints(&c, "web").len(), 2, "a NACKed update changed something");
 
     // The agent restarts (new session) with a smaller set: nothing of the
     // first run lingers.
-    let mut b = TestAgent::connect(&c, 3, "east-1", "us-east", &token, "run-2")
-        .await
-        .unwrap();
+    let mut b = TestAgent::connect(&c, 3, "east-1", "us-east", &token, "run-2").await.unwrap();
     let m = b.send(true, vec![ep("web", 8002)], vec![]).await;
     assert!(matches!(m, pb::controller_message::Msg::Ack(_)), "{m:?}");
     assert_eq!(endpoints(&c, "web").len(), 1);
-    assert!(
-        endpoints(&c, "api").is_empty(),
-        "the old run's api endpoint lingers"
-    );
+    assert!(endpoints(&c, "api").is_empty(), "the old run's api endpoint lingers");
     let cl = clusters(&c);
     assert_eq!(cl["clusters"][0]["session"], "run-2");
 
     // The same session reconnects (its agent process lives on) and starts
     // its versions again: its writes are new, not retries of the old stream's.
-    let mut b2 = TestAgent::connect(&c, 1, "east-1", "us-east", &token, "run-2")
-        .await
-        .unwrap();
-    let m = b2
-        .send(true, vec![ep("web", 8005), ep("web", 8006)], vec![])
-        .await;
+    let mut b2 = TestAgent::connect(&c, 1, "east-1", "us-east", &token, "run-2").await.unwrap();
+    let m = b2.send(true, vec![ep("web", 8005), ep("web", 8006)], vec![]).await;
     assert!(matches!(m, pb::controller_message::Msg::Ack(_)), "{m:?}");
-    let ports: Vec<u64> = endpoints(&c, "web")
-        .iter()
-        .map(|e| e["port"].as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        ports,
-        vec![8005, 8006],
-        "a reconnecting session's full set was not applied"
-    );
+    let ports: Vec<u64> = endpoints(&c, "web").iter().map(|e| e["port"].as_u64().unwrap()).collect();
+    assert_eq!(ports, vec![8005, 8006], "a reconnecting session's full set was not applied");
     drop(b);
 
     // The first session is superseded: its next update is refused.
@@ -296,11 +175,7 @@ async fn full_delta_nack_restart_and_supersede() {
         pb::controller_message::Msg::Superseded(s) => assert_eq!(s.by_session, "run-2"),
         other => panic!("expected superseded, got {other:?}"),
     }
-    assert_eq!(
-        endpoints(&c, "web").len(),
-        2,
-        "the superseded session changed nothing"
-    );
+    assert_eq!(endpoints(&c, "web").len(), 2, "the superseded session changed nothing");
 }
 
 /// Property: when an agent goes silent past its lease TTL, its endpoints
@@ -314,38 +189,18 @@ async fn lease_policy(policy: &str) {
     let port = meridian_tests::ports::free_port();
     let ops = vec![
         ("service", "web", json!({"port": up.port})),
-        (
-            "route",
-            "main",
-            json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
-        ),
-        (
-            "listener",
-            "edge",
-            json!({"address": "127.0.0.1", "port": port, "routes": ["main"]}),
-        ),
+        ("route", "main", json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]})),
+        ("listener", "edge", json!({"address": "127.0.0.1", "port": port, "routes": ["main"]})),
     ];
     for (k, n, v) in ops {
         let out = c.cli(&["put", k, n, "--value", &v.to_string()]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    let mut a = TestAgent::connect(&c, 1, "east-1", "us-east", &token, "s1")
-        .await
-        .unwrap();
-    assert!(matches!(
-        a.send(true, vec![ep("web", up.port)], vec![]).await,
-        pb::controller_message::Msg::Ack(_)
-    ));
+    let mut a = TestAgent::connect(&c, 1, "east-1", "us-east", &token, "s1").await.unwrap();
+    assert!(matches!(a.send(true, vec![ep("web", up.port)], vec![]).await, pb::controller_message::Msg::Ack(_)));
 
     let _envoy = Envoy::from_cli(&c, "e1", &["--region", "us-east"]);
-    wait_all_ok(port, "/", 10, Duration::from_secs(30), |b| {
-        b == "from-agent"
-    })
-    .await;
+    wait_all_ok(port, "/", 10, Duration::from_secs(30), |b| b == "from-agent").await;
 
     // Heartbeats keep the lease alive past its TTL.
     for _ in 0..8 {
@@ -356,19 +211,12 @@ async fn lease_policy(policy: &str) {
 
     // The agent dies.
     drop(a);
-    eventually("the lease to expire", Duration::from_secs(30), || async {
-        (clusters(&c)["clusters"][0]["lease"] == "expired").then_some(())
-    })
-    .await;
+    eventually("the lease to expire", Duration::from_secs(30), || async { (clusters(&c)["clusters"][0]["lease"] == "expired").then_some(()) }).await;
     if policy == "drop" {
-        eventually(
-            "Envoy to lose the endpoints",
-            Duration::from_secs(30),
-            || async {
-                let (_, failed) = batch(port, "/", 5).await;
-                (failed == 5).then_some(())
-            },
-        )
+        eventually("Envoy to lose the endpoints", Duration::from_secs(30), || async {
+            let (_, failed) = batch(port, "/", 5).await;
+            (failed == 5).then_some(())
+        })
         .await;
     } else {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -376,18 +224,10 @@ async fn lease_policy(policy: &str) {
         assert_eq!(failed, 0, "keep: the last known endpoints keep serving");
     }
     // A restarted agent resyncs and the lease is active again.
-    let mut b = TestAgent::connect(&c, 1, "east-1", "us-east", &token, "s2")
-        .await
-        .unwrap();
-    assert!(matches!(
-        b.send(true, vec![ep("web", up.port)], vec![]).await,
-        pb::controller_message::Msg::Ack(_)
-    ));
+    let mut b = TestAgent::connect(&c, 1, "east-1", "us-east", &token, "s2").await.unwrap();
+    assert!(matches!(b.send(true, vec![ep("web", up.port)], vec![]).await, pb::controller_message::Msg::Ack(_)));
     assert_eq!(clusters(&c)["clusters"][0]["lease"], "active");
-    wait_all_ok(port, "/", 10, Duration::from_secs(30), |b| {
-        b == "from-agent"
-    })
-    .await;
+    wait_all_ok(port, "/", 10, Duration::from_secs(30), |b| b == "from-agent").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,23 +244,14 @@ async fn lease_expiry_with_keep_policy_keeps_endpoints() {
 fn controller_of(c: &Cluster, cluster: &str) -> Option<u64> {
     let out = c.cli(&["clusters", "-o", "json"]);
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["clusters"]
-        .as_array()?
-        .iter()
-        .find(|r| r["cluster"] == cluster)?["controller"]
-        .as_u64()
+    v["clusters"].as_array()?.iter().find(|r| r["cluster"] == cluster)?["controller"].as_u64()
 }
 
 /// Whether `cluster`'s endpoints of `service` are exactly on `ports`.
 fn reported(c: &Cluster, service: &str, cluster: &str, ports: &[u16]) -> Option<bool> {
     let out = c.cli(&["endpoints", service, "-o", "json"]);
     let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let mut got: Vec<u64> = v["endpoints"]
-        .as_array()?
-        .iter()
-        .filter(|e| e["cluster"] == cluster)
-        .filter_map(|e| e["port"].as_u64())
-        .collect();
+    let mut got: Vec<u64> = v["endpoints"].as_array()?.iter().filter(|e| e["cluster"] == cluster).filter_map(|e| e["port"].as_u64()).collect();
     let mut want: Vec<u64> = ports.iter().map(|p| *p as u64).collect();
     got.sort_unstable();
     want.sort_unstable();
@@ -436,130 +267,60 @@ async fn an_agent_fails_back_to_its_own_regions_controller() {
     // Node 3 is us-east's only controller; eu-west's two keep the quorum
     // while it is down.
     let regions = vec!["eu-west".to_string(), "eu-west".into(), "us-east".into()];
-    let mut c = Cluster::start(
-        3,
-        ClusterOpts {
-            regions,
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut c = Cluster::start(3, ClusterOpts { regions, ..Default::default() }).await;
     let home = 3;
-    let out = c.cli(&[
-        "put",
-        "service",
-        "web",
-        "--value",
-        &json!({"port": 8080}).to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = c.cli(&["put", "service", "web", "--value", &json!({"port": 8080}).to_string()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = register(&c, "k8s-us-east", "us-east", "30s", "drop");
-    let order: Vec<String> = [home, 1, 2]
-        .iter()
-        .map(|id| c.node(*id).api_addr())
-        .collect();
-    let p = [
-        meridian_tests::ports::free_port(),
-        meridian_tests::ports::free_port(),
-        meridian_tests::ports::free_port(),
-    ];
+    let order: Vec<String> = [home, 1, 2].iter().map(|id| c.node(*id).api_addr()).collect();
+    let p = [meridian_tests::ports::free_port(), meridian_tests::ports::free_port(), meridian_tests::ports::free_port()];
     // Debug logs show the failback probes.
-    let agent = AgentProc::start_with(
-        c.dir(),
-        "k8s-us-east",
-        "us-east",
-        &token,
-        &order,
-        &["--failback-interval", "2s"],
-        "info,meridian_agent::client::failback=debug",
-    );
+    let agent = AgentProc::start_with(c.dir(), "k8s-us-east", "us-east", &token, &order, &["--failback-interval", "2s"], "info,meridian_agent::client::failback=debug");
     agent.declare(&[("web", p[0])]);
-    eventually(
-        "the agent to report through its own region's controller",
-        Duration::from_secs(60),
-        || async {
-            (controller_of(&c, "k8s-us-east")? == home
-                && reported(&c, "web", "k8s-us-east", &p[..1])?)
-            .then_some(())
-        },
-    )
+    eventually("the agent to report through its own region's controller", Duration::from_secs(60), || async {
+        (controller_of(&c, "k8s-us-east")? == home && reported(&c, "web", "k8s-us-east", &p[..1])?).then_some(())
+    })
     .await;
 
     // Its region's controller dies: the agent moves to eu-west and its
     // changes still land.
     c.kill(home);
     agent.declare(&[("web", p[0]), ("web", p[1])]);
-    let away = eventually(
-        "the agent to fail over to eu-west",
-        Duration::from_secs(60),
-        || async {
-            let at = controller_of(&c, "k8s-us-east")?;
-            (at != home && reported(&c, "web", "k8s-us-east", &p[..2])?).then_some(at)
-        },
-    )
+    let away = eventually("the agent to fail over to eu-west", Duration::from_secs(60), || async {
+        let at = controller_of(&c, "k8s-us-east")?;
+        (at != home && reported(&c, "web", "k8s-us-east", &p[..2])?).then_some(at)
+    })
     .await;
     // Probes of the dead controller fail and change nothing.
-    eventually(
-        "a failback probe of the dead controller",
-        Duration::from_secs(30),
-        || async {
-            agent
-                .log_text()
-                .contains("failback probe: not ready")
-                .then_some(())
-        },
-    )
+    eventually("a failback probe of the dead controller", Duration::from_secs(30), || async {
+        agent.log_text().contains("failback probe: not ready").then_some(())
+    })
     .await;
-    assert!(
-        !agent.log_text().contains("failing back"),
-        "failed back while its controller was down"
-    );
+    assert!(!agent.log_text().contains("failing back"), "failed back while its controller was down");
     assert_eq!(controller_of(&c, "k8s-us-east"), Some(away));
 
     // Back and ready: the agent returns within a few 2 s intervals.
     c.spawn(home);
     c.wait_ready(home).await;
     let ready = Instant::now();
-    eventually(
-        "the agent to fail back to its own region's controller",
-        Duration::from_secs(30),
-        || async { (controller_of(&c, "k8s-us-east")? == home).then_some(()) },
-    )
+    eventually("the agent to fail back to its own region's controller", Duration::from_secs(30), || async {
+        (controller_of(&c, "k8s-us-east")? == home).then_some(())
+    })
     .await;
     let took = ready.elapsed();
     eprintln!("measured: failback from node {away} to node {home} {took:?} after it was ready");
-    assert!(
-        took < Duration::from_secs(15),
-        "failback took {took:?} with a 2 s interval"
-    );
+    assert!(took < Duration::from_secs(15), "failback took {took:?} with a 2 s interval");
     let log = agent.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("failing back to a preferred controller"))
-        .unwrap_or_else(|| panic!("no failback logged:\n{log}"));
-    assert!(
-        line.contains(&c.node(home).api_addr()) && line.contains(&c.node(away).api_addr()),
-        "{line}"
-    );
+    let line = log.lines().find(|l| l.contains("failing back to a preferred controller")).unwrap_or_else(|| panic!("no failback logged:\n{log}"));
+    assert!(line.contains(&c.node(home).api_addr()) && line.contains(&c.node(away).api_addr()), "{line}");
 
     // The new session resynced and carries the next change; nothing stale.
     agent.declare(&[("web", p[1]), ("web", p[2])]);
-    eventually(
-        "a change to land through the home controller",
-        Duration::from_secs(30),
-        || async { reported(&c, "web", "k8s-us-east", &p[1..])?.then_some(()) },
-    )
+    eventually("a change to land through the home controller", Duration::from_secs(30), || async {
+        reported(&c, "web", "k8s-us-east", &p[1..])?.then_some(())
+    })
     .await;
     assert_eq!(controller_of(&c, "k8s-us-east"), Some(home));
     let log = agent.log_text();
-    assert_eq!(
-        log.matches("failing back to a preferred controller")
-            .count(),
-        1,
-        "{log}"
-    );
+    assert_eq!(log.matches("failing back to a preferred controller").count(), 1, "{log}");
 }

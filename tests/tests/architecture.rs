@@ -11,27 +11,14 @@ use std::process::Command;
 const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "meridian-model",
-        &[
-            "tokio",
-            "tonic",
-            "sled",
-            "openraft",
-            "envoy-types",
-            "meridian-store",
-        ],
+        &["tokio", "tonic", "sled", "openraft", "envoy-types", "meridian-store"],
     ),
     // envoy-types carries tonic (and so tokio) for its service traits; the
     // translation itself must still not reach storage, consensus or the
     // xDS server's streams.
     (
         "meridian-translate",
-        &[
-            "sled",
-            "openraft",
-            "meridian-store",
-            "meridian-proto",
-            "meridian-xds",
-        ],
+        &["sled", "openraft", "meridian-store", "meridian-proto", "meridian-xds"],
     ),
     (
         "meridian-store",
@@ -49,15 +36,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
             "meridian-peer",
         ],
     ),
-    (
-        "meridian-peer",
-        &[
-            "meridian-model",
-            "envoy-types",
-            "meridian-translate",
-            "meridian-xds",
-        ],
-    ),
+    ("meridian-peer", &["meridian-model", "envoy-types", "meridian-translate", "meridian-xds"]),
     (
         "meridian-agent",
         &[
@@ -129,20 +108,10 @@ const PRODUCT: &[&str] = &[
 ];
 
 /// Binaries and test-only crates: the only places `anyhow` may live.
-const NOT_LIBRARIES: &[&str] = &[
-    "meridian",
-    "meridian-bench",
-    "meridian-testkit",
-    "meridian-tests",
-];
+const NOT_LIBRARIES: &[&str] = &["meridian", "meridian-bench", "meridian-testkit", "meridian-tests"];
 
 /// Test and benchmark crates: never a normal dependency of what ships.
-const LAB: &[&str] = &[
-    "meridian-bench",
-    "meridian-testkit",
-    "meridian-tests",
-    "meridian-chaos",
-];
+const LAB: &[&str] = &["meridian-bench", "meridian-testkit", "meridian-tests", "meridian-chaos"];
 
 /// Crates that may read both the traffic model and the store's types: the
 /// node (it joins them), and the binary (it decodes snapshot files for
@@ -165,11 +134,7 @@ fn workspace() -> Workspace {
         .current_dir(meridian_tests::workspace_root())
         .output()
         .expect("cargo metadata");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let packages = meta["packages"].as_array().unwrap();
     let names: BTreeMap<&str, &str> = packages
@@ -189,10 +154,7 @@ fn workspace() -> Workspace {
     let default_members = default_ids.iter().map(|id| names[id].to_string()).collect();
     let mut members = BTreeMap::new();
     let mut features = BTreeMap::new();
-    for p in packages
-        .iter()
-        .filter(|p| member_ids.contains(p["id"].as_str().unwrap()))
-    {
+    for p in packages.iter().filter(|p| member_ids.contains(p["id"].as_str().unwrap())) {
         let name = p["name"].as_str().unwrap().to_string();
         let manifest = PathBuf::from(p["manifest_path"].as_str().unwrap());
         members.insert(name.clone(), manifest.parent().unwrap().to_path_buf());
@@ -204,10 +166,7 @@ fn workspace() -> Workspace {
                     .iter()
                     .map(|f| f.as_str().unwrap().to_string())
                     .collect();
-                features.insert(
-                    (name.clone(), d["name"].as_str().unwrap().to_string()),
-                    feats,
-                );
+                features.insert((name.clone(), d["name"].as_str().unwrap().to_string()), feats);
             }
         }
     }
@@ -218,19 +177,10 @@ fn workspace() -> Workspace {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|d| {
-                d["dep_kinds"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|k| k["kind"].is_null())
-            })
+            .filter(|d| d["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null()))
             .map(|d| names[d["pkg"].as_str().unwrap()].to_string())
             .collect();
-        normal
-            .entry(name)
-            .or_insert_with(BTreeSet::new)
-            .extend(deps);
+        normal.entry(name).or_insert_with(BTreeSet::new).extend(deps);
     }
     Workspace {
         members,
@@ -242,8 +192,7 @@ fn workspace() -> Workspace {
 
 impl Workspace {
     fn uses_directly(&self, krate: &str, dep: &str) -> bool {
-        self.features
-            .contains_key(&(krate.to_string(), dep.to_string()))
+        self.features.contains_key(&(krate.to_string(), dep.to_string()))
     }
 
     fn reachable(&self, from: &str) -> BTreeSet<String> {
@@ -273,10 +222,7 @@ fn crates_do_not_know_what_they_must_not_know() {
     let ws = workspace();
     let mut violations = Vec::new();
     for (krate, forbidden) in FORBIDDEN {
-        assert!(
-            ws.members.contains_key(*krate),
-            "{krate} is not in the workspace"
-        );
+        assert!(ws.members.contains_key(*krate), "{krate} is not in the workspace");
         let deps = ws.reachable(krate);
         violations.extend(
             forbidden
@@ -314,10 +260,7 @@ fn the_product_links_no_test_lab() {
     let ws = workspace();
     let mut violations = Vec::new();
     for krate in PRODUCT {
-        assert!(
-            ws.members.contains_key(*krate),
-            "{krate} is not in the workspace"
-        );
+        assert!(ws.members.contains_key(*krate), "{krate} is not in the workspace");
         let deps = ws.reachable(krate);
         violations.extend(
             LAB.iter()
@@ -326,10 +269,7 @@ fn the_product_links_no_test_lab() {
         );
         // Product crates only reach product crates (checked above), so a
         // direct edge is the only way to turn the xDS test client on.
-        if let Some(f) = ws
-            .features
-            .get(&(krate.to_string(), "meridian-xds".to_string()))
-        {
+        if let Some(f) = ws.features.get(&(krate.to_string(), "meridian-xds".to_string())) {
             if f.iter().any(|f| f == "testing") {
                 violations.push(format!("{krate} turns on meridian-xds/testing"));
             }
@@ -376,9 +316,7 @@ fn every_crate_has_a_code_map_entry() {
         .members
         .values()
         .map(|dir| dir.strip_prefix(&root).unwrap().display().to_string())
-        .filter(|rel| {
-            !doc.contains(&format!("### `{rel}`")) && !doc.contains(&format!("### `{rel}/`"))
-        })
+        .filter(|rel| !doc.contains(&format!("### `{rel}`")) && !doc.contains(&format!("### `{rel}/`")))
         .map(|rel| format!("docs/ARCHITECTURE.md has no code map heading \"### `{rel}`\""))
         .collect();
     check(violations);
@@ -399,14 +337,13 @@ fn long_files_say_why() {
         for f in files {
             let text = std::fs::read_to_string(&f).unwrap();
             let lines = text.lines().count();
-            let says_why = text.lines().take(15).any(|l| {
-                l.trim_start().starts_with("//") && l.to_lowercase().contains("long because")
-            });
+            let says_why = text
+                .lines()
+                .take(15)
+                .any(|l| l.trim_start().starts_with("//") && l.to_lowercase().contains("long because"));
             if lines > MAX_LINES && !says_why {
                 let rel = f.strip_prefix(&root).unwrap_or(&f).display().to_string();
-                violations.push(format!(
-                    "{rel} has {lines} lines and no \"long because\" at its top"
-                ));
+                violations.push(format!("{rel} has {lines} lines and no \"long because\" at its top"));
             }
         }
     }
@@ -414,9 +351,7 @@ fn long_files_say_why() {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -435,21 +370,12 @@ fn the_nodes_modules_form_no_cycle() {
     let graph = module_graph(&src);
     assert!(graph.len() > 5, "read the node's modules: {graph:?}");
     if let Some(cycle) = find_cycle(&graph) {
-        panic!(
-            "meridian-node modules import each other in a circle: {}",
-            cycle.join(" -> ")
-        );
+        panic!("meridian-node modules import each other in a circle: {}", cycle.join(" -> "));
     }
     // The check can fail: a graph with a back edge is caught.
     let mut broken = graph.clone();
-    broken
-        .entry("error".into())
-        .or_default()
-        .insert("node".into());
-    broken
-        .entry("node".into())
-        .or_default()
-        .insert("error".into());
+    broken.entry("error".into()).or_default().insert("node".into());
+    broken.entry("node".into()).or_default().insert("error".into());
     assert!(find_cycle(&broken).is_some());
 }
 
@@ -483,10 +409,7 @@ fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 fn first_ident(s: &str) -> Option<String> {
-    let id: String = s
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .collect();
+    let id: String = s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
     (!id.is_empty()).then_some(id)
 }
 
@@ -516,7 +439,5 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
         None
     }
     let mut done = BTreeSet::new();
-    graph
-        .keys()
-        .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+    graph.keys().find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
 }

@@ -548,24 +548,13 @@ async fn logs_to_files_and_pipes_have_no_colour_codes() {
     let c = Cluster::start(1, ClusterOpts::default()).await;
     let log = c.log_of(1);
     assert!(log.contains("INFO"), "the node logged at info: {log}");
-    assert!(
-        !log.contains("\x1b["),
-        "colour codes in a log file: {log:?}"
-    );
+    assert!(!log.contains("\x1b["), "colour codes in a log file: {log:?}");
 
     // An agent whose controller is not there logs its start and its retries.
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "eps.yaml", "endpoints: []\n");
     let mut child = Command::new(meridian_bin())
-        .args([
-            "agent",
-            "--cluster",
-            "c1",
-            "--region",
-            "us-east",
-            "--controllers",
-            "127.0.0.1:1",
-        ])
+        .args(["agent", "--cluster", "c1", "--region", "us-east", "--controllers", "127.0.0.1:1"])
         .arg("--source")
         .arg(format!("file:{}", s(&file)))
         .env("MERIDIAN_AGENT_TOKEN", "t")

@@ -25,21 +25,12 @@ const GROUPS: [&str; 3] = ["us", "eu", "ap"];
 
 fn put(c: &Cluster, kind: &str, name: &str, spec: serde_json::Value) {
     let out = c.cli(&["put", kind, name, "--value", &spec.to_string()]);
-    assert!(
-        out.status.success(),
-        "put {kind}/{name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "put {kind}/{name}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Sends a request every 50 ms until `n` in a row satisfy `ok`; returns
 /// (failed or unwanted requests, time taken).
-async fn until_stable(
-    port: u16,
-    n: usize,
-    limit: Duration,
-    ok: impl Fn(&str) -> bool,
-) -> (usize, Duration) {
+async fn until_stable(port: u16, n: usize, limit: Duration, ok: impl Fn(&str) -> bool) -> (usize, Duration) {
     let start = Instant::now();
     let (mut bad, mut streak) = (0, 0);
     while streak < n {
@@ -50,10 +41,7 @@ async fn until_stable(
                 streak = 0;
             }
         }
-        assert!(
-            start.elapsed() < limit,
-            "no stable answer through :{port} within {limit:?} ({bad} bad requests)"
-        );
+        assert!(start.elapsed() < limit, "no stable answer through :{port} within {limit:?} ({bad} bad requests)");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (bad, start.elapsed())
@@ -61,25 +49,9 @@ async fn until_stable(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_regions_locality_failover_outliers_leases_and_region_loss() {
-    let regions: Vec<String> = REGIONS
-        .iter()
-        .flat_map(|r| std::iter::repeat_n(r.to_string(), 3))
-        .collect();
-    let mut c = Cluster::start(
-        9,
-        ClusterOpts {
-            regions,
-            ..Default::default()
-        },
-    )
-    .await;
-    let by_region = |c: &Cluster, r: &str| -> Vec<u64> {
-        c.nodes
-            .iter()
-            .filter(|n| n.region == r)
-            .map(|n| n.id)
-            .collect()
-    };
+    let regions: Vec<String> = REGIONS.iter().flat_map(|r| std::iter::repeat_n(r.to_string(), 3)).collect();
+    let mut c = Cluster::start(9, ClusterOpts { regions, ..Default::default() }).await;
+    let by_region = |c: &Cluster, r: &str| -> Vec<u64> { c.nodes.iter().filter(|n| n.region == r).map(|n| n.id).collect() };
 
     // Config: regions with failover orders, one service with aggressive
     // outlier detection, a route, and one listener per region's proxy group.
@@ -96,38 +68,16 @@ async fn three_regions_locality_failover_outliers_leases_and_region_loss() {
     )
     .unwrap();
     let out = c.cli(&["apply", "-f", regions_file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    put(
-        &c,
-        "service",
-        "web",
-        json!({
-            "port": 8080,
-            "outlierDetection": {"consecutive5xx": 2, "interval": "500ms", "baseEjectionTime": "5s", "maxEjectionPercent": 100},
-            "failover": {"thresholdPercent": 50}
-        }),
-    );
-    put(
-        &c,
-        "route",
-        "web",
-        json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
-    );
-    let ports: Vec<u16> = GROUPS
-        .iter()
-        .map(|_| meridian_tests::ports::free_port())
-        .collect();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    put(&c, "service", "web", json!({
+        "port": 8080,
+        "outlierDetection": {"consecutive5xx": 2, "interval": "500ms", "baseEjectionTime": "5s", "maxEjectionPercent": 100},
+        "failover": {"thresholdPercent": 50}
+    }));
+    put(&c, "route", "web", json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}));
+    let ports: Vec<u16> = GROUPS.iter().map(|_| meridian_tests::ports::free_port()).collect();
     for (g, port) in GROUPS.iter().zip(&ports) {
-        put(
-            &c,
-            "listener",
-            &format!("edge-{g}"),
-            json!({"address": "127.0.0.1", "port": port, "routes": ["web"], "proxyGroups": [g]}),
-        );
+        put(&c, "listener", &format!("edge-{g}"), json!({"address": "127.0.0.1", "port": port, "routes": ["web"], "proxyGroups": [g]}));
     }
 
     // Upstreams, clusters, agents (own region's controllers first).
@@ -138,25 +88,10 @@ async fn three_regions_locality_failover_outliers_leases_and_region_loss() {
     let mut agents = Vec::new();
     for (i, r) in REGIONS.iter().enumerate() {
         let cluster = format!("k8s-{r}");
-        let out = c.cli(&[
-            "clusters",
-            "add",
-            &cluster,
-            "--region",
-            r,
-            "--lease-ttl",
-            "5s",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = c.cli(&["clusters", "add", &cluster, "--region", r, "--lease-ttl", "5s"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let mut order: Vec<String> = by_region(&c, r)
-            .iter()
-            .map(|id| c.node(*id).api_addr())
-            .collect();
+        let mut order: Vec<String> = by_region(&c, r).iter().map(|id| c.node(*id).api_addr()).collect();
         for other in REGIONS.iter().filter(|o| *o != r) {
             order.extend(by_region(&c, other).iter().map(|id| c.node(*id).api_addr()));
         }
@@ -164,29 +99,17 @@ async fn three_regions_locality_failover_outliers_leases_and_region_loss() {
         a.declare(&[("web", ups[i][0].port), ("web", ups[i][1].port)]);
         agents.push(a);
     }
-    eventually(
-        "every agent's endpoints committed",
-        Duration::from_secs(60),
-        || async {
-            let out = c.cli(&["endpoints", "web", "-o", "json"]);
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            let healthy = v["endpoints"]
-                .as_array()?
-                .iter()
-                .filter(|e| e["health"] == "HEALTHY")
-                .count();
-            (healthy == 6).then_some(())
-        },
-    )
+    eventually("every agent's endpoints committed", Duration::from_secs(60), || async {
+        let out = c.cli(&["endpoints", "web", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let healthy = v["endpoints"].as_array()?.iter().filter(|e| e["health"] == "HEALTHY").count();
+        (healthy == 6).then_some(())
+    })
     .await;
 
     let mut envoys = Vec::new();
     for (i, r) in REGIONS.iter().enumerate() {
-        envoys.push(Envoy::from_cli(
-            &c,
-            &format!("envoy-{r}"),
-            &["--region", r, "--group", GROUPS[i]],
-        ));
+        envoys.push(Envoy::from_cli(&c, &format!("envoy-{r}"), &["--region", r, "--group", GROUPS[i]]));
     }
 
     // (a) Each Envoy sends its requests to its own region's upstreams.
@@ -204,10 +127,7 @@ async fn three_regions_locality_failover_outliers_leases_and_region_loss() {
     eprintln!("measured: (b) failover us-east -> eu-west in {took:?}, {bad} failed requests");
     assert!(took < Duration::from_secs(15), "failover took {took:?}");
     // Restored: traffic returns to us-east.
-    let restored = [
-        Upstream::start_on("us-east", ups[0][0].port).await,
-        Upstream::start_on("us-east", ups[0][1].port).await,
-    ];
+    let restored = [Upstream::start_on("us-east", ups[0][0].port).await, Upstream::start_on("us-east", ups[0][1].port).await];
     let (bad, took) = until_stable(ports[0], 20, Duration::from_secs(30), |b| b == "us-east").await;
     eprintln!("measured: (b) back to us-east in {took:?}, {bad} failed or remote requests");
 
@@ -217,13 +137,8 @@ async fn three_regions_locality_failover_outliers_leases_and_region_loss() {
         u.set_failing(true);
     }
     let (bad, took) = until_stable(ports[0], 20, Duration::from_secs(30), |b| b == "eu-west").await;
-    eprintln!(
-        "measured: (c) outlier ejection us-east -> eu-west in {took:?}, {bad} failed requests"
-    );
-    assert!(
-        bad < 50,
-        "{bad} requests failed before outlier detection moved traffic"
-    );
+    eprintln!("measured: (c) outlier ejection us-east -> eu-west in {took:?}, {bad} failed requests");
+    assert!(bad < 50, "{bad} requests failed before outlier detection moved traffic");
     for u in &restored {
         u.set_failing(false);
     }
@@ -236,26 +151,14 @@ async fn three_regions_locality_failover_outliers_leases_and_region_loss() {
     let killed = Instant::now();
     let (bad, took) = until_stable(ports[1], 10, Duration::from_secs(40), |b| b == "us-east").await;
     eprintln!("measured: (d) agent eu-west killed; lease expired and traffic moved after {:?} ({bad} requests went elsewhere or failed)", killed.elapsed());
-    assert!(
-        took >= Duration::from_secs(4),
-        "endpoints dropped before the lease TTL: {took:?}"
-    );
+    assert!(took >= Duration::from_secs(4), "endpoints dropped before the lease TTL: {took:?}");
     agents[1].spawn();
     let (_, took) = until_stable(ports[1], 10, Duration::from_secs(40), |b| b == "eu-west").await;
     eprintln!("measured: (d) restarted agent resynced; eu-west local again in {took:?}");
     let out = c.cli(&["endpoints", "web", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let eu: Vec<_> = v["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["cluster"] == "k8s-eu-west")
-        .collect();
-    assert_eq!(
-        eu.len(),
-        2,
-        "no stale or duplicate endpoints after resync: {v}"
-    );
+    let eu: Vec<_> = v["endpoints"].as_array().unwrap().iter().filter(|e| e["cluster"] == "k8s-eu-west").collect();
+    assert_eq!(eu.len(), 2, "no stale or duplicate endpoints after resync: {v}");
 
     // (e) Every us-east controller killed. Envoy us keeps serving, moves to
     // another region's controller and still gets updates; agent us too.
@@ -263,66 +166,38 @@ async fn three_regions_locality_failover_outliers_leases_and_region_loss() {
     for id in by_region(&c, "us-east") {
         c.kill(id);
     }
-    let (bad, _) = until_stable(ports[0], 20, Duration::from_secs(10), |b| {
-        REGIONS.contains(&b)
-    })
-    .await;
-    assert_eq!(
-        bad, 0,
-        "Envoy us stopped serving when its region's controllers died"
-    );
+    let (bad, _) = until_stable(ports[0], 20, Duration::from_secs(10), |b| REGIONS.contains(&b)).await;
+    assert_eq!(bad, 0, "Envoy us stopped serving when its region's controllers died");
     let started = Instant::now();
-    put(
-        &c,
-        "route",
-        "web",
-        json!({"hosts": ["*"], "rules": [
-            {"matches": [{"path": {"exact": "/version"}}], "directResponse": {"status": 200, "body": "v2"}},
-            {"backends": [{"service": "web"}]}
-        ]}),
-    );
-    eventually(
-        "Envoy us to get the change from another region",
-        Duration::from_secs(60),
-        || async {
-            let (code, body) = http_get(&format!("http://127.0.0.1:{}/version", ports[0]))
-                .await
-                .ok()?;
-            (code == 200 && body == "v2").then_some(())
-        },
-    )
+    put(&c, "route", "web", json!({"hosts": ["*"], "rules": [
+        {"matches": [{"path": {"exact": "/version"}}], "directResponse": {"status": 200, "body": "v2"}},
+        {"backends": [{"service": "web"}]}
+    ]}));
+    eventually("Envoy us to get the change from another region", Duration::from_secs(60), || async {
+        let (code, body) = http_get(&format!("http://127.0.0.1:{}/version", ports[0])).await.ok()?;
+        (code == 200 && body == "v2").then_some(())
+    })
     .await;
     let after = envoys[0].stat("control_plane.identifier").await.unwrap();
     eprintln!("measured: (e) us-east controllers down; Envoy us moved from {before} to {after} and converged in {:?}", started.elapsed());
-    assert!(
-        !after.starts_with("meridian-us-east"),
-        "Envoy us is still served by {after}"
-    );
+    assert!(!after.starts_with("meridian-us-east"), "Envoy us is still served by {after}");
     // The agent moved too: a change in us-east's endpoints still lands.
     agents[0].declare(&[("web", restored[0].port)]);
-    eventually(
-        "agent us-east to report through another region",
-        Duration::from_secs(60),
-        || async {
-            let out = c.cli(&["endpoints", "web", "-o", "json"]);
-            let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
-                Ok(v) => v,
-                Err(_) => {
-                    eprintln!("endpoints: {}", String::from_utf8_lossy(&out.stderr));
-                    return None;
-                }
-            };
-            let us = v["endpoints"]
-                .as_array()?
-                .iter()
-                .filter(|e| e["cluster"] == "k8s-us-east")
-                .count();
-            if us != 1 {
-                eprintln!("us-east endpoints: {us}");
+    eventually("agent us-east to report through another region", Duration::from_secs(60), || async {
+        let out = c.cli(&["endpoints", "web", "-o", "json"]);
+        let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+            Ok(v) => v,
+            Err(_) => {
+                eprintln!("endpoints: {}", String::from_utf8_lossy(&out.stderr));
+                return None;
             }
-            (us == 1).then_some(())
-        },
-    )
+        };
+        let us = v["endpoints"].as_array()?.iter().filter(|e| e["cluster"] == "k8s-us-east").count();
+        if us != 1 {
+            eprintln!("us-east endpoints: {us}");
+        }
+        (us == 1).then_some(())
+    })
     .await;
     for e in &envoys {
         assert_eq!(e.sum_stats("update_rejected").await, 0);

@@ -32,22 +32,14 @@ fn assert_code(o: &Output, code: i32) {
 #[track_caller]
 fn assert_says(o: &Output, code: i32, text: &str) {
     assert_code(o, code);
-    assert!(
-        String::from_utf8_lossy(&o.stdout).contains(text),
-        "{}",
-        show(o)
-    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(text), "{}", show(o));
 }
 
 /// `o` exited with `code` and its error says `text`.
 #[track_caller]
 fn assert_fails_saying(o: &Output, code: i32, text: &str) {
     assert_code(o, code);
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains(text),
-        "{}",
-        show(o)
-    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains(text), "{}", show(o));
 }
 
 fn json(o: &Output) -> Value {
@@ -68,11 +60,7 @@ fn apply(c: &Cluster, name: &str, text: &str) -> Output {
 
 /// `kind/name` of an object, a history entry or a rollback's change.
 fn object_key(v: &Value) -> String {
-    format!(
-        "{}/{}",
-        v["kind"].as_str().unwrap(),
-        v["name"].as_str().unwrap()
-    )
+    format!("{}/{}", v["kind"].as_str().unwrap(), v["name"].as_str().unwrap())
 }
 
 /// The global revision and every object as `kind/name` -> spec.
@@ -478,19 +466,7 @@ async fn apply_wait_and_rollback_through_envoy() {
 
 fn start_envoy_on(c: &Cluster, node_id: &str, group: &str, controller: u64) -> Envoy {
     let ctl = format!("us-east=127.0.0.1:{}", c.node(controller).ports.xds);
-    Envoy::from_cli(
-        c,
-        node_id,
-        &[
-            "--region",
-            "us-east",
-            "--group",
-            group,
-            "--controllers",
-            &ctl,
-            "--delta",
-        ],
-    )
+    Envoy::from_cli(c, node_id, &["--region", "us-east", "--group", group, "--controllers", &ctl, "--delta"])
 }
 
 async fn set_faults(c: &Cluster, id: u64, body: &str) {

@@ -60,11 +60,7 @@ fn endpoint(svc: usize, i: usize, weight: u32, healthy: bool) -> pb::AgentEndpoi
         port: 8080,
         zone: String::new(),
         weight,
-        health: if healthy {
-            pb::EndpointHealth::Healthy
-        } else {
-            pb::EndpointHealth::Unhealthy
-        } as i32,
+        health: if healthy { pb::EndpointHealth::Healthy } else { pb::EndpointHealth::Unhealthy } as i32,
     }
 }
 
@@ -78,9 +74,7 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
     eprintln!("starting a 3-node loopback cluster ...");
     let lc = Cluster::try_start(3, ClusterOpts::bench(None)).await?;
     let api = lc.api_addrs();
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", api[0]))?
-        .connect()
-        .await?;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", api[0]))?.connect().await?;
     let mut cfg = ConfigServiceClient::new(ch).max_encoding_message_size(64 << 20);
 
     // Services and registered clusters, in one transaction.
@@ -89,45 +83,22 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
     for s in 0..a.services {
-        ops.push(crate::setup::put(
-            "service",
-            &format!("svc-{s}"),
-            &json!({"port": 8080}),
-        ));
+        ops.push(crate::setup::put("service", &format!("svc-{s}"), &json!({"port": 8080})));
     }
     for (c, region) in REGIONS.iter().enumerate().take(clusters) {
-        ops.push(crate::setup::put(
-            "cluster",
-            &format!("bench-{c}"),
-            &json!({"region": region, "tokenSha256": digest}),
-        ));
+        ops.push(crate::setup::put("cluster", &format!("bench-{c}"), &json!({"region": region, "tokenSha256": digest})));
     }
     // A fourth cluster whose only job is the timed samples, so they travel
     // the same path as the load while it runs.
-    ops.push(crate::setup::put(
-        "cluster",
-        "bench-sample",
-        &json!({"region": "us-east", "tokenSha256": digest}),
-    ));
-    cfg.txn(pb::TxnRequest {
-        request_id: "bench-churn-setup".into(),
-        ops,
-        dry_run: false,
-    })
-    .await?;
+    ops.push(crate::setup::put("cluster", "bench-sample", &json!({"region": "us-east", "tokenSha256": digest})));
+    cfg.txn(pb::TxnRequest { request_id: "bench-churn-setup".into(), ops, dry_run: false }).await?;
 
     // Agents: hello, welcome, full set. The last one is the sampler.
     let mut agents = Vec::new();
     for c in 0..=clusters {
         let sampler = c == clusters;
-        let (name, region) = if sampler {
-            ("bench-sample".to_string(), "us-east")
-        } else {
-            (format!("bench-{c}"), REGIONS[c])
-        };
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", api[c % api.len()]))?
-            .connect()
-            .await?;
+        let (name, region) = if sampler { ("bench-sample".to_string(), "us-east") } else { (format!("bench-{c}"), REGIONS[c]) };
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", api[c % api.len()]))?.connect().await?;
         let (tx, rx) = mpsc::channel(64);
         tx.send(pb::AgentMessage {
             msg: Some(pb::agent_message::Msg::Hello(pb::AgentHello {
@@ -140,15 +111,9 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
             })),
         })
         .await?;
-        let mut stream = AgentServiceClient::new(ch)
-            .max_encoding_message_size(64 << 20)
-            .report(ReceiverStream::new(rx))
-            .await?
-            .into_inner();
+        let mut stream = AgentServiceClient::new(ch).max_encoding_message_size(64 << 20).report(ReceiverStream::new(rx)).await?.into_inner();
         match stream.message().await? {
-            Some(pb::ControllerMessage {
-                msg: Some(pb::controller_message::Msg::Welcome(_)),
-            }) => {}
+            Some(pb::ControllerMessage { msg: Some(pb::controller_message::Msg::Welcome(_)) }) => {}
             other => bail!("agent {c}: expected welcome, got {other:?}"),
         }
         let mut full = Vec::new();
@@ -164,73 +129,42 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
             }
         }
         tx.send(pb::AgentMessage {
-            msg: Some(pb::agent_message::Msg::Update(pb::EndpointUpdate {
-                version: 1,
-                replace: true,
-                upserts: full,
-                removals: vec![],
-            })),
+            msg: Some(pb::agent_message::Msg::Update(pb::EndpointUpdate { version: 1, replace: true, upserts: full, removals: vec![] })),
         })
         .await?;
         match stream.message().await? {
-            Some(pb::ControllerMessage {
-                msg: Some(pb::controller_message::Msg::Ack(_)),
-            }) => {}
+            Some(pb::ControllerMessage { msg: Some(pb::controller_message::Msg::Ack(_)) }) => {}
             other => bail!("agent {c}: full set not acknowledged: {other:?}"),
         }
         agents.push((tx, stream));
     }
-    eprintln!(
-        "{} services x {} endpoints reported by {clusters} agents",
-        a.services, a.endpoints
-    );
+    eprintln!("{} services x {} endpoints reported by {clusters} agents", a.services, a.endpoints);
 
     // A real Envoy in us-east watching everything.
-    let spec = BootstrapSpec::new(
-        "bench-envoy",
-        "us-east",
-        Envoy::free_admin_port(),
-        lc.controllers(),
-    );
+    let spec = BootstrapSpec::new("bench-envoy", "us-east", Envoy::free_admin_port(), lc.controllers());
     let envoy = Envoy::from_spec(&spec, lc.dir(), "error")?;
     let admin_addr = envoy.admin_addr();
     let healthy_of = |svc: usize| {
         let admin_addr = admin_addr.clone();
         async move {
-            let body = get(
-                &admin_addr,
-                &format!("/stats?filter=^cluster\\.svc-{svc}\\.membership_healthy$"),
-            )
-            .await
-            .ok()?;
-            body.lines().find_map(|l| {
-                l.split_once(": ")
-                    .and_then(|(_, v)| v.trim().parse::<u64>().ok())
-            })
+            let body = get(&admin_addr, &format!("/stats?filter=^cluster\\.svc-{svc}\\.membership_healthy$")).await.ok()?;
+            body.lines().find_map(|l| l.split_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok()))
         }
     };
     let start = Instant::now();
-    while healthy_of(a.services - 1).await != Some(a.endpoints as u64)
-        || healthy_of(0).await != Some(a.endpoints as u64 + 1)
-    {
+    while healthy_of(a.services - 1).await != Some(a.endpoints as u64) || healthy_of(0).await != Some(a.endpoints as u64 + 1) {
         if start.elapsed() > Duration::from_secs(120) {
             bail!("Envoy did not receive every endpoint within 120 s");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!(
-        "Envoy has all {} clusters after {:?}",
-        a.services,
-        start.elapsed()
-    );
+    eprintln!("Envoy has all {} clusters after {:?}", a.services, start.elapsed());
 
     let leader_admin = lc.admin_addrs();
     let batches_before: u64 = {
         let mut sum = 0;
         for ad in &leader_admin {
-            sum += scrape(ad, "meridian_endpoint_batches_total")
-                .await
-                .unwrap_or(0);
+            sum += scrape(ad, "meridian_endpoint_batches_total").await.unwrap_or(0);
         }
         sum
     };
@@ -256,8 +190,7 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
                 let mut upserts = Vec::with_capacity(per_tick);
                 for _ in 0..per_tick {
                     let s = rand::thread_rng().gen_range(0..services);
-                    let i = c + clusters
-                        * rand::thread_rng().gen_range(0..endpoints.div_ceil(clusters).max(1));
+                    let i = c + clusters * rand::thread_rng().gen_range(0..endpoints.div_ceil(clusters).max(1));
                     if i >= endpoints || s >= services {
                         continue;
                     }
@@ -269,20 +202,13 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
                 let n = upserts.len();
                 let sent = Instant::now();
                 let msg = pb::AgentMessage {
-                    msg: Some(pb::agent_message::Msg::Update(pb::EndpointUpdate {
-                        version,
-                        replace: false,
-                        upserts,
-                        removals: vec![],
-                    })),
+                    msg: Some(pb::agent_message::Msg::Update(pb::EndpointUpdate { version, replace: false, upserts, removals: vec![] })),
                 };
                 if tx.send(msg).await.is_err() {
                     break;
                 }
                 match stream.message().await {
-                    Ok(Some(pb::ControllerMessage {
-                        msg: Some(pb::controller_message::Msg::Ack(_)),
-                    })) => {
+                    Ok(Some(pb::ControllerMessage { msg: Some(pb::controller_message::Msg::Ack(_)) })) => {
                         changes += n;
                         lat.push(sent.elapsed().as_secs_f64() * 1000.0);
                     }
@@ -304,29 +230,14 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
     while Instant::now() + Duration::from_millis(500) < deadline {
         let s = k % healthy.len();
         k += 1;
-        let Some(before) = healthy_of(s).await else {
-            continue;
-        };
+        let Some(before) = healthy_of(s).await else { continue };
         healthy[s] = !healthy[s];
         sample_version += 1;
         let sent = Instant::now();
-        let u = pb::EndpointUpdate {
-            version: sample_version,
-            replace: false,
-            upserts: vec![endpoint(s, SAMPLE_EP, 1, healthy[s])],
-            removals: vec![],
-        };
-        sample_tx
-            .send(pb::AgentMessage {
-                msg: Some(pb::agent_message::Msg::Update(u)),
-            })
-            .await?;
+        let u = pb::EndpointUpdate { version: sample_version, replace: false, upserts: vec![endpoint(s, SAMPLE_EP, 1, healthy[s])], removals: vec![] };
+        sample_tx.send(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Update(u)) }).await?;
         let _ = sample_stream.message().await?;
-        let want = if healthy[s] {
-            before + 1
-        } else {
-            before.saturating_sub(1)
-        };
+        let want = if healthy[s] { before + 1 } else { before.saturating_sub(1) };
         loop {
             if healthy_of(s).await == Some(want) {
                 vis.push(sent.elapsed().as_secs_f64() * 1000.0);
@@ -353,9 +264,7 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
     let batches_after: u64 = {
         let mut sum = 0;
         for ad in &leader_admin {
-            sum += scrape(ad, "meridian_endpoint_batches_total")
-                .await
-                .unwrap_or(0);
+            sum += scrape(ad, "meridian_endpoint_batches_total").await.unwrap_or(0);
         }
         sum
     };
@@ -373,24 +282,11 @@ pub async fn run(a: ChurnArgs, g: &Global) -> Result<()> {
     match g.output {
         Format::Json | Format::Yaml => print_value(&report, g.output)?,
         _ => {
-            let f = |v: &serde_json::Value| {
-                v.as_f64()
-                    .map(|x| format!("{x:.1}"))
-                    .unwrap_or_else(|| "-".into())
-            };
+            let f = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
             print!(
                 "{}",
                 table(
-                    &[
-                        "OFFERED/S",
-                        "COMMITTED/S",
-                        "ACK P50 MS",
-                        "ACK P99 MS",
-                        "RAFT ENTRIES/S",
-                        "CHANGES/ENTRY",
-                        "ENVOY P50 MS",
-                        "ENVOY MAX MS"
-                    ],
+                    &["OFFERED/S", "COMMITTED/S", "ACK P50 MS", "ACK P99 MS", "RAFT ENTRIES/S", "CHANGES/ENTRY", "ENVOY P50 MS", "ENVOY MAX MS"],
                     &[vec![
                         a.rate.to_string(),
                         f(&report["committed_changes_per_s"]),

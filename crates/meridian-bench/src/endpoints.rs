@@ -135,10 +135,7 @@ impl Totals {
             None => (None, None),
         };
         let sum = |f: fn(&EnvoyStats) -> &AtomicU64| -> u64 {
-            envoys
-                .iter()
-                .map(|(s, _)| f(s).load(Ordering::Relaxed))
-                .sum()
+            envoys.iter().map(|(s, _)| f(s).load(Ordering::Relaxed)).sum()
         };
         Totals {
             batches,
@@ -520,3 +517,4 @@ async fn bench(a: EndpointsArgs, timeout: Duration) -> Result<Report> {
         errors,
     })
 }
+

@@ -296,17 +296,14 @@ async fn leader_counter(sut: &Sut) -> Option<u64> {
 
 /// Nearest-rank percentile of sorted microseconds, in milliseconds.
 fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
-    percentile(sorted_us, p)
-        .map(|us| us as f64 / 1000.0)
-        .unwrap_or(0.0)
+    percentile(sorted_us, p).map(|us| us as f64 / 1000.0).unwrap_or(0.0)
 }
 
 pub(crate) fn print_report(r: &Report, format: Format) -> Result<()> {
     match format {
-        Format::Json | Format::Yaml => Ok(crate::output::print_value(
-            &serde_json::to_value(r)?,
-            format,
-        )?),
+        Format::Json | Format::Yaml => {
+            Ok(crate::output::print_value(&serde_json::to_value(r)?, format)?)
+        }
         Format::Table | Format::Wide => {
             println!(
                 "{}: {} nodes, leader {}, target {:?} ({}), {}s per run",
@@ -364,6 +361,7 @@ pub(crate) fn print_report(r: &Report, format: Format) -> Result<()> {
         }
     }
 }
+
 
 #[cfg(test)]
 mod tests {

@@ -29,11 +29,7 @@ use clap::{Parser, Subcommand};
 use crate::output::{parse_duration, Format};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "meridian-bench",
-    version,
-    about = "Benchmarks of Meridian against real meridian processes"
-)]
+#[command(name = "meridian-bench", version, about = "Benchmarks of Meridian against real meridian processes")]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -80,10 +76,7 @@ enum BenchCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

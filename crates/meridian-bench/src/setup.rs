@@ -38,11 +38,7 @@ pub fn put(kind: &str, name: &str, spec: &serde_json::Value) -> pb::TxnOp {
 }
 
 /// Commits a benchmark's setup transaction; returns its revision.
-pub async fn txn(
-    api: &mut ConfigServiceClient<Channel>,
-    id: &str,
-    ops: Vec<pb::TxnOp>,
-) -> Result<u64> {
+pub async fn txn(api: &mut ConfigServiceClient<Channel>, id: &str, ops: Vec<pb::TxnOp>) -> Result<u64> {
     let r = api
         .txn(pb::TxnRequest {
             request_id: id.into(),

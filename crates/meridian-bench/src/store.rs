@@ -140,3 +140,4 @@ pub async fn etcd_bench(a: EtcdArgs, g: &Global) -> Result<Report> {
     })
     .await
 }
+

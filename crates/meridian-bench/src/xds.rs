@@ -320,6 +320,7 @@ async fn probe(xds: &[SocketAddr], variant: Variant, min: usize) -> Result<usize
     }
 }
 
+
 fn route_spec(i: usize, services: usize, timeout_s: usize, weight: usize) -> serde_json::Value {
     let other = (i + 1) % services;
     let mut backends = vec![json!({"service": format!("svc-{i:04}"), "weight": 100 - weight})];

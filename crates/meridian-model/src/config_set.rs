@@ -235,4 +235,5 @@ fn references(obj: &Object) -> Vec<(String, Kind, String)> {
 
 fn is_http_service(p: Protocol) -> bool {
     p != Protocol::Tcp
+
 }

@@ -34,6 +34,4 @@ pub use kind::Kind;
 pub use name::{validate_name, MAX_NAME_LEN, MAX_OBJECT_BYTES};
 pub use object::{Object, Spec};
 pub use parse::{parse_documents, parse_documents_located};
-pub use spec::{
-    ClusterSpec, LeaseExpiry, ListenerSpec, RegionSpec, RouteSpec, SecretSpec, ServiceSpec,
-};
+pub use spec::{ClusterSpec, LeaseExpiry, ListenerSpec, RegionSpec, RouteSpec, SecretSpec, ServiceSpec};

@@ -3,9 +3,7 @@ use serde::Serialize;
 use crate::{
     error::Errors,
     parse::spec_from_json,
-    spec::{
-        ClusterSpec, ListenerSpec, PrivateKeyPem, RegionSpec, RouteSpec, SecretSpec, ServiceSpec,
-    },
+    spec::{ClusterSpec, ListenerSpec, PrivateKeyPem, RegionSpec, RouteSpec, SecretSpec, ServiceSpec},
     validate_name, Kind, ModelError, MAX_OBJECT_BYTES,
 };
 

@@ -94,9 +94,7 @@ pub fn endpoint_set(
 ) -> EndpointSet {
     let mut set = config.static_endpoints();
     for ((cluster, service), eps) in reports {
-        let Some(spec) = config.cluster(cluster) else {
-            continue;
-        };
+        let Some(spec) = config.cluster(cluster) else { continue };
         if let Some(lease) = leases.get(cluster) {
             if lease.expired && lease.on_expiry == LeaseExpiry::Drop {
                 continue;
@@ -107,11 +105,7 @@ pub fn endpoint_set(
                 service: service.clone(),
                 cluster: cluster.clone(),
                 region: spec.region.clone(),
-                zone: if e.zone.is_empty() {
-                    spec.zone.clone()
-                } else {
-                    e.zone.clone()
-                },
+                zone: if e.zone.is_empty() { spec.zone.clone() } else { e.zone.clone() },
                 address: e.address.clone(),
                 port: e.port,
                 weight: e.weight.max(1),

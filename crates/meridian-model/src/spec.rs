@@ -2,15 +2,15 @@
 //! unknown fields are errors. Defaults that translation applies are
 //! constants here so MODEL.md, translation and tests agree.
 
-mod cluster;
 mod listener;
+mod cluster;
 mod region;
 mod route;
 mod secret;
 mod service;
 
-pub use cluster::{ClusterSpec, LeaseExpiry};
 pub use listener::{ListenerProtocol, ListenerSpec, Tls};
+pub use cluster::{ClusterSpec, LeaseExpiry};
 pub use region::RegionSpec;
 pub use route::{
     Backend, Backoff, DirectResponse, HeaderMatch, HeaderOps, HeaderValue, Match, Mirror,
@@ -18,8 +18,10 @@ pub use route::{
 };
 pub use secret::{PrivateKeyPem, SecretSpec};
 pub use service::{
+    StaticEndpoint,
     CircuitBreakers, Failover, HealthCheck, HealthCheckProtocol, LoadBalancing, OutlierDetection,
-    OutlierSettings, Protocol, ServiceSpec, StaticEndpoint,
+    OutlierSettings,
+    Protocol, ServiceSpec,
 };
 
 use crate::error::Errors;

@@ -24,27 +24,13 @@ pub fn endpoint(service: &str, port: u16) -> String {
 impl AgentProc {
     /// Starts an agent for `cluster` reading `file`, probing endpoints over
     /// TCP every 500 ms, talking to `controllers` in order.
-    pub fn start(
-        dir: &std::path::Path,
-        cluster: &str,
-        region: &str,
-        token: &str,
-        controllers: &[String],
-    ) -> AgentProc {
+    pub fn start(dir: &std::path::Path, cluster: &str, region: &str, token: &str, controllers: &[String]) -> AgentProc {
         Self::start_with(dir, cluster, region, token, controllers, &[], "info")
     }
 
     /// As [`AgentProc::start`], with more flags (e.g. `--failback-interval
     /// 2s`) and a `RUST_LOG` filter of its own.
-    pub fn start_with(
-        dir: &std::path::Path,
-        cluster: &str,
-        region: &str,
-        token: &str,
-        controllers: &[String],
-        extra: &[&str],
-        log_filter: &str,
-    ) -> AgentProc {
+    pub fn start_with(dir: &std::path::Path, cluster: &str, region: &str, token: &str, controllers: &[String], extra: &[&str], log_filter: &str) -> AgentProc {
         let file = dir.join(format!("{cluster}-endpoints.yaml"));
         if !file.exists() {
             std::fs::write(&file, "endpoints: []\n").unwrap();
@@ -70,10 +56,7 @@ impl AgentProc {
             "--poll-interval".into(),
             "200ms".into(),
         ];
-        let args = args
-            .into_iter()
-            .chain(extra.iter().map(|a| a.to_string()))
-            .collect();
+        let args = args.into_iter().chain(extra.iter().map(|a| a.to_string())).collect();
         let mut a = AgentProc {
             cluster: cluster.into(),
             log: dir.join(format!("agent-{cluster}.log")),
@@ -89,11 +72,7 @@ impl AgentProc {
 
     pub fn spawn(&mut self) {
         assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(meridian_bin())
             .args(&self.args)
             .env("MERIDIAN_AGENT_TOKEN", &self.token)

@@ -111,9 +111,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes; with `auto_join`, waits until all are voters.
     pub async fn start(n: usize, opts: ClusterOpts) -> Cluster {
-        Self::try_start(n, opts)
-            .await
-            .unwrap_or_else(|e| panic!("{e:#}"))
+        Self::try_start(n, opts).await.unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// As [`Cluster::start`], with failures as errors (a node that exits
@@ -155,10 +153,8 @@ impl Cluster {
         }
         if c.opts.auto_join {
             let want: Vec<u64> = c.nodes.iter().map(|n| n.id).collect();
-            c.starting(&format!("voters {want:?}"), Duration::from_secs(60), || {
-                c.has_voters(&want)
-            })
-            .await?;
+            c.starting(&format!("voters {want:?}"), Duration::from_secs(60), || c.has_voters(&want))
+                .await?;
         }
         Ok(c)
     }
@@ -188,11 +184,7 @@ impl Cluster {
                 self.exited().unwrap_or_else(|| "a node exited".into()),
                 self.log_tails(20)
             ),
-            Err(e) => Err(e.context(format!(
-                "the cluster in {} did not start\n{}",
-                self.dir().display(),
-                self.log_tails(40)
-            ))),
+            Err(e) => Err(e.context(format!("the cluster in {} did not start\n{}", self.dir().display(), self.log_tails(40)))),
         }
     }
 
@@ -203,10 +195,7 @@ impl Cluster {
             // Reaping here would lose the status for `stop`; /proc tells
             // whether the process still runs without waiting on it.
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            let zombie = stat.as_deref().is_none_or(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-            });
+            let zombie = stat.as_deref().is_none_or(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')));
             zombie.then(|| format!("node {} (pid {pid}) exited", n.id))
         })
     }
@@ -217,11 +206,7 @@ impl Cluster {
         for n in &self.nodes {
             let log = std::fs::read_to_string(&n.log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(lines).collect();
-            out.push_str(&format!(
-                "---- node {} log {} (last {lines} lines) ----\n",
-                n.id,
-                n.log.display()
-            ));
+            out.push_str(&format!("---- node {} log {} (last {lines} lines) ----\n", n.id, n.log.display()));
             for l in tail.iter().rev() {
                 out.push_str(l);
                 out.push('\n');
@@ -231,8 +216,7 @@ impl Cluster {
     }
 
     fn spawn_new(&mut self, bootstrap: bool, join: Vec<String>) -> u64 {
-        self.try_spawn_new(bootstrap, join)
-            .unwrap_or_else(|e| panic!("{e:#}"))
+        self.try_spawn_new(bootstrap, join).unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     fn try_spawn_new(&mut self, bootstrap: bool, join: Vec<String>) -> Result<u64> {
@@ -335,12 +319,7 @@ impl Cluster {
         }
         match &tls {
             Some(f) => {
-                cmd.arg("--tls-cert")
-                    .arg(&f.cert)
-                    .arg("--tls-key")
-                    .arg(&f.key)
-                    .arg("--tls-ca")
-                    .arg(&f.ca);
+                cmd.arg("--tls-cert").arg(&f.cert).arg("--tls-key").arg(&f.key).arg("--tls-ca").arg(&f.ca);
             }
             None => {
                 cmd.arg("--insecure");
@@ -352,10 +331,7 @@ impl Cluster {
         if !n.join.is_empty() {
             cmd.arg("--join").arg(n.join.join(","));
         }
-        n.child = Some(
-            cmd.spawn()
-                .with_context(|| format!("starting {} server", bin.display()))?,
-        );
+        n.child = Some(cmd.spawn().with_context(|| format!("starting {} server", bin.display()))?);
         Ok(())
     }
 
@@ -426,17 +402,9 @@ impl Cluster {
         cmd.args(["--server", &self.servers()]);
         if let Some(p) = &self.pki {
             let f = p.admin();
-            cmd.arg("--ca")
-                .arg(&f.ca)
-                .arg("--cert")
-                .arg(&f.cert)
-                .arg("--key")
-                .arg(&f.key);
+            cmd.arg("--ca").arg(&f.ca).arg("--cert").arg(&f.cert).arg("--key").arg(&f.key);
         }
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run meridian cli")
+        cmd.args(args).stdin(Stdio::null()).output().expect("run meridian cli")
     }
 
     /// The cluster's CA and certificates, when it runs with TLS.
@@ -459,51 +427,32 @@ impl Cluster {
 
     /// Every node's xDS address, in node order.
     pub fn xds_addrs(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.ports.xds))
-            .collect()
+        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.ports.xds)).collect()
     }
 
     /// The xDS listeners, as socket addresses, for simulated Envoys to dial.
     pub fn xds_socket_addrs(&self) -> Vec<std::net::SocketAddr> {
-        self.nodes
-            .iter()
-            .map(|n| std::net::SocketAddr::from(([127, 0, 0, 1], n.ports.xds)))
-            .collect()
+        self.nodes.iter().map(|n| std::net::SocketAddr::from(([127, 0, 0, 1], n.ports.xds))).collect()
     }
 
     /// Every node's admin address (host:port), in node order.
     pub fn admin_addrs(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.ports.admin))
-            .collect()
+        self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.ports.admin)).collect()
     }
 
     /// `(region, xds address)` of every node: the controllers of a bootstrap.
     pub fn controllers(&self) -> Vec<(String, String)> {
-        self.nodes
-            .iter()
-            .map(|n| (n.region.clone(), format!("127.0.0.1:{}", n.ports.xds)))
-            .collect()
+        self.nodes.iter().map(|n| (n.region.clone(), format!("127.0.0.1:{}", n.ports.xds))).collect()
     }
 
     /// The running children's process ids, in node order.
     pub fn pids(&self) -> Vec<u32> {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.child.as_ref().map(Child::id))
-            .collect()
+        self.nodes.iter().filter_map(|n| n.child.as_ref().map(Child::id)).collect()
     }
 
     /// Tells the operator where the data, logs and processes are.
     pub fn announce(&self) {
-        eprintln!(
-            "ready, data and logs in {}, pids {:?}",
-            self.dir().display(),
-            self.pids()
-        );
+        eprintln!("ready, data and logs in {}, pids {:?}", self.dir().display(), self.pids());
     }
 }
 

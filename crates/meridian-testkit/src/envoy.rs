@@ -61,36 +61,19 @@ impl Envoy {
     }
 
     /// As [`Envoy::start`], logging at `log_level`, with failures as errors.
-    pub fn try_start(
-        bootstrap: &Path,
-        admin_port: u16,
-        log: PathBuf,
-        log_level: &str,
-    ) -> anyhow::Result<Envoy> {
-        let out =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    pub fn try_start(bootstrap: &Path, admin_port: u16, log: PathBuf, log_level: &str) -> anyhow::Result<Envoy> {
+        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let child = Command::new(try_envoy_bin()?)
             .arg("-c")
             .arg(bootstrap)
-            .args([
-                "--base-id",
-                &base_id().to_string(),
-                "--log-level",
-                log_level,
-                "--concurrency",
-                "1",
-            ])
+            .args(["--base-id", &base_id().to_string(), "--log-level", log_level, "--concurrency", "1"])
             .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "2"])
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
             .context("starting Envoy")?;
-        Ok(Envoy {
-            admin_port,
-            log,
-            child,
-        })
+        Ok(Envoy { admin_port, log, child })
     }
 
     /// Starts an Envoy from `spec` (its admin port is the spec's), with its
@@ -98,12 +81,7 @@ impl Envoy {
     pub fn from_spec(spec: &BootstrapSpec, dir: &Path, log_level: &str) -> anyhow::Result<Envoy> {
         let file = dir.join(format!("{}.yaml", spec.node_id));
         write_bootstrap(spec, &file)?;
-        Self::try_start(
-            &file,
-            spec.admin_port,
-            dir.join(format!("{}.envoy.log", spec.node_id)),
-            log_level,
-        )
+        Self::try_start(&file, spec.admin_port, dir.join(format!("{}.envoy.log", spec.node_id)), log_level)
     }
 
     /// Starts an Envoy from a bootstrap made by `meridian bootstrap --node-id
@@ -113,15 +91,7 @@ impl Envoy {
         let admin = Self::free_admin_port();
         let file = c.dir().join(format!("{node_id}.yaml"));
         let admin_s = admin.to_string();
-        let mut args = vec![
-            "bootstrap",
-            "--node-id",
-            node_id,
-            "--admin-port",
-            &admin_s,
-            "-O",
-            file.to_str().expect("utf-8 path"),
-        ];
+        let mut args = vec!["bootstrap", "--node-id", node_id, "--admin-port", &admin_s, "-O", file.to_str().expect("utf-8 path")];
         args.extend_from_slice(extra);
         let out = c.cli(&args);
         assert!(
@@ -145,28 +115,16 @@ impl Envoy {
 
     /// The value of one admin stat (counters, gauges and text readouts).
     pub async fn stat(&self, name: &str) -> Option<String> {
-        let (code, body) = http_get(&format!(
-            "http://127.0.0.1:{}/stats?filter=^{}$",
-            self.admin_port,
-            name.replace('.', "\\.")
-        ))
-        .await
-        .ok()?;
+        let (code, body) = http_get(&format!("http://127.0.0.1:{}/stats?filter=^{}$", self.admin_port, name.replace('.', "\\."))).await.ok()?;
         if code != 200 {
             return None;
         }
-        body.lines().find_map(|l| {
-            l.strip_prefix(&format!("{name}: "))
-                .map(|v| v.trim().trim_matches('"').to_string())
-        })
+        body.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(|v| v.trim().trim_matches('"').to_string()))
     }
 
     /// Every stat whose name ends with `suffix`, summed (e.g. `update_rejected`).
     pub async fn sum_stats(&self, suffix: &str) -> u64 {
-        let Ok((_, body)) = http_get(&format!("http://127.0.0.1:{}/stats", self.admin_port)).await
-        else {
-            return 0;
-        };
+        let Ok((_, body)) = http_get(&format!("http://127.0.0.1:{}/stats", self.admin_port)).await else { return 0 };
         body.lines()
             .filter_map(|l| l.split_once(": "))
             .filter(|(k, _)| k.ends_with(suffix))
@@ -213,13 +171,7 @@ pub async fn batch(port: u16, path: &str, n: usize) -> (Vec<String>, usize) {
 }
 
 /// Waits until a whole batch through Envoy succeeds and every body satisfies `want`.
-pub async fn wait_all_ok(
-    port: u16,
-    path: &str,
-    n: usize,
-    timeout: Duration,
-    want: impl Fn(&str) -> bool,
-) {
+pub async fn wait_all_ok(port: u16, path: &str, n: usize, timeout: Duration, want: impl Fn(&str) -> bool) {
     let start = std::time::Instant::now();
     loop {
         let (ok, failed) = batch(port, path, n).await;

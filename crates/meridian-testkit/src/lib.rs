@@ -74,9 +74,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    try_eventually(what, timeout, f)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
+    try_eventually(what, timeout, f).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Polls `f` until it returns `Some`, or fails with `what` after `timeout`.

@@ -22,9 +22,7 @@ impl Upstream {
 
     /// Starts on `port` (0: any free port).
     pub async fn start_on(name: &str, port: u16) -> Upstream {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind upstream");
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind upstream");
         let port = listener.local_addr().unwrap().port();
         let failing = Arc::new(AtomicBool::new(false));
         let stopped = Arc::new(AtomicBool::new(false));
@@ -32,18 +30,14 @@ impl Upstream {
         let (n, f) = (name.to_string(), failing.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
+                let Ok((mut sock, _)) = listener.accept().await else { return };
                 let (n, f, stop) = (n.clone(), f.clone(), stop_flag.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 8192];
                     let mut seen = Vec::new();
                     // Serve keep-alive connections: one response per request head.
                     loop {
-                        let Ok(k) = sock.read(&mut buf).await else {
-                            return;
-                        };
+                        let Ok(k) = sock.read(&mut buf).await else { return };
                         // A stopped upstream drops its open connections too.
                         if k == 0 || stop.load(Ordering::Relaxed) {
                             return;
@@ -51,11 +45,7 @@ impl Upstream {
                         seen.extend_from_slice(&buf[..k]);
                         while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                             seen.drain(..end + 4);
-                            let (status, body) = if f.load(Ordering::Relaxed) {
-                                ("503 Service Unavailable", "failing")
-                            } else {
-                                ("200 OK", n.as_str())
-                            };
+                            let (status, body) = if f.load(Ordering::Relaxed) { ("503 Service Unavailable", "failing") } else { ("200 OK", n.as_str()) };
                             let resp = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}", body.len());
                             if sock.write_all(resp.as_bytes()).await.is_err() {
                                 return;
@@ -65,13 +55,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream {
-            port,
-            name: name.to_string(),
-            failing,
-            stopped,
-            task,
-        }
+        Upstream { port, name: name.to_string(), failing, stopped, task }
     }
 
     /// Closes the listener and every open connection, like a dead process.

@@ -27,13 +27,7 @@ pub fn must_parse(yaml: &str) -> ConfigSet {
 
 /// The resources of the default proxy group of `region`, with default options.
 pub fn must_translate(config: &ConfigSet, endpoints: &EndpointSet, region: &str) -> Resources {
-    translate(
-        config,
-        endpoints,
-        &Viewer::new(region, None),
-        &TranslateOptions::default(),
-    )
-    .unwrap()
+    translate(config, endpoints, &Viewer::new(region, None), &TranslateOptions::default()).unwrap()
 }
 
 pub fn example() -> String {

@@ -2,8 +2,8 @@
 
 mod agent;
 mod apply;
-mod bootstrap;
 mod certs;
+mod bootstrap;
 mod cluster;
 mod clusters;
 mod context;
@@ -102,29 +102,18 @@ impl Global {
     /// environment variable), else the context's; none at all is plaintext.
     pub fn tls_files(&self) -> Result<Option<meridian_tls::TlsFiles>> {
         let ctx = context::context_for(self.context.as_deref())?;
-        let pick =
-            |flag: &Option<std::path::PathBuf>,
-             f: fn(&context::NamedContext) -> &Option<std::path::PathBuf>| {
-                flag.clone()
-                    .or_else(|| ctx.as_ref().and_then(|c| f(c).clone()))
-            };
-        let (ca, cert, key) = (
-            pick(&self.ca, |c| &c.ca),
-            pick(&self.cert, |c| &c.cert),
-            pick(&self.key, |c| &c.key),
-        );
+        let pick = |flag: &Option<std::path::PathBuf>, f: fn(&context::NamedContext) -> &Option<std::path::PathBuf>| {
+            flag.clone().or_else(|| ctx.as_ref().and_then(|c| f(c).clone()))
+        };
+        let (ca, cert, key) = (pick(&self.ca, |c| &c.ca), pick(&self.cert, |c| &c.cert), pick(&self.key, |c| &c.key));
         match (ca, cert, key) {
             (None, None, None) => Ok(None),
             (Some(ca), Some(cert), Some(key)) => Ok(Some(meridian_tls::TlsFiles { cert, key, ca })),
             (ca, cert, key) => {
-                let missing: Vec<&str> = [
-                    ("--ca", ca.is_none()),
-                    ("--cert", cert.is_none()),
-                    ("--key", key.is_none()),
-                ]
-                .into_iter()
-                .filter_map(|(f, m)| m.then_some(f))
-                .collect();
+                let missing: Vec<&str> = [("--ca", ca.is_none()), ("--cert", cert.is_none()), ("--key", key.is_none())]
+                    .into_iter()
+                    .filter_map(|(f, m)| m.then_some(f))
+                    .collect();
                 anyhow::bail!("mutual TLS needs --ca, --cert and --key together; {} missing (flags, MERIDIAN_CA/CERT/KEY, or the context)", missing.join(" and "))
             }
         }
@@ -143,7 +132,8 @@ fn usage_exit(e: anyhow::Error) -> ! {
     std::process::exit(2);
 }
 
-impl Global {}
+impl Global {
+}
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -201,10 +191,7 @@ pub enum Command {
 impl Command {
     /// Processes that run until stopped and write logs rather than output.
     pub fn is_long_running(&self) -> bool {
-        matches!(
-            self,
-            Command::Server(_) | Command::Dev(_) | Command::Agent(_)
-        )
+        matches!(self, Command::Server(_) | Command::Dev(_) | Command::Agent(_))
     }
 }
 
@@ -246,6 +233,6 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// Checks a region or object name the way the server does, so a typo fails
 /// before anything is sent.
 pub fn check_name(flag: &str, name: &str) -> Result<()> {
-    meridian_model::validate_name(name)
-        .map_err(|reason| anyhow::anyhow!("{flag} {name:?}: {reason}"))
+    meridian_model::validate_name(name).map_err(|reason| anyhow::anyhow!("{flag} {name:?}: {reason}"))
 }
+

@@ -15,9 +15,7 @@ async fn metrics_series_and_readiness_under_partition() {
     put_service(&c, 1, "web", 8080).await.unwrap();
     let leader = c.wait_leader().await;
 
-    let (code, body) = http_get(&c.node(leader).admin_url("/metrics"))
-        .await
-        .unwrap();
+    let (code, body) = http_get(&c.node(leader).admin_url("/metrics")).await.unwrap();
     assert_eq!(code, 200);
     for series in [
         "meridian_raft_term ",
@@ -48,80 +46,42 @@ async fn metrics_series_and_readiness_under_partition() {
     ] {
         assert!(body.contains(series), "/metrics lacks {series:?}:\n{body}");
     }
-    let (code, _) = http_get(&c.node(leader).admin_url("/healthz"))
-        .await
-        .unwrap();
+    let (code, _) = http_get(&c.node(leader).admin_url("/healthz")).await.unwrap();
     assert_eq!(code, 200);
 
     // Cut a follower off from both peers.
-    let victim = c
-        .running_ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .unwrap();
+    let victim = c.running_ids().into_iter().find(|id| *id != leader).unwrap();
     for id in c.running_ids() {
-        let (code, body) = http_request(
-            "PUT",
-            &c.node(id).admin_url("/debug/faults"),
-            Some(&format!(
-                r#"{{"isolated_from": [{}]}}"#,
-                if id == victim { 0 } else { victim }
-            )),
-        )
-        .await
-        .unwrap();
+        let (code, body) =
+            http_request("PUT", &c.node(id).admin_url("/debug/faults"), Some(&format!(r#"{{"isolated_from": [{}]}}"#, if id == victim { 0 } else { victim }))).await.unwrap();
         assert_eq!(code, 200, "{body}");
     }
-    let (code, _) = http_request(
-        "PUT",
-        &c.node(victim).admin_url("/debug/faults"),
-        Some(r#"{"isolate_all": true}"#),
-    )
-    .await
-    .unwrap();
+    let (code, _) = http_request("PUT", &c.node(victim).admin_url("/debug/faults"), Some(r#"{"isolate_all": true}"#)).await.unwrap();
     assert_eq!(code, 200);
     let url = c.node(victim).admin_url("/readyz");
-    let why = eventually(
-        "the cut-off node to turn not-ready",
-        Duration::from_secs(20),
-        || {
-            let url = url.clone();
-            async move {
-                let (code, body) = http_get(&url).await.ok()?;
-                (code == 503).then_some(body)
-            }
-        },
-    )
+    let why = eventually("the cut-off node to turn not-ready", Duration::from_secs(20), || {
+        let url = url.clone();
+        async move {
+            let (code, body) = http_get(&url).await.ok()?;
+            (code == 503).then_some(body)
+        }
+    })
     .await;
     assert!(why.contains("not ready"), "{why}");
     // The majority side still writes.
-    put_service(&c, leader, "during-partition", 8081)
-        .await
-        .expect("the majority keeps a quorum");
+    put_service(&c, leader, "during-partition", 8081).await.expect("the majority keeps a quorum");
     // Healthz stays up: the process is alive.
-    assert_eq!(
-        http_get(&c.node(victim).admin_url("/healthz"))
-            .await
-            .unwrap()
-            .0,
-        200
-    );
+    assert_eq!(http_get(&c.node(victim).admin_url("/healthz")).await.unwrap().0, 200);
 
     for id in c.running_ids() {
-        let (code, _) = http_request("PUT", &c.node(id).admin_url("/debug/faults"), Some("{}"))
-            .await
-            .unwrap();
+        let (code, _) = http_request("PUT", &c.node(id).admin_url("/debug/faults"), Some("{}")).await.unwrap();
         assert_eq!(code, 200);
     }
     c.wait_ready(victim).await;
     // Caught up: it serves the write made during the partition locally.
-    let (names, _) = list_names(&c, victim, meridian_proto::v1::Consistency::Local)
-        .await
-        .unwrap();
+    let (names, _) = list_names(&c, victim, meridian_proto::v1::Consistency::Local).await.unwrap();
     let st = c.status(leader).await.unwrap();
     c.wait_applied(victim, st.applied_index).await;
-    let (names2, _) = list_names(&c, victim, meridian_proto::v1::Consistency::Local)
-        .await
-        .unwrap();
+    let (names2, _) = list_names(&c, victim, meridian_proto::v1::Consistency::Local).await.unwrap();
     assert!(names.contains("during-partition") || names2.contains("during-partition"));
 }

@@ -170,14 +170,7 @@ async fn a_data_dir_refuses_another_identity() {
     c.stop(1);
     let n = c.node(1);
     let out = std::process::Command::new(meridian_tests::meridian_bin())
-        .args([
-            "server",
-            "--insecure",
-            "--node-id",
-            "7",
-            "--region",
-            "us-east",
-        ])
+        .args(["server", "--insecure", "--node-id", "7", "--region", "us-east"])
         .arg("--data-dir")
         .arg(&n.data_dir)
         .args([
@@ -217,44 +210,13 @@ async fn sigterm_stops_cleanly_and_data_survives() {
 #[test]
 fn bad_server_settings_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let base = [
-        "server",
-        "--node-id",
-        "1",
-        "--api-listen",
-        "127.0.0.1:0",
-        "--peer-listen",
-        "127.0.0.1:0",
-        "--xds-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
+    let base = ["server", "--node-id", "1", "--api-listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--xds-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
     let cases: &[(&[&str], &str)] = &[
         (&["--region", "Bad_Region"], "region"),
-        (
-            &["--region", "us-east", "--raft-profile", "moon"],
-            "--raft-profile",
-        ),
-        (
-            &[
-                "--region",
-                "us-east",
-                "--xds-debounce",
-                "500ms",
-                "--xds-debounce-max",
-                "100ms",
-            ],
-            "xds.debounce_max_ms",
-        ),
-        (
-            &["--region", "us-east", "--xds-debounce-max-endpoints", "0s"],
-            "xds.debounce_max_endpoints_ms",
-        ),
-        (
-            &["--region", "us-east", "--snapshot-logs", "3"],
-            "snapshot_logs",
-        ),
+        (&["--region", "us-east", "--raft-profile", "moon"], "--raft-profile"),
+        (&["--region", "us-east", "--xds-debounce", "500ms", "--xds-debounce-max", "100ms"], "xds.debounce_max_ms"),
+        (&["--region", "us-east", "--xds-debounce-max-endpoints", "0s"], "xds.debounce_max_endpoints_ms"),
+        (&["--region", "us-east", "--snapshot-logs", "3"], "snapshot_logs"),
     ];
     for (extra, field) in cases {
         let out = std::process::Command::new(meridian_tests::meridian_bin())
@@ -266,13 +228,7 @@ fn bad_server_settings_name_the_field() {
             .unwrap();
         assert!(!out.status.success(), "{extra:?} should be refused");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(field),
-            "{extra:?}: error should name {field}: {err}"
-        );
+        assert!(err.contains(field), "{extra:?}: error should name {field}: {err}");
     }
-    assert!(
-        !dir.path().join("d").join("identity.json").exists(),
-        "a refused start wrote to the data dir"
-    );
+    assert!(!dir.path().join("d").join("identity.json").exists(), "a refused start wrote to the data dir");
 }

@@ -24,31 +24,18 @@ async fn contexts_select_the_cluster_and_fail_over() {
     let servers = format!("127.0.0.1:1,{}", c.node(1).api_addr());
     let out = cli(&["config", "set-context", "test", "--server", &servers]);
     must_succeed(&out);
-    let out = cli(&[
-        "config",
-        "set-context",
-        "nowhere",
-        "--server",
-        "127.0.0.1:1",
-    ]);
+    let out = cli(&["config", "set-context", "nowhere", "--server", "127.0.0.1:1"]);
     assert!(out.status.success());
     let out = cli(&["config", "get-contexts"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with('*') && l.contains("test")),
-        "{text}"
-    );
+    assert!(text.lines().any(|l| l.starts_with('*') && l.contains("test")), "{text}");
 
     let out = cli(&["put", "service", "web", "--value", r#"{"port":8080}"#]);
     must_succeed(&out);
     let out = cli(&["--context", "nowhere", "get", "service"]);
     assert_eq!(out.status.code(), Some(6), "unreachable context: exit 6");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("127.0.0.1:1"),
-        "the error names the addresses tried: {err}"
-    );
+    assert!(err.contains("127.0.0.1:1"), "the error names the addresses tried: {err}");
     let out = cli(&["--context", "missing", "get", "service"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));

@@ -62,20 +62,13 @@ async fn malformed_and_oversized_peer_messages_hurt_no_node() {
                 ..Default::default()
             };
             let answers = [
-                (
-                    "AppendEntries",
-                    raft.append_entries(msg()).await.map(|_| ()),
-                ),
+                ("AppendEntries", raft.append_entries(msg()).await.map(|_| ())),
                 ("Vote", raft.vote(msg()).await.map(|_| ())),
-                (
-                    "InstallSnapshot",
-                    raft.install_snapshot(msg()).await.map(|_| ()),
-                ),
+                ("InstallSnapshot", raft.install_snapshot(msg()).await.map(|_| ())),
                 ("AgentTxn", internal.agent_txn(msg()).await.map(|_| ())),
             ];
             for (rpc, answer) in answers {
-                let status =
-                    answer.expect_err(&format!("{rpc} with {what} to node {target} must fail"));
+                let status = answer.expect_err(&format!("{rpc} with {what} to node {target} must fail"));
                 assert_eq!(
                     status.code(),
                     tonic::Code::InvalidArgument,
@@ -89,10 +82,7 @@ async fn malformed_and_oversized_peer_messages_hurt_no_node() {
             from: 99,
             ..Default::default()
         };
-        let status = raft
-            .append_entries(oversized)
-            .await
-            .expect_err("oversized message refused");
+        let status = raft.append_entries(oversized).await.expect_err("oversized message refused");
         assert_ne!(status.code(), tonic::Code::Ok);
         assert_healthy(&c, &ids, &format!("bad messages to node {target}")).await;
     }
@@ -103,9 +93,7 @@ async fn malformed_and_oversized_peer_messages_hurt_no_node() {
         for port in [p.peer, p.api, p.xds, p.admin] {
             if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
                 let _ = s.write_all(&[0xFF; 4096]).await;
-                let _ = s
-                    .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\xFF\xFF\xFF\x00\x00")
-                    .await;
+                let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\xFF\xFF\xFF\x00\x00").await;
             }
         }
     }
@@ -113,13 +101,9 @@ async fn malformed_and_oversized_peer_messages_hurt_no_node() {
 
     // Data kept, writes still taken, through every node.
     let leader = c.wait_leader().await;
-    let (names, _) = list_names(&c, leader, pb::Consistency::Linearizable)
-        .await
-        .unwrap();
+    let (names, _) = list_names(&c, leader, pb::Consistency::Linearizable).await.unwrap();
     assert!(names.contains("before"), "{names:?}");
     for id in ids {
-        put_service(&c, id, &format!("after-{id}"), 9000 + id as u16)
-            .await
-            .unwrap();
+        put_service(&c, id, &format!("after-{id}"), 9000 + id as u16).await.unwrap();
     }
 }

@@ -157,11 +157,7 @@ pub async fn wait_acked(w: &Writers, at_least: usize) {
 /// attacker who reaches the port) would open it: no message size cap.
 async fn peer_channel(c: &Cluster, id: u64) -> tonic::transport::Channel {
     let addr = format!("http://127.0.0.1:{}", c.node(id).ports.peer);
-    tonic::transport::Channel::from_shared(addr)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    tonic::transport::Channel::from_shared(addr).unwrap().connect().await.unwrap()
 }
 
 pub async fn raft_client(
@@ -176,10 +172,8 @@ pub async fn internal_client(
     c: &Cluster,
     id: u64,
 ) -> meridian_proto::v1::internal_service_client::InternalServiceClient<tonic::transport::Channel> {
-    meridian_proto::v1::internal_service_client::InternalServiceClient::new(
-        peer_channel(c, id).await,
-    )
-    .max_encoding_message_size(usize::MAX)
+    meridian_proto::v1::internal_service_client::InternalServiceClient::new(peer_channel(c, id).await)
+        .max_encoding_message_size(usize::MAX)
 }
 
 /// A local-consistency read of `kind/name` (consistency 0: the default).
@@ -195,9 +189,5 @@ pub fn get_request(kind: &str, name: &str) -> pb::GetRequest {
 
 /// Panics with the command's stderr unless it succeeded.
 pub fn must_succeed(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -199,11 +199,7 @@ impl FakeController {
 
     /// The next stream, past its Hello, welcomed by controller
     /// `controller_id` of region eu.
-    pub async fn must_accept_welcomed(
-        &mut self,
-        controller_id: u64,
-        heartbeat_interval_ms: u64,
-    ) -> FakeStream {
+    pub async fn must_accept_welcomed(&mut self, controller_id: u64, heartbeat_interval_ms: u64) -> FakeStream {
         let mut s = self.must_accept().await;
         s.must_hello().await;
         s.welcome(controller_id, heartbeat_interval_ms);

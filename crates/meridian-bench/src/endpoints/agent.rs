@@ -225,11 +225,7 @@ pub(super) async fn agent_loop(
 
 /// An update that only upserts: the simulated churn changes health and
 /// weight, it never removes an endpoint.
-fn upserts_only(
-    version: u64,
-    replace: bool,
-    upserts: Vec<pb::AgentEndpoint>,
-) -> pb::agent_message::Msg {
+fn upserts_only(version: u64, replace: bool, upserts: Vec<pb::AgentEndpoint>) -> pb::agent_message::Msg {
     pb::agent_message::Msg::Update(pb::EndpointUpdate {
         version,
         replace,

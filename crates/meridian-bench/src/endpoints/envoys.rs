@@ -97,3 +97,4 @@ pub(super) async fn run_envoy(
         }
     }
 }
+

@@ -109,12 +109,10 @@ pub(super) fn cpu_secs(pid: u32) -> f64 {
     ticks / hz
 }
 
+
 pub(super) fn print(r: &Report, format: Format) -> Result<()> {
     if matches!(format, Format::Json | Format::Yaml) {
-        return Ok(crate::output::print_value(
-            &serde_json::to_value(r)?,
-            format,
-        )?);
+        return Ok(crate::output::print_value(&serde_json::to_value(r)?, format)?);
     }
     let opt = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
     let p = |x: &Pcts| {

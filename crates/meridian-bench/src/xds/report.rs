@@ -80,10 +80,7 @@ pub(super) fn mib(b: u64) -> String {
 
 pub(super) fn print(r: &XdsReport, format: Format) -> Result<()> {
     if matches!(format, Format::Json | Format::Yaml) {
-        return Ok(crate::output::print_value(
-            &serde_json::to_value(r)?,
-            format,
-        )?);
+        return Ok(crate::output::print_value(&serde_json::to_value(r)?, format)?);
     }
     println!(
         "xds: {} node(s), {:?}, {} streams on {} connections ({} per connection), \
@@ -194,3 +191,4 @@ pub(super) fn print(r: &XdsReport, format: Format) -> Result<()> {
     }
     Ok(())
 }
+

@@ -48,15 +48,9 @@ impl ClusterSpec {
             errs.push("zone", "at most 63 characters");
         }
         let hex = self.token_sha256.len() == 64
-            && self
-                .token_sha256
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+            && self.token_sha256.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
         if !hex {
-            errs.push(
-                "tokenSha256",
-                "must be 64 lowercase hex digits (the SHA-256 of the agent token)",
-            );
+            errs.push("tokenSha256", "must be 64 lowercase hex digits (the SHA-256 of the agent token)");
         }
         check_duration(errs, "leaseTtl", self.lease_ttl, 5_000, 600_000);
     }

@@ -1,6 +1,4 @@
-use meridian_model::{
-    parse_documents, parse_documents_located, spec::LoadBalancing, Kind, Object, Spec,
-};
+use meridian_model::{parse_documents, parse_documents_located, spec::LoadBalancing, Kind, Object, Spec};
 
 use crate::{example, messages, must_parse};
 
@@ -114,12 +112,7 @@ fn located_parse_keeps_good_documents_and_their_lines() {
     let lines: Vec<_> = objs.iter().map(|(o, l)| (o.name.as_str(), *l)).collect();
     assert_eq!(lines, [("a", Some(2)), ("b", Some(12))]);
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(
-        errs[0]
-            .to_string()
-            .starts_with("f.yaml:6: kind: unknown kind"),
-        "{errs:?}"
-    );
+    assert!(errs[0].to_string().starts_with("f.yaml:6: kind: unknown kind"), "{errs:?}");
 
     let (objs, errs) = parse_documents_located(
         "\n\n[\n {\"kind\":\"region\",\"name\":\"a\",\"spec\":{}},\n {\"kind\":\"region\",\"name\":\"b\",\"spec\":{}}\n]",

@@ -26,8 +26,7 @@ fn a_huge_length_prefix_is_refused_before_allocating() {
     // Strings are where bincode allocates the claimed length at once: a
     // snapshot chunk whose id claims 2^64 bytes (vote, no last log id, an
     // empty membership, then the id).
-    let mut snap =
-        bincode::serde::encode_to_vec(Vote::new(1, 1), bincode::config::standard()).unwrap();
+    let mut snap = bincode::serde::encode_to_vec(Vote::new(1, 1), bincode::config::standard()).unwrap();
     snap.extend_from_slice(&[0, 0, 0, 0]);
     snap.extend_from_slice(&HUGE_LEN);
     let err = decode::<InstallSnapshotRequest<TypeConfig>>(&with_version(&snap)).unwrap_err();
@@ -45,21 +44,12 @@ fn truncated_trailing_and_foreign_messages_are_errors() {
     assert_eq!(decode::<VoteRequest<u64>>(&bytes).unwrap(), req);
 
     for cut in 1..bytes.len() {
-        assert!(
-            decode::<VoteRequest<u64>>(&bytes[..cut]).is_err(),
-            "cut at {cut}"
-        );
+        assert!(decode::<VoteRequest<u64>>(&bytes[..cut]).is_err(), "cut at {cut}");
     }
     let mut trailing = bytes.clone();
     trailing.push(0);
-    assert!(matches!(
-        decode::<VoteRequest<u64>>(&trailing),
-        Err(WireError::Malformed(_))
-    ));
-    assert!(matches!(
-        decode::<VoteRequest<u64>>(&[]),
-        Err(WireError::Empty)
-    ));
+    assert!(matches!(decode::<VoteRequest<u64>>(&trailing), Err(WireError::Malformed(_))));
+    assert!(matches!(decode::<VoteRequest<u64>>(&[]), Err(WireError::Empty)));
     let mut other = bytes;
     other[0] = WIRE_VERSION + 1;
     assert!(matches!(

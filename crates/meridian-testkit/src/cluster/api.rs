@@ -36,11 +36,7 @@ impl Cluster {
         ep: tonic::transport::Endpoint,
     ) -> Result<Channel, tonic::transport::Error> {
         let admin = self.pki().map(|p| p.admin_source());
-        meridian_tls::connect(
-            ep,
-            admin.as_ref().map(|s| (s, meridian_tls::Expect::AnyNode)),
-        )
-        .await
+        meridian_tls::connect(ep, admin.as_ref().map(|s| (s, meridian_tls::Expect::AnyNode))).await
     }
 
     pub async fn config(&self, id: u64) -> ConfigServiceClient<Channel> {
@@ -105,10 +101,7 @@ impl Cluster {
 
     /// Waits until the membership (as the leader sees it) has exactly these voters.
     pub async fn wait_voters(&self, want: &[u64]) {
-        eventually(&format!("voters {want:?}"), Duration::from_secs(60), || {
-            self.has_voters(want)
-        })
-        .await
+        eventually(&format!("voters {want:?}"), Duration::from_secs(60), || self.has_voters(want)).await
     }
 
     /// Whether the leader's membership is exactly `want`, all voters.

@@ -31,10 +31,8 @@ use crate::metrics::Variant;
 use crate::stream::SotwOut;
 use tokio_stream::wrappers::ReceiverStream;
 
-const SOTW: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-const DELTA: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+const SOTW: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// Requests are small (a few names and a nonce), except a reconnecting
 /// Envoy's first one; the buffer grows for that one as needed.
@@ -77,8 +75,7 @@ impl Service<http::Request<tonic::body::Body>> for AdsWire {
                 DELTA => {
                     let decoder = ProstDecoder::<DeltaDiscoveryRequest>::new(settings);
                     let streaming = Streaming::new_request(decoder, body, None, Some(max));
-                    let req =
-                        tonic::Request::from_http(http::Request::from_parts(parts, streaming));
+                    let req = tonic::Request::from_http(http::Request::from_parts(parts, streaming));
                     server
                         .delta_aggregated_resources(req)
                         .await
@@ -142,8 +139,7 @@ fn frame<M: Message>(m: &M) -> Bytes {
     let mut buf = BytesMut::with_capacity(5 + len);
     buf.put_u8(0);
     buf.put_u32(len as u32);
-    m.encode(&mut buf)
-        .expect("capacity reserved for the whole message");
+    m.encode(&mut buf).expect("capacity reserved for the whole message");
     buf.freeze()
 }
 
@@ -233,11 +229,7 @@ mod tests {
             list: list.clone(),
             control_plane: Arc::from("node-1"),
         };
-        let bytes: Vec<u8> = out()
-            .into_frames()
-            .iter()
-            .flat_map(|b| b.to_vec())
-            .collect();
+        let bytes: Vec<u8> = out().into_frames().iter().flat_map(|b| b.to_vec()).collect();
         assert_eq!(bytes[0], 0, "not compressed");
         let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
         assert_eq!(len, bytes.len() - 5);

@@ -89,9 +89,7 @@ pub fn hcm_listener(name: &str, hcm: HttpConnectionManager) -> Listener {
 pub fn router_filter() -> HttpFilter {
     HttpFilter {
         name: "envoy.filters.http.router".into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-            Router::default(),
-        ))),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Router::default()))),
         ..Default::default()
     }
 }

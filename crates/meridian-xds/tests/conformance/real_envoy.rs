@@ -201,18 +201,9 @@ fn stat(stats: &str, name: &str) -> Option<u64> {
 /// Meridian's own bootstrap (what `meridian bootstrap` prints) for one
 /// Envoy on ADS to the test server.
 fn bootstrap(delta: bool, xds: SocketAddr, admin: SocketAddr) -> BootstrapSpec {
-    let mut spec = BootstrapSpec::new(
-        "real-envoy",
-        "home",
-        admin.port(),
-        vec![("home".into(), xds.to_string())],
-    );
+    let mut spec = BootstrapSpec::new("real-envoy", "home", admin.port(), vec![("home".into(), xds.to_string())]);
     spec.group = "edge".into();
-    spec.variant = if delta {
-        AdsVariant::Delta
-    } else {
-        AdsVariant::Sotw
-    };
+    spec.variant = if delta { AdsVariant::Delta } else { AdsVariant::Sotw };
     spec
 }
 
@@ -237,8 +228,7 @@ async fn follow_generations(delta: bool) {
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("envoy.yaml");
     write_bootstrap(&bootstrap(delta, srv.addr, admin), &config).unwrap();
-    let mut envoy = Envoy::try_start(&config, admin.port(), dir.join("envoy.log"), "warning")
-        .expect("start envoy");
+    let mut envoy = Envoy::try_start(&config, admin.port(), dir.join("envoy.log"), "warning").expect("start envoy");
     let logs = || envoy.log_text();
 
     // Generation 0 serves.

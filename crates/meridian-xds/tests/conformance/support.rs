@@ -65,12 +65,7 @@ pub async fn sotw_acked_clusters(srv: &TestServer) -> SotwClient {
 
 /// A delta ADS client, Envoy `id`, that subscribed to `names` of `type_url`
 /// on `srv` and ACKed the answer: what it receives next is a push.
-pub async fn delta_acked(
-    srv: &TestServer,
-    id: &str,
-    type_url: &str,
-    names: &[&str],
-) -> DeltaClient {
+pub async fn delta_acked(srv: &TestServer, id: &str, type_url: &str, names: &[&str]) -> DeltaClient {
     let mut c = DeltaClient::ads(srv.addr, envoy(id)).await.unwrap();
     c.subscribe(type_url, names, &[], "").await;
     let r = c.expect_response().await;

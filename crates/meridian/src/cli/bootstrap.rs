@@ -56,17 +56,10 @@ pub async fn run(a: BootstrapArgs, g: &Global) -> Result<()> {
     let controllers: Vec<(String, String)> = if a.controllers.is_empty() {
         let st = g
             .servers()
-            .cluster_call(
-                |mut c| async move { c.get_cluster_status(pb::ClusterStatusRequest {}).await },
-            )
+            .cluster_call(|mut c| async move { c.get_cluster_status(pb::ClusterStatusRequest {}).await })
             .await
             .context("asking the cluster for its controllers")?;
-        let nodes: Vec<pb::NodeInfo> = st
-            .members
-            .into_iter()
-            .filter_map(|m| m.node)
-            .filter(|n| !n.xds_addr.is_empty())
-            .collect();
+        let nodes: Vec<pb::NodeInfo> = st.members.into_iter().filter_map(|m| m.node).filter(|n| !n.xds_addr.is_empty()).collect();
         for n in nodes.iter().filter(|n| !n.admin_addr.is_empty()) {
             admin.insert(n.xds_addr.clone(), n.admin_addr.clone());
         }
@@ -84,11 +77,7 @@ pub async fn run(a: BootstrapArgs, g: &Global) -> Result<()> {
     if controllers.is_empty() {
         bail!("no controllers with an xDS address are known; pass --controllers REGION=HOST:PORT");
     }
-    let failover = if a.controllers.is_empty() {
-        region_failover(g, &a.region).await
-    } else {
-        Vec::new()
-    };
+    let failover = if a.controllers.is_empty() { region_failover(g, &a.region).await } else { Vec::new() };
     let mut spec = spec(&a, &controllers, &failover);
     spec.controller_admin = admin;
     let yaml = serde_yaml_ng::to_string(&bootstrap(&spec)?)?;
@@ -101,32 +90,19 @@ pub async fn run(a: BootstrapArgs, g: &Global) -> Result<()> {
 
 /// The failover order of the Envoy's region, from its Region object if any.
 async fn region_failover(g: &Global, region: &str) -> Vec<String> {
-    let key = pb::ObjectKey {
-        kind: "region".into(),
-        name: region.into(),
-    };
+    let key = pb::ObjectKey { kind: "region".into(), name: region.into() };
     let got = g
         .servers()
         .config_call(|mut c| {
             let key = key.clone();
-            async move {
-                c.get(pb::GetRequest {
-                    key: Some(key),
-                    consistency: pb::Consistency::Local as i32,
-                })
-                .await
-            }
+            async move { c.get(pb::GetRequest { key: Some(key), consistency: pb::Consistency::Local as i32 }).await }
         })
         .await;
     got.ok()
         .and_then(|r| r.object)
         .and_then(|o| serde_json::from_slice::<Value>(&o.value).ok())
         .and_then(|v| v["failover"].as_array().cloned())
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|r| r.as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 
@@ -137,11 +113,7 @@ fn spec(a: &BootstrapArgs, controllers: &[(String, String)], failover: &[String]
         region: a.region.clone(),
         zone: a.zone.clone(),
         group: a.group.clone(),
-        variant: if a.sotw {
-            AdsVariant::Sotw
-        } else {
-            AdsVariant::Delta
-        },
+        variant: if a.sotw { AdsVariant::Sotw } else { AdsVariant::Delta },
         admin_address: a.admin_address.clone(),
         admin_port: a.admin_port,
         controllers: controllers.to_vec(),

@@ -131,16 +131,9 @@ pub async fn run(cmd: ClusterCmd, g: &Global) -> Result<()> {
 /// `meridian status`: the Raft cluster plus how many Envoys each controller serves.
 pub async fn overview(g: &Global) -> Result<()> {
     let servers = g.servers();
-    let r = servers
-        .cluster_call(
-            |mut c| async move { c.get_cluster_status(pb::ClusterStatusRequest {}).await },
-        )
-        .await?;
+    let r = servers.cluster_call(|mut c| async move { c.get_cluster_status(pb::ClusterStatusRequest {}).await }).await?;
     let proxies = servers
-        .cluster_call(|mut c| async move {
-            c.get_proxy_status(pb::ProxyStatusRequest { local_only: false })
-                .await
-        })
+        .cluster_call(|mut c| async move { c.get_proxy_status(pb::ProxyStatusRequest { local_only: false }).await })
         .await?;
     let mut envoys: BTreeMap<u64, usize> = BTreeMap::new();
     for p in &proxies.proxies {
@@ -149,11 +142,7 @@ pub async fn overview(g: &Global) -> Result<()> {
     print_status(&r, &envoys, g.output)
 }
 
-fn print_status(
-    r: &pb::ClusterStatusResponse,
-    envoys: &BTreeMap<u64, usize>,
-    format: Format,
-) -> Result<()> {
+fn print_status(r: &pb::ClusterStatusResponse, envoys: &BTreeMap<u64, usize>, format: Format) -> Result<()> {
     let show_envoys = !envoys.is_empty() || format != Format::Table;
     let members: Vec<serde_json::Value> = r
         .members
@@ -248,23 +237,14 @@ fn print_status(
                     if format == Format::Wide {
                         row.push(n.peer_addr.clone());
                         row.push(n.admin_addr.clone());
-                        let reason = m
-                            .status
-                            .as_ref()
-                            .map(|s| s.not_ready_reason.as_str())
-                            .unwrap_or("");
-                        row.push(if m.error.is_empty() {
-                            reason.to_string()
-                        } else {
-                            m.error.clone()
-                        });
+                        let reason = m.status.as_ref().map(|s| s.not_ready_reason.as_str()).unwrap_or("");
+                        row.push(if m.error.is_empty() { reason.to_string() } else { m.error.clone() });
                     }
                     row
                 })
                 .collect();
             let mut headers = vec![
-                "ID", "REGION", "ROLE", "READY", "MEMBER", "TERM", "COMMIT", "APPLIED", "LAG",
-                "API",
+                "ID", "REGION", "ROLE", "READY", "MEMBER", "TERM", "COMMIT", "APPLIED", "LAG", "API",
             ];
             if show_envoys {
                 headers.push("ENVOYS");

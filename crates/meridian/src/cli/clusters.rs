@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use meridian_model::reported::{
-    split_endpoints_name, Claim, Lease, ReportedEndpoint, KIND_CLAIM, KIND_ENDPOINTS, KIND_LEASE,
-};
+use meridian_model::reported::{split_endpoints_name, Claim, Lease, ReportedEndpoint, KIND_CLAIM, KIND_ENDPOINTS, KIND_LEASE};
 use meridian_proto::v1 as pb;
 use serde_json::json;
 
@@ -55,13 +53,7 @@ async fn list_kind(g: &Global, kind: &str) -> Result<Vec<pb::Object>> {
     Ok(g.servers()
         .config_call(|mut c| {
             let kind = kind.clone();
-            async move {
-                c.list(pb::ListRequest {
-                    kind,
-                    consistency: pb::Consistency::Local as i32,
-                })
-                .await
-            }
+            async move { c.list(pb::ListRequest { kind, consistency: pb::Consistency::Local as i32 }).await }
         })
         .await?
         .objects)
@@ -69,23 +61,10 @@ async fn list_kind(g: &Global, kind: &str) -> Result<Vec<pb::Object>> {
 
 pub async fn run(a: ClustersArgs, g: &Global) -> Result<()> {
     match a.cmd.unwrap_or(ClustersCmd::List) {
-        ClustersCmd::Add {
-            name,
-            region,
-            zone,
-            lease_ttl,
-            on_lease_expiry,
-            token,
-        } => {
+        ClustersCmd::Add { name, region, zone, lease_ttl, on_lease_expiry, token } => {
             crate::cli::check_name("NAME", &name)?;
             crate::cli::check_name("--region", &region)?;
-            let token = token.unwrap_or_else(|| {
-                format!(
-                    "mrd_{:032x}{:032x}",
-                    rand::random::<u128>(),
-                    rand::random::<u128>()
-                )
-            });
+            let token = token.unwrap_or_else(|| format!("mrd_{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>()));
             use sha2::Digest;
             let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
             let mut spec = json!({"region": region, "tokenSha256": digest, "leaseTtl": lease_ttl, "onLeaseExpiry": on_lease_expiry});
@@ -96,19 +75,14 @@ pub async fn run(a: ClustersArgs, g: &Global) -> Result<()> {
                 request_id: crate::cli::objects::request_id(None),
                 ops: vec![pb::TxnOp {
                     op: Some(pb::txn_op::Op::Put(pb::PutOp {
-                        key: Some(pb::ObjectKey {
-                            kind: "cluster".into(),
-                            name: name.clone(),
-                        }),
+                        key: Some(pb::ObjectKey { kind: "cluster".into(), name: name.clone() }),
                         value: serde_json::to_vec(&spec)?,
                         expected_revision: None,
                     })),
                 }],
                 dry_run: false,
             };
-            g.servers()
-                .config_request(&req, |mut c, req| async move { c.txn(req).await })
-                .await?;
+            g.servers().config_request(&req, |mut c, req| async move { c.txn(req).await }).await?;
             eprintln!("cluster/{name} registered in region {region}. Its agent token (shown once, keep it secret):");
             println!("{token}");
         }
@@ -122,26 +96,15 @@ pub async fn run(a: ClustersArgs, g: &Global) -> Result<()> {
             let leases: BTreeMap<String, (Lease, u64)> = list_kind(g, KIND_LEASE)
                 .await?
                 .into_iter()
-                .filter_map(|o| {
-                    Some((
-                        o.name.clone(),
-                        (serde_json::from_slice(&o.value).ok()?, o.updated_at_ms),
-                    ))
-                })
+                .filter_map(|o| Some((o.name.clone(), (serde_json::from_slice(&o.value).ok()?, o.updated_at_ms))))
                 .collect();
             let mut counts: BTreeMap<String, (usize, usize)> = BTreeMap::new();
             for o in list_kind(g, KIND_ENDPOINTS).await? {
-                let Some((cluster, _)) = split_endpoints_name(&o.name) else {
-                    continue;
-                };
-                let eps: Vec<ReportedEndpoint> =
-                    serde_json::from_slice(&o.value).unwrap_or_default();
+                let Some((cluster, _)) = split_endpoints_name(&o.name) else { continue };
+                let eps: Vec<ReportedEndpoint> = serde_json::from_slice(&o.value).unwrap_or_default();
                 let c = counts.entry(cluster.to_string()).or_default();
                 c.0 += eps.len();
-                c.1 += eps
-                    .iter()
-                    .filter(|e| e.health == meridian_model::reported::ReportedHealth::Healthy)
-                    .count();
+                c.1 += eps.iter().filter(|e| e.health == meridian_model::reported::ReportedHealth::Healthy).count();
             }
             let rows: Vec<serde_json::Value> = clusters
                 .iter()
@@ -174,22 +137,14 @@ pub async fn run(a: ClustersArgs, g: &Global) -> Result<()> {
                     let table_rows: Vec<Vec<String>> = rows
                         .iter()
                         .map(|r| {
-                            let s = |k: &str| {
-                                r[k].as_str()
-                                    .map(String::from)
-                                    .or_else(|| r[k].as_u64().map(|v| v.to_string()))
-                                    .unwrap_or_else(|| "-".into())
-                            };
+                            let s = |k: &str| r[k].as_str().map(String::from).or_else(|| r[k].as_u64().map(|v| v.to_string())).unwrap_or_else(|| "-".into());
                             vec![
                                 s("cluster"),
                                 s("region"),
                                 s("agent"),
                                 s("controller"),
                                 s("lease"),
-                                r["lease_renewed_ms"]
-                                    .as_u64()
-                                    .map(age)
-                                    .unwrap_or_else(|| "-".into()),
+                                r["lease_renewed_ms"].as_u64().map(age).unwrap_or_else(|| "-".into()),
                                 format!("{}/{}", s("healthy"), s("endpoints")),
                             ]
                         })
@@ -197,21 +152,7 @@ pub async fn run(a: ClustersArgs, g: &Global) -> Result<()> {
                     if table_rows.is_empty() {
                         eprintln!("no clusters registered; add one with `meridian clusters add NAME --region R`");
                     } else {
-                        print!(
-                            "{}",
-                            table(
-                                &[
-                                    "CLUSTER",
-                                    "REGION",
-                                    "AGENT",
-                                    "CONTROLLER",
-                                    "LEASE",
-                                    "RENEWED",
-                                    "HEALTHY/ENDPOINTS"
-                                ],
-                                &table_rows
-                            )
-                        );
+                        print!("{}", table(&["CLUSTER", "REGION", "AGENT", "CONTROLLER", "LEASE", "RENEWED", "HEALTHY/ENDPOINTS"], &table_rows));
                     }
                 }
             }
@@ -225,12 +166,7 @@ pub async fn endpoints(a: EndpointsArgs, g: &Global) -> Result<()> {
     let clusters: BTreeMap<String, serde_json::Value> = list_kind(g, "cluster")
         .await?
         .into_iter()
-        .map(|o| {
-            (
-                o.name.clone(),
-                serde_json::from_slice(&o.value).unwrap_or_default(),
-            )
-        })
+        .map(|o| (o.name.clone(), serde_json::from_slice(&o.value).unwrap_or_default()))
         .collect();
     let leases: BTreeMap<String, Lease> = list_kind(g, KIND_LEASE)
         .await?
@@ -239,22 +175,15 @@ pub async fn endpoints(a: EndpointsArgs, g: &Global) -> Result<()> {
         .collect();
     let mut rows: Vec<serde_json::Value> = Vec::new();
     for o in list_kind(g, KIND_ENDPOINTS).await? {
-        let Some((cluster, svc)) = split_endpoints_name(&o.name) else {
-            continue;
-        };
+        let Some((cluster, svc)) = split_endpoints_name(&o.name) else { continue };
         if svc != a.service {
             continue;
         }
         let spec = clusters.get(cluster).cloned().unwrap_or_default();
         let lease = leases.get(cluster);
-        let eps: Vec<ReportedEndpoint> =
-            serde_json::from_slice(&o.value).context("stored endpoints")?;
+        let eps: Vec<ReportedEndpoint> = serde_json::from_slice(&o.value).context("stored endpoints")?;
         for e in eps {
-            let zone = if e.zone.is_empty() {
-                spec["zone"].as_str().unwrap_or("").to_string()
-            } else {
-                e.zone.clone()
-            };
+            let zone = if e.zone.is_empty() { spec["zone"].as_str().unwrap_or("").to_string() } else { e.zone.clone() };
             rows.push(json!({
                 "region": spec["region"], "zone": zone, "cluster": cluster, "address": e.address, "port": e.port,
                 "weight": e.weight, "health": format!("{:?}", e.health).to_uppercase(),
@@ -268,14 +197,8 @@ pub async fn endpoints(a: EndpointsArgs, g: &Global) -> Result<()> {
         .config_call(|mut c| {
             let name = a.service.clone();
             async move {
-                c.get(pb::GetRequest {
-                    key: Some(pb::ObjectKey {
-                        kind: "service".into(),
-                        name,
-                    }),
-                    consistency: pb::Consistency::Local as i32,
-                })
-                .await
+                c.get(pb::GetRequest { key: Some(pb::ObjectKey { kind: "service".into(), name }), consistency: pb::Consistency::Local as i32 })
+                    .await
             }
         })
         .await;
@@ -291,18 +214,9 @@ pub async fn endpoints(a: EndpointsArgs, g: &Global) -> Result<()> {
             }
         }
     }
-    rows.sort_by_key(|r| {
-        (
-            r["region"].to_string(),
-            r["zone"].to_string(),
-            r["cluster"].to_string(),
-            r["address"].to_string(),
-        )
-    });
+    rows.sort_by_key(|r| (r["region"].to_string(), r["zone"].to_string(), r["cluster"].to_string(), r["address"].to_string()));
     match g.output {
-        Format::Json | Format::Yaml => {
-            print_value(&json!({"service": a.service, "endpoints": rows}), g.output)?
-        }
+        Format::Json | Format::Yaml => print_value(&json!({"service": a.service, "endpoints": rows}), g.output)?,
         _ => {
             if rows.is_empty() {
                 eprintln!("no endpoints for service {}", a.service);
@@ -311,31 +225,11 @@ pub async fn endpoints(a: EndpointsArgs, g: &Global) -> Result<()> {
             let t: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
-                    let s = |k: &str| {
-                        r[k].as_str()
-                            .map(String::from)
-                            .or_else(|| r[k].as_u64().map(|v| v.to_string()))
-                            .unwrap_or_else(|| "-".into())
-                    };
-                    vec![
-                        s("region"),
-                        s("zone"),
-                        s("cluster"),
-                        s("address"),
-                        s("port"),
-                        s("health"),
-                        s("weight"),
-                        s("lease"),
-                    ]
+                    let s = |k: &str| r[k].as_str().map(String::from).or_else(|| r[k].as_u64().map(|v| v.to_string())).unwrap_or_else(|| "-".into());
+                    vec![s("region"), s("zone"), s("cluster"), s("address"), s("port"), s("health"), s("weight"), s("lease")]
                 })
                 .collect();
-            print!(
-                "{}",
-                table(
-                    &["REGION", "ZONE", "CLUSTER", "ADDRESS", "PORT", "HEALTH", "WEIGHT", "LEASE"],
-                    &t
-                )
-            );
+            print!("{}", table(&["REGION", "ZONE", "CLUSTER", "ADDRESS", "PORT", "HEALTH", "WEIGHT", "LEASE"], &t));
         }
     }
     Ok(())

@@ -63,16 +63,14 @@ pub fn path() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("MERIDIAN_CONFIG") {
         return Ok(PathBuf::from(p));
     }
-    let home = std::env::var("HOME")
-        .context("HOME is not set; set MERIDIAN_CONFIG to the CLI config file")?;
+    let home = std::env::var("HOME").context("HOME is not set; set MERIDIAN_CONFIG to the CLI config file")?;
     Ok(PathBuf::from(home).join(".config/meridian/config.yaml"))
 }
 
 pub fn load() -> Result<CliConfig> {
     let p = path()?;
     match std::fs::read_to_string(&p) {
-        Ok(text) => serde_yaml_ng::from_str(&text)
-            .with_context(|| format!("{}: not a meridian CLI config", p.display())),
+        Ok(text) => serde_yaml_ng::from_str(&text).with_context(|| format!("{}: not a meridian CLI config", p.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CliConfig::default()),
         Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
     }
@@ -83,8 +81,7 @@ fn save(cfg: &CliConfig) -> Result<()> {
     if let Some(dir) = p.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&p, serde_yaml_ng::to_string(cfg)?)
-        .with_context(|| format!("writing {}", p.display()))
+    std::fs::write(&p, serde_yaml_ng::to_string(cfg)?).with_context(|| format!("writing {}", p.display()))
 }
 
 /// The named context, or the current one (`None` when there is no current one).
@@ -96,19 +93,14 @@ pub fn context_for(context: Option<&str>) -> Result<Option<NamedContext>> {
     };
     match cfg.contexts.into_iter().find(|c| c.name == name) {
         Some(c) => Ok(Some(c)),
-        None => bail!(
-            "context {name:?} is not in {}; see `meridian config get-contexts`",
-            path()?.display()
-        ),
+        None => bail!("context {name:?} is not in {}; see `meridian config get-contexts`", path()?.display()),
     }
 }
 
 fn absolute(p: &Option<PathBuf>, flag: &str) -> Result<Option<PathBuf>> {
     match p {
         None => Ok(None),
-        Some(p) => std::fs::canonicalize(p)
-            .map(Some)
-            .with_context(|| format!("--{flag} {}", p.display())),
+        Some(p) => std::fs::canonicalize(p).map(Some).with_context(|| format!("--{flag} {}", p.display())),
     }
 }
 
@@ -120,18 +112,9 @@ pub fn run(cmd: ConfigCmd, g: &Global) -> Result<()> {
                 .contexts
                 .iter()
                 .map(|c| {
-                    let cur = if cfg.current_context.as_deref() == Some(c.name.as_str()) {
-                        "*"
-                    } else {
-                        ""
-                    };
+                    let cur = if cfg.current_context.as_deref() == Some(c.name.as_str()) { "*" } else { "" };
                     let tls = if c.cert.is_some() { "mtls" } else { "" };
-                    vec![
-                        cur.to_string(),
-                        c.name.clone(),
-                        c.servers.join(","),
-                        tls.to_string(),
-                    ]
+                    vec![cur.to_string(), c.name.clone(), c.servers.join(","), tls.to_string()]
                 })
                 .collect();
             if g.output == Format::Json || g.output == Format::Yaml {
@@ -151,11 +134,7 @@ pub fn run(cmd: ConfigCmd, g: &Global) -> Result<()> {
             println!("switched to context {name:?}");
         }
         ConfigCmd::SetContext { name, server } => {
-            let (ca, cert, key) = (
-                absolute(&g.ca, "ca")?,
-                absolute(&g.cert, "cert")?,
-                absolute(&g.key, "key")?,
-            );
+            let (ca, cert, key) = (absolute(&g.ca, "ca")?, absolute(&g.cert, "cert")?, absolute(&g.key, "key")?);
             match cfg.contexts.iter_mut().find(|c| c.name == name) {
                 Some(c) => {
                     c.servers = server;
@@ -163,13 +142,7 @@ pub fn run(cmd: ConfigCmd, g: &Global) -> Result<()> {
                     c.cert = cert.or(c.cert.take());
                     c.key = key.or(c.key.take());
                 }
-                None => cfg.contexts.push(NamedContext {
-                    name: name.clone(),
-                    servers: server,
-                    ca,
-                    cert,
-                    key,
-                }),
+                None => cfg.contexts.push(NamedContext { name: name.clone(), servers: server, ca, cert, key }),
             }
             if cfg.current_context.is_none() {
                 cfg.current_context = Some(name.clone());

@@ -49,10 +49,7 @@ impl FileObject {
 /// be read at all).
 pub fn load(args: &FileArgs, validate: bool) -> Result<Vec<FileObject>> {
     if args.files.is_empty() {
-        return Err(coded(
-            USAGE,
-            "give the objects with -f FILE|DIR|- (repeatable)",
-        ));
+        return Err(coded(USAGE, "give the objects with -f FILE|DIR|- (repeatable)"));
     }
     let mut inputs: Vec<(String, String)> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
@@ -228,10 +225,7 @@ mod tests {
         let text = "# c\nkind: region\nname: a\nspec: {}\n---\n\n# x\nkind: region\nname: b\nspec: {}\n---\n";
         let (objs, errs) = parse_file(text, "f.yaml");
         assert!(errs.is_empty(), "{errs:?}");
-        let lines: Vec<_> = objs
-            .iter()
-            .map(|o| (o.object.name.as_str(), o.line))
-            .collect();
+        let lines: Vec<_> = objs.iter().map(|o| (o.object.name.as_str(), o.line)).collect();
         assert_eq!(lines, [("a", Some(2)), ("b", Some(8))]);
     }
 

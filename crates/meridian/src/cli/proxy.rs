@@ -25,16 +25,10 @@ fn age(ms: u64) -> String {
 pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
     let r = g
         .servers()
-        .cluster_call(|mut c| async move {
-            c.get_proxy_status(pb::ProxyStatusRequest { local_only: false })
-                .await
-        })
+        .cluster_call(|mut c| async move { c.get_proxy_status(pb::ProxyStatusRequest { local_only: false }).await })
         .await?;
-    let proxies: Vec<&pb::ProxyInfo> = r
-        .proxies
-        .iter()
-        .filter(|p| a.node_id.as_ref().is_none_or(|n| &p.node_id == n))
-        .collect();
+    let proxies: Vec<&pb::ProxyInfo> =
+        r.proxies.iter().filter(|p| a.node_id.as_ref().is_none_or(|n| &p.node_id == n)).collect();
     match g.output {
         Format::Json | Format::Yaml => {
             let items: Vec<_> = proxies
@@ -68,37 +62,14 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
                         p.variant.clone(),
                     ];
                     for c in cols {
-                        row.push(
-                            p.types
-                                .iter()
-                                .find(|t| t.r#type == c)
-                                .map(|t| t.state.clone())
-                                .unwrap_or_else(|| "-".into()),
-                        );
+                        row.push(p.types.iter().find(|t| t.r#type == c).map(|t| t.state.clone()).unwrap_or_else(|| "-".into()));
                     }
-                    let last = p
-                        .types
-                        .iter()
-                        .filter(|t| t.acked)
-                        .map(|t| t.last_ack_age_ms)
-                        .min();
+                    let last = p.types.iter().filter(|t| t.acked).map(|t| t.last_ack_age_ms).min();
                     row.push(last.map(age).unwrap_or_else(|| "never".into()));
                     row
                 })
                 .collect();
-            let headers = [
-                "NODE",
-                "REGION",
-                "GROUP",
-                "CONTROLLER",
-                "VARIANT",
-                "CDS",
-                "EDS",
-                "LDS",
-                "RDS",
-                "SDS",
-                "LAST ACK",
-            ];
+            let headers = ["NODE", "REGION", "GROUP", "CONTROLLER", "VARIANT", "CDS", "EDS", "LDS", "RDS", "SDS", "LAST ACK"];
             if rows.is_empty() {
                 eprintln!("no Envoys connected");
             } else {
@@ -106,10 +77,7 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
             }
             for p in &proxies {
                 for t in p.types.iter().filter(|t| !t.nack_message.is_empty()) {
-                    println!(
-                        "{} {} NACKED {:?}: {}",
-                        p.node_id, t.r#type, t.nack_resources, t.nack_message
-                    );
+                    println!("{} {} NACKED {:?}: {}", p.node_id, t.r#type, t.nack_resources, t.nack_message);
                 }
             }
             for e in &r.errors {
@@ -137,37 +105,18 @@ pub async fn config(a: ProxyConfigArgs, g: &Global) -> Result<()> {
         .servers()
         .cluster_call(|mut c| {
             let node_id = node_id.clone();
-            async move {
-                c.get_proxy_config(pb::ProxyConfigRequest {
-                    node_id,
-                    local_only: false,
-                })
-                .await
-            }
+            async move { c.get_proxy_config(pb::ProxyConfigRequest { node_id, local_only: false }).await }
         })
         .await?;
-    let resources: Vec<&pb::ProxyResource> = r
-        .resources
-        .iter()
-        .filter(|x| a.kind.as_ref().is_none_or(|k| &x.r#type == k))
-        .collect();
+    let resources: Vec<&pb::ProxyResource> =
+        r.resources.iter().filter(|x| a.kind.as_ref().is_none_or(|k| &x.r#type == k)).collect();
     let p = r.proxy.clone().unwrap_or_default();
     match g.output {
         Format::Table | Format::Wide => {
-            println!(
-                "{} (region {}, group {}) on controller {} ({}), {}",
-                p.node_id, p.region, p.proxy_group, p.controller_id, p.controller_region, p.variant
-            );
+            println!("{} (region {}, group {}) on controller {} ({}), {}", p.node_id, p.region, p.proxy_group, p.controller_id, p.controller_region, p.variant);
             let rows: Vec<Vec<String>> = resources
                 .iter()
-                .map(|x| {
-                    vec![
-                        x.r#type.clone(),
-                        x.name.clone(),
-                        x.version.chars().take(12).collect(),
-                        x.state.clone(),
-                    ]
-                })
+                .map(|x| vec![x.r#type.clone(), x.name.clone(), x.version.chars().take(12).collect(), x.state.clone()])
                 .collect();
             print!("{}", table(&["TYPE", "NAME", "VERSION", "STATE"], &rows));
         }
@@ -181,14 +130,7 @@ pub async fn config(a: ProxyConfigArgs, g: &Global) -> Result<()> {
                 "controller": p.controller_id, "variant": p.variant, "resources": items,
             });
             // JSON unless YAML was asked for: the point is to feed it to tools.
-            print_value(
-                &out,
-                if g.output == Format::Yaml {
-                    Format::Yaml
-                } else {
-                    Format::Json
-                },
-            )?;
+            print_value(&out, if g.output == Format::Yaml { Format::Yaml } else { Format::Json })?;
         }
     }
     Ok(())
