@@ -17,7 +17,7 @@ use meridian_chaos::Error;
 #[derive(Parser, Debug)]
 #[command(about = "Seeded chaos runs against real meridian processes")]
 struct Args {
-    /// The fixed set of scenarios and seeds CI runs (about 2.5 minutes).
+    /// The fixed set of scenarios and seeds CI runs (about 4 minutes).
     #[arg(long, conflicts_with_all = ["soak", "scenario"])]
     quick: bool,
     /// Mixed faults for this long (`20m`, `1h`), in 60 s scenarios of
@@ -160,7 +160,8 @@ async fn run(a: &Args, list: &[Scenario]) -> Result<Vec<Row>, Error> {
         extra_args: Vec::new(),
     };
     let started = Instant::now();
-    let mut nodes = Nodes::start(a.nodes, opts).await?;
+    // One spare slot, for the membership faults to add a node in.
+    let mut nodes = Nodes::start(a.nodes, 1, opts).await?;
     println!(
         "cluster of {} nodes up in {:.1}s; data and logs in {}",
         a.nodes,
@@ -180,6 +181,7 @@ async fn run(a: &Args, list: &[Scenario]) -> Result<Vec<Row>, Error> {
 
 fn cleanup() {
     meridian_chaos::nodes::kill_all_started();
+    meridian_chaos::nodes::unmount_all();
     meridian_chaos::net::destroy_all_made();
 }
 

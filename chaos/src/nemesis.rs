@@ -10,6 +10,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::net::Dir;
 use crate::nodes::Nodes;
 use crate::Error;
 
@@ -33,6 +34,26 @@ pub enum Fault {
     IsolateLeaderLink,
     /// Two halves that cannot see each other, and one node that sees both.
     Bridge,
+    /// A random node's outbound peer traffic dropped (it hears its peers,
+    /// they never hear it): a leader there keeps its followers' votes away.
+    OneWayOut,
+    /// A random node's inbound peer traffic dropped (its peers hear it, it
+    /// hears none of them): it campaigns, and its vote requests reach them.
+    OneWayIn,
+    /// SIGKILL a random node, delete its data dir, start it again with the
+    /// same node id; when the fault ends, the operator's way back: remove
+    /// the member and start the node with a new id and an empty data dir.
+    WipeOne,
+    /// Membership changes under faults: a node joins in a spare slot while
+    /// another member is killed; when the fault ends the killed one
+    /// restarts and a random older member is removed (`meridian cluster
+    /// remove-node`, the leader too), freeing its slot.
+    Membership,
+    /// A random node's data-dir filesystem filled to the last byte: it
+    /// must stop acknowledging (a failed flush is final) and exit saying
+    /// why, never panic; when the fault ends the room comes back and the
+    /// node is restarted on its data dir, once.
+    DiskFull,
 }
 
 pub const ALL: &[Fault] = &[
@@ -45,6 +66,11 @@ pub const ALL: &[Fault] = &[
     Fault::PartitionMinority,
     Fault::IsolateLeaderLink,
     Fault::Bridge,
+    Fault::OneWayOut,
+    Fault::OneWayIn,
+    Fault::WipeOne,
+    Fault::Membership,
+    Fault::DiskFull,
 ];
 
 impl Fault {
@@ -59,6 +85,11 @@ impl Fault {
             Fault::PartitionMinority => "partition-minority",
             Fault::IsolateLeaderLink => "isolate-leader-link",
             Fault::Bridge => "bridge",
+            Fault::OneWayOut => "one-way-out",
+            Fault::OneWayIn => "one-way-in",
+            Fault::WipeOne => "wipe-one",
+            Fault::Membership => "membership",
+            Fault::DiskFull => "disk-full",
         }
     }
 
@@ -112,6 +143,16 @@ pub enum Undo {
     Restart(Vec<u64>),
     Cont(u64),
     Heal,
+    /// Check that the wiped node was refused, then replace it.
+    Replace(u64),
+    /// Restart the killed member, then remove one of `older`.
+    Shrink {
+        killed: Option<u64>,
+        older: Vec<u64>,
+        pick: u64,
+    },
+    /// Give the disk its room back, restart the node.
+    Unfill(u64),
     Nothing,
 }
 
@@ -218,10 +259,76 @@ pub async fn start(nodes: &mut Nodes, step: &Step) -> Result<(String, Undo), Err
                 Undo::Heal,
             )
         }
+        Fault::WipeOne => {
+            let id = ids[rng.gen_range(0..ids.len())];
+            let raft_id = nodes.raft_id(id);
+            nodes.wipe(id)?;
+            (
+                format!(
+                    "node {id}{} (id {raft_id}) killed, its data dir deleted, started again",
+                    lead(id)
+                ),
+                Undo::Replace(id),
+            )
+        }
+        Fault::Membership => {
+            let Some(&slot) = nodes.spare().first() else {
+                return Ok(("no spare slot: nothing added".into(), Undo::Nothing));
+            };
+            let older = ids.clone();
+            // Kill one of the older members while the new one catches up
+            // and is promoted (3 of 4 voters still make a quorum).
+            let killed = older[rng.gen_range(0..older.len())];
+            nodes.kill(killed);
+            let raft_id = nodes.add(slot)?;
+            (
+                format!(
+                    "node {slot} joins as id {raft_id}; SIGKILL node {killed}{}",
+                    lead(killed)
+                ),
+                Undo::Shrink {
+                    killed: Some(killed),
+                    older,
+                    pick: rng.gen(),
+                },
+            )
+        }
+        Fault::DiskFull => {
+            let id = ids[rng.gen_range(0..ids.len())];
+            let n = nodes.fill_disk(id)?;
+            (
+                format!(
+                    "filled the data dir's filesystem of node {id}{} ({} MiB)",
+                    lead(id),
+                    n >> 20
+                ),
+                Undo::Unfill(id),
+            )
+        }
+        Fault::OneWayOut | Fault::OneWayIn => {
+            // Half the time the leader: the case where a one-way cut hurts.
+            let id = if rng.gen_bool(0.5) {
+                leader_or_any
+            } else {
+                ids[rng.gen_range(0..ids.len())]
+            };
+            let (dir, words) = if step.fault == Fault::OneWayOut {
+                (Dir::Out, "drops what it sends to")
+            } else {
+                (Dir::In, "drops what it gets from")
+            };
+            for peer in ids.iter().filter(|i| **i != id) {
+                nodes.net.cut_one_way(id, *peer, dir)?;
+            }
+            (
+                format!("node {id}{} {words} its peers", lead(id)),
+                Undo::Heal,
+            )
+        }
     })
 }
 
-pub fn undo(nodes: &mut Nodes, undo: Undo) -> Result<(), Error> {
+pub async fn undo(nodes: &mut Nodes, undo: Undo) -> Result<(), Error> {
     match undo {
         Undo::Restart(ids) => {
             for id in ids {
@@ -230,7 +337,78 @@ pub fn undo(nodes: &mut Nodes, undo: Undo) -> Result<(), Error> {
         }
         Undo::Cont(id) => nodes.pause(id, false),
         Undo::Heal => nodes.net.heal()?,
+        Undo::Replace(id) => {
+            let raft_id = nodes.raft_id(id);
+            // The wiped node must have been kept out (it says so in its log)
+            // and must not have crashed anyone (`panics`, after the scenario).
+            if !nodes.log_text(id).contains("this node's data dir is new") {
+                nodes.notes.push(format!(
+                    "wipe-one: node {id} (id {raft_id}) came back with an empty data dir and no \
+                     peer refused it"
+                ));
+            }
+            remove_retrying(nodes, id).await;
+            nodes.add(id)?;
+        }
+        Undo::Shrink {
+            killed,
+            older,
+            pick,
+        } => {
+            if let Some(k) = killed {
+                nodes.spawn(k)?;
+            }
+            let mut rng = StdRng::seed_from_u64(pick);
+            let slot = older[rng.gen_range(0..older.len())];
+            remove_retrying(nodes, slot).await;
+        }
+        Undo::Unfill(id) => {
+            let alive = nodes.alive(id);
+            println!(
+                "   node {id} {} with its disk full",
+                if alive { "still runs" } else { "exited" }
+            );
+            // A node that exited must have said why (the disk), not died
+            // of a panic or silently.
+            let log = nodes.log_text(id);
+            if !alive && !log.contains("raft stopped") {
+                nodes.notes.push(format!(
+                    "disk-full: node {id} exited without saying the disk was the cause"
+                ));
+            }
+            nodes.free_disk(id)?;
+            // As an operator would: restart it once, on the same data dir
+            // (a node that exited must start clean from what is on disk).
+            nodes.kill(id);
+            nodes.spawn(id)?;
+        }
         Undo::Nothing => {}
     }
     Ok(())
+}
+
+/// `meridian cluster remove-node`, retried for up to 20 s as an operator
+/// would while the cluster elects a leader; a failure to remove is a
+/// problem of the scenario (an operator could not do it).
+async fn remove_retrying(nodes: &mut Nodes, slot: u64) {
+    let raft_id = nodes.raft_id(slot);
+    let start = std::time::Instant::now();
+    loop {
+        match tokio::task::block_in_place(|| nodes.remove(slot)) {
+            Ok(said) => {
+                println!("   remove-node {raft_id} (node {slot}): {said}");
+                return;
+            }
+            Err(e) if start.elapsed() < Duration::from_secs(20) => {
+                println!("   remove-node {raft_id} (node {slot}): {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                nodes
+                    .notes
+                    .push(format!("removing node {slot} (id {raft_id}): {e}"));
+                return;
+            }
+        }
+    }
 }

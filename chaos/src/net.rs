@@ -23,6 +23,13 @@ use crate::Error;
 /// Every namespace this process made, for the signal handler's cleanup.
 static MADE: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// Which of a node's directions a one-way cut drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    In,
+    Out,
+}
+
 pub struct Net {
     prefix: String,
     subnet: u8,
@@ -151,6 +158,19 @@ impl Net {
 
     /// In `a`'s namespace, drops what goes to and comes from `b`.
     fn drop_from(&self, a: u64, b: u64) -> Result<(), Error> {
+        self.drop_dir(a, b, Dir::In)?;
+        self.drop_dir(a, b, Dir::Out)
+    }
+
+    /// One way only: in `a`'s namespace, drops the packets `a` sends to `b`
+    /// (`Dir::Out`) or those it gets from `b` (`Dir::In`); the other
+    /// direction still flows, so `b` may still hear `a` (or `a` hear `b`),
+    /// as with an asymmetric firewall rule or a half-broken link.
+    pub fn cut_one_way(&self, a: u64, b: u64, dir: Dir) -> Result<(), Error> {
+        self.drop_dir(a, b, dir)
+    }
+
+    fn drop_dir(&self, a: u64, b: u64, dir: Dir) -> Result<(), Error> {
         let ns = self.ns(a);
         let ip = self.ip(b).to_string();
         let nft = |rule: &[&str]| {
@@ -162,12 +182,14 @@ impl Net {
         nft(&["add", "table", "inet", "mch"])?;
         nft(&["add chain inet mch in { type filter hook input priority 0; }"])?;
         nft(&["add chain inet mch out { type filter hook output priority 0; }"])?;
-        nft(&[
-            "add", "rule", "inet", "mch", "in", "ip", "saddr", &ip, "drop",
-        ])?;
-        nft(&[
-            "add", "rule", "inet", "mch", "out", "ip", "daddr", &ip, "drop",
-        ])
+        match dir {
+            Dir::In => nft(&[
+                "add", "rule", "inet", "mch", "in", "ip", "saddr", &ip, "drop",
+            ]),
+            Dir::Out => nft(&[
+                "add", "rule", "inet", "mch", "out", "ip", "daddr", &ip, "drop",
+            ]),
+        }
     }
 
     /// Takes node `id`'s switch port down or up: no one reaches it.

@@ -3,6 +3,16 @@
 //! (SIGSTOP/SIGCONT) and restarted on their data dirs by the nemesis; a
 //! guard kills them on drop, and [`kill_all_started`] does for the signal
 //! handler.
+//!
+//! A namespace is a slot (the ids the nemesis and the network speak of);
+//! the Raft node id in a slot changes when the slot's node is removed and
+//! another joins there (ids are never reused). Spare slots start empty, for
+//! the membership faults.
+//!
+//! This file is long because it is every operation on a node process the
+//! nemesis needs (start, kill, pause, wipe, add, remove, fill its disk),
+//! each short, around one table of slots; split, they would share that
+//! table through accessors.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -22,6 +32,12 @@ const ADMIN_PORT: u16 = 7003;
 
 /// Every pid this process started, for the signal handler.
 static PIDS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+/// Every tmpfs this process mounted, for the signal handler.
+static MOUNTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Each slot's data dirs live on a small filesystem of its own, so that a
+/// fault can fill one node's disk and no other's.
+const DISK_SIZE: &str = "size=96m";
 
 #[derive(Clone, Debug)]
 pub struct NodeOpts {
@@ -33,7 +49,12 @@ pub struct NodeOpts {
 }
 
 struct Node {
+    /// The slot: the namespace and address.
     id: u64,
+    /// The Raft node id now in the slot.
+    raft_id: u64,
+    /// Whether the slot's node is a member (runs, or is to be restarted).
+    member: bool,
     child: Option<Child>,
     paused: bool,
     data: PathBuf,
@@ -46,14 +67,20 @@ pub struct Nodes {
     bin: PathBuf,
     opts: NodeOpts,
     dir: tempfile::TempDir,
+    bootstrapped: bool,
+    next_id: u64,
+    /// What a fault found wrong on its own (a check inside the nemesis),
+    /// for the scenario's problems.
+    pub notes: Vec<String>,
 }
 
 impl Nodes {
     /// Starts `n` nodes, node 1 bootstrapping and the others joining it, and
     /// waits until all are voters.
-    pub async fn start(n: usize, opts: NodeOpts) -> Result<Nodes, Error> {
+    pub async fn start(n: usize, spare: usize, opts: NodeOpts) -> Result<Nodes, Error> {
         let ids: Vec<u64> = (1..=n as u64).collect();
-        let net = Net::create(&ids)?;
+        let slots: Vec<u64> = (1..=(n + spare) as u64).collect();
+        let net = Net::create(&slots)?;
         let bin =
             meridian_testkit::try_meridian_bin().map_err(|e| Error::Setup(format!("{e:#}")))?;
         let dir = tempfile::Builder::new()
@@ -63,13 +90,18 @@ impl Nodes {
                 what: "creating the data dir".into(),
                 source: e,
             })?;
-        let nodes = ids
+        for &id in &slots {
+            mount_disk(&dir.path().join(format!("disk-{id}")))?;
+        }
+        let nodes = slots
             .iter()
             .map(|&id| Node {
                 id,
+                raft_id: id,
+                member: id <= n as u64,
                 child: None,
                 paused: false,
-                data: dir.path().join(format!("node-{id}")),
+                data: dir.path().join(format!("disk-{id}/node-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
             })
             .collect();
@@ -79,6 +111,9 @@ impl Nodes {
             bin,
             opts,
             dir,
+            bootstrapped: false,
+            next_id: slots.len() as u64 + 1,
+            notes: Vec::new(),
         };
         c.spawn(1)?;
         c.wait_until("node 1 leads", Duration::from_secs(60), |st| {
@@ -104,8 +139,43 @@ impl Nodes {
         Ok(c)
     }
 
+    /// The slots whose node is a member.
     pub fn ids(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.member)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Every slot, members or not (the clients' targets: a slot nobody
+    /// serves refuses connections, an op that did not happen).
+    pub fn slots(&self) -> Vec<u64> {
         self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Slots whose node is not a member: room for a node to join.
+    pub fn spare(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.member)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub fn raft_id(&self, slot: u64) -> u64 {
+        self.nodes
+            .iter()
+            .find(|n| n.id == slot)
+            .map_or(0, |n| n.raft_id)
+    }
+
+    pub fn log_text(&self, slot: u64) -> String {
+        self.nodes
+            .iter()
+            .find(|n| n.id == slot)
+            .and_then(|n| std::fs::read_to_string(&n.log).ok())
+            .unwrap_or_default()
     }
 
     pub fn api_addr(&self, id: u64) -> String {
@@ -123,13 +193,25 @@ impl Nodes {
             .expect("a node of this cluster")
     }
 
-    /// Starts node `id` on its data dir (again, after a kill).
+    /// Starts node `id` on its data dir (again, after a kill). The first
+    /// node started bootstraps the cluster; every later start names the
+    /// other members to join through (a node already in the cluster
+    /// ignores it), so a node whose data dir was wiped never bootstraps a
+    /// cluster of its own.
     pub fn spawn(&mut self, id: u64) -> Result<(), Error> {
         let ip = self.net.ip(id);
         let ns = self.net.ns(id);
-        let join = (id != 1).then(|| self.api_addr(1));
+        let others: Vec<String> = self
+            .ids()
+            .into_iter()
+            .filter(|o| *o != id)
+            .map(|o| self.api_addr(o))
+            .collect();
+        let join = self.bootstrapped.then(|| others.join(","));
+        self.bootstrapped = true;
         let (bin, opts) = (self.bin.clone(), self.opts.clone());
         let n = self.node(id);
+        let raft_id = n.raft_id;
         if n.child.is_some() {
             return Ok(());
         }
@@ -151,7 +233,7 @@ impl Nodes {
             .arg("server")
             // Plaintext: the suite tests consensus and the API, not TLS.
             .arg("--insecure")
-            .args(["--node-id", &id.to_string(), "--region", "us-east"])
+            .args(["--node-id", &raft_id.to_string(), "--region", "us-east"])
             .arg("--data-dir")
             .arg(&n.data)
             .args(["--api-listen", &format!("{ip}:{API_PORT}")])
@@ -213,13 +295,128 @@ impl Nodes {
         }
     }
 
+    /// SIGKILL, delete the data dir, and start again with the same node id:
+    /// a disk replaced, or a volume lost, under a node that keeps its name.
+    pub fn wipe(&mut self, id: u64) -> Result<(), Error> {
+        self.kill(id);
+        let data = self.node(id).data.clone();
+        if data.exists() {
+            std::fs::remove_dir_all(&data).map_err(|e| Error::Io {
+                what: format!("deleting {}", data.display()),
+                source: e,
+            })?;
+        }
+        self.spawn(id)
+    }
+
+    /// Starts a new node (a new Raft id) in spare slot `slot`; it joins
+    /// through the members, as a voter, on its own.
+    pub fn add(&mut self, slot: u64) -> Result<u64, Error> {
+        let raft_id = self.next_id;
+        self.next_id += 1;
+        let dir = self
+            .dir
+            .path()
+            .join(format!("disk-{slot}/node-{slot}-id{raft_id}"));
+        let n = self.node(slot);
+        n.raft_id = raft_id;
+        n.member = true;
+        n.data = dir;
+        self.spawn(slot)?;
+        Ok(raft_id)
+    }
+
+    /// Removes slot `slot`'s node the way an operator does: `meridian
+    /// cluster remove-node ID` through the other members, then stops it.
+    /// Returns the CLI's answer; on an error the node is left a member.
+    pub fn remove(&mut self, slot: u64) -> Result<String, String> {
+        let raft_id = self.raft_id(slot);
+        let servers: Vec<String> = self
+            .ids()
+            .into_iter()
+            .filter(|o| *o != slot)
+            .map(|o| self.api_addr(o))
+            .collect();
+        let out = Command::new(&self.bin)
+            .args(["--server", &servers.join(","), "--timeout", "10s"])
+            .args(["cluster", "remove-node", &raft_id.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running meridian cluster remove-node: {e}"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        if !out.status.success() {
+            return Err(format!(
+                "`meridian cluster remove-node {raft_id}` failed: {text}"
+            ));
+        }
+        self.kill(slot);
+        self.node(slot).member = false;
+        Ok(text)
+    }
+
+    fn disk(&self, slot: u64) -> PathBuf {
+        self.dir.path().join(format!("disk-{slot}"))
+    }
+
+    /// Fills slot `slot`'s filesystem to the last byte; returns how much
+    /// was written.
+    pub fn fill_disk(&self, slot: u64) -> Result<u64, Error> {
+        use std::io::Write;
+        let path = self.disk(slot).join("filler");
+        let mut f = std::fs::File::create(&path).map_err(|e| Error::Io {
+            what: format!("creating {}", path.display()),
+            source: e,
+        })?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        // Then smaller writes, for the last partial megabyte.
+        for size in [1 << 20, 4096, 1] {
+            while f.write_all(&chunk[..size]).is_ok() {
+                n += size as u64;
+            }
+        }
+        let _ = f.sync_all();
+        Ok(n)
+    }
+
+    /// Gives slot `slot`'s filesystem its room back.
+    pub fn free_disk(&self, slot: u64) -> Result<(), Error> {
+        let path = self.disk(slot).join("filler");
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                what: format!("deleting {}", path.display()),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether slot `slot`'s process is still running (reaps it if not).
+    pub fn alive(&mut self, slot: u64) -> bool {
+        let n = self.node(slot);
+        match &mut n.child {
+            Some(c) => match c.try_wait() {
+                Ok(None) => true,
+                _ => {
+                    n.child = None;
+                    false
+                }
+            },
+            None => false,
+        }
+    }
+
     /// Continues paused nodes and starts killed ones.
     pub fn revive_all(&mut self) -> Result<(), Error> {
         for id in self.ids() {
             if self.node(id).paused {
                 self.pause(id, false);
             }
-            if self.node(id).child.is_none() {
+            if self.node(id).child.is_none() && self.node(id).member {
                 self.spawn(id)?;
             }
         }
@@ -302,8 +499,10 @@ impl Nodes {
             .collect()
     }
 
-    /// Keeps the data dir and logs past the run (for a failed one).
+    /// Keeps the data dir and logs past the run (for a failed one); the
+    /// slots' filesystems stay mounted for reading (`umount` them after).
     pub fn keep(&mut self) -> Result<PathBuf, Error> {
+        MOUNTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let fresh = tempfile::tempdir().map_err(|e| Error::Io {
             what: "creating a temp dir".into(),
             source: e,
@@ -320,11 +519,49 @@ impl Drop for Nodes {
                 let _ = c.wait();
             }
         }
+        unmount_all();
     }
 }
 
 /// SIGKILL (after SIGCONT, so a paused one dies too) to every server this
 /// process started: for the signal handler, when no destructor will run.
+/// A small tmpfs at `path`, for one slot's data dirs.
+fn mount_disk(path: &std::path::Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(|e| Error::Io {
+        what: format!("creating {}", path.display()),
+        source: e,
+    })?;
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", DISK_SIZE, "tmpfs"])
+        .arg(path)
+        .output()
+        .map_err(|e| Error::Setup(format!("running mount: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Setup(format!(
+            "mounting a tmpfs at {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    MOUNTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(path.to_path_buf());
+    Ok(())
+}
+
+/// Unmounts every slot's filesystem this process mounted (and did not keep).
+pub fn unmount_all() {
+    for m in MOUNTS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&m)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 pub fn kill_all_started() {
     for pid in PIDS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
         // SAFETY: kill(2); a pid already reaped and reused is the risk,

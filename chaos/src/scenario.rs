@@ -80,7 +80,7 @@ pub async fn run(
     w.key_prefix = format!("chaos-{}-{index}", std::process::id());
     let targets = Targets {
         nodes: nodes
-            .ids()
+            .slots()
             .into_iter()
             .map(|id| (id, nodes.api_addr(id)))
             .collect(),
@@ -102,7 +102,7 @@ pub async fn run(
         );
         row.faults.push(step.fault.name().to_string());
         sleep_until(t0, step.at + step.hold).await;
-        nemesis::undo(nodes, undo)?;
+        nemesis::undo(nodes, undo).await?;
         println!(
             "   t={:>5.1}s {} ends",
             t0.elapsed().as_secs_f64(),
@@ -158,6 +158,7 @@ pub async fn run(
             }
         }
     }
+    row.problems.append(&mut nodes.notes);
     let panicked = nodes.panics();
     if !panicked.is_empty() {
         row.problems

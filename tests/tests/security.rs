@@ -108,6 +108,7 @@ async fn call(c: &Cluster, port: Port, connector: Connector) -> Outcome {
                 .vote(pb::RaftMessage {
                     payload: vec![],
                     from: 2,
+                    ..Default::default()
                 })
                 .await,
         ),

@@ -19,4 +19,5 @@ mod store {
     mod retry_hint;
     mod revisions;
     mod secrets;
+    mod wiped_node;
 }

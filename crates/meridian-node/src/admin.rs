@@ -19,6 +19,7 @@ use crate::status::LocalStatus;
 pub(crate) struct Admin {
     pub status: LocalStatus,
     pub faults: meridian_peer::Faults,
+    pub incarnations: meridian_peer::Incarnations,
     pub fault_injection: bool,
     pub write_metrics: Arc<WriteMetrics>,
     pub xds: meridian_xds::XdsServer,
@@ -143,6 +144,11 @@ async fn metrics(State(s): State<Arc<Admin>>) -> impl IntoResponse {
             "meridian_raft_replication_lag{{peer=\"{peer}\"}} {lag}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP meridian_peer_incarnation_refused_total Peer messages refused because a node came back with a new data dir under a known id.\n# TYPE meridian_peer_incarnation_refused_total counter\nmeridian_peer_incarnation_refused_total {}",
+        s.incarnations.refused()
+    );
     s.write_metrics.render(&mut out);
     crate::rollout::render_metrics(&s.sm, &s.write_metrics, &mut out);
     render_xds(&s, &mut out);

@@ -55,6 +55,7 @@ impl AgentWrites {
         let msg = RaftMessage {
             payload: wire::encode(txn),
             from: self.router.leadership().id(),
+            ..Default::default()
         };
         let reply = InternalServiceClient::new(self.router.peer_channel(leader)?)
             .agent_txn(msg)

@@ -40,6 +40,8 @@ impl InternalService for InternalApi {
         Ok(Response::new(RaftReply {
             payload: wire::encode(&result),
             is_error: false,
+            // Not a Raft message: no incarnation is checked here.
+            ..Default::default()
         }))
     }
 }

@@ -38,7 +38,7 @@ use crate::tls::NodeTls;
 use crate::traffic_stats::{Limits, MetricsSink, TrafficStats};
 use crate::write::{ConfigWrites, EndpointWrites};
 use crate::xds_source::{StoreSource, XdsGate};
-use tasks::{count_snapshots, incoming, join_cluster};
+use tasks::{count_snapshots, exit_on_raft_fatal, forget_removed_peers, incoming, join_cluster};
 
 pub struct Node;
 
@@ -116,8 +116,11 @@ impl Node {
         };
         let faults = Faults::default();
         let activity = Activity::default();
+        let incarnations = meridian_peer::Incarnations::open(&config.data_dir)
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
         let mut network =
-            PeerNetworkFactory::new(config.node_id, faults.clone(), Duration::from_secs(2));
+            PeerNetworkFactory::new(config.node_id, faults.clone(), Duration::from_secs(2))
+                .with_incarnations(incarnations.clone());
         if let Some(t) = &tls {
             network = network.with_tls(t.client.clone());
         }
@@ -195,7 +198,9 @@ impl Node {
         };
 
         // Peer listener: Raft and the peer-only writes, both through `faults`.
-        let peer_svc = PeerService::new(raft.clone(), faults.clone(), activity).into_server();
+        let peer_svc = PeerService::new(raft.clone(), faults.clone(), activity)
+            .with_incarnations(incarnations.clone())
+            .into_server();
         let internal_svc = InternalServiceServer::new(InternalApi::new(
             endpoint_writes,
             faults.clone(),
@@ -308,6 +313,12 @@ impl Node {
             Duration::from_millis(config.xds.serve_persisted_after_ms),
             shutdown.clone(),
         ));
+        tasks.spawn(exit_on_raft_fatal(raft.clone(), shutdown.clone()));
+        tasks.spawn(forget_removed_peers(
+            raft.clone(),
+            incarnations.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(count_snapshots(
             raft.clone(),
             write_metrics.clone(),
@@ -346,6 +357,7 @@ impl Node {
         let admin = Arc::new(crate::admin::Admin {
             status,
             faults,
+            incarnations,
             fault_injection: config.enable_fault_injection,
             write_metrics,
             xds: xds.clone(),

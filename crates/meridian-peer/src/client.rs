@@ -21,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::faults::Faults;
 use crate::unreachable::Unreachables;
+use crate::incarnation::Incarnations;
 use crate::wire;
 
 /// The largest message the peer transport sends or takes, both ways.
@@ -39,6 +40,7 @@ pub struct PeerNetworkFactory {
     connect_timeout: Duration,
     tls: Option<Arc<meridian_tls::TlsSource>>,
     unreachable: Unreachables,
+    incarnations: Incarnations,
 }
 
 impl PeerNetworkFactory {
@@ -56,7 +58,16 @@ impl PeerNetworkFactory {
             connect_timeout,
             tls: None,
             unreachable: Unreachables::default(),
+            // Incarnation 0 sends none and checks none: for tests without a
+            // data dir; a node passes its own (`with_incarnations`).
+            incarnations: Incarnations::in_memory(0),
         }
+    }
+
+    /// Sends this data dir's incarnation and refuses peers whose own changed.
+    pub fn with_incarnations(mut self, incarnations: Incarnations) -> Self {
+        self.incarnations = incarnations;
+        self
     }
 
     /// Dials peers over mutual TLS with this (the node's) certificate, and
@@ -104,6 +115,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             channel: self.channel(&node.peer_addr, target),
             faults: self.faults.clone(),
             unreachable: self.unreachable.clone(),
+            incarnations: self.incarnations.clone(),
         }
     }
 }
@@ -115,6 +127,7 @@ pub struct PeerClient {
     channel: Result<Channel, String>,
     faults: Faults,
     unreachable: Unreachables,
+    incarnations: Incarnations,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +176,8 @@ impl PeerClient {
         let msg = RaftMessage {
             payload,
             from: self.self_id,
+            incarnation: self.incarnations.own(),
+            target_incarnation: self.incarnations.known(self.target),
         };
         let fut = async {
             match rpc {
@@ -185,6 +200,13 @@ impl PeerClient {
                 note(&error);
                 return Err(RPCError::Network(NetworkError::new(&TransportError(error))));
             }
+            // The peer refused us for its own changed data dir (it logged
+            // why): unreachable, so openraft backs off instead of spinning.
+            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
+                    format!("peer {}: {}", self.target, status.message()),
+                ))))
+            }
             Ok(Err(status)) => {
                 let err = TransportError(format!(
                     "peer {} ({}): {}",
@@ -202,6 +224,12 @@ impl PeerClient {
             }
             Ok(Ok(reply)) => reply.into_inner(),
         };
+        // A follower whose data dir changed must never reach openraft: its
+        // empty log would read as a log going backwards (openraft asserts
+        // it never does), and its answers are not the ones counted on.
+        if let Err(m) = self.incarnations.check(self.target, reply.incarnation) {
+            return Err(RPCError::Unreachable(Unreachable::new(&m)));
+        }
         let decode_err = |e: wire::WireError| RPCError::Network(NetworkError::new(&e));
         if reply.is_error {
             let err: RaftError<NodeId, E> = wire::decode(&reply.payload).map_err(decode_err)?;

@@ -9,6 +9,7 @@
 mod activity;
 mod client;
 mod faults;
+mod incarnation;
 mod server;
 mod unreachable;
 pub mod wire;
@@ -16,6 +17,7 @@ pub mod wire;
 pub use activity::Activity;
 pub use client::PeerNetworkFactory;
 pub use faults::{Dropped, FaultConfig, Faults};
+pub use incarnation::{IncarnationError, Incarnations, Mismatch};
 pub use server::{accept, PeerService};
 pub use unreachable::Unreachables;
 pub use wire::WireError;

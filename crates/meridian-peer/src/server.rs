@@ -8,12 +8,14 @@ use tonic::{Request, Response, Status};
 
 use crate::activity::Activity;
 use crate::faults::Faults;
+use crate::incarnation::Incarnations;
 use crate::wire;
 
 pub struct PeerService {
     raft: Raft,
     faults: Faults,
     activity: Activity,
+    incarnations: Incarnations,
 }
 
 impl PeerService {
@@ -22,7 +24,42 @@ impl PeerService {
             raft,
             faults,
             activity,
+            incarnations: Incarnations::in_memory(0),
         }
+    }
+
+    /// Refuses Raft messages from a peer whose data dir changed, and those
+    /// meant for an earlier life of this node's data dir.
+    pub fn with_incarnations(mut self, incarnations: Incarnations) -> Self {
+        self.incarnations = incarnations;
+        self
+    }
+
+    fn accept_raft<T: DeserializeOwned>(&self, req: Request<RaftMessage>) -> Result<T, Status> {
+        let (from, theirs, mine) = {
+            let m = req.get_ref();
+            (m.from, m.incarnation, m.target_incarnation)
+        };
+        // Faults and the sender's identity first, as for every peer message.
+        let decoded = accept(&self.faults, req)?;
+        let own = self.incarnations.own();
+        if own != 0 && mine != 0 && mine != own {
+            // This data dir is new, and the sender knew an older one: refuse
+            // everything it sends, so that nothing of the old cluster's log
+            // lands on top of an empty one.
+            self.incarnations.refused_as_new(from, mine);
+            return Err(Status::failed_precondition(format!(
+                "this node's data dir is new (incarnation {own:016x}) but node {from} knew \
+                 incarnation {mine:016x}: remove this node from the cluster (`meridian cluster \
+                 remove-node ID`) and start it again with a new --node-id"
+            )));
+        }
+        if own != 0 {
+            self.incarnations
+                .check(from, theirs)
+                .map_err(|m| Status::failed_precondition(m.to_string()))?;
+        }
+        Ok(decoded)
     }
 
     pub fn into_server(self) -> meridian_proto::v1::raft_service_server::RaftServiceServer<Self> {
@@ -59,15 +96,20 @@ pub fn accept<T: DeserializeOwned>(
     wire::decode(&msg.payload).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-fn reply<T: Serialize, E: Serialize>(result: Result<T, E>) -> Result<Response<RaftReply>, Status> {
+fn reply<T: Serialize, E: Serialize>(
+    incarnation: u64,
+    result: Result<T, E>,
+) -> Result<Response<RaftReply>, Status> {
     Ok(Response::new(match result {
         Ok(v) => RaftReply {
             payload: wire::encode(&v),
             is_error: false,
+            incarnation,
         },
         Err(e) => RaftReply {
             payload: wire::encode(&e),
             is_error: true,
+            incarnation,
         },
     }))
 }
@@ -78,24 +120,27 @@ impl RaftService for PeerService {
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftReply>, Status> {
-        let rpc = accept(&self.faults, req)?;
+        let rpc = self.accept_raft(req)?;
         let result = self.raft.append_entries(rpc).await;
         if matches!(&result, Ok(r) if r.is_success()) {
             self.activity.touch();
         }
-        reply(result)
+        reply(self.incarnations.own(), result)
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftReply>, Status> {
-        let rpc = accept(&self.faults, req)?;
-        reply(self.raft.vote(rpc).await)
+        let rpc = self.accept_raft(req)?;
+        reply(self.incarnations.own(), self.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftReply>, Status> {
-        let rpc = accept(&self.faults, req)?;
-        reply(self.raft.install_snapshot(rpc).await)
+        let rpc = self.accept_raft(req)?;
+        reply(
+            self.incarnations.own(),
+            self.raft.install_snapshot(rpc).await,
+        )
     }
 }

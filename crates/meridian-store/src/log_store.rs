@@ -252,12 +252,31 @@ impl Flusher {
         let thread = std::thread::Builder::new()
             .name("meridian-log-flush".into())
             .spawn(move || {
+                // After a failed flush the kernel may have dropped the dirty
+                // pages and cleared the error, so a later flush can succeed
+                // without the earlier writes on disk ("fsyncgate"). The first
+                // failure is therefore final: every later job fails with it,
+                // nothing is acknowledged again, and the node must restart
+                // (and recover from what is really on disk).
+                let mut failed: Option<(io::ErrorKind, String)> = None;
                 while let Ok(first) = rx.recv() {
                     let mut jobs = vec![first];
                     jobs.extend(rx.try_iter());
-                    let result = backend.flush();
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "flushing the raft log failed");
+                    let result = match &failed {
+                        Some((kind, msg)) => Err(io::Error::new(
+                            *kind,
+                            format!("an earlier flush of the raft log failed: {msg}"),
+                        )),
+                        None => backend.flush(),
+                    };
+                    if let (Err(e), None) = (&result, &failed) {
+                        tracing::error!(
+                            error = %e,
+                            "flushing the raft log failed (disk full or failing?); \
+                             this node acknowledges no more writes: free space or fix the \
+                             disk, then restart it"
+                        );
+                        failed = Some((e.kind(), e.to_string()));
                     }
                     for job in jobs {
                         job.complete(&result);

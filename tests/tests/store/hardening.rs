@@ -52,6 +52,7 @@ fn agent_txn_put(request_id: &str, kind: &str, name: &str, value: &[u8]) -> pb::
     pb::RaftMessage {
         payload: b.0,
         from: 1,
+        ..Default::default()
     }
 }
 

@@ -59,6 +59,7 @@ async fn malformed_and_oversized_peer_messages_hurt_no_node() {
             let msg = || pb::RaftMessage {
                 payload: payload.clone(),
                 from: 99,
+                ..Default::default()
             };
             let answers = [
                 (
@@ -86,6 +87,7 @@ async fn malformed_and_oversized_peer_messages_hurt_no_node() {
         let oversized = pb::RaftMessage {
             payload: vec![1; 65 * 1024 * 1024],
             from: 99,
+            ..Default::default()
         };
         let status = raft
             .append_entries(oversized)

@@ -58,6 +58,55 @@ pub(super) async fn count_snapshots(
     }
 }
 
+/// Forgets the incarnations of peers that left the membership, so that a
+/// member removed and added again (the way back for a wiped node) is
+/// learnt anew.
+pub(super) async fn forget_removed_peers(
+    raft: Raft,
+    incarnations: meridian_peer::Incarnations,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut rx = raft.metrics();
+    loop {
+        let members: std::collections::BTreeSet<u64> = {
+            let cur = rx.borrow();
+            cur.membership_config.nodes().map(|(id, _)| *id).collect()
+        };
+        // Empty until openraft's core loaded the log: not a removal.
+        if !members.is_empty() {
+            incarnations.retain(&members);
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        }
+    }
+}
+
+/// Ends the node when openraft stopped on a fatal error (a failed flush of
+/// the log, a full disk): a node whose Raft is gone would keep its
+/// listeners open and answer nothing useful. Exiting says why, and a
+/// restart recovers from what is really on disk.
+pub(super) async fn exit_on_raft_fatal(
+    raft: Raft,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut rx = raft.metrics();
+    loop {
+        if let Err(fatal) = &rx.borrow().running_state {
+            error!(error = %fatal, "raft stopped; the node exits (restart it once the cause is fixed)");
+            return Err(format!(
+                "raft stopped: {fatal} (a full or failing disk under the data dir?); \
+                 nothing unflushed was acknowledged; restart the node once the disk has room"
+            ));
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            _ = stop.wait_for(|v| *v) => return Ok(()),
+        }
+    }
+}
+
 /// Asks the given members to admit this node until one does.
 pub(super) async fn join_cluster(
     addrs: Vec<String>,

@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ struct GatedBackend {
     durable_meta: Mutex<HashMap<String, Vec<u8>>>,
     gate: Mutex<mpsc::Receiver<()>>,
     flushes: AtomicU64,
+    /// The next flush fails (as on a full disk) without making anything durable.
+    fail_next: AtomicBool,
 }
 
 impl GatedBackend {
@@ -32,6 +34,7 @@ impl GatedBackend {
             durable_meta: Mutex::default(),
             gate: Mutex::new(rx),
             flushes: AtomicU64::new(0),
+            fail_next: AtomicBool::new(false),
         };
         (Arc::new(b), tx)
     }
@@ -85,6 +88,12 @@ impl LogBackend for GatedBackend {
             .unwrap()
             .recv()
             .map_err(|_| io::Error::other("gate closed"))?;
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "No space left on device",
+            ));
+        }
         *self.durable_log.lock().unwrap() = log;
         *self.durable_meta.lock().unwrap() = meta;
         self.flushes.fetch_add(1, Ordering::SeqCst);
@@ -116,6 +125,37 @@ async fn acknowledged_only_after_flush() {
     vote.await.unwrap().unwrap();
     assert!(backend.durable_meta.lock().unwrap().contains_key("vote"));
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 1)));
+}
+
+/// A failed flush is final: a later flush that succeeds does not make the
+/// writes before the failure durable (the kernel may have dropped them), so
+/// nothing after it is acknowledged either.
+#[tokio::test]
+async fn a_failed_flush_is_never_followed_by_an_acknowledgement() {
+    let (backend, gate) = GatedBackend::new();
+    let mut log = LogStore::new(backend.clone()).unwrap();
+
+    backend.fail_next.store(true, Ordering::SeqCst);
+    gate.send(()).unwrap();
+    let err = log
+        .blocking_append([blank_ent::<TypeConfig>(1, 1, 1)])
+        .await
+        .expect_err("a failed flush acknowledged");
+    assert!(err.to_string().contains("No space left"), "{err}");
+
+    for _ in 0..4 {
+        gate.send(()).unwrap();
+    }
+    let err = log
+        .blocking_append([blank_ent::<TypeConfig>(1, 1, 2)])
+        .await
+        .expect_err("acknowledged after a failed flush");
+    assert!(err.to_string().contains("an earlier flush"), "{err}");
+    let err = log
+        .save_vote(&Vote::new(2, 1))
+        .await
+        .expect_err("vote acknowledged after a failed flush");
+    assert!(err.to_string().contains("an earlier flush"), "{err}");
 }
 
 /// Requests queued while a flush runs are all covered by the next one.
