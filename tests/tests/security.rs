@@ -407,7 +407,12 @@ async fn roles_decide_what_an_operator_may_do_also_through_a_follower() {
         &["clusters", "add", "honest", "--region", "us-east"],
     );
     assert_eq!(o.status.code(), Some(0), "an admin registers: {}", show(&o));
-    let o = cli_as(&c, &editor, &via_follower, &["clusters", "list", "-o", "json"]);
+    let o = cli_as(
+        &c,
+        &editor,
+        &via_follower,
+        &["clusters", "list", "-o", "json"],
+    );
     let listed = String::from_utf8_lossy(&o.stdout);
     assert!(
         listed.contains("honest") && !listed.contains("rogue"),
@@ -960,7 +965,10 @@ async fn status_shows_certificate_expiry_and_the_cli_exit_code_names_denials_and
         assert_eq!(cert["identity"], "node/1");
         let left = cert["expires_in_seconds"].as_i64().unwrap();
         assert!(left > 300 * 86400, "{cert}");
-        assert!(cert["not_after"].as_str().unwrap().ends_with(" UTC"), "{cert}");
+        assert!(
+            cert["not_after"].as_str().unwrap().ends_with(" UTC"),
+            "{cert}"
+        );
     }
     let o = c.cli(&["status"]);
     let table = String::from_utf8_lossy(&o.stdout);
@@ -974,11 +982,17 @@ async fn status_shows_certificate_expiry_and_the_cli_exit_code_names_denials_and
         .unwrap();
     let svc = c.dir().join("svc.yaml");
     std::fs::write(&svc, "kind: service\nname: web\nspec:\n  port: 80\n").unwrap();
-    let o = cli_as(&c, &viewer, &servers, &["apply", "-f", svc.to_str().unwrap()]);
+    let o = cli_as(
+        &c,
+        &viewer,
+        &servers,
+        &["apply", "-f", svc.to_str().unwrap()],
+    );
     assert_eq!(o.status.code(), Some(9), "{}", show(&o));
 
     // The server refuses a certificate of another CA (the client trusts both).
-    let foreign_files = foreign(pki, &c.dir().join("other-ca"), operator("eve", Role::Admin)).unwrap();
+    let foreign_files =
+        foreign(pki, &c.dir().join("other-ca"), operator("eve", Role::Admin)).unwrap();
     let o = cli_as(&c, &foreign_files, &servers, &["get", "service"]);
     assert_eq!(o.status.code(), Some(11), "{}", show(&o));
     assert!(

@@ -152,7 +152,10 @@ impl ConfigApi {
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<pb::TxnResponse, ApiError> {
         let forwarded = forwarded(&req);
-        let caller = req.extensions().get::<crate::tls::Caller>().map(|c| c.identity.clone());
+        let caller = req
+            .extensions()
+            .get::<crate::tls::Caller>()
+            .map(|c| c.identity.clone());
         let kinds = req.get_ref().ops.iter().filter_map(|op| match &op.op {
             Some(pb::txn_op::Op::Put(p)) => p.key.as_ref(),
             Some(pb::txn_op::Op::Delete(d)) => d.key.as_ref(),

@@ -52,7 +52,6 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-
 /// Where a step's error counts come from.
 pub(crate) trait StepHealth: Send + Sync + 'static {
     fn errors(
@@ -75,7 +74,6 @@ impl StepHealth for TrafficStats {
         self.region_errors(region, proxy_group, since_unix_ms).await
     }
 }
-
 
 /// What the controller does with a progressing run this tick.
 #[derive(Debug, Clone, PartialEq, Eq)]

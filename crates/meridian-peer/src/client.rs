@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::faults::Faults;
-use crate::unreachable::Unreachables;
 use crate::incarnation::Incarnations;
+use crate::unreachable::Unreachables;
 use crate::wire;
 
 /// The largest message the peer transport sends or takes, both ways.

@@ -109,7 +109,11 @@ pub fn load(cert: &Path, key: &Path, roots: &Path, domain: &TrustDomain) -> Resu
 /// CA carrying a `spiffe://DOMAIN` URI SAN names it (what `meridian certs
 /// init-ca` writes); a bundle without one means the default domain. So a
 /// listener or client needs no trust-domain setting of its own.
-pub fn load_trusting(cert: &Path, key: &Path, roots: &Path) -> Result<(Loaded, TrustDomain), Error> {
+pub fn load_trusting(
+    cert: &Path,
+    key: &Path,
+    roots: &Path,
+) -> Result<(Loaded, TrustDomain), Error> {
     let domain = bundle_trust_domain(roots)?;
     let loaded = load(cert, key, roots, &domain)?;
     Ok((loaded, domain))

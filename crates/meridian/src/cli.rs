@@ -208,7 +208,10 @@ pub enum Command {
 impl Command {
     /// Processes that run until stopped and write logs rather than output.
     pub fn is_long_running(&self) -> bool {
-        matches!(self, Command::Server(_) | Command::Dev(_) | Command::Agent(_) | Command::Ui(_))
+        matches!(
+            self,
+            Command::Server(_) | Command::Dev(_) | Command::Agent(_) | Command::Ui(_)
+        )
     }
 }
 

@@ -96,7 +96,9 @@ impl Servers {
         let tls = self.tls.as_ref()?;
         // A status the server sent has no source: only transport ones do.
         std::error::Error::source(st)?;
-        meridian_tls::Connector::new(tls.clone(), meridian_tls::Expect::AnyNode).probe(addr).await
+        meridian_tls::Connector::new(tls.clone(), meridian_tls::Expect::AnyNode)
+            .probe(addr)
+            .await
     }
 
     /// Connects to the first address that accepts a connection.
@@ -136,20 +138,29 @@ impl Servers {
                 // the first read): try the next one, as for a refused connect.
                 Err(st) if meridian_tls::handshake_failure(&st).is_some() => {
                     let why = meridian_tls::handshake_failure(&st).unwrap_or_default();
-                    tried.push(Tried { text: format!("{addr} ({why})"), tls: true });
+                    tried.push(Tried {
+                        text: format!("{addr} ({why})"),
+                        tls: true,
+                    });
                 }
                 Err(st) => {
                     // A transport failure on a TLS connection may be the
                     // server refusing our certificate, with its alert lost
                     // to the request's broken pipe: ask the server again.
                     if let Some(why) = self.refused_tls(addr, &st).await {
-                        tried.push(Tried { text: format!("{addr} ({why})"), tls: true });
+                        tried.push(Tried {
+                            text: format!("{addr} ({why})"),
+                            tls: true,
+                        });
                         continue;
                     }
                     if st.code() != tonic::Code::Unavailable {
                         return Err(status(st));
                     }
-                    tried.push(Tried { text: format!("{addr} ({})", st.message()), tls: false });
+                    tried.push(Tried {
+                        text: format!("{addr} ({})", st.message()),
+                        tls: false,
+                    });
                     last = Some(st);
                 }
             }
@@ -176,7 +187,11 @@ struct Tried {
 
 impl Tried {
     fn list(tried: &[Tried]) -> String {
-        tried.iter().map(|t| t.text.as_str()).collect::<Vec<_>>().join(", ")
+        tried
+            .iter()
+            .map(|t| t.text.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

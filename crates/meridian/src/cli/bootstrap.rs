@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use meridian_proto::v1 as pb;
 use meridian_pki::{bundle_trust_domain, TrustDomain};
+use meridian_proto::v1 as pb;
 use meridian_translate::bootstrap::{bootstrap, AdsVariant, BootstrapSpec, XdsTls};
 use serde_json::Value;
 
@@ -189,8 +189,11 @@ fn xds_tls(a: &EnvoyTlsArgs) -> Result<Option<XdsTls>> {
         .map(|d| TrustDomain::new(d).map_err(|e| anyhow::anyhow!("--tls-trust-domain: {e}")))
         .transpose()?;
     let local = Path::new(ca);
-    let from_ca =
-        if local.exists() { Some(bundle_trust_domain(local).with_context(|| format!("--tls-ca {ca}"))?) } else { None };
+    let from_ca = if local.exists() {
+        Some(bundle_trust_domain(local).with_context(|| format!("--tls-ca {ca}"))?)
+    } else {
+        None
+    };
     let domain = match (given, from_ca) {
         (Some(g), Some(f)) if g != f => {
             bail!("--tls-trust-domain {g} does not match the trust domain of --tls-ca {ca} ({f})")
@@ -204,7 +207,12 @@ fn xds_tls(a: &EnvoyTlsArgs) -> Result<Option<XdsTls>> {
             TrustDomain::default()
         }
     };
-    Ok(Some(XdsTls { cert: cert.clone(), key: key.clone(), ca: ca.clone(), trust_domain: domain.as_str().to_string() }))
+    Ok(Some(XdsTls {
+        cert: cert.clone(),
+        key: key.clone(),
+        ca: ca.clone(),
+        trust_domain: domain.as_str().to_string(),
+    }))
 }
 
 /// The typed input of the generator, from the flags.

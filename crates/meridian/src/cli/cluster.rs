@@ -164,7 +164,11 @@ fn print_status(
 ) -> Result<()> {
     let show_envoys = !envoys.is_empty() || format != Format::Table;
     // A plaintext cluster has no certificates to show.
-    let show_certs = r.members.iter().filter_map(|m| m.status.as_ref()).any(|s| !s.certificates.is_empty());
+    let show_certs = r
+        .members
+        .iter()
+        .filter_map(|m| m.status.as_ref())
+        .any(|s| !s.certificates.is_empty());
     let members: Vec<serde_json::Value> = r
         .members
         .iter()
@@ -263,7 +267,12 @@ fn print_status(
                         row.push(envoys.get(&n.id).copied().unwrap_or(0).to_string());
                     }
                     if show_certs {
-                        row.push(m.status.as_ref().map(|s| cert_expiry(&s.certificates, format == Format::Wide)).unwrap_or_else(|| "-".into()));
+                        row.push(
+                            m.status
+                                .as_ref()
+                                .map(|s| cert_expiry(&s.certificates, format == Format::Wide))
+                                .unwrap_or_else(|| "-".into()),
+                        );
                     }
                     if format == Format::Wide {
                         row.push(n.peer_addr.clone());
@@ -318,14 +327,27 @@ fn cert_expiry(certs: &[pb::CertificateStatus], every: bool) -> String {
         return "-".into();
     }
     if every {
-        return certs.iter().map(|c| format!("{} {}", c.listener, left(c.expires_in_seconds))).collect::<Vec<_>>().join(", ");
+        return certs
+            .iter()
+            .map(|c| format!("{} {}", c.listener, left(c.expires_in_seconds)))
+            .collect::<Vec<_>>()
+            .join(", ");
     }
-    let soonest = certs.iter().min_by_key(|c| c.expires_in_seconds).expect("not empty");
-    let all_same = certs.iter().all(|c| c.expires_in_seconds / 86400 == soonest.expires_in_seconds / 86400);
+    let soonest = certs
+        .iter()
+        .min_by_key(|c| c.expires_in_seconds)
+        .expect("not empty");
+    let all_same = certs
+        .iter()
+        .all(|c| c.expires_in_seconds / 86400 == soonest.expires_in_seconds / 86400);
     if all_same {
         left(soonest.expires_in_seconds)
     } else {
-        format!("{} ({})", left(soonest.expires_in_seconds), soonest.listener)
+        format!(
+            "{} ({})",
+            left(soonest.expires_in_seconds),
+            soonest.listener
+        )
     }
 }
 

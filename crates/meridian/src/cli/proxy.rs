@@ -89,7 +89,11 @@ pub async fn run(a: ProxyStatusArgs, g: &Global) -> Result<()> {
                         .map(|t| t.last_ack_age_ms)
                         .min();
                     row.push(last.map(age).unwrap_or_else(|| "never".into()));
-                    row.push(if p.synced_revision > 0 { p.synced_revision.to_string() } else { "-".into() });
+                    row.push(if p.synced_revision > 0 {
+                        p.synced_revision.to_string()
+                    } else {
+                        "-".into()
+                    });
                     if wide {
                         let (rq, err) = if p.stats_reported {
                             (p.requests_1m.to_string(), p.errors_1m.to_string())
