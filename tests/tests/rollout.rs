@@ -44,6 +44,11 @@ struct Bed {
 /// The cluster, the policies (one region per step; `regions` bakes 2 s,
 /// `slow` 15 s, `manual` 24 h), generation v1 everywhere, and the Envoys.
 async fn bed() -> Bed {
+    bed_with(&[]).await
+}
+
+/// [`bed`], with more `meridian bootstrap` flags for every Envoy.
+async fn bed_with(bootstrap: &[&str]) -> Bed {
     let c = Cluster::start(
         3,
         ClusterOpts {
@@ -70,11 +75,9 @@ async fn bed() -> Bed {
     ok(&c.cli(&["apply", "-f", &f]), "apply base");
     let mut envoys = Vec::new();
     for (r, g) in REGIONS.iter().zip(GROUPS) {
-        envoys.push(Envoy::from_cli(
-            &c,
-            &format!("envoy-{r}"),
-            &["--region", r, "--group", g],
-        ));
+        let mut args = vec!["--region", r, "--group", g];
+        args.extend_from_slice(bootstrap);
+        envoys.push(Envoy::from_cli(&c, &format!("envoy-{r}"), &args));
     }
     let bed = Bed { c, ports, envoys };
     for i in 0..3 {
@@ -394,4 +397,69 @@ async fn a_rollout_resumes_from_its_step_on_a_new_leader() {
         .await;
     }
     bed.envoys.clear();
+}
+
+/// The canary region's Envoys send their upstream 5xx to the controllers
+/// (the stats sink of `meridian bootstrap`); a change that routes to an
+/// upstream answering 503 raises the step's error rate above the policy's
+/// threshold, and the leader rolls the step back before it bakes. The other
+/// regions never see the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_5xx_rate_passes_the_threshold_is_rolled_back() {
+    let bed = bed_with(&["--stats-flush-interval", "1s"]).await;
+    let c = &bed.c;
+    let bad = meridian_tests::upstream::Upstream::start("bad").await;
+    bad.set_failing(true);
+    let steps: Vec<Value> = REGIONS.iter().map(|r| json!({"regions": [r]})).collect();
+    let setup = json!([
+        {"kind": "rollout", "name": "errors", "spec": {"steps": steps, "bakeTime": "10m", "maxErrorRate": 0.2, "minRequests": 10}},
+        {"kind": "service", "name": "bad", "spec": {"port": bad.port, "endpoints": [{"address": "127.0.0.1", "region": "us-east"}]}},
+    ]);
+    let f = write(c, "errors-setup.json", setup);
+    ok(
+        &c.cli(&["apply", "-f", &f]),
+        "apply the policy and the service",
+    );
+    let change = json!([{"kind": "route", "name": "web", "spec": {"hosts": ["*"], "rules": [{"backends": [{"service": "bad"}]}]}}]);
+    let f = write(c, "errors-change.json", change);
+    ok(
+        &c.cli(&["apply", "-f", &f, "--rollout", "errors"]),
+        "start the rollout",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let run = loop {
+        // Traffic through the canary; the change answers 503 there.
+        for _ in 0..5 {
+            let _ = bed.body(0).await;
+        }
+        for i in 1..3 {
+            assert_eq!(
+                bed.body(i).await.as_deref(),
+                Some("v1"),
+                "region {} must not see the change before its step",
+                REGIONS[i]
+            );
+        }
+        let run = bed
+            .rollouts()
+            .into_iter()
+            .find(|r| r["policy"] == "errors")
+            .expect("the rollout");
+        if run["state"] != "progressing" {
+            break run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout did not halt on its error rate: {run:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(run["state"], "rolled-back", "{run:#}");
+    assert_eq!(run["step"], 1, "{run:#}");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("error rate"), "{run:#}");
+    eventually("the canary to serve v1 again", CONVERGE, || async {
+        (bed.body(0).await.as_deref() == Some("v1")).then_some(())
+    })
+    .await;
 }

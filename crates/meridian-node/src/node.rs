@@ -254,7 +254,7 @@ impl Node {
             write_metrics.clone(),
             Some((router.clone(), membership.clone())),
         );
-        let rollout_svc = RolloutServiceServer::new(crate::rollout_api::RolloutApi::new(
+        let rollout_api = Arc::new(crate::rollout_api::RolloutApi::new(
             router.clone(),
             rollout_runs.clone(),
         ));
@@ -282,9 +282,11 @@ impl Node {
             Arc::new(crate::ui::NodeSource {
                 cluster: cluster_api.clone(),
                 config: config_api.clone(),
+                rollouts: rollout_api.clone(),
             }),
             crate::ui::Access::for_admin(tls.is_some(), config.listen.admin),
         );
+        let rollout_svc = RolloutServiceServer::from_arc(rollout_api);
         let config_svc = ConfigServiceServer::from_arc(config_api)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(256 * 1024 * 1024);

@@ -43,6 +43,16 @@ pub trait UiSource: Send + Sync + 'static {
     fn history(&self, limit: u32) -> BoxFuture<'_, Result<pb::HistoryResponse, Status>>;
     /// This replica's objects of `kind` (a local read).
     fn list(&self, kind: &'static str) -> BoxFuture<'_, Result<pb::ListResponse, Status>>;
+    /// The rollouts the cluster keeps, active and recently finished.
+    fn rollouts(&self) -> BoxFuture<'_, Result<pb::ListRolloutsResponse, Status>>;
+}
+
+/// What `meridian rollout status` asks: every rollout, from this replica.
+pub fn rollouts_request() -> pb::ListRolloutsRequest {
+    pb::ListRolloutsRequest {
+        id: String::new(),
+        consistency: pb::Consistency::Local as i32,
+    }
 }
 
 /// Who the page is served to.
@@ -111,19 +121,19 @@ impl Page {
                 endpoints: endpoints.objects,
             })
         };
-        let (cluster, proxies, history, objects) = futures::join!(
+        let (cluster, proxies, history, objects, rollouts) = futures::join!(
             s.cluster_status(),
             s.proxy_status(),
             s.history(HISTORY_ENTRIES),
-            objects
+            objects,
+            s.rollouts()
         );
         let parts = Parts {
             cluster: Some(cluster.map_err(err)),
             proxies: Some(proxies.map_err(err)),
             history: Some(history.map_err(err)),
             objects: Some(objects.map_err(err)),
-            // The rollouts' source joins here.
-            rollouts: Vec::new(),
+            rollouts: Some(rollouts.map_err(err)),
         };
         build(parts, unix_ms())
     }
@@ -280,16 +290,28 @@ async fn revision(
 
 /// The node's own services as a [`UiSource`], called in process (no
 /// listener, no authorization: the admin listener's [`Access`] decides).
-pub(crate) struct NodeSource<C, K> {
+pub(crate) struct NodeSource<C, K, R> {
     pub(crate) cluster: Arc<C>,
     pub(crate) config: Arc<K>,
+    pub(crate) rollouts: Arc<R>,
 }
 
-impl<C, K> UiSource for NodeSource<C, K>
+impl<C, K, R> UiSource for NodeSource<C, K, R>
 where
     C: pb::cluster_service_server::ClusterService,
     K: pb::config_service_server::ConfigService,
+    R: pb::rollout_service_server::RolloutService,
 {
+    fn rollouts(&self) -> BoxFuture<'_, Result<pb::ListRolloutsResponse, Status>> {
+        Box::pin(async move {
+            let r = self
+                .rollouts
+                .list_rollouts(Request::new(rollouts_request()))
+                .await?;
+            Ok(r.into_inner())
+        })
+    }
+
     fn cluster_status(&self) -> BoxFuture<'_, Result<pb::ClusterStatusResponse, Status>> {
         Box::pin(async move {
             let r = self

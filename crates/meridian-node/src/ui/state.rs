@@ -1,6 +1,8 @@
 //! What the status page shows, built from the answers of the cluster and
 //! config APIs: pure, so the admin listener (in process) and `meridian ui`
 //! (over the authenticated API) show the same thing from the same answers.
+//! This file is long because the page has eight sections, each with its
+//! own small view type and builder; splitting them would scatter one page.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,7 +20,7 @@ pub struct Parts {
     pub proxies: Option<Result<pb::ProxyStatusResponse, String>>,
     pub history: Option<Result<pb::HistoryResponse, String>>,
     pub objects: Option<Result<Objects, String>>,
-    pub rollouts: Vec<Rollout>,
+    pub rollouts: Option<Result<pb::ListRolloutsResponse, String>>,
 }
 
 /// The listed objects the page reads: only these kinds, so that no other
@@ -209,6 +211,9 @@ pub fn build(parts: Parts, now_unix_ms: u64) -> UiState {
     let proxies = take(&mut errors, "proxy status", parts.proxies);
     let history = take(&mut errors, "history", parts.history);
     let objects = take(&mut errors, "objects", parts.objects).unwrap_or_default();
+    let rollouts = take(&mut errors, "rollouts", parts.rollouts)
+        .map(|r| r.rollouts.iter().map(rollout).collect())
+        .unwrap_or_default();
 
     let controllers = cluster.as_ref().map(controllers).unwrap_or_default();
     for c in controllers.iter().filter(|c| !c.error.is_empty()) {
@@ -246,8 +251,42 @@ pub fn build(parts: Parts, now_unix_ms: u64) -> UiState {
         envoys,
         history,
         oldest_revision,
-        rollouts: parts.rollouts,
+        rollouts,
         errors,
+    }
+}
+
+/// A rollout as the page shows it: each step done, current (in the run's
+/// state) or pending; a step names its regions and `group/NAME`s.
+fn rollout(r: &pb::Rollout) -> Rollout {
+    let current = r.step as usize;
+    let finished = matches!(r.state.as_str(), "complete");
+    Rollout {
+        name: r.id.clone(),
+        policy: r.policy.clone(),
+        state: r.state.clone(),
+        step: r.step,
+        steps: r
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| RolloutStep {
+                targets: s
+                    .regions
+                    .iter()
+                    .cloned()
+                    .chain(s.proxy_groups.iter().map(|g| format!("group/{g}")))
+                    .collect(),
+                state: if i < current || finished {
+                    "done".into()
+                } else if i == current {
+                    r.state.clone()
+                } else {
+                    "pending".into()
+                },
+            })
+            .collect(),
+        started_unix_ms: r.started_at_ms,
     }
 }
 

@@ -40,6 +40,9 @@ impl UiSource for Fixed {
     fn list(&self, _: &'static str) -> BoxFuture<'_, Result<pb::ListResponse, Status>> {
         Box::pin(async { Ok(pb::ListResponse::default()) })
     }
+    fn rollouts(&self) -> BoxFuture<'_, Result<pb::ListRolloutsResponse, Status>> {
+        Box::pin(async { Ok(pb::ListRolloutsResponse::default()) })
+    }
 }
 
 async fn get(page: Arc<Page>, path: &str, host: &str) -> (StatusCode, HeaderMap, String) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use futures::future::BoxFuture;
-use meridian_node::ui::{history_request, list_request, Access, Page, UiSource};
+use meridian_node::ui::{history_request, list_request, rollouts_request, Access, Page, UiSource};
 use meridian_proto::v1 as pb;
 use tonic::Status;
 
@@ -58,6 +58,20 @@ fn status(e: anyhow::Error) -> Status {
 }
 
 impl UiSource for ApiSource {
+    fn rollouts(&self) -> BoxFuture<'_, Result<pb::ListRolloutsResponse, Status>> {
+        Box::pin(async move {
+            self.servers
+                .call(|ch| async move {
+                    pb::rollout_service_client::RolloutServiceClient::new(ch)
+                        .list_rollouts(rollouts_request())
+                        .await
+                        .map(|r| r.into_inner())
+                })
+                .await
+                .map_err(status)
+        })
+    }
+
     fn cluster_status(&self) -> BoxFuture<'_, Result<pb::ClusterStatusResponse, Status>> {
         Box::pin(async move {
             self.servers

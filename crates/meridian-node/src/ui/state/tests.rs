@@ -181,7 +181,7 @@ fn parts() -> Parts {
                 1,
             )],
         })),
-        rollouts: Vec::new(),
+        rollouts: None,
     }
 }
 
@@ -310,29 +310,32 @@ fn a_failed_part_is_reported_and_the_rest_is_shown() {
 #[test]
 fn rollouts_have_the_documented_shape() {
     let mut p = parts();
-    p.rollouts = vec![Rollout {
-        name: "web-v2".into(),
-        policy: "by-region".into(),
-        state: "progressing".into(),
-        step: 1,
-        steps: vec![
-            RolloutStep {
-                targets: vec!["us-east".into()],
-                state: "done".into(),
-            },
-            RolloutStep {
-                targets: vec!["eu-west".into(), "ap-south".into()],
-                state: "baking".into(),
-            },
-        ],
-        started_unix_ms: 1234,
-    }];
+    let step = |regions: &[&str]| pb::RolloutStepInfo {
+        regions: regions.iter().map(|r| r.to_string()).collect(),
+        ..Default::default()
+    };
+    p.rollouts = Some(Ok(pb::ListRolloutsResponse {
+        rollouts: vec![pb::Rollout {
+            id: "web-v2".into(),
+            policy: "by-region".into(),
+            state: "progressing".into(),
+            step: 1,
+            steps: vec![
+                step(&["us-east"]),
+                step(&["eu-west", "ap-south"]),
+                step(&["x"]),
+            ],
+            started_at_ms: 1234,
+            ..Default::default()
+        }],
+        revision: 3,
+    }));
     let v = serde_json::to_value(build(p, 5)).unwrap();
     assert_eq!(
         v["rollouts"],
         serde_json::json!([{
             "name": "web-v2", "policy": "by-region", "state": "progressing", "step": 1,
-            "steps": [{"targets": ["us-east"], "state": "done"}, {"targets": ["eu-west", "ap-south"], "state": "baking"}],
+            "steps": [{"targets": ["us-east"], "state": "done"}, {"targets": ["eu-west", "ap-south"], "state": "progressing"}, {"targets": ["x"], "state": "pending"}],
             "started_unix_ms": 1234
         }])
     );
