@@ -40,8 +40,7 @@ K8S_VERSIONS = ["1.28", "1.37"]
 # Metrics the dashboard or rules may use before the node exports them: work
 # announced and in flight, each with the reason. Nothing else is allowed.
 ANNOUNCED = {
-    "meridian_tls_cert_expiry_seconds": "mutual TLS (in flight): seconds until this node's certificate expires",
-    "meridian_rollout_halted": "progressive rollouts (#16, not started): 1 while a rollout is halted",
+    "meridian_tls_cert_expiry_seconds": "exported only by a node with TLS; the live check runs plaintext `meridian dev`",
 }
 
 
