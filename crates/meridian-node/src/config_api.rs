@@ -12,13 +12,13 @@ use std::time::Instant;
 
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::config_service_client::ConfigServiceClient;
-use meridian_store::{NodeInfo, ObjectKey, StateMachineStore, WriteClass};
+use meridian_store::{ObjectKey, StateMachineStore, WriteClass};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
 use crate::error::ApiError;
-use crate::routing::{forwarded, mark_forwarded, Router, Target};
+use crate::routing::{forwarded, Router};
 use crate::write::ConfigWrites;
 pub(crate) use convert::txn_from_pb;
 use convert::{is_config_kind, key_from_pb, to_pb_object, visible_value};
@@ -43,11 +43,6 @@ impl ConfigApi {
             sm,
             shutdown,
         }
-    }
-
-    fn leader(&self, info: &NodeInfo) -> Result<ConfigServiceClient<Channel>, ApiError> {
-        let ch = self.router.api_channel(info)?;
-        Ok(ConfigServiceClient::new(ch).max_decoding_message_size(256 * 1024 * 1024))
     }
 
     async fn confirm_leadership(&self, deadline: Instant) -> Result<(), ApiError> {
@@ -77,19 +72,14 @@ impl ConfigApi {
         R: Fn(ConfigServiceClient<Channel>, Request<M>) -> RF,
         RF: Future<Output = Result<Response<T>, Status>>,
     {
-        let (here, remote) = (&here, &remote);
         self.router
-            .route(forwarded, |target, deadline| async move {
-                match target {
-                    Target::Here => here(deadline).await,
-                    Target::Leader(_, info) => {
-                        let client = self.leader(&info)?;
-                        Ok(remote(client, mark_forwarded(msg.clone()))
-                            .await?
-                            .into_inner())
-                    }
-                }
-            })
+            .on_leader(
+                forwarded,
+                msg,
+                |ch| ConfigServiceClient::new(ch).max_decoding_message_size(256 * 1024 * 1024),
+                here,
+                remote,
+            )
             .await
     }
 

@@ -10,7 +10,7 @@ use meridian_model::rollout_run::{RolledObject, RolloutRun, RunState, KIND_ROLLO
 use meridian_model::{Kind, Object, Spec};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::rollout_service_client::RolloutServiceClient;
-use meridian_store::{NodeInfo, ObjectKey, Txn, TxnOp};
+use meridian_store::{ObjectKey, Txn, TxnOp};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -18,7 +18,7 @@ use tracing::info;
 use crate::config_api::txn_from_pb;
 use crate::error::ApiError;
 use crate::rollout::{now_ms, to_pb, Runs, KEEP_FINISHED};
-use crate::routing::{forwarded, mark_forwarded, Router, Target};
+use crate::routing::{forwarded, Router};
 
 pub(crate) struct RolloutApi {
     router: Router,
@@ -54,24 +54,9 @@ impl RolloutApi {
         R: Fn(RolloutServiceClient<Channel>, Request<M>) -> RF,
         RF: Future<Output = Result<Response<T>, Status>>,
     {
-        let (here, remote) = (&here, &remote);
         self.router
-            .route(forwarded, |target, deadline| async move {
-                match target {
-                    Target::Here => here(deadline).await,
-                    Target::Leader(_, info) => {
-                        let client = self.leader(&info)?;
-                        Ok(remote(client, mark_forwarded(msg.clone()))
-                            .await?
-                            .into_inner())
-                    }
-                }
-            })
+            .on_leader(forwarded, msg, RolloutServiceClient::new, here, remote)
             .await
-    }
-
-    fn leader(&self, info: &NodeInfo) -> Result<RolloutServiceClient<Channel>, ApiError> {
-        Ok(RolloutServiceClient::new(self.router.api_channel(info)?))
     }
 
     /// The transaction that starts a rollout of `txn` under `policy`: each

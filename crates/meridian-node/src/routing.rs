@@ -78,6 +78,37 @@ impl Router {
     /// Runs `attempt` where the leader is, again while it fails with a
     /// retryable error, until the request's deadline (which each try gets,
     /// to bound its own waits).
+    /// Answers `msg` on the leader: `here` when this node leads, else the
+    /// same call (`remote`) forwarded to the leader on a client of the
+    /// API service that `client` makes from the leader's channel.
+    pub(crate) async fn on_leader<M, T, C, H, HF, R, RF>(
+        &self,
+        forwarded: bool,
+        msg: &M,
+        client: impl Fn(Channel) -> C,
+        here: H,
+        remote: R,
+    ) -> Result<T, ApiError>
+    where
+        M: Clone,
+        H: Fn(Instant) -> HF,
+        HF: Future<Output = Result<T, ApiError>>,
+        R: Fn(C, tonic::Request<M>) -> RF,
+        RF: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let (here, remote, client) = (&here, &remote, &client);
+        self.route(forwarded, |target, deadline| async move {
+            match target {
+                Target::Here => here(deadline).await,
+                Target::Leader(_, info) => {
+                    let c = client(self.api_channel(&info)?);
+                    Ok(remote(c, mark_forwarded(msg.clone())).await?.into_inner())
+                }
+            }
+        })
+        .await
+    }
+
     pub(crate) async fn route<T, F, Fut>(
         &self,
         forwarded: bool,
