@@ -522,3 +522,48 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
         .keys()
         .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
 }
+
+/// The documents are whole: an emptied or half-merged doc once landed
+/// unnoticed (a merge kept neither side), and every doc a reader is sent to
+/// from README or ARCHITECTURE.md exists.
+#[test]
+fn the_docs_are_whole() {
+    let root = meridian_tests::workspace_root();
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.push(root.join("crates/meridian-xds/PROTOCOL.md"));
+    docs.push(root.join("README.md"));
+    let mut violations = Vec::new();
+    for doc in &docs {
+        let rel = doc.strip_prefix(&root).unwrap().display().to_string();
+        let text = std::fs::read_to_string(doc).unwrap();
+        if text.lines().filter(|l| !l.trim().is_empty()).count() < 20 {
+            violations.push(format!("{rel} has fewer than 20 lines of text"));
+        }
+        if !text.starts_with('#') {
+            violations.push(format!("{rel} does not start with a heading"));
+        }
+        for marker in ["<<<<<<< ", ">>>>>>> ", "\n=======\n"] {
+            if text.contains(marker) {
+                violations.push(format!("{rel} holds a merge conflict marker {marker:?}"));
+            }
+        }
+    }
+    for source in ["README.md", "docs/ARCHITECTURE.md"] {
+        let text = std::fs::read_to_string(root.join(source)).unwrap();
+        for (i, _) in text.match_indices("docs/") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "/-_.".contains(*c))
+                .collect();
+            let name = name.trim_end_matches('.');
+            if name.ends_with(".md") && !root.join(name).exists() {
+                violations.push(format!("{source} links {name}, which does not exist"));
+            }
+        }
+    }
+    check(violations);
+}
