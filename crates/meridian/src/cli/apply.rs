@@ -126,24 +126,7 @@ pub(super) async fn send_txn(
     match r {
         Ok(r) => Ok(r),
         Err(e) => {
-            let invalid = e
-                .downcast_ref::<StatusError>()
-                .filter(|s| s.0.code() == tonic::Code::InvalidArgument)
-                .map(|s| s.0.message().to_string());
-            if let Some(msg) = invalid {
-                let lines: Vec<&str> = msg.lines().filter(|l| !l.trim().is_empty()).collect();
-                for l in &lines {
-                    eprintln!("error: {l}");
-                }
-                return Err(coded(
-                    INVALID,
-                    format!(
-                        "the server rejected the {what} ({} error{}); nothing was changed",
-                        lines.len(),
-                        plural(lines.len())
-                    ),
-                ));
-            }
+            let e = invalid_one_per_line(e, what)?;
             if !req.dry_run {
                 eprintln!(
                     "request id {id}: if the outcome is unknown, retry with --request-id {id} (it takes effect at most once)",
@@ -153,6 +136,30 @@ pub(super) async fn send_txn(
             Err(e)
         }
     }
+}
+
+/// A validation refusal (INVALID_ARGUMENT) is printed one error per line and
+/// becomes exit `INVALID` naming `what`; any other error comes back as it was.
+pub(super) fn invalid_one_per_line(e: anyhow::Error, what: &str) -> Result<anyhow::Error> {
+    let invalid = e
+        .downcast_ref::<StatusError>()
+        .filter(|s| s.0.code() == tonic::Code::InvalidArgument)
+        .map(|s| s.0.message().to_string());
+    let Some(msg) = invalid else {
+        return Ok(e);
+    };
+    let lines: Vec<&str> = msg.lines().filter(|l| !l.trim().is_empty()).collect();
+    for l in &lines {
+        eprintln!("error: {l}");
+    }
+    Err(coded(
+        INVALID,
+        format!(
+            "the server rejected the {what} ({} error{}); nothing was changed",
+            lines.len(),
+            plural(lines.len())
+        ),
+    ))
 }
 
 pub async fn run(a: ApplyArgs, g: &Global) -> Result<()> {

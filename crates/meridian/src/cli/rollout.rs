@@ -10,9 +10,9 @@ use meridian_proto::v1::rollout_service_client::RolloutServiceClient;
 use serde_json::{json, Value};
 
 use super::Global;
-use crate::client::{Servers, StatusError};
-use crate::exit::{coded, INVALID, ROLLOUT_HALTED, WAIT_TIMEOUT};
-use crate::output::{age, plural, print_value, table, Format};
+use crate::client::Servers;
+use crate::exit::{coded, ROLLOUT_HALTED, WAIT_TIMEOUT};
+use crate::output::{age, print_value, table, Format};
 
 #[derive(Subcommand, Debug)]
 pub enum RolloutCmd {
@@ -229,30 +229,7 @@ pub(super) async fn start(
         async move { c.start_rollout(req).await }
     })
     .await;
-    match r {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            let invalid = e
-                .downcast_ref::<StatusError>()
-                .filter(|s| s.0.code() == tonic::Code::InvalidArgument)
-                .map(|s| s.0.message().to_string());
-            if let Some(msg) = invalid {
-                let lines: Vec<&str> = msg.lines().filter(|l| !l.trim().is_empty()).collect();
-                for l in &lines {
-                    eprintln!("error: {l}");
-                }
-                return Err(coded(
-                    INVALID,
-                    format!(
-                        "the server rejected the rollout ({} error{}); nothing was changed",
-                        lines.len(),
-                        plural(lines.len())
-                    ),
-                ));
-            }
-            Err(e)
-        }
-    }
+    r.map_err(|e| super::apply::invalid_one_per_line(e, "rollout").unwrap_or_else(|e| e))
 }
 
 /// Waits until rollout `id` completes (exit 0), halts or is rolled back or
