@@ -174,12 +174,7 @@ pub async fn run(a: ClustersArgs, g: &Global) -> Result<()> {
                     let table_rows: Vec<Vec<String>> = rows
                         .iter()
                         .map(|r| {
-                            let s = |k: &str| {
-                                r[k].as_str()
-                                    .map(String::from)
-                                    .or_else(|| r[k].as_u64().map(|v| v.to_string()))
-                                    .unwrap_or_else(|| "-".into())
-                            };
+                            let s = |k: &str| cell(&r[k]);
                             vec![
                                 s("cluster"),
                                 s("region"),
@@ -311,12 +306,7 @@ pub async fn endpoints(a: EndpointsArgs, g: &Global) -> Result<()> {
             let t: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
-                    let s = |k: &str| {
-                        r[k].as_str()
-                            .map(String::from)
-                            .or_else(|| r[k].as_u64().map(|v| v.to_string()))
-                            .unwrap_or_else(|| "-".into())
-                    };
+                    let s = |k: &str| cell(&r[k]);
                     vec![
                         s("region"),
                         s("zone"),
@@ -339,4 +329,12 @@ pub async fn endpoints(a: EndpointsArgs, g: &Global) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A table cell from a JSON row field: its text or number, `-` when absent.
+fn cell(v: &serde_json::Value) -> String {
+    v.as_str()
+        .map(String::from)
+        .or_else(|| v.as_u64().map(|n| n.to_string()))
+        .unwrap_or_else(|| "-".into())
 }
