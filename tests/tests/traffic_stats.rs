@@ -10,6 +10,7 @@ use meridian_proto::v1 as pb;
 use meridian_tests::bootstrap::BootstrapSpec;
 use meridian_tests::cluster::http_get;
 use meridian_tests::envoy::{batch, wait_all_ok, Envoy};
+use meridian_tests::ops::put_op;
 use meridian_tests::upstream::Upstream;
 use meridian_tests::{eventually, Cluster, ClusterOpts};
 use serde_json::{json, Value};
@@ -19,48 +20,26 @@ const CONVERGE: Duration = Duration::from_secs(30);
 const COUNTED: Duration = Duration::from_secs(30);
 const FAILING: usize = 25;
 
-fn put(kind: &str, name: &str, spec: Value) -> pb::TxnOp {
-    pb::TxnOp {
-        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-            key: Some(pb::ObjectKey {
-                kind: kind.into(),
-                name: name.into(),
-            }),
-            value: serde_json::to_vec(&spec).unwrap(),
-            expected_revision: None,
-        })),
-    }
-}
-
 /// Service `web` on `upstream`, routed from a listener on `port`.
 async fn web(c: &Cluster, upstream: &Upstream, port: u16) {
     let ops = vec![
-        put(
+        put_op(
             "service",
             "web",
             json!({"port": upstream.port, "endpoints": [{"address": "127.0.0.1", "region": "us-east"}]}),
         ),
-        put(
+        put_op(
             "route",
             "main",
             json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
         ),
-        put(
+        put_op(
             "listener",
             "edge",
             json!({"address": "127.0.0.1", "port": port, "routes": ["main"]}),
         ),
     ];
-    let req = pb::TxnRequest {
-        request_id: format!("t-{:x}", rand::random::<u64>()),
-        ops,
-        dry_run: false,
-    };
-    c.config(c.running_ids()[0])
-        .await
-        .txn(req)
-        .await
-        .expect("apply");
+    c.apply_ops(ops).await;
 }
 
 /// Traffic through Envoy once its stats stream is open: some 200s, then

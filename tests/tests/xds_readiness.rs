@@ -14,6 +14,7 @@ use meridian_proto::v1 as pb;
 use meridian_tests::bootstrap::{AdsVariant, BootstrapSpec};
 use meridian_tests::cluster::{http_get, http_request};
 use meridian_tests::envoy::{batch, wait_all_ok, Envoy};
+use meridian_tests::ops::put_op;
 use meridian_tests::upstream::Upstream;
 use meridian_tests::{eventually, Cluster, ClusterOpts};
 use meridian_xds::testing::{delta_names, names, node, DeltaClient, SotwClient};
@@ -153,32 +154,6 @@ async fn a_controller_joining_on_an_empty_data_dir_never_serves_an_empty_view() 
     c.wait_ready(id).await;
 }
 
-fn put_op(kind: &str, name: &str, spec: serde_json::Value) -> pb::TxnOp {
-    pb::TxnOp {
-        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-            key: Some(pb::ObjectKey {
-                kind: kind.into(),
-                name: name.into(),
-            }),
-            value: serde_json::to_vec(&spec).unwrap(),
-            expected_revision: None,
-        })),
-    }
-}
-
-async fn apply(c: &Cluster, ops: Vec<pb::TxnOp>) {
-    let req = pb::TxnRequest {
-        request_id: format!("t-{:x}", rand::random::<u64>()),
-        ops,
-        dry_run: false,
-    };
-    c.config(c.running_ids()[0])
-        .await
-        .txn(req)
-        .await
-        .expect("apply");
-}
-
 fn web(upstream: &Upstream) -> pb::TxnOp {
     put_op(
         "service",
@@ -208,22 +183,19 @@ async fn envoy_fails_over_to_a_controller_with_an_empty_data_dir(variant: AdsVar
     let mut c = Cluster::start(3, ClusterOpts::default()).await;
     let port = meridian_tests::ports::free_port();
     let before = Upstream::start("before").await;
-    apply(
-        &c,
-        vec![
-            web(&before),
-            put_op(
-                "route",
-                "main",
-                json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
-            ),
-            put_op(
-                "listener",
-                "edge",
-                json!({"address": "127.0.0.1", "port": port, "routes": ["main"]}),
-            ),
-        ],
-    )
+    c.apply_ops(vec![
+        web(&before),
+        put_op(
+            "route",
+            "main",
+            json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
+        ),
+        put_op(
+            "listener",
+            "edge",
+            json!({"address": "127.0.0.1", "port": port, "routes": ["main"]}),
+        ),
+    ])
     .await;
     let leader = c.wait_leader().await;
     let serving = c
@@ -278,7 +250,7 @@ async fn envoy_fails_over_to_a_controller_with_an_empty_data_dir(variant: AdsVar
     c.wait_ready(fresh).await;
     // The new controller serves it now: a change reaches Envoy through it.
     let after = Upstream::start("after").await;
-    apply(&c, vec![web(&after)]).await;
+    c.apply_ops(vec![web(&after)]).await;
     wait_all_ok(port, "/", 10, Duration::from_secs(60), |b| b == "after").await;
     let ident = envoy
         .stat("control_plane.identifier")

@@ -2,8 +2,9 @@
 //! conformance tests and `meridian-bench` need to run Meridian for real:
 //! clusters of real `meridian` processes on loopback (`cluster`), real Envoy
 //! processes started from Meridian's own bootstrap (`envoy`), real agents
-//! (`agent`), tiny HTTP upstreams (`upstream`), free ports (`ports`) and the
-//! one percentile estimator every report uses (`percentile`).
+//! (`agent`), tiny HTTP upstreams (`upstream`), free ports (`ports`),
+//! transaction ops written straight to the API (`ops`) and the one
+//! percentile estimator every report uses (`percentile`).
 //!
 //! The `meridian` binary is found at `$MERIDIAN_BIN`, else next to the
 //! running executable (where `meridian-bench` finds it), else at
@@ -14,6 +15,7 @@ pub mod agent;
 pub mod cluster;
 pub mod envoy;
 pub mod http;
+pub mod ops;
 pub mod percentile;
 pub mod pki;
 pub mod ports;

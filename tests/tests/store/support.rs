@@ -8,23 +8,7 @@ use meridian_proto::v1 as pb;
 use meridian_tests::Cluster;
 use tokio::sync::watch;
 
-pub fn put_op(
-    kind: &str,
-    name: &str,
-    value: serde_json::Value,
-    expected: Option<u64>,
-) -> pb::TxnOp {
-    pb::TxnOp {
-        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-            key: Some(pb::ObjectKey {
-                kind: kind.into(),
-                name: name.into(),
-            }),
-            value: serde_json::to_vec(&value).unwrap(),
-            expected_revision: expected,
-        })),
-    }
-}
+pub use meridian_tests::ops::put_op_at as put_op;
 
 pub fn service(port: u16) -> serde_json::Value {
     serde_json::json!({ "port": port })
