@@ -30,6 +30,9 @@ caught_up() {
 # `up` of the same project (and only of it: a new name would clash on the
 # subnets), so it is reported, not failed on.
 teardown() {
+  # runbooks.sh's containers and volumes first: they hold the networks.
+  docker ps -aq --filter label=meridian.compose-runbook=1 | xargs -r docker rm -f >/dev/null 2>&1 || true
+  docker volume ls -q --filter label=meridian.compose-runbook=1 | xargs -r docker volume rm >/dev/null 2>&1 || true
   dc down -v --remove-orphans >/dev/null 2>&1 || true
   local end=$(( $(date +%s) + ${1:-30} )) left
   while left=$(docker network ls -q --filter "label=com.docker.compose.project=$project") && [ -n "$left" ]; do
@@ -140,6 +143,10 @@ have=$("$bin" --server "$east,$west" get service -o json | grep -o '"rolling-[0-
 lost=$(sort -u "$tmp/acked" | comm -23 - <(echo "$have"))
 [ -z "$lost" ] || fail "acknowledged writes lost: $lost"
 phase "rolling restart of 9: $total requests, 0 failed; $acked writes acknowledged, none lost"
+# docs/OPERATIONS.md's runbooks on this deployment: backup and restore, a
+# lost disk, a region removed and added back.
+# shellcheck source=deploy/compose/runbooks.sh
+source "$here/runbooks.sh"
 teardown
 trap - EXIT
 rm -rf "$tmp"
