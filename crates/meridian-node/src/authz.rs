@@ -133,6 +133,70 @@ pub(crate) fn check_kinds<'a>(
     }
 }
 
+/// Set by an entry node on a request it forwards to the leader: the
+/// identity its TLS handshake verified. The leader sees only the
+/// forwarding node's certificate, and some checks (a rollback's kinds) can
+/// be made only where the request is planned, on the leader.
+pub(crate) const ON_BEHALF_OF: &str = "x-meridian-on-behalf-of";
+
+/// The identity a request acts for: its TLS caller, or, when a node
+/// forwarded it, the identity that node put in [`ON_BEHALF_OF`] (trusted
+/// from nodes only; an operator's own header is ignored). `None` on a
+/// plaintext listener. A node's header that does not parse is refused
+/// rather than treated as the node's own request.
+pub(crate) fn acting_for<T>(req: &tonic::Request<T>) -> Result<Option<Identity>, String> {
+    let caller = req.extensions().get::<Caller>().map(|c| c.identity.clone());
+    let Some(node @ Identity::Node { .. }) = &caller else {
+        return Ok(caller);
+    };
+    let Some(v) = req.metadata().get(ON_BEHALF_OF) else {
+        return Ok(caller);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| s.parse::<Identity>().ok())
+        .map(Some)
+        .ok_or_else(|| format!("{node} forwarded a request with an invalid {ON_BEHALF_OF} header"))
+}
+
+/// The header value that forwards `acting` to the leader; `None` when
+/// the request acts for no one or for a node (which is everything).
+pub(crate) fn on_behalf_of(
+    acting: Option<&Identity>,
+) -> Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    match acting {
+        Some(id @ (Identity::Operator { .. } | Identity::Agent { .. })) => {
+            id.to_string().parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// `Ok` if `caller` may let a rollback make `changes` (kind, name,
+/// action); else the PERMISSION_DENIED message naming the first object
+/// that needs admin. A rollback is an editor's call, yet restoring the
+/// whole config can re-create or delete cluster registrations, which
+/// only an admin may write.
+pub(crate) fn check_rollback<'a>(
+    caller: Option<&Identity>,
+    changes: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Result<(), String> {
+    let Some(id @ Identity::Operator { role, .. }) = caller else {
+        // Agents cannot reach Rollback (the table), nodes are everything,
+        // plaintext has no callers.
+        return Ok(());
+    };
+    if role.allows(Role::Admin) {
+        return Ok(());
+    }
+    match changes.into_iter().find(|(k, _, _)| ADMIN_KINDS.contains(k)) {
+        Some((kind, name, action)) => Err(format!(
+            "{id} may not roll back {kind}/{name} (it would be {action}): cluster registration needs the admin role, and {id} has {role}; roll back single objects, or ask an admin"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The layer in front of the API listener's services.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct AuthzLayer;
@@ -271,5 +335,59 @@ mod tests {
             check(None, txn).is_ok(),
             "plaintext listeners carry no caller"
         );
+    }
+
+    #[test]
+    fn a_rollback_that_touches_cluster_registrations_needs_admin() {
+        let changes = [("service", "web", "updated"), ("cluster", "a", "deleted")];
+        let denied = check_rollback(Some(&op(Editor)), changes).unwrap_err();
+        assert!(
+            denied.contains("operator/editor/alice")
+                && denied.contains("cluster/a")
+                && denied.contains("deleted")
+                && denied.contains("admin"),
+            "{denied}"
+        );
+        assert!(check_rollback(Some(&op(Admin)), changes).is_ok());
+        assert!(check_rollback(Some(&op(Editor)), [("service", "web", "created")]).is_ok());
+        assert!(check_rollback(None, changes).is_ok());
+    }
+
+    fn forwarded_by(node: u64, header: Option<&str>) -> tonic::Request<()> {
+        let mut req = tonic::Request::new(());
+        req.extensions_mut().insert(Caller {
+            identity: Identity::Node { id: node },
+            remote: None,
+        });
+        if let Some(h) = header {
+            req.metadata_mut().insert(ON_BEHALF_OF, h.parse().unwrap());
+        }
+        req
+    }
+
+    #[test]
+    fn the_acting_identity_is_taken_from_a_node_only() {
+        let ed = op(Editor);
+        let via = forwarded_by(2, Some("operator/editor/alice"));
+        assert_eq!(acting_for(&via).unwrap(), Some(ed.clone()));
+        assert_eq!(
+            acting_for(&forwarded_by(2, None)).unwrap(),
+            Some(Identity::Node { id: 2 })
+        );
+        assert!(acting_for(&forwarded_by(2, Some("root"))).is_err());
+        // An operator cannot claim to act for someone else.
+        let mut own = tonic::Request::new(());
+        own.extensions_mut().insert(Caller {
+            identity: ed.clone(),
+            remote: None,
+        });
+        own.metadata_mut()
+            .insert(ON_BEHALF_OF, "operator/admin/mallory".parse().unwrap());
+        assert_eq!(acting_for(&own).unwrap(), Some(ed.clone()));
+        assert_eq!(
+            on_behalf_of(Some(&ed)).unwrap().to_str().unwrap(),
+            "operator/editor/alice"
+        );
+        assert!(on_behalf_of(Some(&Identity::Node { id: 1 })).is_none());
     }
 }

@@ -250,6 +250,10 @@ impl ConfigApi {
         req: Request<pb::RollbackRequest>,
     ) -> Result<pb::RollbackResponse, ApiError> {
         let forwarded = forwarded(&req);
+        // Which objects a rollback touches is known only on the leader, so
+        // the caller travels with a forwarded request.
+        let acting = &crate::authz::acting_for(&req).map_err(ApiError::PermissionDenied)?;
+        let header = crate::authz::on_behalf_of(acting.as_ref());
         let mut msg = req.into_inner();
         let key = &rollback::target(&msg)?;
         crate::request_ids::check_public(&msg.request_id)?;
@@ -260,8 +264,17 @@ impl ConfigApi {
         self.on_leader(
             forwarded,
             msg,
-            |deadline| async move { self.rollback_here(msg, key.as_ref(), deadline).await },
-            |mut c, r| async move { c.rollback(r).await },
+            |deadline| async move {
+                self.rollback_here(msg, key.as_ref(), acting.as_ref(), deadline)
+                    .await
+            },
+            |mut c, mut r| {
+                if let Some(h) = &header {
+                    r.metadata_mut()
+                        .insert(crate::authz::ON_BEHALF_OF, h.clone());
+                }
+                async move { c.rollback(r).await }
+            },
         )
         .await
     }

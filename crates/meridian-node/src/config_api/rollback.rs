@@ -43,6 +43,7 @@ impl ConfigApi {
         &self,
         msg: &pb::RollbackRequest,
         key: Option<&ObjectKey>,
+        acting: Option<&meridian_pki::Identity>,
         deadline: Instant,
     ) -> Result<pb::RollbackResponse, ApiError> {
         self.confirm_leadership(deadline).await?;
@@ -83,6 +84,19 @@ impl ConfigApi {
                 msg.to_revision
             )));
         }
+        // Checked before anything is written, dry runs too: the answer must
+        // not depend on whether the caller asked to see it first.
+        crate::authz::check_rollback(
+            acting,
+            changes.iter().filter_map(|c| {
+                let k = c.key.as_ref()?;
+                Some((k.kind.as_str(), k.name.as_str(), c.action.as_str()))
+            }),
+        )
+        .map_err(|reason| {
+            tracing::warn!(caller = %acting.map(|a| a.to_string()).unwrap_or_default(), reason = %reason, "rollback refused");
+            ApiError::PermissionDenied(reason)
+        })?;
         let txn = Txn {
             request_id: msg.request_id.clone(),
             ops,
