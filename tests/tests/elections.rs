@@ -109,3 +109,36 @@ async fn a_write_that_finds_no_leader_says_so_and_names_the_controller() {
     assert!(said.contains(&format!("controller {survivor}")), "{said}");
     assert!(!said.contains("tcp connect error"), "{said}");
 }
+
+/// Property: peers that are down are an expected state, not a broken
+/// invariant: over several election timeouts with two of three controllers
+/// killed, the survivor (asking for votes again and again) logs no line at
+/// ERROR, and says at WARN that its peers are unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_peers_are_warned_about_not_logged_as_errors() {
+    let mut c = Cluster::start(3, ClusterOpts::default()).await;
+    let leader = c.wait_leader().await;
+    let ids = c.running_ids();
+    let survivor = ids.iter().copied().find(|&id| id != leader).unwrap();
+    for id in ids {
+        if id != survivor {
+            c.kill(id);
+        }
+    }
+    // The LAN profile's election timeout is 0.75-1.5 s: several rounds of
+    // vote requests to the two dead peers.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let log = c.log_of(survivor);
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(
+        errors.is_empty(),
+        "the survivor logged {} ERROR lines, e.g. {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("peer unreachable")),
+        "no WARN about the unreachable peers in:\n{log}"
+    );
+}

@@ -110,6 +110,9 @@ struct FileConfig {
 }
 
 pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     // openraft's replication logs every failed RPC to a peer at ERROR, one
     // line per retry; the peer transport logs them at WARN, rate-limited,
     // and counts them (`meridian_peer_unreachable_total`).
@@ -118,13 +121,68 @@ pub fn init_logging(format: LogFormat) {
             "info,openraft=warn,openraft::replication=off,sled=warn,h2=warn,tower=warn",
         )
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(colour_logs())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter).with_filter(QuietPeerErrors))
+        .init();
+}
+
+/// Drops the ERROR lines openraft's core writes for each vote request (and
+/// leadership confirmation) a down peer did not answer: a peer that is down
+/// is an expected state, which the peer transport already logs at WARN,
+/// rate-limited, and counts. Matched by message, so an ERROR openraft adds
+/// for anything else still shows.
+struct QuietPeerErrors;
+
+impl QuietPeerErrors {
+    const TARGET: &'static str = "openraft::core::raft_core";
+    const MESSAGES: [&'static str; 3] = [
+        "while requesting vote",
+        "timeout",
+        "timeout while confirming leadership for read request",
+    ];
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for QuietPeerErrors {
+    fn enabled(
+        &self,
+        _: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let meta = event.metadata();
+        if *meta.level() != tracing::Level::ERROR || meta.target() != Self::TARGET {
+            return true;
+        }
+        struct Message(Option<String>);
+        impl tracing::field::Visit for Message {
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                if f.name() == "message" {
+                    self.0 = Some(v.to_string());
+                }
+            }
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = Some(format!("{v:?}"));
+                }
+            }
+        }
+        let mut m = Message(None);
+        event.record(&mut m);
+        !m.0.is_some_and(|m| Self::MESSAGES.contains(&m.as_str()))
     }
 }
 
