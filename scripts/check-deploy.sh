@@ -47,5 +47,8 @@ bash deploy/docker/build.sh --local-base --bin "$bin"
 bash deploy/docker/smoke.sh
 bash deploy/docker/smoke.sh --self-test
 # The compose demo: 3 regions x 3 controllers, agents, Envoys, upstreams;
-# one region cut off and reconnected (deploy/compose/test.sh).
+# one region cut off and reconnected, a rolling restart, the runbooks
+# (deploy/compose/test.sh): under Debian's docker-compose 1.29, then under
+# Compose v2 (Debian 13's, unpacked under .cache), the two its README names.
 bash deploy/compose/test.sh "$root/$bin"
+COMPOSE=$(scripts/install-compose-v2.sh) bash deploy/compose/test.sh "$root/$bin"

@@ -7,14 +7,18 @@
 # reconnected catches up and its Envoy converges; then everything is torn
 # down. Prints the time of each phase.
 #   test.sh BIN       BIN: a meridian binary on this host, for the CLI
+# COMPOSE: the Compose to run (default docker-compose, Debian's 1.29; CI
+# also runs it with v2 from scripts/install-compose-v2.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=$1
 project=meridian
-dc() { docker-compose -f "$here/docker-compose.yml" -p "$project" "$@"; }
+compose=${COMPOSE:-docker-compose}
+dc() { "$compose" -f "$here/docker-compose.yml" -p "$project" "$@"; }
 east=127.0.0.1:17400 west=127.0.0.1:17410
 t0=$(date +%s)
 phase() { echo "compose: $1 at $(( $(date +%s) - t0 ))s"; }
+echo "compose: $("$compose" version 2>/dev/null | head -1)"
 fail() { echo "FAIL compose: $*"; dc ps || true; for c in us-east-1 init agent-us-east envoy-us-east; do echo "--- $c"; docker logs --tail 20 "$c" 2>&1 || true; done; exit 1; }
 # Retries CMD until it succeeds or SECONDS pass (generous: CI is 2 slow cores).
 until_ok() { local s=$1; shift; local end=$(( $(date +%s) + s )); until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -lt "$end" ] || return 1; sleep 2; done; }
@@ -63,6 +67,15 @@ for rp in us-east:18001 eu-west:18002 ap-south:18003; do
   until_ok 120 body "${rp#*:}" "${rp%:*}" || fail "no traffic through envoy-${rp%:*}"
 done
 phase "traffic through every region's Envoy"
+# Each Envoy checks its controllers on /readyz (setup.sh's
+# --controller-admin-port), and all three pass: a check that could not
+# reach the admin port would leave them unhealthy (Envoy's panic mode
+# would still connect, hiding it). Envoy's admin is on the container's
+# loopback: read from inside its network namespace.
+envoy_admin() { nsenter -t "$(docker inspect -f '{{.State.Pid}}' envoy-us-east)" -n curl -s -m 5 "127.0.0.1:9901$1"; }
+xds_healthy() { [ "$(envoy_admin /clusters | grep -c '^meridian_xds::.*::health_flags::healthy$')" -eq 3 ]; }
+envoy_admin /config_dump | grep -q '"path": "/readyz"' || fail "envoy-us-east's bootstrap has no /readyz check of its controllers"
+until_ok 60 xds_healthy || fail "envoy-us-east's controllers are not all healthy by /readyz: $(envoy_admin /clusters | grep '^meridian_xds::.*health_flags')"
 
 # Priority failover: us-east's upstream stops, its agent reports it
 # unhealthy, and us-east's Envoy sends its traffic to eu-west (us-east's

@@ -617,3 +617,57 @@ fn agent_help_describes_controllers_as_their_api_addresses() {
     assert!(out.contains("The controllers' API addresses"), "{out}");
     assert!(!out.contains("agent-API"), "{out}");
 }
+
+/// Property: controllers given by hand are checked on their `/readyz` when
+/// their admin port is given too (so a controller that is not ready yet is
+/// skipped, as with controllers asked from the cluster), by TCP otherwise;
+/// a malformed controller is refused, naming the flag.
+#[test]
+fn hand_given_controllers_get_readiness_checks_with_their_admin_port() {
+    let bootstrap = |extra: &[&str]| {
+        let mut args = vec![
+            "bootstrap",
+            "--node-id",
+            "e1",
+            "--region",
+            "us-east",
+            "--controllers",
+            "us-east=10.0.0.1:7402,eu-west=10.0.1.1:7402",
+        ];
+        args.extend_from_slice(extra);
+        Command::new(meridian_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run meridian bootstrap")
+    };
+    let with = bootstrap(&["--controller-admin-port", "7403"]);
+    assert_code(&with, 0);
+    let out = stdout(&with);
+    assert!(out.contains("path: /readyz"), "{out}");
+    assert!(!out.contains("tcp_health_check"), "{out}");
+    assert_eq!(out.matches("port_value: 7403").count(), 2, "{out}");
+    let without = bootstrap(&[]);
+    assert_code(&without, 0);
+    let out = stdout(&without);
+    assert!(out.contains("tcp_health_check"), "{out}");
+    assert!(!out.contains("/readyz"), "{out}");
+    let bad = Command::new(meridian_bin())
+        .args([
+            "bootstrap",
+            "--node-id",
+            "e1",
+            "--region",
+            "us-east",
+            "--controllers",
+            "us-east=10.0.0.1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run meridian bootstrap");
+    assert_fails_saying(
+        &bad,
+        1,
+        "--controllers \"us-east=10.0.0.1\": expected REGION=HOST:PORT",
+    );
+}

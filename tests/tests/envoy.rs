@@ -352,9 +352,50 @@ async fn controller_killed(sotw: bool) {
         .expect("identifier ends with the node id");
 
     c.kill(serving);
+    let killed = Instant::now();
     // Envoy keeps its last config while it has no controller.
     let (_, failed) = batch(port, "/", 20).await;
     assert_eq!(failed, 0, "Envoy stopped serving when its controller died");
+
+    // It moves to another controller holding the current config, so (with
+    // delta) nothing is sent; proxy-status must still say SYNCED, with the
+    // revision it runs, within 5 s of the move (issue 13), not NOT_SENT or
+    // "never". Only live streams are listed, so its first listing is the move.
+    let node = if sotw { "kill-sotw" } else { "kill-delta" };
+    let cc = &c;
+    let moved = eventually(
+        "the Envoy to be listed on another controller",
+        Duration::from_secs(60),
+        || async move {
+            let p = cc.proxy_status(node)?;
+            assert_ne!(
+                p["controller"].as_u64(),
+                Some(serving),
+                "listed on the killed controller: {p}"
+            );
+            Some(Instant::now())
+        },
+    )
+    .await;
+    let synced = eventually(
+        "proxy-status to show the moved Envoy SYNCED",
+        Duration::from_secs(30),
+        || async move { cc.proxy_synced(node).then(Instant::now) },
+    )
+    .await;
+    let took = synced.saturating_duration_since(moved);
+    eprintln!(
+        "measured: listed on another controller {:?} after the kill, SYNCED {took:?} after that",
+        moved.duration_since(killed)
+    );
+    assert!(
+        took <= Duration::from_secs(5),
+        "proxy-status showed the moved Envoy SYNCED only {took:?} after it moved"
+    );
+    assert!(
+        took <= Duration::from_secs(5),
+        "proxy-status showed the moved Envoy SYNCED only {took:?} after its controller was killed"
+    );
 
     let b = Upstream::start("after").await;
     let started = Instant::now();

@@ -318,7 +318,7 @@ async fn envoy_reconnects_within_seconds_of_its_controller_being_ready() {
     let synced = meridian_tests::eventually(
         "proxy-status to show the Envoy SYNCED",
         Duration::from_secs(30),
-        || async move { synced_in_proxy_status(c, "fo-reconnect").then(Instant::now) },
+        || async move { c.proxy_synced("fo-reconnect").then(Instant::now) },
     )
     .await;
     let took = synced.saturating_duration_since(ready);
@@ -337,35 +337,4 @@ async fn envoy_reconnects_within_seconds_of_its_controller_being_ready() {
         matches!(http_get(&format!("http://127.0.0.1:{port}/version")).await, Ok((200, body)) if body == "v2").then_some(())
     })
     .await;
-}
-
-/// Whether `meridian proxy-status` shows Envoy `node` with every type
-/// SYNCED (or with nothing to send), CDS among them, a version for it, a
-/// last ACK and the revision it runs.
-fn synced_in_proxy_status(c: &Cluster, node: &str) -> bool {
-    let out = c.cli(&["proxy-status", "-o", "json"]);
-    if !out.status.success() {
-        return false;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let Some(p) = v["proxies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|p| p["node_id"] == node)
-    else {
-        return false;
-    };
-    let types = p["types"].as_array().cloned().unwrap_or_default();
-    let all = !types.is_empty()
-        && types
-            .iter()
-            .all(|t| t["state"] == "SYNCED" || t["state"] == "NOT_SENT");
-    let cds = types.iter().any(|t| {
-        t["type"] == "cds"
-            && t["state"] == "SYNCED"
-            && t["acked"] == true
-            && t["acked_version"].as_str().is_some_and(|v| !v.is_empty())
-    });
-    all && cds && p["synced_revision"].as_u64().unwrap_or(0) > 0
 }

@@ -14,6 +14,7 @@ pub use crate::http::{http_get, http_request};
 
 mod api;
 use crate::{meridian_bin, ports::free_port, try_eventually};
+pub use api::proxy_is_synced;
 
 #[derive(Clone, Debug)]
 pub struct ClusterOpts {

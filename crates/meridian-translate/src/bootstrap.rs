@@ -309,6 +309,27 @@ pub fn bootstrap(s: &BootstrapSpec) -> Result<Value, BootstrapError> {
     // Active checks move Envoy off a dead controller, and off a whole dead
     // region to the next priority.
     cluster["health_checks"] = json!([health_check]);
+    // The checks need two misses (up to 4 s) before a dead controller is
+    // out, and until then each reconnect may pick it again. A refused or
+    // timed-out connection ejects it at once instead, so the next attempt
+    // (within the jittered back-off) goes to another controller, or to the
+    // next region when the whole priority is ejected. A passing check
+    // returns it; an ejection cannot hold a live stream, which never fails
+    // connecting.
+    cluster["outlier_detection"] = json!({
+        "split_external_local_origin_errors": true,
+        "consecutive_local_origin_failure": 1,
+        "enforcing_consecutive_local_origin_failure": 100,
+        // Only connection failures: gRPC answers are never "5xx" here.
+        "enforcing_consecutive_5xx": 0,
+        "enforcing_consecutive_gateway_failure": 0,
+        "enforcing_success_rate": 0,
+        "enforcing_local_origin_success_rate": 0,
+        "base_ejection_time": "5s",
+        "max_ejection_time": "10s",
+        "max_ejection_percent": 100,
+        "interval": "1s",
+    });
     let mut b = json!({
         "node": {"id": s.node_id, "cluster": s.group, "locality": locality},
         "admin": {"address": {"socket_address": {"address": s.admin_address, "port_value": s.admin_port}}},

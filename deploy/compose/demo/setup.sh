@@ -1,6 +1,7 @@
 # compose's `setup`: the certificates of every controller, agent, Envoy
 # and of the admin operator `init` and the host's CLI use, and each
-# region's Envoy bootstrap (mutual TLS to its controllers), into shared
+# region's Envoy bootstrap (mutual TLS to its controllers, each checked on
+# its /readyz), into shared
 # volumes. Runs on every `up`; keeps what exists.
 set -euo pipefail
 tls=/etc/meridian/tls
@@ -21,7 +22,7 @@ fi
 for rn in $regions; do
   r=${rn%:*}
   meridian bootstrap --node-id "envoy-$r" --region "$r" \
-    --controllers "$r=$r-1:7402,$r=$r-2:7402,$r=$r-3:7402" \
+    --controllers "$r=$r-1:7402,$r=$r-2:7402,$r=$r-3:7402" --controller-admin-port 7403 \
     --tls-cert "$tls/proxy-default.pem" --tls-key "$tls/proxy-default-key.pem" --tls-ca "$tls/ca.pem" \
     -O "$shared/envoy-$r.yaml"
 done

@@ -138,4 +138,43 @@ impl Cluster {
         )
         .await
     }
+
+    /// Envoy `node`'s entry in `meridian proxy-status -o json` (asked of
+    /// every running controller; only live streams are listed), if any.
+    pub fn proxy_status(&self, node: &str) -> Option<serde_json::Value> {
+        let out = self.cli(&["proxy-status", "-o", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["proxies"]
+            .as_array()?
+            .iter()
+            .find(|p| p["node_id"] == node)
+            .cloned()
+    }
+
+    /// Whether `meridian proxy-status` shows Envoy `node` with every type
+    /// SYNCED (or with nothing to send), CDS among them with an ACKed
+    /// version, and the revision it runs: what an operator reads as "this
+    /// Envoy runs the current config".
+    pub fn proxy_synced(&self, node: &str) -> bool {
+        self.proxy_status(node).is_some_and(|p| proxy_is_synced(&p))
+    }
+}
+
+/// See [`Cluster::proxy_synced`]; `p` is one entry of `proxy-status -o json`.
+pub fn proxy_is_synced(p: &serde_json::Value) -> bool {
+    let types = p["types"].as_array().cloned().unwrap_or_default();
+    let all = !types.is_empty()
+        && types
+            .iter()
+            .all(|t| t["state"] == "SYNCED" || t["state"] == "NOT_SENT");
+    let cds = types.iter().any(|t| {
+        t["type"] == "cds"
+            && t["state"] == "SYNCED"
+            && t["acked"] == true
+            && t["acked_version"].as_str().is_some_and(|v| !v.is_empty())
+    });
+    all && cds && p["synced_revision"].as_u64().unwrap_or(0) > 0
 }

@@ -73,6 +73,32 @@ fn ads_reconnects_with_a_short_jittered_back_off() {
 }
 
 #[test]
+fn a_controller_that_refuses_connections_is_ejected_at_once() {
+    let b = bootstrap(&BootstrapSpec::new(
+        "e",
+        "us",
+        9901,
+        vec![ctl("us", "10.0.0.1:1"), ctl("us", "10.0.0.2:1")],
+    ))
+    .unwrap();
+    let od = &b["static_resources"]["clusters"][0]["outlier_detection"];
+    assert_eq!(od["split_external_local_origin_errors"], true);
+    assert_eq!(od["consecutive_local_origin_failure"], 1);
+    assert_eq!(od["enforcing_consecutive_local_origin_failure"], 100);
+    // Every controller may be ejected (a dead region moves to the next),
+    // and nothing but a failed connection ejects one.
+    assert_eq!(od["max_ejection_percent"], 100);
+    for never in [
+        "enforcing_consecutive_5xx",
+        "enforcing_consecutive_gateway_failure",
+        "enforcing_success_rate",
+        "enforcing_local_origin_success_rate",
+    ] {
+        assert_eq!(od[never], 0, "{never}");
+    }
+}
+
+#[test]
 fn counters_are_pushed_as_totals_through_the_xds_cluster() {
     let mut s = BootstrapSpec::new("e", "us", 9901, vec![ctl("us", "10.0.0.1:1")]);
     let b = bootstrap(&s).unwrap();

@@ -44,6 +44,11 @@ pub struct BootstrapArgs {
     /// flag it checks the xDS port by TCP).
     #[arg(long, value_delimiter = ',')]
     pub controllers: Vec<String>,
+    /// With --controllers: the port of every controller's admin listener, on the host of its
+    /// xDS address, so Envoy checks their /readyz (a controller not ready yet is skipped)
+    /// rather than the xDS port by TCP.
+    #[arg(long, requires = "controllers")]
+    pub controller_admin_port: Option<u16>,
     /// How often Envoy pushes its counters to the controllers (1s to 300s), which rollouts
     /// read for the canary's 5xx rate; `off`: no stats sink.
     #[arg(long, default_value = "5s", value_parser = flush_interval)]
@@ -117,14 +122,24 @@ pub async fn run(a: BootstrapArgs, g: &Global) -> Result<()> {
         }
         nodes.into_iter().map(|n| (n.region, n.xds_addr)).collect()
     } else {
-        a.controllers
+        let given: Vec<(String, String)> = a
+            .controllers
             .iter()
             .map(|c| {
                 c.split_once('=')
+                    .filter(|(r, addr)| !r.is_empty() && addr.rsplit_once(':').is_some())
                     .map(|(r, addr)| (r.to_string(), addr.to_string()))
                     .with_context(|| format!("--controllers {c:?}: expected REGION=HOST:PORT"))
             })
-            .collect::<Result<_>>()?
+            .collect::<Result<_>>()?;
+        if let Some(port) = a.controller_admin_port {
+            for (_, addr) in &given {
+                // Checked above: every address has a port after its host.
+                let (host, _) = addr.rsplit_once(':').expect("HOST:PORT");
+                admin.insert(addr.clone(), format!("{host}:{port}"));
+            }
+        }
+        given
     };
     if controllers.is_empty() {
         bail!("no controllers with an xDS address are known; pass --controllers REGION=HOST:PORT");
