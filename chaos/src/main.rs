@@ -154,10 +154,21 @@ async fn run(a: &Args, list: &[Scenario]) -> Result<Vec<Row>, Error> {
         },
         recovery_bound: Duration::from_secs(60),
     };
+    let skews = list.iter().any(|s| s.faults.contains(&Fault::ClockSkew));
+    let faketime = match (skews, meridian_chaos::nodes::find_faketime()) {
+        (false, _) => None,
+        (true, Some(lib)) => Some(lib),
+        (true, None) => {
+            return Err(Error::Setup(
+                "clock-skew needs libfaketime (chaos/run installs Debian's libfaketime)".into(),
+            ))
+        }
+    };
     let opts = NodeOpts {
         write_timeout: Duration::from_secs(2),
         snapshot_logs: 500,
         extra_args: Vec::new(),
+        faketime,
     };
     let started = Instant::now();
     // One spare slot, for the membership faults to add a node in.

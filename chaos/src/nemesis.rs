@@ -54,6 +54,11 @@ pub enum Fault {
     /// why, never panic; when the fault ends the room comes back and the
     /// node is restarted on its data dir, once.
     DiskFull,
+    /// A running node's wall clock stepped 30 s to 10 min forward or back
+    /// (the leader half the time: its time goes into commands, such as
+    /// lease expiry and rollout times); the monotonic clock is untouched,
+    /// as with an NTP step. Back to the true time when the fault ends.
+    ClockSkew,
 }
 
 pub const ALL: &[Fault] = &[
@@ -71,6 +76,7 @@ pub const ALL: &[Fault] = &[
     Fault::WipeOne,
     Fault::Membership,
     Fault::DiskFull,
+    Fault::ClockSkew,
 ];
 
 impl Fault {
@@ -90,6 +96,7 @@ impl Fault {
             Fault::WipeOne => "wipe-one",
             Fault::Membership => "membership",
             Fault::DiskFull => "disk-full",
+            Fault::ClockSkew => "clock-skew",
         }
     }
 
@@ -153,6 +160,8 @@ pub enum Undo {
     },
     /// Give the disk its room back, restart the node.
     Unfill(u64),
+    /// Set the node's clock true again.
+    Unskew(u64),
     Nothing,
 }
 
@@ -305,6 +314,19 @@ pub async fn start(nodes: &mut Nodes, step: &Step) -> Result<(String, Undo), Err
                 Undo::Unfill(id),
             )
         }
+        Fault::ClockSkew => {
+            let id = if rng.gen_bool(0.5) {
+                leader_or_any
+            } else {
+                ids[rng.gen_range(0..ids.len())]
+            };
+            let secs = rng.gen_range(30..=600i64) * if rng.gen_bool(0.5) { 1 } else { -1 };
+            nodes.skew(id, secs)?;
+            (
+                format!("node {id}{}'s wall clock stepped {secs:+} s", lead(id)),
+                Undo::Unskew(id),
+            )
+        }
         Fault::OneWayOut | Fault::OneWayIn => {
             // Half the time the leader: the case where a one-way cut hurts.
             let id = if rng.gen_bool(0.5) {
@@ -381,6 +403,16 @@ pub async fn undo(nodes: &mut Nodes, undo: Undo) -> Result<(), Error> {
             // (a node that exited must start clean from what is on disk).
             nodes.kill(id);
             nodes.spawn(id)?;
+        }
+        Undo::Unskew(id) => {
+            // A step of the wall clock is no reason to stop: a node that
+            // exited under it (a panic on time going back) is a finding.
+            if !nodes.alive(id) {
+                nodes.notes.push(format!(
+                    "clock-skew: node {id} exited while its wall clock was skewed"
+                ));
+            }
+            nodes.skew(id, 0)?;
         }
         Undo::Nothing => {}
     }

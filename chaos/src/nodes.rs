@@ -46,6 +46,21 @@ pub struct NodeOpts {
     /// A test-only flag for the node, to show the suite fails on a broken
     /// server (none exists yet; the broken modes are client-side).
     pub extra_args: Vec<String>,
+    /// libfaketime, preloaded into every node so that [`Nodes::skew`] can
+    /// move a running node's wall clock (`None`: clocks are never skewed).
+    pub faketime: Option<PathBuf>,
+}
+
+/// Where Debian's `libfaketime` package puts the multi-threaded library.
+pub fn find_faketime() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime",
+        "/usr/lib/aarch64-linux-gnu/faketime",
+        "/usr/lib/faketime",
+    ]
+    .iter()
+    .map(|d| std::path::Path::new(d).join("libfaketimeMT.so.1"))
+    .find(|p| p.exists())
 }
 
 struct Node {
@@ -209,6 +224,10 @@ impl Nodes {
             .collect();
         let join = self.bootstrapped.then(|| others.join(","));
         self.bootstrapped = true;
+        let clock = self.clock_file(id);
+        if self.opts.faketime.is_some() && !clock.exists() {
+            self.write_clock(id, 0)?;
+        }
         let (bin, opts) = (self.bin.clone(), self.opts.clone());
         let n = self.node(id);
         let raft_id = n.raft_id;
@@ -255,6 +274,15 @@ impl Nodes {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
+        if let Some(lib) = &opts.faketime {
+            // Only the wall clock moves (what NTP steps); the monotonic clock
+            // the timers use stays true. The offset file is re-read every
+            // second, so a running node's clock can be stepped.
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", &clock)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
         match join {
             None => cmd.arg("--bootstrap"),
             Some(j) => cmd.args(["--join", &j]),
@@ -269,6 +297,31 @@ impl Nodes {
         n.child = Some(child);
         n.paused = false;
         Ok(())
+    }
+
+    /// The file of slot `id`'s clock offset (outside its disk, so a full
+    /// disk or a wipe leaves it).
+    fn clock_file(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("clock-{id}"))
+    }
+
+    fn write_clock(&self, id: u64, secs: i64) -> Result<(), Error> {
+        let file = self.clock_file(id);
+        std::fs::write(&file, format!("{secs:+}\n")).map_err(|e| Error::Io {
+            what: format!("writing {}", file.display()),
+            source: e,
+        })
+    }
+
+    /// Steps slot `id`'s wall clock `secs` away from the true time (0: back
+    /// to true), while it runs; the node sees it within about a second.
+    pub fn skew(&mut self, id: u64, secs: i64) -> Result<(), Error> {
+        if self.opts.faketime.is_none() {
+            return Err(Error::Setup(
+                "clock skew needs libfaketime preloaded (apt install libfaketime)".into(),
+            ));
+        }
+        self.write_clock(id, secs)
     }
 
     /// SIGKILL, and reap.

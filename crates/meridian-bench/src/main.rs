@@ -73,8 +73,9 @@ enum BenchCmd {
     /// changes at a fixed rate; measures commits, Raft entries, and the time
     /// until each sampled change's CLA reaches every simulated Envoy.
     Endpoints(endpoints::EndpointsArgs),
-    /// Traffic failover between two regions through a real Envoy: time
-    /// from a fault (503, refused connections) to sustained 99 % success.
+    /// Traffic failover between regions through a real Envoy (static
+    /// endpoints, or `--agents` in three regions): time from a fault (503,
+    /// refused connections, a hang) to sustained 99 % success.
     Failover(failover::FailoverArgs),
 }
 
