@@ -624,47 +624,28 @@ fn agent_help_describes_controllers_as_their_api_addresses() {
 /// a malformed controller is refused, naming the flag.
 #[test]
 fn hand_given_controllers_get_readiness_checks_with_their_admin_port() {
-    let bootstrap = |extra: &[&str]| {
-        let mut args = vec![
-            "bootstrap",
-            "--node-id",
-            "e1",
-            "--region",
-            "us-east",
-            "--controllers",
-            "us-east=10.0.0.1:7402,eu-west=10.0.1.1:7402",
-        ];
-        args.extend_from_slice(extra);
+    let bootstrap = |controllers: &str, extra: &[&str]| {
         Command::new(meridian_bin())
-            .args(&args)
+            .args(["bootstrap", "--node-id", "e1", "--region", "us-east"])
+            .args(["--controllers", controllers])
+            .args(extra)
             .stdin(Stdio::null())
             .output()
             .expect("run meridian bootstrap")
     };
-    let with = bootstrap(&["--controller-admin-port", "7403"]);
+    let two = "us-east=10.0.0.1:7402,eu-west=10.0.1.1:7402";
+    let with = bootstrap(two, &["--controller-admin-port", "7403"]);
     assert_code(&with, 0);
     let out = stdout(&with);
     assert!(out.contains("path: /readyz"), "{out}");
     assert!(!out.contains("tcp_health_check"), "{out}");
     assert_eq!(out.matches("port_value: 7403").count(), 2, "{out}");
-    let without = bootstrap(&[]);
+    let without = bootstrap(two, &[]);
     assert_code(&without, 0);
     let out = stdout(&without);
     assert!(out.contains("tcp_health_check"), "{out}");
     assert!(!out.contains("/readyz"), "{out}");
-    let bad = Command::new(meridian_bin())
-        .args([
-            "bootstrap",
-            "--node-id",
-            "e1",
-            "--region",
-            "us-east",
-            "--controllers",
-            "us-east=10.0.0.1",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run meridian bootstrap");
+    let bad = bootstrap("us-east=10.0.0.1", &[]);
     assert_fails_saying(
         &bad,
         1,

@@ -362,27 +362,7 @@ async fn controller_killed(sotw: bool) {
     // revision it runs, within 5 s of the move (issue 13), not NOT_SENT or
     // "never". Only live streams are listed, so its first listing is the move.
     let node = if sotw { "kill-sotw" } else { "kill-delta" };
-    let cc = &c;
-    let moved = eventually(
-        "the Envoy to be listed on another controller",
-        Duration::from_secs(60),
-        || async move {
-            let p = cc.proxy_status(node)?;
-            assert_ne!(
-                p["controller"].as_u64(),
-                Some(serving),
-                "listed on the killed controller: {p}"
-            );
-            Some(Instant::now())
-        },
-    )
-    .await;
-    let synced = eventually(
-        "proxy-status to show the moved Envoy SYNCED",
-        Duration::from_secs(30),
-        || async move { cc.proxy_synced(node).then(Instant::now) },
-    )
-    .await;
+    let (moved, synced) = c.wait_moved_then_synced(node, &[serving]).await;
     let took = synced.saturating_duration_since(moved);
     eprintln!(
         "measured: listed on another controller {:?} after the kill, SYNCED {took:?} after that",

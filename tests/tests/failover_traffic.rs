@@ -53,14 +53,8 @@ struct Bed {
 
 async fn bed(name: &str) -> Bed {
     let c = Cluster::start(1, ClusterOpts::default()).await;
-    let us = vec![
-        Upstream::start("us-east").await,
-        Upstream::start("us-east").await,
-    ];
-    let eu = vec![
-        Upstream::start("eu-west").await,
-        Upstream::start("eu-west").await,
-    ];
+    let us = Upstream::start_many("us-east", 2).await;
+    let eu = Upstream::start_many("eu-west", 2).await;
     let file = c.dir().join("config.json");
     let endpoints: Vec<_> = us
         .iter()

@@ -167,16 +167,7 @@ async fn three_regions_locality_failover_outliers_leases_and_region_loss() {
     eventually(
         "every agent's endpoints committed",
         Duration::from_secs(60),
-        || async {
-            let out = c.cli(&["endpoints", "web", "-o", "json"]);
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            let healthy = v["endpoints"]
-                .as_array()?
-                .iter()
-                .filter(|e| e["health"] == "HEALTHY")
-                .count();
-            (healthy == 6).then_some(())
-        },
+        || async { (c.healthy_endpoints("web")? == 6).then_some(()) },
     )
     .await;
 
@@ -278,28 +269,7 @@ async fn three_regions_locality_failover_outliers_leases_and_region_loss() {
     // The move waits for the election (the leader was in us-east: until a
     // new one answers, no controller takes new streams) and for Envoy to
     // eject each dead controller at its first refused connection.
-    let cc = &c;
-    let dead = &us_east;
-    let moved = eventually(
-        "Envoy us to be listed on another region's controller",
-        Duration::from_secs(60),
-        || async move {
-            let p = cc.proxy_status("envoy-us-east")?;
-            let on = p["controller"].as_u64();
-            assert!(
-                !on.is_some_and(|id| dead.contains(&id)),
-                "listed on a killed controller: {p}"
-            );
-            Some(Instant::now())
-        },
-    )
-    .await;
-    let synced = eventually(
-        "proxy-status to show Envoy us SYNCED on another region's controller",
-        Duration::from_secs(30),
-        || async move { cc.proxy_synced("envoy-us-east").then(Instant::now) },
-    )
-    .await;
+    let (moved, synced) = c.wait_moved_then_synced("envoy-us-east", &us_east).await;
     let took = synced.saturating_duration_since(moved);
     eprintln!(
         "measured: (e) Envoy us listed on another region's controller {:?} after us-east's were killed, SYNCED {took:?} after that",

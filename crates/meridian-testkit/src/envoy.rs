@@ -93,6 +93,21 @@ impl Envoy {
         })
     }
 
+    /// The bootstrap spec of an Envoy in `region` against every controller
+    /// of `c`, each checked on its `/readyz`, as `meridian bootstrap` makes it
+    /// from the cluster's status; a free admin port.
+    pub fn spec_for(c: &Cluster, node_id: &str, region: &str) -> BootstrapSpec {
+        let mut spec =
+            BootstrapSpec::new(node_id, region, Self::free_admin_port(), c.controllers());
+        spec.controller_admin = c
+            .controllers()
+            .into_iter()
+            .map(|(_, xds)| xds)
+            .zip(c.admin_addrs())
+            .collect();
+        spec
+    }
+
     /// Starts an Envoy from `spec` (its admin port is the spec's), with its
     /// bootstrap and log in `dir`, named after the node id.
     pub fn from_spec(spec: &BootstrapSpec, dir: &Path, log_level: &str) -> anyhow::Result<Envoy> {

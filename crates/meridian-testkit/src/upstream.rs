@@ -23,6 +23,15 @@ impl Upstream {
         Self::start_on(name, 0).await
     }
 
+    /// `n` upstreams all answering `name` (a region's hosts).
+    pub async fn start_many(name: &str, n: usize) -> Vec<Upstream> {
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(Upstream::start(name).await);
+        }
+        v
+    }
+
     /// Starts on `port` (0: any free port).
     pub async fn start_on(name: &str, port: u16) -> Upstream {
         let listener = TcpListener::bind(("127.0.0.1", port))

@@ -3,7 +3,6 @@
 //! plane's success rate and the time until proxy-status shows the Envoy
 //! SYNCED again.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
@@ -11,7 +10,6 @@ use meridian_testkit::envoy::Envoy;
 use meridian_testkit::http::http_get;
 use meridian_testkit::upstream::Upstream;
 use meridian_testkit::{try_eventually, Cluster, ClusterOpts};
-use meridian_translate::bootstrap::BootstrapSpec;
 use serde_json::{json, Value};
 
 use super::{Client, FailoverArgs};
@@ -87,13 +85,7 @@ async fn control_plane_run(run: usize, a: &FailoverArgs) -> Result<Vec<Value>> {
         String::from_utf8_lossy(&out.stderr)
     );
     let node = format!("bench-cp-{run}");
-    let mut spec = BootstrapSpec::new(&node, "us-east", Envoy::free_admin_port(), c.controllers());
-    spec.controller_admin = c
-        .controllers()
-        .into_iter()
-        .map(|(_, x)| x)
-        .zip(c.admin_addrs())
-        .collect::<BTreeMap<_, _>>();
+    let spec = Envoy::spec_for(&c, &node, "us-east");
     let _envoy = Envoy::from_spec(&spec, c.dir(), "error")?;
     try_eventually(
         "traffic through the Envoy",

@@ -3,7 +3,6 @@
 //! watched for `observe`, the healing watched for `observe`, and the
 //! figures of both.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -12,7 +11,6 @@ use meridian_testkit::envoy::Envoy;
 use meridian_testkit::http::http_get;
 use meridian_testkit::upstream::Upstream;
 use meridian_testkit::{try_eventually, Cluster, ClusterOpts};
-use meridian_translate::bootstrap::BootstrapSpec;
 use serde_json::{json, Value};
 
 use super::{Client, FailoverArgs, Mode, Sample};
@@ -131,18 +129,7 @@ fn config(a: &FailoverArgs, svc_port: u16, endpoints: Option<Vec<Value>>, port: 
 /// One Envoy in us-east, bootstrapped against every controller, once it
 /// sends traffic to us-east.
 async fn envoy(c: &Cluster, run: usize, port: u16) -> Result<Envoy> {
-    let mut spec = BootstrapSpec::new(
-        &format!("bench-failover-{run}"),
-        "us-east",
-        Envoy::free_admin_port(),
-        c.controllers(),
-    );
-    spec.controller_admin = c
-        .controllers()
-        .into_iter()
-        .map(|(_, x)| x)
-        .zip(c.admin_addrs())
-        .collect::<BTreeMap<_, _>>();
+    let spec = Envoy::spec_for(c, &format!("bench-failover-{run}"), "us-east");
     let e = Envoy::from_spec(&spec, c.dir(), "error")?;
     try_eventually("traffic on us-east", Duration::from_secs(60), || async {
         matches!(http_get(&format!("http://127.0.0.1:{port}/")).await, Ok((200, b)) if b == "us-east").then_some(())
@@ -155,14 +142,8 @@ async fn envoy(c: &Cluster, run: usize, port: u16) -> Result<Envoy> {
 /// endpoints of the service.
 async fn static_bed(run: usize, a: &FailoverArgs) -> Result<Bed> {
     let c = Cluster::try_start(1, ClusterOpts::default()).await?;
-    let us = vec![
-        Upstream::start("us-east").await,
-        Upstream::start("us-east").await,
-    ];
-    let eu = vec![
-        Upstream::start("eu-west").await,
-        Upstream::start("eu-west").await,
-    ];
+    let us = Upstream::start_many("us-east", 2).await;
+    let eu = Upstream::start_many("eu-west", 2).await;
     let endpoints: Vec<Value> = us
         .iter()
         .map(|u| (u, "us-east"))
@@ -236,16 +217,7 @@ async fn agents_bed(run: usize, a: &FailoverArgs) -> Result<Bed> {
     try_eventually(
         "every agent's endpoints HEALTHY",
         Duration::from_secs(60),
-        || async {
-            let out = c.cli(&["endpoints", "web", "-o", "json"]);
-            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-            let healthy = v["endpoints"]
-                .as_array()?
-                .iter()
-                .filter(|e| e["health"] == "HEALTHY")
-                .count();
-            (healthy == 6).then_some(())
-        },
+        || async { (c.healthy_endpoints("web")? == 6).then_some(()) },
     )
     .await
     .context("agents did not report their endpoints")?;

@@ -154,6 +154,52 @@ impl Cluster {
             .cloned()
     }
 
+    /// How many of `service`'s endpoints `meridian endpoints` shows HEALTHY
+    /// (`None` when the CLI fails or answers something else).
+    pub fn healthy_endpoints(&self, service: &str) -> Option<usize> {
+        let out = self.cli(&["endpoints", service, "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(
+            v["endpoints"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["health"] == "HEALTHY")
+                .count(),
+        )
+    }
+
+    /// After the controllers `dead` were killed: waits until Envoy `node`
+    /// is listed on another controller (only live streams are listed, so
+    /// that is its move), then until it is SYNCED there; returns both
+    /// instants. Panics if it is listed on a dead one.
+    pub async fn wait_moved_then_synced(
+        &self,
+        node: &str,
+        dead: &[u64],
+    ) -> (std::time::Instant, std::time::Instant) {
+        let moved = eventually(
+            &format!("Envoy {node} to be listed on a live controller"),
+            Duration::from_secs(60),
+            || async move {
+                let p = self.proxy_status(node)?;
+                let on = p["controller"].as_u64();
+                assert!(
+                    !on.is_some_and(|id| dead.contains(&id)),
+                    "listed on a killed controller: {p}"
+                );
+                Some(std::time::Instant::now())
+            },
+        )
+        .await;
+        let synced = eventually(
+            &format!("proxy-status to show Envoy {node} SYNCED"),
+            Duration::from_secs(30),
+            || async move { self.proxy_synced(node).then(std::time::Instant::now) },
+        )
+        .await;
+        (moved, synced)
+    }
+
     /// Whether `meridian proxy-status` shows Envoy `node` with every type
     /// SYNCED (or with nothing to send), CDS among them with an ACKed
     /// version, and the revision it runs: what an operator reads as "this
