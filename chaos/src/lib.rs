@@ -5,12 +5,14 @@
 //! docs/CHAOS.md.
 //!
 //! Layers, each using only those below: `scenario` (a run and its checks)
-//! over `nemesis` (faults) and `clients` (histories), over `nodes` (the
-//! processes) and `net` (namespaces and cuts); `checker` and `history` are
+//! over `nemesis` (faults), `clients` (histories) and `dataplane` (an Envoy
+//! and an agent serving traffic), over `nodes` (the processes) and `net`
+//! (namespaces and cuts); `checker` and `history` are
 //! pure and know nothing of processes or the network.
 
 pub mod checker;
 pub mod clients;
+pub mod dataplane;
 pub mod history;
 pub mod nemesis;
 pub mod net;

@@ -59,6 +59,12 @@ pub enum Fault {
     /// lease expiry and rollout times); the monotonic clock is untouched,
     /// as with an NTP step. Back to the true time when the fault ends.
     ClockSkew,
+    /// Every follower's wall clock stepped by the same 60 s to 10 min
+    /// (forward or back), then the leader SIGKILLed: the next leader's
+    /// clock disagrees with the times the old one wrote into the log (the
+    /// agents' lease renewals). Undone: the old leader restarted, every
+    /// clock true.
+    SkewedSuccessor,
 }
 
 pub const ALL: &[Fault] = &[
@@ -77,6 +83,7 @@ pub const ALL: &[Fault] = &[
     Fault::Membership,
     Fault::DiskFull,
     Fault::ClockSkew,
+    Fault::SkewedSuccessor,
 ];
 
 impl Fault {
@@ -97,7 +104,14 @@ impl Fault {
             Fault::Membership => "membership",
             Fault::DiskFull => "disk-full",
             Fault::ClockSkew => "clock-skew",
+            Fault::SkewedSuccessor => "skewed-successor",
         }
+    }
+
+    /// Whether `--quick` (CI) runs it: not while it shows an open finding
+    /// a seed can hit by chance (docs/CHAOS.md), or CI would flake on it.
+    pub fn in_quick(self) -> bool {
+        self != Fault::SkewedSuccessor
     }
 
     pub fn parse(s: &str) -> Option<Fault> {
@@ -162,6 +176,11 @@ pub enum Undo {
     Unfill(u64),
     /// Set the node's clock true again.
     Unskew(u64),
+    /// Restart the killed leader, then set the skewed clocks true.
+    RestartUnskew {
+        killed: u64,
+        skewed: Vec<u64>,
+    },
     Nothing,
 }
 
@@ -327,6 +346,30 @@ pub async fn start(nodes: &mut Nodes, step: &Step) -> Result<(String, Undo), Err
                 Undo::Unskew(id),
             )
         }
+        Fault::SkewedSuccessor => {
+            let secs = rng.gen_range(60..=600i64) * if rng.gen_bool(0.5) { 1 } else { -1 };
+            let skewed: Vec<u64> = ids
+                .iter()
+                .copied()
+                .filter(|i| *i != leader_or_any)
+                .collect();
+            for id in &skewed {
+                nodes.skew(*id, secs)?;
+            }
+            // The clocks are re-read every second: let the step land first.
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            nodes.kill(leader_or_any);
+            (
+                format!(
+                    "wall clocks of nodes {skewed:?} stepped {secs:+} s; SIGKILL node {leader_or_any}{}",
+                    lead(leader_or_any)
+                ),
+                Undo::RestartUnskew {
+                    killed: leader_or_any,
+                    skewed,
+                },
+            )
+        }
         Fault::OneWayOut | Fault::OneWayIn => {
             // Half the time the leader: the case where a one-way cut hurts.
             let id = if rng.gen_bool(0.5) {
@@ -413,6 +456,17 @@ pub async fn undo(nodes: &mut Nodes, undo: Undo) -> Result<(), Error> {
                 ));
             }
             nodes.skew(id, 0)?;
+        }
+        Undo::RestartUnskew { killed, skewed } => {
+            nodes.spawn(killed)?;
+            for id in skewed {
+                if !nodes.alive(id) {
+                    nodes.notes.push(format!(
+                        "skewed-successor: node {id} exited while its wall clock was skewed"
+                    ));
+                }
+                nodes.skew(id, 0)?;
+            }
         }
         Undo::Nothing => {}
     }

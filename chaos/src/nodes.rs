@@ -197,6 +197,34 @@ impl Nodes {
         format!("{}:{API_PORT}", self.net.ip(id))
     }
 
+    pub fn xds_addr(&self, id: u64) -> String {
+        format!("{}:{XDS_PORT}", self.net.ip(id))
+    }
+
+    pub fn admin_addr(&self, id: u64) -> String {
+        format!("{}:{ADMIN_PORT}", self.net.ip(id))
+    }
+
+    /// Runs `meridian ARGS` against every member, as an operator does;
+    /// its standard output, or what it said when it failed.
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let servers: Vec<String> = self.ids().into_iter().map(|o| self.api_addr(o)).collect();
+        let out = Command::new(&self.bin)
+            .args(["--server", &servers.join(","), "--timeout", "10s"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running meridian {}: {e}", args.join(" ")))?;
+        if !out.status.success() {
+            return Err(format!(
+                "`meridian {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }

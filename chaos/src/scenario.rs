@@ -7,12 +7,16 @@
 //! - durability: every acknowledged write is in the store's retained
 //!   history of its key after recovery (none lost);
 //! - liveness: once the faults stop, a write through every node succeeds
-//!   within `recovery_bound`.
+//!   within `recovery_bound`;
+//! - with a data plane: no request through Envoy failed, Envoy rejected no
+//!   update, and after the faults a config change reaches Envoy and
+//!   proxy-status shows it SYNCED within `recovery_bound`.
 
 use std::time::{Duration, Instant};
 
 use crate::checker::{self, CheckOptions, Verdict};
 use crate::clients::{self, Clients, Targets, Workload};
+use crate::dataplane::DataPlane;
 use crate::history::{Op, Outcome};
 use crate::nemesis::{self, Fault};
 use crate::nodes::Nodes;
@@ -42,6 +46,11 @@ pub struct Row {
     pub lost: usize,
     /// From the end of the faults until a write through every node succeeded.
     pub recovery: Option<Duration>,
+    /// Requests sent through Envoy, and those that failed (`None`: no
+    /// data plane in this run).
+    pub requests: Option<(u64, u64)>,
+    /// From the config change after the faults until Envoy ran it.
+    pub converged: Option<Duration>,
     pub problems: Vec<String>,
 }
 
@@ -62,6 +71,7 @@ pub async fn run(
     s: &Scenario,
     settings: &Settings,
     index: usize,
+    mut dp: Option<&mut DataPlane>,
 ) -> Result<Row, Error> {
     let plan = nemesis::plan(s.seed, &s.faults, s.duration);
     println!(
@@ -87,6 +97,13 @@ pub async fn run(
     };
     let t0 = Instant::now();
     let clients = Clients::start(&w, targets, s.seed, t0);
+    let rejected_before = match &dp {
+        Some(d) => {
+            d.begin();
+            d.rejected().await
+        }
+        None => 0,
+    };
     let mut row = Row {
         scenario: s.name.clone(),
         seed: s.seed,
@@ -158,6 +175,17 @@ pub async fn run(
             }
         }
     }
+    if let Some(d) = dp.as_deref_mut() {
+        data_plane(
+            d,
+            nodes,
+            index,
+            settings.recovery_bound,
+            rejected_before,
+            &mut row,
+        )
+        .await;
+    }
     row.problems.append(&mut nodes.notes);
     let panicked = nodes.panics();
     if !panicked.is_empty() {
@@ -215,6 +243,40 @@ async fn recover(nodes: &Nodes, prefix: &str, bound: Duration) -> Option<Duratio
     None
 }
 
+/// The data plane's checks: no failed request through Envoy during the
+/// scenario, no rejected update, and convergence to a change made after it.
+async fn data_plane(
+    d: &mut DataPlane,
+    nodes: &Nodes,
+    index: usize,
+    bound: Duration,
+    rejected_before: u64,
+    row: &mut Row,
+) {
+    let t = d.take();
+    row.requests = Some((t.sent, t.failed));
+    if t.failed > 0 {
+        let mut msg = format!(
+            "data plane: {} of {} requests through Envoy failed; the first:",
+            t.failed, t.sent
+        );
+        for (at, what) in &t.failures {
+            msg.push_str(&format!("\n      t={at:.1}s {what}"));
+        }
+        row.problems.push(msg);
+    }
+    match d.converge(nodes, index, bound).await {
+        Ok(took) => row.converged = Some(took),
+        Err(e) => row.problems.push(format!("convergence: {e}")),
+    }
+    let rejected = d.rejected().await.saturating_sub(rejected_before);
+    if rejected > 0 {
+        row.problems.push(format!(
+            "data plane: Envoy rejected {rejected} updates (see its log)"
+        ));
+    }
+}
+
 /// Every acknowledged write must be in the store's history of its key.
 async fn lost_writes(addr: &str, keys: &[String], history: &[Op], row: &mut Row) {
     for name in keys {
@@ -256,7 +318,7 @@ async fn lost_writes(addr: &str, keys: &[String], history: &[Op], row: &mut Row)
 pub fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<22} {:>20} {:>6} {:>7} {:>7} {:>7} {:>9} {:>9} {:>5} {:>9}  faults",
+        "{:<22} {:>20} {:>6} {:>7} {:>7} {:>7} {:>9} {:>9} {:>5} {:>9} {:>13} {:>9}  faults",
         "scenario",
         "seed",
         "faults",
@@ -266,17 +328,25 @@ pub fn print_table(rows: &[Row]) {
         "anomalies",
         "undecided",
         "lost",
-        "recovery"
+        "recovery",
+        "dp failed",
+        "converged"
     );
     for r in rows {
         let rec = r
             .recovery
             .map_or("none".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
+        let dp = r
+            .requests
+            .map_or("-".to_string(), |(sent, failed)| format!("{failed}/{sent}"));
+        let conv = r
+            .converged
+            .map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
         let mut kinds = r.faults.clone();
         kinds.sort();
         kinds.dedup();
         println!(
-            "{:<22} {:>20} {:>6} {:>7} {:>7} {:>7} {:>9} {:>9} {:>5} {:>9}  {}",
+            "{:<22} {:>20} {:>6} {:>7} {:>7} {:>7} {:>9} {:>9} {:>5} {:>9} {:>13} {:>9}  {}",
             r.scenario,
             r.seed,
             r.faults.len(),
@@ -287,6 +357,8 @@ pub fn print_table(rows: &[Row]) {
             r.undecided,
             r.lost,
             rec,
+            dp,
+            conv,
             kinds.join(",")
         );
     }

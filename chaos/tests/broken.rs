@@ -16,8 +16,12 @@ const SCENARIO: &[&str] = &[
 
 /// Runs the suite; returns its output and the namespaces it left behind.
 fn run(extra: &[&str]) -> (Output, Vec<String>) {
+    run_with(SCENARIO, extra)
+}
+
+fn run_with(scenario: &[&str], extra: &[&str]) -> (Output, Vec<String>) {
     let child = Command::new(env!("CARGO_BIN_EXE_meridian-chaos"))
-        .args(SCENARIO)
+        .args(scenario)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -61,5 +65,37 @@ fn the_same_scenario_passes_with_linearizable_reads() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+}
+
+/// The data-plane check can fail: the agent knows node 1 only and has a
+/// 5 s lease; node 1 (the leader) is killed for 5.8 s (seed 15), so the
+/// new leader expires the lease, the `drop` policy takes the endpoints out
+/// of Envoy's EDS, and requests through Envoy fail; the runner must say so
+/// and exit 1.
+#[test]
+fn an_agent_pinned_to_a_dead_controller_fails_the_data_plane_check() {
+    let (out, left) = run_with(
+        &[
+            "--scenario",
+            "kill-leader",
+            "--seed",
+            "15",
+            "--duration",
+            "10s",
+        ],
+        &["--broken", "pinned-agent"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected a failed check\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("requests through Envoy failed"),
+        "expected failed requests to be named\n{stdout}"
+    );
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }

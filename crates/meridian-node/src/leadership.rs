@@ -162,6 +162,18 @@ impl Leadership {
         }
     }
 
+    /// Whether the state machine has applied the whole log found at start:
+    /// until then, what it applies is replay, not news.
+    pub(crate) fn replayed_log_found_at_start(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+            || self
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .is_some_and(|l| l.index >= self.startup_log)
+    }
+
     /// Whether this follower heard from a leader recently.
     pub(crate) fn leader_contact_recent(&self) -> bool {
         self.activity

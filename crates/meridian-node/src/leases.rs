@@ -1,15 +1,28 @@
 //! Lease expiry, decided once, by the leader, through the log.
 //!
-//! A renewal the leader saw happen is measured on its own monotonic clock.
-//! A lease it inherits (it became leader, or first sees the lease) keeps the
-//! deadline the lease carries in replicated state: the leader time of its
-//! last renewal (`updated_at_ms`, from the command) plus its TTL, plus
-//! [`CLOCK_SLACK`] for skew between the leaders' clocks, and never more
-//! than TTL + slack from now. So a leader that flaps faster than the TTL
-//! cannot keep a dead agent's lease alive: it expires at most TTL + slack
-//! after its last renewal as long as the controllers' clocks agree within
-//! the slack. The expiry itself is a transaction guarded by the lease's
-//! revision, so a renewal that races with it wins.
+//! Every node, follower or leader, watches the leases and notes on its own
+//! monotonic clock when it saw each one renewed (its revision change, once
+//! it has replayed the log it found at start): that renewal's deadline is
+//! then + TTL. A new leader keeps the deadlines
+//! it noted as a follower, so no wall clock decides them and a leader that
+//! flaps faster than the TTL cannot keep a dead agent's lease alive (each
+//! node's deadline for the last renewal stays where it was).
+//!
+//! A lease a node never saw renewed (it just started, or installed a
+//! snapshot) is inherited: its deadline is the time of its last renewal
+//! in replicated state (`updated_at_ms`, the proposing leader's clock) plus
+//! TTL plus [`CLOCK_SLACK`], never more than TTL + slack from now. "Now" is read on two clocks there, and the later
+//! deadline wins: this node's wall clock, and the log's (the time the last
+//! batch it applied as a follower carried, plus how long ago it saw it, on
+//! its monotonic clock).
+//!
+//! Before, a new leader computed every deadline from its own wall clock:
+//! one minutes ahead of the renewer's (or a renewal stamped by a leader
+//! minutes behind) expired live agents' leases the moment it was elected,
+//! and the `drop` policy took their endpoints out of Envoy's EDS (the chaos
+//! suite's `skewed-successor`, 503s through Envoy). The expiry itself is a
+//! transaction guarded by the lease's revision, so a renewal that races
+//! with it wins.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -48,6 +61,43 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The log's clock: the leader time the last applied batch carried, and
+/// when this node first saw it (to within a tick).
+#[derive(Default)]
+struct LogClock {
+    at_ms: u64,
+    seen: Option<Instant>,
+}
+
+impl LogClock {
+    fn observe(&mut self, last_batch_at_ms: Option<u64>, now: Instant) {
+        if let Some(t) = last_batch_at_ms.filter(|t| *t != self.at_ms) {
+            self.at_ms = t;
+            self.seen = Some(now);
+        }
+    }
+
+    fn now_ms(&self, now: Instant) -> Option<u64> {
+        let seen = self.seen?;
+        Some(self.at_ms + now.saturating_duration_since(seen).as_millis() as u64)
+    }
+}
+
+/// How long an inherited lease has left: the later of what the wall clock
+/// and the log's clock say. No floor: a node that restarted and leads at
+/// once would give a dead agent's lease the floor again at every restart
+/// (`leases_expire_under_leader_churn`).
+fn inherited_deadline_left(
+    updated_at_ms: u64,
+    ttl_ms: u64,
+    wall_ms: u64,
+    log_ms: Option<u64>,
+) -> Duration {
+    let by_wall = inherited_left(updated_at_ms, ttl_ms, wall_ms);
+    let by_log = log_ms.map_or(Duration::ZERO, |l| inherited_left(updated_at_ms, ttl_ms, l));
+    by_wall.max(by_log)
+}
+
 pub(crate) async fn run(
     leadership: Leadership,
     sm: StateMachineStore,
@@ -55,9 +105,9 @@ pub(crate) async fn run(
     metrics: Arc<WriteMetrics>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    // cluster -> (lease revision, when it expires on this leader's clock)
+    // cluster -> (lease revision, when it expires on this node's clock)
     let mut seen: HashMap<String, (u64, Instant)> = HashMap::new();
-    let mut was_leader = false;
+    let mut log_clock = LogClock::default();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -66,27 +116,29 @@ pub(crate) async fn run(
         }
         let is_leader = matches!(leadership.leader(), LeaderIs::Me);
         if !is_leader {
-            was_leader = false;
-            continue;
-        }
-        if !was_leader {
-            // New leadership: every lease is inherited.
-            seen.clear();
-            was_leader = true;
+            // Only the earlier leaders' batches: this node's own, once it
+            // leads, carry its own wall clock.
+            log_clock.observe(sm.last_batch_at_ms(), Instant::now());
         }
         let (now, wall_ms) = (Instant::now(), now_ms());
+        let log_ms = log_clock.now_ms(now);
+        // A renewal replayed from this node's own log after a restart is
+        // old news: its time is only known from the replicated state.
+        let live = leadership.replayed_log_found_at_start();
         for (key, obj) in sm.list(Some(KIND_LEASE)) {
             let Ok(lease) = serde_json::from_slice::<Lease>(&obj.value) else {
                 continue;
             };
             let deadline = match seen.get(&key.name) {
                 Some(&(revision, deadline)) if revision == obj.revision => deadline,
-                // Renewed under this leadership, so proposed by this node.
-                Some(_) => now + Duration::from_millis(lease.ttl_ms),
-                None => now + inherited_left(obj.updated_at_ms, lease.ttl_ms, wall_ms),
+                // Renewed since the last tick: seen now, to within a tick.
+                Some(_) if live => now + Duration::from_millis(lease.ttl_ms),
+                _ => {
+                    now + inherited_deadline_left(obj.updated_at_ms, lease.ttl_ms, wall_ms, log_ms)
+                }
             };
             seen.insert(key.name.clone(), (obj.revision, deadline));
-            if lease.expired || now < deadline {
+            if !is_leader || lease.expired || now < deadline {
                 continue;
             }
             let expired = Lease {
@@ -120,7 +172,7 @@ pub(crate) async fn run(
 mod tests {
     use std::time::Duration;
 
-    use super::{inherited_left, CLOCK_SLACK};
+    use super::{inherited_deadline_left, inherited_left, LogClock, CLOCK_SLACK};
 
     #[test]
     fn an_inherited_lease_keeps_its_replicated_deadline() {
@@ -141,5 +193,43 @@ mod tests {
             inherited_left(renewed, ttl, 0),
             Duration::from_millis(ttl + slack)
         );
+    }
+
+    /// A new leader whose wall clock is minutes ahead of the renewer's
+    /// keeps a live agent's lease: the log's clock says it was renewed 3 s
+    /// ago. Only when both clocks say it is past does it expire at once.
+    #[test]
+    fn a_skewed_new_leader_reads_the_log_clock_too() {
+        let slack = CLOCK_SLACK.as_millis() as u64;
+        let (renewed, ttl) = (1_000_000, 30_000);
+        let wall_ahead = renewed + 339_000;
+        assert_eq!(inherited_left(renewed, ttl, wall_ahead), Duration::ZERO);
+        assert_eq!(
+            inherited_deadline_left(renewed, ttl, wall_ahead, Some(renewed + 3_000)),
+            Duration::from_millis(27_000 + slack)
+        );
+        assert_eq!(
+            inherited_deadline_left(renewed, ttl, wall_ahead, Some(renewed + 60_000)),
+            Duration::ZERO
+        );
+        // No batch applied since this node started: the wall clock alone.
+        assert_eq!(
+            inherited_deadline_left(renewed, ttl, renewed + 3_000, None),
+            Duration::from_millis(27_000 + slack)
+        );
+    }
+
+    #[test]
+    fn the_log_clock_runs_on_from_the_last_batch_it_saw() {
+        let t0 = std::time::Instant::now();
+        let mut c = LogClock::default();
+        assert_eq!(c.now_ms(t0), None);
+        c.observe(Some(5_000), t0);
+        assert_eq!(c.now_ms(t0 + Duration::from_millis(700)), Some(5_700));
+        // The same batch seen again does not restart the clock.
+        c.observe(Some(5_000), t0 + Duration::from_millis(500));
+        assert_eq!(c.now_ms(t0 + Duration::from_millis(700)), Some(5_700));
+        c.observe(Some(9_000), t0 + Duration::from_millis(800));
+        assert_eq!(c.now_ms(t0 + Duration::from_millis(800)), Some(9_000));
     }
 }

@@ -80,6 +80,10 @@ struct Machine {
     agent: ClassLog,
     retired_ids: Vec<NodeId>,
     events_tx: broadcast::Sender<EventBatch>,
+    /// The proposer's time of the last batch applied here (0: none since
+    /// this replica started or installed a snapshot). Not replicated state:
+    /// a leader's clock as the log last carried it, for lease expiry.
+    last_batch_at_ms: u64,
 }
 
 impl Machine {
@@ -94,6 +98,7 @@ impl Machine {
             agent: ClassLog::from_data(d.agent_dedup, d.agent_events, d.revision),
             retired_ids: d.retired_ids,
             events_tx: broadcast::channel(WATCH_CHANNEL_CAPACITY).0,
+            last_batch_at_ms: 0,
         }
     }
 
@@ -182,6 +187,7 @@ impl Machine {
         batch: Batch,
         events: &mut Vec<Event>,
     ) -> Vec<TxnOutcome> {
+        self.last_batch_at_ms = batch.proposed_at_ms;
         if batch.base_config_seq.is_some_and(|s| s != self.config_seq) {
             return batch.txns.iter().map(|_| TxnOutcome::Retry).collect();
         }
@@ -334,6 +340,12 @@ impl StateMachineStore {
         // Apply never panics half-way on valid input; a poisoned lock still
         // holds a consistent state.
         self.inner.machine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The proposer's (the leader's) time of the last batch this replica
+    /// applied, if it applied one since it started.
+    pub fn last_batch_at_ms(&self) -> Option<u64> {
+        Some(self.lock().last_batch_at_ms).filter(|t| *t > 0)
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<StoredObject> {

@@ -54,8 +54,31 @@ pub(crate) fn on_push<P: Protocol>(
         removals |= step.removals;
         let Some(plan) = step.plan else { continue };
         cds_sent |= t == CLUSTER;
+        // Clusters the client already holds, updated beside the added ones.
+        let updated: Vec<Arc<str>> = if ads && step.adds {
+            P::carried(&plan)
+                .into_iter()
+                .filter(|n| sub.held_version(n).is_some())
+                .collect()
+        } else {
+            Vec::new()
+        };
         outs.push(emit::<P>(&mut st, id, t, plan));
         if ads && step.adds {
+            // Envoy asks for an added cluster's endpoints, but an updated
+            // one warms until they come unasked, and Envoy ACKs no CDS
+            // while any cluster warms: held for the gate (which waits for
+            // that ACK), they would stall the stream for the whole gate
+            // wait and Envoy for its initial fetch timeout.
+            if !updated.is_empty() {
+                let st = &mut *st;
+                st.endpoints_due.extend(updated);
+                if let Some(eds) = st.subs.get_mut(ENDPOINT) {
+                    if let Some(p) = P::force_endpoints(eds, &view, &mut st.endpoints_due) {
+                        outs.push(emit::<P>(st, id, ENDPOINT, p));
+                    }
+                }
+            }
             XdsMetrics::add(&inner.metrics.responses, outs.len());
             return (outs, Some(Stage::AfterCds));
         }
