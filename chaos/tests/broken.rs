@@ -41,22 +41,29 @@ fn run_with(scenario: &[&str], extra: &[&str]) -> (Output, Vec<String>) {
     (out, left)
 }
 
-#[test]
-fn local_reads_recorded_as_linearizable_fail_the_suite() {
-    let (out, left) = run(&["--broken", "local-reads"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Runs the suite, which must report a failed check (exit 1) and delete
+/// every namespace it made; returns its standard output.
+fn must_fail(scenario: &[&str], extra: &[&str]) -> String {
+    let (out, left) = run_with(scenario, extra);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
         Some(1),
         "expected a failed check\n{stdout}\n{stderr}"
     );
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    stdout
+}
+
+#[test]
+fn local_reads_recorded_as_linearizable_fail_the_suite() {
+    let stdout = must_fail(SCENARIO, &["--broken", "local-reads"]);
     assert!(
         stdout.contains("StaleRead"),
         "expected a stale read to be named\n{stdout}"
     );
     assert!(stdout.contains("1 failed"), "{stdout}");
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }
 
 #[test]
@@ -75,7 +82,7 @@ fn the_same_scenario_passes_with_linearizable_reads() {
 /// and exit 1.
 #[test]
 fn an_agent_pinned_to_a_dead_controller_fails_the_data_plane_check() {
-    let (out, left) = run_with(
+    let stdout = must_fail(
         &[
             "--scenario",
             "kill-leader",
@@ -86,16 +93,8 @@ fn an_agent_pinned_to_a_dead_controller_fails_the_data_plane_check() {
         ],
         &["--broken", "pinned-agent"],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "expected a failed check\n{stdout}\n{stderr}"
-    );
     assert!(
         stdout.contains("requests through Envoy failed"),
         "expected failed requests to be named\n{stdout}"
     );
-    assert!(left.is_empty(), "namespaces left behind: {left:?}");
 }
