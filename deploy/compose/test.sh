@@ -19,7 +19,8 @@ east=127.0.0.1:17400 west=127.0.0.1:17410
 t0=$(date +%s)
 phase() { echo "compose: $1 at $(( $(date +%s) - t0 ))s"; }
 echo "compose: $("$compose" version 2>/dev/null | head -1)"
-fail() { echo "FAIL compose: $*"; dc ps || true; for c in us-east-1 init agent-us-east envoy-us-east; do echo "--- $c"; docker logs --tail 20 "$c" 2>&1 || true; done; exit 1; }
+# The logs of a container stuck restarting too: the only trace of why.
+fail() { echo "FAIL compose: $*"; dc ps || true; for c in us-east-1 init agent-us-east envoy-us-east $(docker ps -a --filter status=restarting --format '{{.Names}}' 2>/dev/null); do echo "--- $c"; docker logs --tail 20 "$c" 2>&1 || true; done; exit 1; }
 # Retries CMD until it succeeds or SECONDS pass (generous: CI is 2 slow cores).
 until_ok() { local s=$1; shift; local end=$(( $(date +%s) + s )); until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -lt "$end" ] || return 1; sleep 2; done; }
 body() { [ "$(curl -s -m 5 "127.0.0.1:$1/")" = "hello from $2" ]; }
