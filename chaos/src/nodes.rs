@@ -208,13 +208,7 @@ impl Nodes {
     /// Runs `meridian ARGS` against every member, as an operator does;
     /// its standard output, or what it said when it failed.
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let servers: Vec<String> = self.ids().into_iter().map(|o| self.api_addr(o)).collect();
-        let out = Command::new(&self.bin)
-            .args(["--server", &servers.join(","), "--timeout", "10s"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("running meridian {}: {e}", args.join(" ")))?;
+        let out = self.cli_via(&self.ids(), args)?;
         if !out.status.success() {
             return Err(format!(
                 "`meridian {}` failed: {}",
@@ -223,6 +217,17 @@ impl Nodes {
             ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `meridian ARGS` against the members in `slots`.
+    fn cli_via(&self, slots: &[u64], args: &[&str]) -> Result<std::process::Output, String> {
+        let servers: Vec<String> = slots.iter().map(|&o| self.api_addr(o)).collect();
+        Command::new(&self.bin)
+            .args(["--server", &servers.join(","), "--timeout", "10s"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running meridian {}: {e}", args.join(" ")))
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -412,18 +417,8 @@ impl Nodes {
     /// Returns the CLI's answer; on an error the node is left a member.
     pub fn remove(&mut self, slot: u64) -> Result<String, String> {
         let raft_id = self.raft_id(slot);
-        let servers: Vec<String> = self
-            .ids()
-            .into_iter()
-            .filter(|o| *o != slot)
-            .map(|o| self.api_addr(o))
-            .collect();
-        let out = Command::new(&self.bin)
-            .args(["--server", &servers.join(","), "--timeout", "10s"])
-            .args(["cluster", "remove-node", &raft_id.to_string()])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("running meridian cluster remove-node: {e}"))?;
+        let others: Vec<u64> = self.ids().into_iter().filter(|o| *o != slot).collect();
+        let out = self.cli_via(&others, &["cluster", "remove-node", &raft_id.to_string()])?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout).trim(),
