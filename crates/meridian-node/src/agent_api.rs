@@ -18,17 +18,22 @@ use meridian_proto::v1 as pb;
 use meridian_store::{NodeId, ObjectKey, StateMachineStore, Txn, TxnOp, TxnOutcome};
 use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::agent_writes::AgentWrites;
 use crate::error::ApiError;
+use crate::leadership::Leadership;
 use crate::metrics::WriteMetrics;
 use crate::request_ids;
+use crate::routing::Router;
+use crate::status;
 use session::{Fate, Session};
 
 pub(crate) struct AgentApi {
     writes: AgentWrites,
     sm: StateMachineStore,
+    leadership: Leadership,
+    router: Router,
     metrics: Arc<WriteMetrics>,
     id: NodeId,
     region: String,
@@ -49,6 +54,8 @@ impl AgentApi {
     pub(crate) fn new(
         writes: AgentWrites,
         sm: StateMachineStore,
+        leadership: Leadership,
+        router: Router,
         metrics: Arc<WriteMetrics>,
         id: NodeId,
         region: String,
@@ -57,6 +64,8 @@ impl AgentApi {
         AgentApi {
             writes,
             sm,
+            leadership,
+            router,
             metrics,
             id,
             region,
@@ -86,7 +95,20 @@ impl AgentApi {
                 )));
             }
         }
-        let spec = check::authenticate(&self.sm, &hello)?;
+        let spec = match check::authenticate(&self.sm, &hello) {
+            // `clusters add` (or a new token) was acknowledged by the leader
+            // and may not be applied here yet: an agent sent to a follower
+            // right after it must not be refused for that.
+            Err(ApiError::PermissionDenied(_)) => {
+                if let Err(e) =
+                    status::caught_up_with_leader(&self.leadership, &self.sm, &self.router).await
+                {
+                    debug!(cluster = %hello.cluster, reason = e.why(), "agent refused without a read barrier");
+                }
+                check::authenticate(&self.sm, &hello)?
+            }
+            r => r?,
+        };
         let ttl = Duration::from_millis(spec.lease_ttl().as_millis());
         let lease = Lease {
             session: hello.session.clone(),

@@ -14,7 +14,10 @@
 //! TTL plus [`CLOCK_SLACK`], never more than TTL + slack from now. "Now" is read on two clocks there, and the later
 //! deadline wins: this node's wall clock, and the log's (the time the last
 //! batch it applied as a follower carried, plus how long ago it saw it, on
-//! its monotonic clock).
+//! its monotonic clock). And the renewals themselves are stamped with the
+//! log's time where the leader's wall clock is behind it
+//! (`write::leader_time`), so one committed by a leader stepped back is not
+//! stamped in the past for the next leader to read.
 //!
 //! Before, a new leader computed every deadline from its own wall clock:
 //! one minutes ahead of the renewer's (or a renewal stamped by a leader
@@ -62,24 +65,22 @@ fn now_ms() -> u64 {
 }
 
 /// The log's clock: the leader time the last applied batch carried, and
-/// when this node first saw it (to within a tick).
+/// when this node applied it.
 #[derive(Default)]
 struct LogClock {
-    at_ms: u64,
-    seen: Option<Instant>,
+    last: Option<(u64, Instant)>,
 }
 
 impl LogClock {
-    fn observe(&mut self, last_batch_at_ms: Option<u64>, now: Instant) {
-        if let Some(t) = last_batch_at_ms.filter(|t| *t != self.at_ms) {
-            self.at_ms = t;
-            self.seen = Some(now);
+    fn observe(&mut self, last_batch: Option<(u64, Instant)>) {
+        if last_batch.is_some() {
+            self.last = last_batch;
         }
     }
 
     fn now_ms(&self, now: Instant) -> Option<u64> {
-        let seen = self.seen?;
-        Some(self.at_ms + now.saturating_duration_since(seen).as_millis() as u64)
+        let (at_ms, seen) = self.last?;
+        Some(at_ms + now.saturating_duration_since(seen).as_millis() as u64)
     }
 }
 
@@ -118,7 +119,7 @@ pub(crate) async fn run(
         if !is_leader {
             // Only the earlier leaders' batches: this node's own, once it
             // leads, carry its own wall clock.
-            log_clock.observe(sm.last_batch_at_ms(), Instant::now());
+            log_clock.observe(sm.last_batch());
         }
         let (now, wall_ms) = (Instant::now(), now_ms());
         let log_ms = log_clock.now_ms(now);
@@ -219,17 +220,45 @@ mod tests {
         );
     }
 
+    /// Finding 6's open case (`skewed-successor` seeds 11 and 17): a
+    /// renewal committed by a new leader whose clock is 300 s behind the
+    /// old one's, read 2 s later by a node with a true clock that restarted
+    /// after it (so it never saw it live and has no log clock yet).
+    /// Stamped with that leader's wall clock it reads as 298 s past and
+    /// expires at once; stamped with the log's time it has its TTL left.
+    #[test]
+    fn a_renewal_committed_by_a_leader_stepped_back_keeps_its_ttl() {
+        use crate::write::leader_time::proposed_at_ms;
+        let t0 = std::time::Instant::now();
+        let (true_ms, ttl, slack) = (1_800_000_000_000, 30_000, CLOCK_SLACK.as_millis() as u64);
+        let behind = true_ms - 300_000;
+        // The old leader's last batch, applied 1 s before the renewal.
+        let stamp = proposed_at_ms(
+            behind,
+            Some((true_ms - 1_000, t0)),
+            t0 + Duration::from_secs(1),
+        );
+        let left = inherited_deadline_left(stamp, ttl, true_ms + 2_000, None);
+        assert!(left >= Duration::from_millis(ttl - 2_100), "{left:?}");
+        assert!(left <= Duration::from_millis(ttl + slack), "{left:?}");
+        // What the wall clock alone stamped.
+        assert_eq!(
+            inherited_deadline_left(behind, ttl, true_ms + 2_000, None),
+            Duration::ZERO
+        );
+    }
+
     #[test]
     fn the_log_clock_runs_on_from_the_last_batch_it_saw() {
         let t0 = std::time::Instant::now();
         let mut c = LogClock::default();
         assert_eq!(c.now_ms(t0), None);
-        c.observe(Some(5_000), t0);
+        c.observe(Some((5_000, t0)));
         assert_eq!(c.now_ms(t0 + Duration::from_millis(700)), Some(5_700));
-        // The same batch seen again does not restart the clock.
-        c.observe(Some(5_000), t0 + Duration::from_millis(500));
+        // Nothing applied since a snapshot: the clock runs on.
+        c.observe(None);
         assert_eq!(c.now_ms(t0 + Duration::from_millis(700)), Some(5_700));
-        c.observe(Some(9_000), t0 + Duration::from_millis(800));
+        c.observe(Some((9_000, t0 + Duration::from_millis(800))));
         assert_eq!(c.now_ms(t0 + Duration::from_millis(800)), Some(9_000));
     }
 }

@@ -1,6 +1,9 @@
 //! The composition root: binds the listeners, opens the store, starts Raft,
 //! builds the seams (leadership, routing, the write lanes) and hands each
 //! service only the seams it uses.
+//!
+//! This file is long because it is the one place where every service is
+//! built and wired to its seams, in start order, read top to bottom.
 
 mod tasks;
 
@@ -174,8 +177,12 @@ impl Node {
             write_timeout,
             write_metrics.clone(),
         );
-        let endpoint_writes =
-            EndpointWrites::start(raft.clone(), write_timeout, write_metrics.clone());
+        let endpoint_writes = EndpointWrites::start(
+            raft.clone(),
+            sm.clone(),
+            write_timeout,
+            write_metrics.clone(),
+        );
         let agent_writes =
             AgentWrites::new(router.clone(), endpoint_writes.clone(), faults.clone());
         let status = LocalStatus::new(
@@ -295,6 +302,8 @@ impl Node {
         let agent_svc = AgentServiceServer::new(AgentApi::new(
             agent_writes.clone(),
             sm.clone(),
+            leadership.clone(),
+            router.clone(),
             write_metrics.clone(),
             config.node_id,
             config.region.clone(),

@@ -197,7 +197,7 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 const BARRIER_KIND: &str = "meridian.readiness-barrier";
 
 /// Why one readiness check failed.
-enum Check {
+pub(crate) enum Check {
     /// Not a member (yet, or any more): never served, not even persisted
     /// state, since it may hold none or another cluster's.
     NotMember(String),
@@ -205,6 +205,14 @@ enum Check {
     Behind(String),
     /// No leader answered a read barrier.
     NoLeader(String),
+}
+
+impl Check {
+    pub(crate) fn why(&self) -> &str {
+        match self {
+            Check::NotMember(w) | Check::Behind(w) | Check::NoLeader(w) => w,
+        }
+    }
 }
 
 /// Keeps the xDS gate. Ready once this node is a member and has applied
@@ -287,6 +295,18 @@ async fn check(status: &LocalStatus, router: &Router) -> Result<(), Check> {
             ));
         }
     }
+    caught_up_with_leader(leadership, &status.sm, router).await
+}
+
+/// A read barrier for a replica: waits until it applied what the leader
+/// had committed when asked (the leader confirms its leadership with a
+/// quorum; a follower asks the leader's revision through a linearizable
+/// read, then waits to apply up to it).
+pub(crate) async fn caught_up_with_leader(
+    leadership: &Leadership,
+    sm: &StateMachineStore,
+    router: &Router,
+) -> Result<(), Check> {
     let deadline = Instant::now() + BARRIER_TIMEOUT;
     let target = match leadership.leader() {
         LeaderIs::Removed => {
@@ -329,16 +349,16 @@ async fn check(status: &LocalStatus, router: &Router) -> Result<(), Check> {
     };
     // Wait a moment for what is in flight: under steady writes the
     // follower is always a few entries behind the barrier's answer.
-    let mut applied = status.sm.applied_watch();
+    let mut applied = sm.applied_watch();
     let caught_up = tokio::time::timeout(BARRIER_TIMEOUT, async {
-        while status.sm.revision() < target {
+        while sm.revision() < target {
             if applied.changed().await.is_err() {
                 return;
             }
         }
     })
     .await;
-    let local = status.sm.revision();
+    let local = sm.revision();
     if caught_up.is_ok() && local >= target {
         Ok(())
     } else {

@@ -8,6 +8,7 @@
 mod conflict;
 mod endpoints;
 mod group_commit;
+pub(crate) mod leader_time;
 mod overlay;
 mod validation;
 
@@ -43,7 +44,7 @@ impl ConfigWrites {
     ) -> Self {
         let admission = validation::Validation::new(sm.clone(), metrics.clone());
         ConfigWrites {
-            lane: GroupCommit::start(admission, raft.clone(), write_timeout, metrics),
+            lane: GroupCommit::start(admission, raft.clone(), sm.clone(), write_timeout, metrics),
             sm,
             raft,
         }
@@ -131,9 +132,14 @@ pub(crate) struct EndpointWrites {
 }
 
 impl EndpointWrites {
-    pub(crate) fn start(raft: Raft, write_timeout: Duration, metrics: Arc<WriteMetrics>) -> Self {
+    pub(crate) fn start(
+        raft: Raft,
+        sm: StateMachineStore,
+        write_timeout: Duration,
+        metrics: Arc<WriteMetrics>,
+    ) -> Self {
         EndpointWrites {
-            lane: GroupCommit::start(endpoints::AgentKindsOnly, raft, write_timeout, metrics),
+            lane: GroupCommit::start(endpoints::AgentKindsOnly, raft, sm, write_timeout, metrics),
         }
     }
 

@@ -24,6 +24,7 @@ use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageError, StorageIOError};
@@ -80,10 +81,11 @@ struct Machine {
     agent: ClassLog,
     retired_ids: Vec<NodeId>,
     events_tx: broadcast::Sender<EventBatch>,
-    /// The proposer's time of the last batch applied here (0: none since
-    /// this replica started or installed a snapshot). Not replicated state:
-    /// a leader's clock as the log last carried it, for lease expiry.
-    last_batch_at_ms: u64,
+    /// The proposer's time of the last batch applied here, and when this
+    /// replica applied it (`None`: none since it started or installed a
+    /// snapshot). Not replicated state: the leader's time as the log last
+    /// carried it, for lease expiry and the next leader's stamps.
+    last_batch: Option<(u64, Instant)>,
 }
 
 impl Machine {
@@ -98,7 +100,7 @@ impl Machine {
             agent: ClassLog::from_data(d.agent_dedup, d.agent_events, d.revision),
             retired_ids: d.retired_ids,
             events_tx: broadcast::channel(WATCH_CHANNEL_CAPACITY).0,
-            last_batch_at_ms: 0,
+            last_batch: None,
         }
     }
 
@@ -187,7 +189,10 @@ impl Machine {
         batch: Batch,
         events: &mut Vec<Event>,
     ) -> Vec<TxnOutcome> {
-        self.last_batch_at_ms = batch.proposed_at_ms;
+        // 0: a batch of a log written before batches carried a time.
+        if batch.proposed_at_ms > 0 {
+            self.last_batch = Some((batch.proposed_at_ms, Instant::now()));
+        }
         if batch.base_config_seq.is_some_and(|s| s != self.config_seq) {
             return batch.txns.iter().map(|_| TxnOutcome::Retry).collect();
         }
@@ -343,9 +348,10 @@ impl StateMachineStore {
     }
 
     /// The proposer's (the leader's) time of the last batch this replica
-    /// applied, if it applied one since it started.
-    pub fn last_batch_at_ms(&self) -> Option<u64> {
-        Some(self.lock().last_batch_at_ms).filter(|t| *t > 0)
+    /// applied, and when it applied it on its monotonic clock, if it applied
+    /// one since it started.
+    pub fn last_batch(&self) -> Option<(u64, Instant)> {
+        self.lock().last_batch
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<StoredObject> {

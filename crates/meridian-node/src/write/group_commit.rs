@@ -7,13 +7,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use meridian_store::{Batch, NodeId, NodeInfo, Raft, Request, Txn, TxnOutcome};
+use meridian_store::{Batch, NodeId, NodeInfo, Raft, Request, StateMachineStore, Txn, TxnOutcome};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::error::ApiError;
 use crate::metrics::{Lane, WriteMetrics};
+
+use super::leader_time;
 
 /// Most bytes of transactions in one log entry: two of the largest.
 const MAX_BATCH_BYTES: usize = 2 * meridian_store::limits::MAX_TXN_BYTES;
@@ -84,11 +86,12 @@ impl GroupCommit {
     pub(crate) fn start<A: Admission>(
         admission: A,
         raft: Raft,
+        sm: StateMachineStore,
         write_timeout: Duration,
         metrics: Arc<WriteMetrics>,
     ) -> GroupCommit {
         let (tx, rx) = mpsc::channel(16 * 1024);
-        tokio::spawn(run(admission, raft, rx, write_timeout, metrics));
+        tokio::spawn(run(admission, raft, sm, rx, write_timeout, metrics));
         GroupCommit { tx, write_timeout }
     }
 
@@ -129,6 +132,7 @@ fn now_ms() -> u64 {
 async fn run<A: Admission>(
     mut admission: A,
     raft: Raft,
+    sm: StateMachineStore,
     mut rx: mpsc::Receiver<Pending>,
     write_timeout: Duration,
     metrics: Arc<WriteMetrics>,
@@ -155,7 +159,7 @@ async fn run<A: Admission>(
         let n = accepted.len();
         let request = Request::Batch(Batch {
             base_config_seq,
-            proposed_at_ms: now_ms(),
+            proposed_at_ms: leader_time::proposed_at_ms(now_ms(), sm.last_batch(), Instant::now()),
             txns: accepted.iter().map(|p| p.txn.clone()).collect(),
         });
         let counters = metrics.lane(A::LANE);
