@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${FUZZ_SECONDS:-30}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(peer_wire store_codec model_parse xds_requests)
+[ ${#targets[@]} -gt 0 ] || targets=(peer_wire store_codec model_parse xds_requests agent_stream)
 if ! command -v cargo-fuzz >/dev/null; then
   cargo install --locked cargo-fuzz@0.13.2
 fi

@@ -34,6 +34,8 @@ pub const ENVOY_NODE: &str = "chaos-envoy";
 const PACE: Duration = Duration::from_millis(50);
 /// A request that takes longer failed, as it would for a user.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a restarted agent may take to claim its cluster again.
+const AGENT_BACK_WITHIN: Duration = Duration::from_secs(15);
 /// The first failures of a scenario kept, to say what they were.
 const KEEP_FAILURES: usize = 5;
 
@@ -43,7 +45,9 @@ pub struct DataPlane {
     traffic: tokio::task::JoinHandle<()>,
     counts: Arc<Counts>,
     envoy: Envoy,
-    _agent: AgentProc,
+    agent: AgentProc,
+    /// The session the agent had when `kill-agent` killed it.
+    killed_session: Option<String>,
     upstreams: Vec<Upstream>,
     /// The generation service of the last convergence check.
     last_gen: Option<String>,
@@ -146,7 +150,8 @@ impl DataPlane {
             traffic,
             counts,
             envoy,
-            _agent: agent,
+            agent,
+            killed_session: None,
             upstreams,
             last_gen: None,
         })
@@ -167,6 +172,35 @@ impl DataPlane {
             failed: self.counts.failed.load(Ordering::Relaxed),
             failures: lock(&self.counts.failures).clone(),
         }
+    }
+
+    /// SIGKILLs the agent (`kill-agent`), noting the session it had.
+    pub fn kill_agent(&mut self, nodes: &Nodes) {
+        // Unknown if the CLI fails (a fault just before): then any
+        // session with an active lease counts as back.
+        self.killed_session = agent_session(nodes).ok().flatten();
+        self.agent.kill();
+    }
+
+    /// Starts the agent again and waits until a new session of it holds
+    /// the cluster with an active lease.
+    pub async fn revive_agent(&mut self, nodes: &Nodes) -> Result<Duration, String> {
+        let old = self.killed_session.take();
+        self.agent.spawn();
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < AGENT_BACK_WITHIN {
+            match agent_session(nodes) {
+                Ok(Some(s)) if old.as_ref() != Some(&s) => return Ok(start.elapsed()),
+                Ok(_) => last = format!("the cluster still has session {old:?} or none"),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(format!(
+            "the restarted agent did not claim {CLUSTER} with an active lease within \
+             {AGENT_BACK_WITHIN:?}: {last}"
+        ))
     }
 
     /// Updates Envoy rejected (a NACK); none is expected.
@@ -238,6 +272,20 @@ fn synced(out: &str) -> bool {
         .flatten()
         .find(|p| p["node_id"] == ENVOY_NODE)
         .is_some_and(meridian_testkit::cluster::proxy_is_synced)
+}
+
+/// The session holding the agents' cluster with an active lease, as
+/// `meridian clusters list` shows it.
+fn agent_session(nodes: &Nodes) -> Result<Option<String>, String> {
+    let out = nodes.cli(&["clusters", "list", "-o", "json"])?;
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .map_err(|e| format!("`clusters list -o json` printed no JSON ({e}): {out}"))?;
+    Ok(v["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["cluster"] == CLUSTER && c["lease"] == "active")
+        .and_then(|c| c["session"].as_str().map(str::to_string)))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

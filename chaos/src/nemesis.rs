@@ -13,6 +13,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::dataplane::DataPlane;
 use crate::net::Dir;
 use crate::nodes::Nodes;
 use crate::Error;
@@ -68,6 +69,21 @@ pub enum Fault {
     /// agents' lease renewals). Undone: the old leader restarted, every
     /// clock true.
     SkewedSuccessor,
+    /// The agent SIGKILLed (its lease, 30 s, outlives the fault), started
+    /// again when the fault ends: its new session must claim the cluster
+    /// and resync without a request through Envoy failing. Nothing
+    /// without a data plane.
+    KillAgent,
+    /// Every log flush (fsync) of a node (the leader half the time)
+    /// delayed by 100-800 ms, through the storage trait's fault layer:
+    /// writes slow down, nothing may be lost or anomalous, the node must
+    /// keep running.
+    SlowFsync,
+    /// A node's (the leader half the time) log flushes fail, as an fsync
+    /// returning EIO: it must stop acknowledging and exit saying why
+    /// ("raft stopped"), never panic; restarted on its data dir when the
+    /// fault ends.
+    FsyncError,
 }
 
 /// How long after `wipe-one` ends its node may wait to be refused: an
@@ -91,6 +107,9 @@ pub const ALL: &[Fault] = &[
     Fault::DiskFull,
     Fault::ClockSkew,
     Fault::SkewedSuccessor,
+    Fault::KillAgent,
+    Fault::SlowFsync,
+    Fault::FsyncError,
 ];
 
 impl Fault {
@@ -112,6 +131,9 @@ impl Fault {
             Fault::DiskFull => "disk-full",
             Fault::ClockSkew => "clock-skew",
             Fault::SkewedSuccessor => "skewed-successor",
+            Fault::KillAgent => "kill-agent",
+            Fault::SlowFsync => "slow-fsync",
+            Fault::FsyncError => "fsync-error",
         }
     }
 
@@ -182,11 +204,25 @@ pub enum Undo {
         killed: u64,
         skewed: Vec<u64>,
     },
+    /// Start the agent again; its new session must claim the cluster.
+    ReviveAgent,
+    /// Clear the node's disk faults; it must still run.
+    Unslow(u64),
+    /// The node must have exited saying why (its log past `log_from`);
+    /// restart it on its data dir.
+    AfterFsyncError {
+        id: u64,
+        log_from: usize,
+    },
     Nothing,
 }
 
 /// Starts `step`'s fault; returns what it did, in words, and its undo.
-pub async fn start(nodes: &mut Nodes, step: &Step) -> Result<(String, Undo), Error> {
+pub async fn start(
+    nodes: &mut Nodes,
+    dp: Option<&mut DataPlane>,
+    step: &Step,
+) -> Result<(String, Undo), Error> {
     let mut rng = StdRng::seed_from_u64(step.pick);
     let ids = nodes.ids();
     let leader = nodes.leader().await;
@@ -371,6 +407,40 @@ pub async fn start(nodes: &mut Nodes, step: &Step) -> Result<(String, Undo), Err
                 },
             )
         }
+        Fault::SlowFsync | Fault::FsyncError => {
+            let id = if rng.gen_bool(0.5) {
+                leader_or_any
+            } else {
+                ids[rng.gen_range(0..ids.len())]
+            };
+            let ms = rng.gen_range(100..=800u64);
+            let log_from = nodes.log_text(id).len();
+            let (body, what, undo) = if step.fault == Fault::SlowFsync {
+                (
+                    format!(r#"{{"flush_delay_ms": {ms}}}"#),
+                    format!("node {id}{}'s log flushes delayed {ms} ms", lead(id)),
+                    Undo::Unslow(id),
+                )
+            } else {
+                (
+                    r#"{"fail_flush": true}"#.to_string(),
+                    format!("node {id}{}'s log flushes fail", lead(id)),
+                    Undo::AfterFsyncError { id, log_from },
+                )
+            };
+            match nodes.set_disk_faults(id, &body).await {
+                Ok(()) => (what, undo),
+                // Not the system's fault: said, and nothing to undo.
+                Err(e) => (format!("not injected: {e}"), Undo::Nothing),
+            }
+        }
+        Fault::KillAgent => match dp {
+            Some(d) => {
+                d.kill_agent(nodes);
+                ("SIGKILL the agent".to_string(), Undo::ReviveAgent)
+            }
+            None => ("no agent in this run".to_string(), Undo::Nothing),
+        },
         Fault::OneWayOut | Fault::OneWayIn => {
             // Half the time the leader: the case where a one-way cut hurts.
             let id = if rng.gen_bool(0.5) {
@@ -394,8 +464,54 @@ pub async fn start(nodes: &mut Nodes, step: &Step) -> Result<(String, Undo), Err
     })
 }
 
-pub async fn undo(nodes: &mut Nodes, undo: Undo) -> Result<(), Error> {
+pub async fn undo(nodes: &mut Nodes, dp: Option<&mut DataPlane>, undo: Undo) -> Result<(), Error> {
     match undo {
+        Undo::Unslow(id) => {
+            if !nodes.alive(id) {
+                nodes.notes.push(format!(
+                    "slow-fsync: node {id} exited while its flushes were slow"
+                ));
+                nodes.spawn(id)?;
+            } else if let Err(e) = nodes.set_disk_faults(id, "{}").await {
+                nodes.notes.push(format!("slow-fsync: {e}"));
+            }
+        }
+        Undo::AfterFsyncError { id, log_from } => {
+            let alive = nodes.alive(id);
+            println!(
+                "   node {id} {} with its flushes failing",
+                if alive { "still runs" } else { "exited" }
+            );
+            let log = nodes.log_text(id);
+            let since = log.get(log_from..).unwrap_or("");
+            // The clients write all through the fault, so every node
+            // flushes within milliseconds: one still running went on
+            // over a failed fsync.
+            if alive {
+                nodes.notes.push(format!(
+                    "fsync-error: node {id} still ran after its flushes failed for the whole fault"
+                ));
+            } else if !since.contains("raft stopped") {
+                nodes.notes.push(format!(
+                    "fsync-error: node {id} exited without saying a failed flush was the cause"
+                ));
+            }
+            // As an operator would once the disk is replaced: restart it
+            // on its data dir (the fault lives in the process, so it goes).
+            nodes.kill(id);
+            nodes.spawn(id)?;
+        }
+        Undo::ReviveAgent => {
+            if let Some(d) = dp {
+                match d.revive_agent(nodes).await {
+                    Ok(t) => println!(
+                        "   the agent's new session holds its cluster after {:.1}s",
+                        t.as_secs_f64()
+                    ),
+                    Err(e) => nodes.notes.push(format!("kill-agent: {e}")),
+                }
+            }
+        }
         Undo::Restart(ids) => {
             for id in ids {
                 nodes.spawn(id)?;

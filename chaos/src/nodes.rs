@@ -293,6 +293,9 @@ impl Nodes {
             .args(["--xds-listen", &format!("{ip}:{XDS_PORT}")])
             .args(["--admin-listen", &format!("{ip}:{ADMIN_PORT}")])
             .args(["--snapshot-logs", &opts.snapshot_logs.to_string()])
+            // The disk faults (`slow-fsync`, `fsync-error`) go through the
+            // admin API's /debug/disk-faults; partitions stay nft's.
+            .arg("--enable-fault-injection")
             .args([
                 "--write-timeout",
                 &format!("{}ms", opts.write_timeout.as_millis()),
@@ -355,6 +358,17 @@ impl Nodes {
             ));
         }
         self.write_clock(id, secs)
+    }
+
+    /// Sets slot `id`'s disk faults (a `DiskFaultConfig` as JSON; `{}`
+    /// clears them) through its admin API.
+    pub async fn set_disk_faults(&self, id: u64, body: &str) -> Result<(), String> {
+        let url = format!("http://{}/debug/disk-faults", self.admin_addr(id));
+        match meridian_testkit::http::http_request("PUT", &url, Some(body)).await {
+            Ok((200, _)) => Ok(()),
+            Ok((code, text)) => Err(format!("PUT {url} {body}: HTTP {code}: {}", text.trim())),
+            Err(e) => Err(format!("PUT {url} {body}: {e}")),
+        }
     }
 
     /// SIGKILL, and reap.

@@ -111,7 +111,7 @@ pub async fn run(
     };
     for step in &plan {
         sleep_until(t0, step.at).await;
-        let (what, undo) = nemesis::start(nodes, step).await?;
+        let (what, undo) = nemesis::start(nodes, dp.as_deref_mut(), step).await?;
         println!(
             "   t={:>5.1}s {}: {what}",
             t0.elapsed().as_secs_f64(),
@@ -119,7 +119,7 @@ pub async fn run(
         );
         row.faults.push(step.fault.name().to_string());
         sleep_until(t0, step.at + step.hold).await;
-        nemesis::undo(nodes, undo).await?;
+        nemesis::undo(nodes, dp.as_deref_mut(), undo).await?;
         println!(
             "   t={:>5.1}s {} ends",
             t0.elapsed().as_secs_f64(),

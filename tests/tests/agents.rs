@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::agent_service_client::AgentServiceClient;
 use meridian_tests::agent::AgentProc;
-use meridian_tests::cluster::http_request;
 use meridian_tests::envoy::{batch, wait_all_ok, Envoy};
 use meridian_tests::upstream::Upstream;
 use meridian_tests::{eventually, Cluster, ClusterOpts};
@@ -201,13 +200,6 @@ async fn a_wrong_token_cannot_write_another_clusters_endpoints() {
     assert!(!c.log_of(1).contains(&token));
 }
 
-async fn set_faults(c: &Cluster, id: u64, body: &str) {
-    let (code, resp) = http_request("PUT", &c.node(id).admin_url("/debug/faults"), Some(body))
-        .await
-        .unwrap();
-    assert_eq!(code, 200, "{resp}");
-}
-
 /// Property: an agent sent to a follower right after `clusters add` is
 /// welcomed even if that follower has not applied the registration yet
 /// (it catches up with the leader before it refuses). The follower is cut
@@ -218,13 +210,11 @@ async fn set_faults(c: &Cluster, id: u64, body: &str) {
 async fn an_agent_at_a_follower_behind_the_registration_is_welcomed() {
     let c = Cluster::start(3, ClusterOpts::default()).await;
     let leader = c.wait_leader().await;
-    let follower = c
-        .running_ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .unwrap();
-    set_faults(&c, leader, &format!(r#"{{"isolated_from": [{follower}]}}"#)).await;
-    set_faults(&c, follower, &format!(r#"{{"isolated_from": [{leader}]}}"#)).await;
+    let follower = c.a_follower(leader);
+    c.set_faults(leader, &format!(r#"{{"isolated_from": [{follower}]}}"#))
+        .await;
+    c.set_faults(follower, &format!(r#"{{"isolated_from": [{leader}]}}"#))
+        .await;
     let token = register(&c, "east-1", "us-east", "30s", "drop");
     let key = pb::GetRequest {
         key: Some(pb::ObjectKey {
@@ -240,8 +230,8 @@ async fn an_agent_at_a_follower_behind_the_registration_is_welcomed() {
     );
     let heal = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        set_faults(&c, leader, "{}").await;
-        set_faults(&c, follower, "{}").await;
+        c.set_faults(leader, "{}").await;
+        c.set_faults(follower, "{}").await;
     };
     let (agent, ()) = tokio::join!(
         TestAgent::connect(&c, follower, "east-1", "us-east", &token, "run-1"),

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use meridian_tests::{meridian_bin, workspace_root, Cluster, ClusterOpts};
+use meridian_tests::{meridian_bin, show, workspace_root, Cluster, ClusterOpts};
 
 fn example() -> PathBuf {
     workspace_root().join("examples").join("multi-region.yaml")
@@ -21,15 +21,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    )
 }
 
 #[track_caller]

@@ -6,24 +6,12 @@ use std::time::{Duration, Instant};
 use meridian_proto::v1 as pb;
 use meridian_tests::cluster::http_get;
 use meridian_tests::envoy::{batch, wait_all_ok, Envoy};
+use meridian_tests::ops::put_op;
 use meridian_tests::upstream::Upstream;
 use meridian_tests::{eventually, Cluster, ClusterOpts};
 use serde_json::{json, Value};
 
 const CONVERGE: Duration = Duration::from_secs(30);
-
-fn put(kind: &str, name: &str, spec: Value) -> pb::TxnOp {
-    pb::TxnOp {
-        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-            key: Some(pb::ObjectKey {
-                kind: kind.into(),
-                name: name.into(),
-            }),
-            value: serde_json::to_vec(&spec).unwrap(),
-            expected_revision: None,
-        })),
-    }
-}
 
 fn del(kind: &str, name: &str) -> pb::TxnOp {
     pb::TxnOp {
@@ -61,13 +49,13 @@ fn service(upstream: &Upstream, region: &str) -> Value {
 /// host, served by `listener` on `port`.
 fn web_on(upstream: &Upstream, listener: &str, port: u16) -> Vec<pb::TxnOp> {
     vec![
-        put("service", "web", service(upstream, "us-east")),
-        put(
+        put_op("service", "web", service(upstream, "us-east")),
+        put_op(
             "route",
             "main",
             json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
         ),
-        put(
+        put_op(
             "listener",
             listener,
             json!({"address": "127.0.0.1", "port": port, "routes": ["main"]}),
@@ -79,23 +67,23 @@ fn web_on(upstream: &Upstream, listener: &str, port: u16) -> Vec<pb::TxnOp> {
 /// two listeners, on fixed ports, both routed to the generation's service.
 fn generation(g: usize, up: &Upstream, ports: (u16, u16), prev: Option<usize>) -> Vec<pb::TxnOp> {
     let mut ops = vec![
-        put("service", &format!("svc-{g}"), service(up, "us-east")),
-        put(
+        put_op("service", &format!("svc-{g}"), service(up, "us-east")),
+        put_op(
             "route",
             &format!("rt-{g}"),
             json!({"hosts": ["*"], "rules": [{"backends": [{"service": format!("svc-{g}")}]}]}),
         ),
-        put(
+        put_op(
             "route",
             &format!("rt2-{g}"),
             json!({"hosts": ["*"], "rules": [{"matches": [{"path": {"prefix": "/"}}], "backends": [{"service": format!("svc-{g}"), "weight": 100}], "retries": {"attempts": 2}}]}),
         ),
-        put(
+        put_op(
             "listener",
             "edge",
             json!({"address": "127.0.0.1", "port": ports.0, "routes": [format!("rt-{g}")]}),
         ),
-        put(
+        put_op(
             "listener",
             "edge2",
             json!({"address": "127.0.0.1", "port": ports.1, "routes": [format!("rt2-{g}")]}),
@@ -262,7 +250,7 @@ async fn nack(sotw: bool) {
     // address of this machine, so Envoy cannot bind the listener and NACKs.
     apply(
         &c,
-        vec![put(
+        vec![put_op(
             "listener",
             "unbindable",
             json!({"address": "192.0.2.1", "port": bad, "routes": ["main"]}),
@@ -300,7 +288,7 @@ async fn nack(sotw: bool) {
     // Fixing the config clears the NACK.
     apply(
         &c,
-        vec![put(
+        vec![put_op(
             "listener",
             "unbindable",
             json!({"address": "127.0.0.1", "port": bad, "routes": ["main"]}),
@@ -379,7 +367,7 @@ async fn controller_killed(sotw: bool) {
 
     let b = Upstream::start("after").await;
     let started = Instant::now();
-    apply(&c, vec![put("service", "web", service(&b, "us-east"))]).await;
+    apply(&c, vec![put_op("service", "web", service(&b, "us-east"))]).await;
     wait_all_ok(port, "/", 10, Duration::from_secs(60), |body| {
         body == "after"
     })

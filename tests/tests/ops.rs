@@ -9,19 +9,10 @@ use std::time::{Duration, Instant};
 use meridian_proto::v1 as pb;
 use meridian_tests::envoy::{batch, wait_all_ok, Envoy};
 use meridian_tests::upstream::Upstream;
-use meridian_tests::{workspace_root, Cluster, ClusterOpts};
+use meridian_tests::{show, workspace_root, Cluster, ClusterOpts};
 use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(30);
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[track_caller]
 fn assert_code(o: &Output, code: i32) {
@@ -493,17 +484,6 @@ fn start_envoy_on(c: &Cluster, node_id: &str, group: &str, controller: u64) -> E
     )
 }
 
-async fn set_faults(c: &Cluster, id: u64, body: &str) {
-    let (code, text) = meridian_tests::cluster::http_request(
-        "PUT",
-        &c.node(id).admin_url("/debug/faults"),
-        Some(body),
-    )
-    .await
-    .unwrap();
-    assert_eq!(code, 200, "{text}");
-}
-
 /// Property: `apply --wait` waits for Envoys connected to different
 /// controllers (GetProxyStatus fans out), and when one of them cannot get
 /// the new revision (its controller is cut off from the leader) it ends at
@@ -552,9 +532,10 @@ async fn apply_wait_spans_controllers_and_times_out() {
     // the next revision.
     for id in c.running_ids() {
         let other = if id == f2 { 0 } else { f2 };
-        set_faults(&c, id, &format!(r#"{{"isolated_from": [{other}]}}"#)).await;
+        c.set_faults(id, &format!(r#"{{"isolated_from": [{other}]}}"#))
+            .await;
     }
-    set_faults(&c, f2, r#"{"isolate_all": true}"#).await;
+    c.set_faults(f2, r#"{"isolate_all": true}"#).await;
     let f = write(c.dir(), "to-a.yaml", &route_to("a"));
     let started = Instant::now();
     // Ask the leader: the CLI would otherwise try the cut-off node first.
@@ -592,6 +573,6 @@ async fn apply_wait_spans_controllers_and_times_out() {
     let (ok, failed) = batch(p1, "/", 5).await;
     assert!(failed == 0 && ok.iter().all(|body| body == "A"), "{ok:?}");
     for id in c.running_ids() {
-        set_faults(&c, id, "{}").await;
+        c.set_faults(id, "{}").await;
     }
 }

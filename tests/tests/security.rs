@@ -23,9 +23,10 @@ use meridian_proto::v1::config_service_client::ConfigServiceClient;
 use meridian_proto::v1::raft_service_client::RaftServiceClient;
 use meridian_tests::envoy::{wait_all_ok, Envoy};
 use meridian_tests::http::http_get;
+use meridian_tests::ops::{edge_ops, put_op};
 use meridian_tests::pki::{foreign, Pki};
 use meridian_tests::upstream::Upstream;
-use meridian_tests::{eventually, meridian_bin, Cluster, ClusterOpts};
+use meridian_tests::{eventually, meridian_bin, show, Cluster, ClusterOpts};
 use meridian_tls::{Connector, Expect, TlsFiles};
 use meridian_xds::testing::{names, node, SotwClient};
 use meridian_xds::types::{LISTENER, SECRET};
@@ -318,26 +319,12 @@ fn cli_as(c: &Cluster, files: &TlsFiles, servers: &str, args: &[&str]) -> Output
         .unwrap_or_else(|e| panic!("running meridian in {}: {e}", c.dir().display()))
 }
 
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn roles_decide_what_an_operator_may_do_also_through_a_follower() {
     let c = Cluster::start(3, tls_opts()).await;
     let pki = c.pki().unwrap();
     let leader = c.wait_leader().await;
-    let follower = c
-        .nodes
-        .iter()
-        .map(|n| n.id)
-        .find(|id| *id != leader)
-        .unwrap();
+    let follower = c.a_follower(leader);
     let via_follower = c.node(follower).api_addr();
     let viewer = pki
         .issue(operator("vera", Role::Viewer), Validity::leaf_default())
@@ -636,19 +623,6 @@ fn the_server_refuses_to_start_without_tls_unless_insecure() {
     );
 }
 
-fn put(kind: &str, name: &str, spec: serde_json::Value) -> pb::TxnOp {
-    pb::TxnOp {
-        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-            key: Some(pb::ObjectKey {
-                kind: kind.into(),
-                name: name.into(),
-            }),
-            value: serde_json::to_vec(&spec).unwrap(),
-            expected_revision: None,
-        })),
-    }
-}
-
 async fn apply(c: &Cluster, request_id: &str, ops: Vec<pb::TxnOp>) {
     c.config(1)
         .await
@@ -693,23 +667,15 @@ async fn envoy_gets_its_config_over_mutual_tls_and_only_as_its_certificate_group
     apply(
         &c,
         "web",
-        vec![
-            put(
+        [
+            vec![put_op(
                 "service",
                 "web",
                 serde_json::json!({"port": up.port, "endpoints": [{"address": "127.0.0.1", "region": "us-east"}]}),
-            ),
-            put(
-                "route",
-                "main",
-                serde_json::json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
-            ),
-            put(
-                "listener",
-                "edge",
-                serde_json::json!({"address": "127.0.0.1", "port": port, "routes": ["main"]}),
-            ),
-        ],
+            )],
+            edge_ops("web", port),
+        ]
+        .concat(),
     )
     .await;
 
@@ -838,23 +804,23 @@ async fn an_xds_stream_views_only_as_its_certificate_group_and_gets_only_its_sec
         &c,
         "groups",
         vec![
-            put("service", "web", serde_json::json!({"port": 8080})),
-            put(
+            put_op("service", "web", serde_json::json!({"port": 8080})),
+            put_op(
                 "route",
                 "main",
                 serde_json::json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
             ),
-            put(
+            put_op(
                 "secret",
                 "a-cert",
                 serde_json::json!({"certificateChain": chain, "privateKey": key}),
             ),
-            put(
+            put_op(
                 "listener",
                 "a",
                 serde_json::json!({"port": pa, "proxyGroups": ["group-a"], "routes": ["main"], "tls": {"secret": "a-cert"}}),
             ),
-            put(
+            put_op(
                 "listener",
                 "b",
                 serde_json::json!({"port": pb, "proxyGroups": ["group-b"], "routes": ["main"]}),

@@ -13,7 +13,7 @@ use meridian_pki::{Identity, Role, Validity};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::agent_service_client::AgentServiceClient;
 use meridian_proto::v1::internal_service_client::InternalServiceClient;
-use meridian_tests::{meridian_bin, Cluster, ClusterOpts};
+use meridian_tests::{meridian_bin, show, Cluster, ClusterOpts};
 use meridian_tls::{Connector, Expect, TlsFiles};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,15 +37,6 @@ async fn channel(addr: &str, files: &TlsFiles, c: &Cluster) -> Result<Channel, S
         .connect_with_connector(connector)
         .await
         .map_err(|e| format!("{e:?}"))
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn cli_as(files: &TlsFiles, server: &str, args: &[&str]) -> Output {
@@ -173,12 +164,7 @@ async fn an_agent_writes_only_its_clusters_endpoints_also_through_a_follower() {
     let c = Cluster::start(3, tls_opts()).await;
     let pki = c.pki().unwrap();
     let leader = c.wait_leader().await;
-    let follower = c
-        .nodes
-        .iter()
-        .map(|n| n.id)
-        .find(|id| *id != leader)
-        .unwrap();
+    let follower = c.a_follower(leader);
     let via = c.node(follower).api_addr();
     let token_a = register(&c, "east-a");
     let token_b = register(&c, "east-b");
@@ -292,12 +278,7 @@ async fn an_editors_rollback_cannot_touch_cluster_registrations_but_an_admins_ca
     let c = Cluster::start(3, tls_opts()).await;
     let pki = c.pki().unwrap();
     let leader = c.wait_leader().await;
-    let follower = c
-        .nodes
-        .iter()
-        .map(|n| n.id)
-        .find(|id| *id != leader)
-        .unwrap();
+    let follower = c.a_follower(leader);
     let (via_follower, on_leader) = (c.node(follower).api_addr(), c.node(leader).api_addr());
     let editor = pki
         .issue(

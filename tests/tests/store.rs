@@ -8,6 +8,7 @@ mod store {
     mod backup;
     mod bad_input;
     mod context;
+    mod disk_faults;
     mod durability;
     mod failover;
     mod hardening;

@@ -10,7 +10,7 @@ use meridian_proto::v1 as pb;
 use meridian_tests::bootstrap::BootstrapSpec;
 use meridian_tests::cluster::http_get;
 use meridian_tests::envoy::{batch, wait_all_ok, Envoy};
-use meridian_tests::ops::put_op;
+use meridian_tests::ops::{edge_ops, put_op};
 use meridian_tests::upstream::Upstream;
 use meridian_tests::{eventually, Cluster, ClusterOpts};
 use serde_json::{json, Value};
@@ -22,23 +22,12 @@ const FAILING: usize = 25;
 
 /// Service `web` on `upstream`, routed from a listener on `port`.
 async fn web(c: &Cluster, upstream: &Upstream, port: u16) {
-    let ops = vec![
-        put_op(
-            "service",
-            "web",
-            json!({"port": upstream.port, "endpoints": [{"address": "127.0.0.1", "region": "us-east"}]}),
-        ),
-        put_op(
-            "route",
-            "main",
-            json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
-        ),
-        put_op(
-            "listener",
-            "edge",
-            json!({"address": "127.0.0.1", "port": port, "routes": ["main"]}),
-        ),
-    ];
+    let mut ops = vec![put_op(
+        "service",
+        "web",
+        json!({"port": upstream.port, "endpoints": [{"address": "127.0.0.1", "region": "us-east"}]}),
+    )];
+    ops.extend(edge_ops("web", port));
     c.apply_ops(ops).await;
 }
 

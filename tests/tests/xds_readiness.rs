@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use meridian_proto::v1 as pb;
 use meridian_tests::bootstrap::{AdsVariant, BootstrapSpec};
-use meridian_tests::cluster::{http_get, http_request};
+use meridian_tests::cluster::http_get;
 use meridian_tests::envoy::{batch, wait_all_ok, Envoy};
-use meridian_tests::ops::put_op;
+use meridian_tests::ops::{edge_ops, put_op};
 use meridian_tests::upstream::Upstream;
 use meridian_tests::{eventually, Cluster, ClusterOpts};
 use meridian_xds::testing::{delta_names, names, node, DeltaClient, SotwClient};
@@ -22,30 +22,8 @@ use meridian_xds::types::CLUSTER;
 use serde_json::json;
 
 async fn put_service(c: &Cluster, name: &str, port: u16) {
-    let op = pb::TxnOp {
-        op: Some(pb::txn_op::Op::Put(pb::PutOp {
-            key: Some(pb::ObjectKey { kind: "service".into(), name: name.into() }),
-            value: serde_json::to_vec(&json!({"port": port, "endpoints": [{"address": "127.0.0.1", "region": "us-east"}]})).unwrap(),
-            expected_revision: None,
-        })),
-    };
-    let req = pb::TxnRequest {
-        request_id: format!("svc-{name}"),
-        ops: vec![op],
-        dry_run: false,
-    };
-    c.config(c.running_ids()[0])
-        .await
-        .txn(req)
-        .await
-        .expect("put service");
-}
-
-async fn set_faults(c: &Cluster, id: u64, body: &str) {
-    let (code, resp) = http_request("PUT", &c.node(id).admin_url("/debug/faults"), Some(body))
-        .await
-        .unwrap();
-    assert_eq!(code, 200, "{resp}");
+    let spec = json!({"port": port, "endpoints": [{"address": "127.0.0.1", "region": "us-east"}]});
+    c.apply_ops(vec![put_op("service", name, spec)]).await;
 }
 
 /// One Envoy-like first request for every cluster; what came back: the
@@ -83,7 +61,8 @@ async fn a_controller_joining_on_an_empty_data_dir_never_serves_an_empty_view() 
     // replica with nothing in it for as long as this test looks.
     let new_id = c.nodes.iter().map(|n| n.id).max().unwrap() + 1;
     for id in c.running_ids() {
-        set_faults(&c, id, &format!(r#"{{"isolated_from": [{new_id}]}}"#)).await;
+        c.set_faults(id, &format!(r#"{{"isolated_from": [{new_id}]}}"#))
+            .await;
     }
     let id = c.add_node().await;
     assert_eq!(id, new_id);
@@ -125,7 +104,7 @@ async fn a_controller_joining_on_an_empty_data_dir_never_serves_an_empty_view() 
     // Replication resumes: the controller catches up and then serves the
     // cluster's config, not an empty one.
     for id in c.running_ids() {
-        set_faults(&c, id, "{}").await;
+        c.set_faults(id, "{}").await;
     }
     let healed = Instant::now();
     for delta in [false, true] {
@@ -183,31 +162,16 @@ async fn envoy_fails_over_to_a_controller_with_an_empty_data_dir(variant: AdsVar
     let mut c = Cluster::start(3, ClusterOpts::default()).await;
     let port = meridian_tests::ports::free_port();
     let before = Upstream::start("before").await;
-    c.apply_ops(vec![
-        web(&before),
-        put_op(
-            "route",
-            "main",
-            json!({"hosts": ["*"], "rules": [{"backends": [{"service": "web"}]}]}),
-        ),
-        put_op(
-            "listener",
-            "edge",
-            json!({"address": "127.0.0.1", "port": port, "routes": ["main"]}),
-        ),
-    ])
-    .await;
+    c.apply_ops([vec![web(&before)], edge_ops("web", port)].concat())
+        .await;
     let leader = c.wait_leader().await;
-    let serving = c
-        .running_ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .unwrap();
+    let serving = c.a_follower(leader);
     // The new controller joins while replication to it is held back, so it
     // stays a replica with nothing in it for as long as this test needs.
     let fresh = c.nodes.iter().map(|n| n.id).max().unwrap() + 1;
     for id in c.running_ids() {
-        set_faults(&c, id, &format!(r#"{{"isolated_from": [{fresh}]}}"#)).await;
+        c.set_faults(id, &format!(r#"{{"isolated_from": [{fresh}]}}"#))
+            .await;
     }
     assert_eq!(c.add_node().await, fresh);
     let xds = |id: u64| {
@@ -245,7 +209,7 @@ async fn envoy_fails_over_to_a_controller_with_an_empty_data_dir(variant: AdsVar
     );
 
     for id in c.running_ids() {
-        set_faults(&c, id, "{}").await;
+        c.set_faults(id, "{}").await;
     }
     c.wait_ready(fresh).await;
     // The new controller serves it now: a change reaches Envoy through it.

@@ -5,6 +5,9 @@
 //! the server's tasks into a crash).
 #![no_main]
 
+#[path = "script.rs"]
+mod script;
+
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -14,6 +17,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::rpc::Status;
 use libfuzzer_sys::fuzz_target;
+use script::Script;
 use meridian_xds::testing::fixtures::{cluster, endpoints, listener, route, secret};
 use meridian_xds::testing::TestServer;
 use meridian_xds::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
@@ -66,16 +70,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     Fixture { rt, channel, _server: server }
 });
 
-/// Reads the input as a script: one byte per choice, 0 when it runs out.
-struct Script<'a>(std::slice::Iter<'a, u8>);
-
 impl Script<'_> {
-    fn next(&mut self) -> Option<u8> {
-        self.0.next().copied()
-    }
-    fn byte(&mut self) -> u8 {
-        self.next().unwrap_or(0)
-    }
     fn names(&mut self) -> Vec<String> {
         let n = self.byte() % 5;
         (0..n)

@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use meridian_peer::FaultConfig;
+use meridian_store::DiskFaultConfig;
 
 use crate::metrics::WriteMetrics;
 use crate::status::LocalStatus;
@@ -19,6 +20,7 @@ use crate::status::LocalStatus;
 pub(crate) struct Admin {
     pub status: LocalStatus,
     pub faults: meridian_peer::Faults,
+    pub disk_faults: meridian_store::DiskFaults,
     pub incarnations: meridian_peer::Incarnations,
     pub fault_injection: bool,
     pub write_metrics: Arc<WriteMetrics>,
@@ -33,7 +35,12 @@ pub(crate) fn router(s: Arc<Admin>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
     if s.fault_injection {
-        r = r.route("/debug/faults", get(get_faults).put(put_faults));
+        r = r
+            .route("/debug/faults", get(get_faults).put(put_faults))
+            .route(
+                "/debug/disk-faults",
+                get(get_disk_faults).put(put_disk_faults),
+            );
     }
     let ui = crate::ui::routes(s.ui.clone());
     r.with_state(s).merge(ui)
@@ -172,6 +179,19 @@ async fn put_faults(
 ) -> impl IntoResponse {
     tracing::warn!(faults = ?cfg, "fault injection changed");
     s.faults.set(cfg.clone());
+    Json(cfg)
+}
+
+async fn get_disk_faults(State(s): State<Arc<Admin>>) -> Json<DiskFaultConfig> {
+    Json(s.disk_faults.get())
+}
+
+async fn put_disk_faults(
+    State(s): State<Arc<Admin>>,
+    Json(cfg): Json<DiskFaultConfig>,
+) -> impl IntoResponse {
+    tracing::warn!(faults = ?cfg, "disk fault injection changed");
+    s.disk_faults.set(cfg.clone());
     Json(cfg)
 }
 

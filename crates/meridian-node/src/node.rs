@@ -103,7 +103,8 @@ impl Node {
         let admin_l = bind("admin", config.listen.admin).await?;
         let xds_l = bind("xds", config.listen.xds).await?;
 
-        let (mut log_store, sm) = meridian_store::open(&config.data_dir)
+        let disk_faults = meridian_store::DiskFaults::default();
+        let (mut log_store, sm) = meridian_store::open(&config.data_dir, disk_faults.clone())
             .await
             .map_err(|e| NodeError::Storage(e.to_string()))?;
         // Read before openraft starts: its metrics say nothing of the log
@@ -368,6 +369,7 @@ impl Node {
         let admin = Arc::new(crate::admin::Admin {
             status,
             faults,
+            disk_faults,
             incarnations,
             fault_injection: config.enable_fault_injection,
             write_metrics,

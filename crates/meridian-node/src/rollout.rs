@@ -10,7 +10,9 @@
 //! or a step error rate above the policy's threshold, rolls the run back
 //! (the previous values are written back as current ones, in the same
 //! transaction as the run's new state); a step that baked is promoted; the
-//! last one completes the run.
+//! last one completes the run. Whether a step baked is decided on each
+//! node's monotonic clock from when it saw the step start (`bake`), not on
+//! the leader's wall clock.
 //!
 //! Every write is guarded by the run's revision and carries a request id
 //! made of the run id, that revision and the action, so a leader change
@@ -40,6 +42,8 @@ use crate::routing::Router;
 use crate::traffic_stats::{ErrorCounts, TrafficStats};
 use crate::write::ConfigWrites;
 
+mod bake;
+
 /// How often the controller looks at progressing runs.
 const TICK: Duration = Duration::from_secs(1);
 /// Terminal runs kept for `meridian rollout status`; older ones are deleted
@@ -50,6 +54,14 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The time a leader writes into a run (`step_started_at_ms` and the
+/// like): its wall clock, or the log's time where that is later
+/// (`write::leader_time`), so a leader stepped back does not date a step
+/// minutes in the past for the next leader to read.
+pub(crate) fn leader_now_ms(sm: &StateMachineStore) -> u64 {
+    crate::write::leader_time::proposed_at_ms(now_ms(), sm.last_batch(), Instant::now())
 }
 
 /// Where a step's error counts come from.
@@ -86,10 +98,10 @@ pub(crate) enum Decision {
 
 /// The controller's rule, pure: a NACK or an error rate above the
 /// threshold (once the step saw `minRequests`) rolls back at any time; a
-/// baked step advances, the last one completes the run.
+/// baked step ([`bake::Bakes`]) advances, the last one completes the run.
 pub(crate) fn decide(
     run: &RolloutRun,
-    now_ms: u64,
+    baked: bool,
     nack: Option<String>,
     counts: ErrorCounts,
 ) -> Decision {
@@ -107,7 +119,6 @@ pub(crate) fn decide(
             counts.requests
         ));
     }
-    let baked = now_ms >= run.step_started_at_ms + run.spec.bake_time(run.step).as_millis();
     match (baked, run.step + 1 >= run.spec.steps.len()) {
         (false, _) => Decision::Wait,
         (true, false) => Decision::Advance,
@@ -252,7 +263,7 @@ impl Runs {
         state: RunState,
         reason: String,
     ) -> Result<(RolloutRun, u64), ApiError> {
-        let now = now_ms();
+        let now = leader_now_ms(&self.sm);
         let mut next = RolloutRun {
             state,
             reason: reason.clone(),
@@ -291,7 +302,7 @@ impl Runs {
         run: &RolloutRun,
         reason: &str,
     ) -> Result<(RolloutRun, u64), ApiError> {
-        let now = now_ms();
+        let now = leader_now_ms(&self.sm);
         let next = if run.step + 1 >= run.spec.steps.len() {
             RolloutRun {
                 state: RunState::Complete,
@@ -322,7 +333,7 @@ impl Runs {
         state: RunState,
         reason: &str,
     ) -> Result<(RolloutRun, u64), ApiError> {
-        let now = now_ms();
+        let now = leader_now_ms(&self.sm);
         let next = RolloutRun {
             state,
             updated_at_ms: now,
@@ -516,16 +527,26 @@ pub(crate) async fn run<H: StepHealth>(
 ) -> Result<(), String> {
     let mut tick = tokio::time::interval(TICK);
     let mut said_no_stats = BTreeSet::new();
+    let mut bakes = bake::Bakes::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|v| *v) => return Ok(()),
         }
+        // Every node notes when it saw each step start, so that a new
+        // leader judges bakes by what it saw (bake.rs).
+        let all = runs.list();
+        bakes.observe(
+            all.iter().map(|(id, r, _)| (id.as_str(), r)),
+            leadership.replayed_log_found_at_start(),
+            now_ms(),
+            runs.sm.last_batch(),
+            Instant::now(),
+        );
         if !matches!(leadership.leader(), LeaderIs::Me) {
             continue;
         }
-        let progressing: Vec<_> = runs
-            .list()
+        let progressing: Vec<_> = all
             .into_iter()
             .filter(|(_, r, _)| r.state == RunState::Progressing)
             .collect();
@@ -548,7 +569,8 @@ pub(crate) async fn run<H: StepHealth>(
             if counts.envoys == 0 && said_no_stats.insert((id.clone(), run.step)) {
                 info!(rollout = %id, step = run.step + 1, "no traffic statistics for this step: it can halt on NACKs only, not on its error rate");
             }
-            let result = match decide(&run, now_ms(), nack, counts) {
+            let baked = bakes.baked(&id, &run, Instant::now());
+            let result = match decide(&run, baked, nack, counts) {
                 Decision::Wait => continue,
                 Decision::Advance => runs.promote(&id, &stored, &run, "baked").await,
                 Decision::Complete => runs.promote(&id, &stored, &run, "every step baked").await,
@@ -575,7 +597,7 @@ mod tests {
 
     use super::*;
 
-    fn run(step: usize) -> RolloutRun {
+    pub(super) fn run(step: usize) -> RolloutRun {
         RolloutRun {
             policy: "p".into(),
             spec: RolloutSpec {
@@ -617,13 +639,10 @@ mod tests {
 
     #[test]
     fn a_step_advances_after_its_bake_time_and_the_last_completes() {
-        assert_eq!(decide(&run(0), 2_999, None, counts(0, 0)), Decision::Wait);
+        assert_eq!(decide(&run(0), false, None, counts(0, 0)), Decision::Wait);
+        assert_eq!(decide(&run(0), true, None, counts(0, 0)), Decision::Advance);
         assert_eq!(
-            decide(&run(0), 3_000, None, counts(0, 0)),
-            Decision::Advance
-        );
-        assert_eq!(
-            decide(&run(1), 3_000, None, counts(100, 10)),
+            decide(&run(1), true, None, counts(100, 10)),
             Decision::Complete,
             "10% is not above 10%"
         );
@@ -633,21 +652,21 @@ mod tests {
     fn a_nack_or_an_error_rate_above_the_threshold_rolls_back() {
         let d = decide(
             &run(0),
-            1_500,
+            false,
             Some("Envoy e NACKed lds".into()),
             counts(0, 0),
         );
         assert_eq!(d, Decision::RollBack("Envoy e NACKed lds".into()));
-        let d = decide(&run(0), 1_500, None, counts(100, 11));
+        let d = decide(&run(0), false, None, counts(100, 11));
         assert!(
             matches!(d, Decision::RollBack(ref why) if why.contains("11/100")),
             "{d:?}"
         );
         // Below minRequests the rate is not judged, however bad.
-        assert_eq!(decide(&run(0), 1_500, None, counts(19, 19)), Decision::Wait);
+        assert_eq!(decide(&run(0), false, None, counts(19, 19)), Decision::Wait);
         // No data (the default source) never halts.
         assert_eq!(
-            decide(&run(0), 3_000, None, ErrorCounts::default()),
+            decide(&run(0), true, None, ErrorCounts::default()),
             Decision::Advance
         );
     }
@@ -671,7 +690,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            decide(&run(1), 1_100, None, c),
+            decide(&run(1), false, None, c),
             Decision::RollBack(_)
         ));
     }

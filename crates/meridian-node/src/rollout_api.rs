@@ -17,7 +17,7 @@ use tracing::info;
 
 use crate::config_api::txn_from_pb;
 use crate::error::ApiError;
-use crate::rollout::{now_ms, to_pb, Runs, KEEP_FINISHED};
+use crate::rollout::{leader_now_ms, to_pb, Runs, KEEP_FINISHED};
 use crate::routing::{forwarded, Router};
 
 pub(crate) struct RolloutApi {
@@ -138,7 +138,7 @@ impl RolloutApi {
             ));
         }
         let id = run_id(policy, &txn.request_id);
-        let now = now_ms();
+        let now = leader_now_ms(&self.runs.sm);
         let run = RolloutRun {
             policy: policy.to_string(),
             spec,

@@ -13,6 +13,7 @@
 pub mod backend;
 mod bytes;
 pub mod codec;
+pub mod disk_faults;
 pub mod limits;
 pub mod log_store;
 pub mod sled_backend;
@@ -22,6 +23,7 @@ pub mod types;
 
 pub use backend::LogBackend;
 pub use codec::{CodecError, FORMAT_VERSION};
+pub use disk_faults::{DiskFaultConfig, DiskFaults};
 pub use log_store::LogStore;
 pub use sled_backend::SledBackend;
 pub use state_machine::{EventBatch, StateMachineStore, WatchError};

@@ -4,6 +4,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::disk_faults::{DiskFaults, FaultyBackend};
 use crate::log_store::LogStore;
 use crate::sled_backend::SledBackend;
 use crate::state_machine::StateMachineStore;
@@ -17,12 +18,16 @@ pub enum StoreError {
 }
 
 /// Opens (creating if needed) the store in a node's data directory: the Raft
-/// log in `<dir>/raft` (sled) and snapshots in `<dir>/snapshots`.
-pub async fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+/// log in `<dir>/raft` (sled, its flushes under `faults`) and snapshots in
+/// `<dir>/snapshots`.
+pub async fn open(
+    dir: &Path,
+    faults: DiskFaults,
+) -> Result<(LogStore, StateMachineStore), StoreError> {
     let raft_dir = dir.join("raft");
     let log = std::fs::create_dir_all(&raft_dir)
         .and_then(|()| SledBackend::open(&raft_dir))
-        .and_then(|b| LogStore::new(Arc::new(b)))
+        .and_then(|b| LogStore::new(Arc::new(FaultyBackend::new(b, faults))))
         .map_err(|source| StoreError::Log {
             path: raft_dir.clone(),
             source,

@@ -391,6 +391,14 @@ impl Cluster {
         }
     }
 
+    /// Whether node `id`'s process ended by itself (not killed by the kit).
+    pub fn has_exited(&mut self, id: u64) -> bool {
+        self.node_mut(id)
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     pub fn kill_all(&mut self) {
         let ids: Vec<u64> = self.nodes.iter().map(|n| n.id).collect();
         for id in ids {

@@ -70,6 +70,17 @@ pub fn meridian_bin() -> PathBuf {
     try_meridian_bin().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// A finished command, for a failed assertion: its exit code, stdout and
+/// stderr.
+pub fn show(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
 where

@@ -45,6 +45,24 @@ fn key(kind: &str, name: &str) -> pb::ObjectKey {
     }
 }
 
+/// The route `main` (every host to `service`) and the listener `edge` on
+/// 127.0.0.1:`port` serving it: what most data-plane tests put in front of
+/// their upstreams.
+pub fn edge_ops(service: &str, port: u16) -> Vec<pb::TxnOp> {
+    vec![
+        put_op(
+            "route",
+            "main",
+            serde_json::json!({"hosts": ["*"], "rules": [{"backends": [{"service": service}]}]}),
+        ),
+        put_op(
+            "listener",
+            "edge",
+            serde_json::json!({"address": "127.0.0.1", "port": port, "routes": ["main"]}),
+        ),
+    ]
+}
+
 /// A transaction of `ops` under a fresh request id.
 pub fn txn(ops: Vec<pb::TxnOp>) -> pb::TxnRequest {
     pb::TxnRequest {

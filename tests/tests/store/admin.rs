@@ -54,11 +54,7 @@ async fn metrics_series_and_readiness_under_partition() {
     assert_eq!(code, 200);
 
     // Cut a follower off from both peers.
-    let victim = c
-        .running_ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .unwrap();
+    let victim = c.a_follower(leader);
     for id in c.running_ids() {
         let (code, body) = http_request(
             "PUT",

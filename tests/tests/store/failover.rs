@@ -115,11 +115,7 @@ async fn a_retried_write_applies_once() {
 async fn watch_on_a_follower_streams_committed_changes() {
     let c = Cluster::start(3, ClusterOpts::default()).await;
     let leader = c.wait_leader().await;
-    let follower = c
-        .running_ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .unwrap();
+    let follower = c.a_follower(leader);
     let start = put_service(&c, leader, "w0", 8000).await.unwrap();
     let mut stream = c
         .config(follower)

@@ -97,7 +97,7 @@ pub(super) async fn exit_on_raft_fatal(
             error!(error = %fatal, "raft stopped; the node exits (restart it once the cause is fixed)");
             return Err(format!(
                 "raft stopped: {fatal} (a full or failing disk under the data dir?); \
-                 nothing unflushed was acknowledged; restart the node once the disk has room"
+                 nothing unflushed was acknowledged; restart the node once the disk has room (or works) again"
             ));
         }
         tokio::select! {

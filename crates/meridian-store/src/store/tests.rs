@@ -13,7 +13,7 @@ struct FreshStore;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for FreshStore {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
         let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
-        let (log, sm) = open(dir.path())
+        let (log, sm) = open(dir.path(), Default::default())
             .await
             .map_err(|e| StorageIOError::write(&e))?;
         Ok((dir, log, sm))
@@ -51,14 +51,14 @@ async fn log_vote_and_markers_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let entries: Vec<Entry> = (1..=6).map(|i| put_entry(i, &format!("c{i}"))).collect();
     {
-        let (mut log, _sm) = open(dir.path()).await.unwrap();
+        let (mut log, _sm) = open(dir.path(), Default::default()).await.unwrap();
         log.blocking_append(entries.clone()).await.unwrap();
         log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
         log.save_committed(Some(log_id(2, 1, 4))).await.unwrap();
         log.purge(log_id(2, 1, 2)).await.unwrap();
         log.truncate(log_id(2, 1, 6)).await.unwrap();
     }
-    let (mut log, _sm) = open(dir.path()).await.unwrap();
+    let (mut log, _sm) = open(dir.path(), Default::default()).await.unwrap();
     assert_eq!(
         log.read_vote().await.unwrap(),
         Some(Vote::new_committed(2, 1))
@@ -77,7 +77,7 @@ async fn log_vote_and_markers_survive_reopen() {
 async fn state_machine_restarts_from_its_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let before = {
-        let (_log, mut sm) = open(dir.path()).await.unwrap();
+        let (_log, mut sm) = open(dir.path(), Default::default()).await.unwrap();
         sm.apply((1..=3).map(|i| put_entry(i, &format!("c{i}"))))
             .await
             .unwrap();
@@ -89,7 +89,7 @@ async fn state_machine_restarts_from_its_snapshot() {
         sm.apply([put_entry(4, "not-in-snapshot")]).await.unwrap();
         sm.state_clone()
     };
-    let (_log, mut sm) = open(dir.path()).await.unwrap();
+    let (_log, mut sm) = open(dir.path(), Default::default()).await.unwrap();
     let restored = sm.state_clone();
     assert_eq!(restored.last_applied, Some(log_id(2, 1, 3)));
     assert_eq!(restored.objects.len(), 3);

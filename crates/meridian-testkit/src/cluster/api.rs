@@ -8,7 +8,7 @@ use meridian_proto::v1::cluster_service_client::ClusterServiceClient;
 use meridian_proto::v1::config_service_client::ConfigServiceClient;
 use tonic::transport::Channel;
 
-use super::{http_get, Cluster};
+use super::{http_get, http_request, Cluster};
 use crate::eventually;
 
 impl Cluster {
@@ -92,6 +92,35 @@ impl Cluster {
             },
         )
         .await
+    }
+
+    /// A running node other than `leader`.
+    pub fn a_follower(&self, leader: u64) -> u64 {
+        self.running_ids()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("a running node besides the leader")
+    }
+
+    /// Sets node `id`'s peer-transport faults (`PUT /debug/faults`, a
+    /// `FaultConfig` as JSON; `{}` heals); the cluster must run with
+    /// `fault_injection`.
+    pub async fn set_faults(&self, id: u64, body: &str) {
+        self.put_admin(id, "/debug/faults", body).await
+    }
+
+    /// Sets node `id`'s disk faults (`PUT /debug/disk-faults`, a
+    /// `DiskFaultConfig` as JSON; `{}` clears them).
+    pub async fn set_disk_faults(&self, id: u64, body: &str) {
+        self.put_admin(id, "/debug/disk-faults", body).await
+    }
+
+    async fn put_admin(&self, id: u64, path: &str, body: &str) {
+        let url = self.node(id).admin_url(path);
+        let (code, text) = http_request("PUT", &url, Some(body))
+            .await
+            .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+        assert_eq!(code, 200, "PUT {url} {body}: {text}");
     }
 
     pub async fn wait_ready(&self, id: u64) {
