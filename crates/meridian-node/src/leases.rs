@@ -79,8 +79,7 @@ impl LogClock {
     }
 
     fn now_ms(&self, now: Instant) -> Option<u64> {
-        let (at_ms, seen) = self.last?;
-        Some(at_ms + now.saturating_duration_since(seen).as_millis() as u64)
+        crate::write::leader_time::log_now_ms(self.last, now)
     }
 }
 

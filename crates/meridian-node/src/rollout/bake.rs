@@ -83,10 +83,9 @@ fn inherited_left(
     log: Option<(u64, Instant)>,
     now: Instant,
 ) -> Duration {
-    let Some((at_ms, applied)) = log else {
+    let Some(log_ms) = crate::write::leader_time::log_now_ms(log, now) else {
         return bake;
     };
-    let log_ms = at_ms + now.saturating_duration_since(applied).as_millis() as u64;
     let elapsed = Duration::from_millis(wall_ms.min(log_ms).saturating_sub(started_ms));
     bake.saturating_sub(elapsed)
 }

@@ -29,6 +29,13 @@ pub(crate) const MAX_LEAD: Duration = Duration::from_secs(600);
 /// A carried lead shrinks by 1/SLEW of the time that passes.
 pub(crate) const SLEW: u64 = 16;
 
+/// The log's time now, unslewed: the last applied batch's time plus how
+/// long ago this node applied it (`None`: nothing applied since it started).
+pub(crate) fn log_now_ms(last_batch: Option<(u64, Instant)>, now: Instant) -> Option<u64> {
+    let (at_ms, applied) = last_batch?;
+    Some(at_ms.saturating_add(now.saturating_duration_since(applied).as_millis() as u64))
+}
+
 /// The stamp for a batch proposed now: the later of the wall clock and the
 /// log's time (the last batch applied here, run on since, slewed), the
 /// latter at most [`MAX_LEAD`] ahead of the wall clock.
